@@ -1,0 +1,259 @@
+//! The arguments of `map`: one per task parameter, each either an iterable of
+//! inputs or [`unmapped`] (the same value for every call).
+//!
+//! Arguments are passed as a tuple in parameter order, so every element type is
+//! checked at compile time against the task's signature.
+
+use thiserror::Error;
+
+/// Why a set of `map` arguments was refused. Nothing was submitted.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MapError {
+    /// Every argument was `unmapped`, so there is nothing to map over.
+    #[error("Must provide at least one non-unmapped iterable.")]
+    NoMappedIterable,
+    /// Two mapped iterables have different lengths.
+    #[error(
+        "Expected all iterables to be of length {expected} like '{expected_param}'. \
+         '{param}' is length {actual}."
+    )]
+    LengthMismatch {
+        /// The first mapped parameter, whose length sets the expectation.
+        expected_param: &'static str,
+        /// Its length.
+        expected: usize,
+        /// The parameter whose length differs.
+        param: &'static str,
+        /// Its length.
+        actual: usize,
+    },
+}
+
+/// A value passed unchanged to every call of a `map`, as Prefect's `unmapped`.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn offset() -> Vec<i64> {
+///     add.map((unmapped(1), vec![2, 3, 4, 5])).unwrap().results().unwrap()
+/// }
+///
+/// assert_eq!(offset().unwrap(), vec![3, 4, 5, 6]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmapped<T>(pub T);
+
+/// Wraps a value so that `map` passes it to every call instead of iterating it.
+pub fn unmapped<T>(value: T) -> Unmapped<T> {
+    Unmapped(value)
+}
+
+/// One argument of a `map`, after it has been taken apart.
+pub enum Column<'a, T> {
+    /// One value per input.
+    Mapped(std::vec::IntoIter<T>),
+    /// The same value for every input, cloned on demand.
+    Unmapped(Box<dyn FnMut() -> T + Send + 'a>),
+}
+
+impl<T> Column<'_, T> {
+    fn mapped_len(&self) -> Option<usize> {
+        match self {
+            Column::Mapped(values) => Some(values.len()),
+            Column::Unmapped(_) => None,
+        }
+    }
+
+    fn next_value(&mut self) -> T {
+        match self {
+            Column::Mapped(values) => values
+                .next()
+                .expect("lengths are checked before the columns are zipped"),
+            Column::Unmapped(make) => make(),
+        }
+    }
+}
+
+/// Something that can stand for one parameter in `map`: any iterable of the
+/// parameter's type, or [`Unmapped`] of it.
+pub trait MapArg<T> {
+    /// Takes the argument apart into a column of inputs.
+    fn into_column<'a>(self) -> Column<'a, T>
+    where
+        Self: 'a;
+}
+
+impl<T, I> MapArg<T> for I
+where
+    I: IntoIterator<Item = T>,
+{
+    fn into_column<'a>(self) -> Column<'a, T>
+    where
+        Self: 'a,
+    {
+        Column::Mapped(self.into_iter().collect::<Vec<T>>().into_iter())
+    }
+}
+
+impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
+    fn into_column<'a>(self) -> Column<'a, T>
+    where
+        Self: 'a,
+    {
+        let value = self.0;
+        Column::Unmapped(Box::new(move || value.clone()))
+    }
+}
+
+/// The whole argument list of a `map`: a tuple with one [`MapArg`] per parameter.
+pub trait MapArgs<Args> {
+    /// Checks the arguments against the rules and zips them into one tuple of
+    /// arguments per input, in input order.
+    fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<Args>, MapError>;
+}
+
+/// Checks the column lengths: the first mapped parameter sets the length.
+fn common_len(lengths: &[Option<usize>], param_names: &[&'static str]) -> Result<usize, MapError> {
+    let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
+    let mut expected: Option<(usize, usize)> = None;
+    for (i, len) in lengths.iter().enumerate() {
+        let Some(len) = *len else { continue };
+        match expected {
+            None => expected = Some((i, len)),
+            Some((first, want)) if want != len => {
+                return Err(MapError::LengthMismatch {
+                    expected_param: name(first),
+                    expected: want,
+                    param: name(i),
+                    actual: len,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    expected
+        .map(|(_, len)| len)
+        .ok_or(MapError::NoMappedIterable)
+}
+
+impl MapArgs<()> for () {
+    fn into_inputs(self, _param_names: &[&'static str]) -> Result<Vec<()>, MapError> {
+        Err(MapError::NoMappedIterable)
+    }
+}
+
+macro_rules! impl_map_args {
+    ($($arg:ident $param:ident $col:ident),+) => {
+        impl<$($param,)+ $($arg: MapArg<$param>,)+> MapArgs<($($param,)+)> for ($($arg,)+) {
+            fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<($($param,)+)>, MapError> {
+                #[allow(non_snake_case)]
+                let ($($col,)+) = self;
+                $(#[allow(non_snake_case)] let mut $col = $col.into_column();)+
+                let n = common_len(&[$($col.mapped_len()),+], param_names)?;
+                let mut inputs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    inputs.push(($($col.next_value(),)+));
+                }
+                Ok(inputs)
+            }
+        }
+    };
+}
+
+impl_map_args!(M0 T0 c0);
+impl_map_args!(M0 T0 c0, M1 T1 c1);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5, M6 T6 c6);
+impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5, M6 T6 c6, M7 T7 c7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AB: &[&str] = &["a", "b"];
+
+    #[test]
+    fn zips_in_order() {
+        let inputs = (vec![1, 2, 3], vec![4, 5, 6]).into_inputs(AB).unwrap();
+        assert_eq!(inputs, vec![(1, 4), (2, 5), (3, 6)]);
+    }
+
+    #[test]
+    fn unmapped_is_repeated() {
+        let inputs = (unmapped(1), 2..6).into_inputs(AB).unwrap();
+        assert_eq!(inputs, vec![(1, 2), (1, 3), (1, 4), (1, 5)]);
+    }
+
+    #[test]
+    fn several_unmapped_interleaved() {
+        let names = &["a", "b", "c", "d", "e"];
+        let inputs = (
+            unmapped("x".to_string()),
+            vec![1, 2],
+            unmapped(7u8),
+            vec!['p', 'q'],
+            unmapped(()),
+        )
+            .into_inputs(names)
+            .unwrap();
+        assert_eq!(
+            inputs,
+            vec![
+                ("x".to_string(), 1, 7, 'p', ()),
+                ("x".to_string(), 2, 7, 'q', ())
+            ]
+        );
+    }
+
+    #[test]
+    fn no_mapped_iterable_is_an_error() {
+        let err = (unmapped(1), unmapped(2)).into_inputs(AB).unwrap_err();
+        assert_eq!(err, MapError::NoMappedIterable);
+        assert_eq!(
+            err.to_string(),
+            "Must provide at least one non-unmapped iterable."
+        );
+    }
+
+    #[test]
+    fn unequal_lengths_name_the_parameters() {
+        let err = (vec![1, 2, 3, 4], vec![1, 2, 3])
+            .into_inputs(AB)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Expected all iterables to be of length 4 like 'a'. 'b' is length 3."
+        );
+        let err = (unmapped(0), vec![1], vec![1, 2])
+            .into_inputs(&["x", "y", "z"])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MapError::LengthMismatch {
+                expected_param: "y",
+                expected: 1,
+                param: "z",
+                actual: 2
+            }
+        );
+    }
+
+    #[test]
+    fn empty_iterables_give_no_inputs() {
+        let inputs = (Vec::<i32>::new(), Vec::<i32>::new())
+            .into_inputs(AB)
+            .unwrap();
+        assert!(inputs.is_empty());
+        let inputs = (unmapped(1), Vec::<i32>::new()).into_inputs(AB).unwrap();
+        assert!(inputs.is_empty());
+    }
+}

@@ -1,0 +1,263 @@
+//! The flow run a task run belongs to: found from the task-local of an async
+//! flow, the thread-local of a sync flow's body or a sync task's worker thread,
+//! or else a process-wide context for task runs outside any flow (as Prefect 3
+//! runs them).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::future::TaskRunName;
+use crate::recorder::{self, FlowRunRef, LogEvent, Recorder, TransitionEvent};
+use crate::state::State;
+
+/// A cancellation scope: every task run of one `map` or flow run shares one,
+/// and learns from it why it was cancelled.
+pub(crate) struct CancelScope {
+    token: CancellationToken,
+    reason: OnceLock<String>,
+}
+
+impl CancelScope {
+    pub(crate) fn root() -> Arc<Self> {
+        Arc::new(CancelScope {
+            token: CancellationToken::new(),
+            reason: OnceLock::new(),
+        })
+    }
+
+    /// A scope that is cancelled with its parent, or on its own.
+    pub(crate) fn child(&self) -> Arc<Self> {
+        Arc::new(CancelScope {
+            token: self.token.child_token(),
+            reason: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn cancel(&self, reason: String) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "The flow run was cancelled.".to_string())
+    }
+}
+
+/// Everything a task run needs from its flow run.
+pub(crate) struct FlowRunContext {
+    pub(crate) id: Uuid,
+    /// The flow run's name; empty for the context of task runs outside a flow.
+    pub(crate) name: String,
+    pub(crate) flow: String,
+    pub(crate) handle: Handle,
+    pub(crate) pool: Arc<rayon::ThreadPool>,
+    pub(crate) scope: Arc<CancelScope>,
+    pub(crate) tracker: TaskTracker,
+    run_counts: Mutex<HashMap<&'static str, u64>>,
+    recorders: Arc<[Arc<dyn Recorder>]>,
+}
+
+impl FlowRunContext {
+    pub(crate) fn new(
+        name: String,
+        flow: String,
+        handle: Handle,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Arc<Self> {
+        Arc::new(FlowRunContext {
+            id: Uuid::new_v4(),
+            name,
+            flow,
+            handle,
+            pool,
+            scope: CancelScope::root(),
+            tracker: TaskTracker::new(),
+            run_counts: Mutex::new(HashMap::new()),
+            recorders: recorder::installed(),
+        })
+    }
+
+    pub(crate) fn is_flow_run(&self) -> bool {
+        !self.name.is_empty()
+    }
+
+    /// Reserves `count` consecutive run numbers for a task, so one `map`
+    /// takes the lock once rather than once per input.
+    pub(crate) fn reserve_run_names(&self, task: &'static str, count: usize) -> u64 {
+        let mut counts = self
+            .run_counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = counts.entry(task).or_insert(0);
+        let first = *next;
+        *next += count as u64;
+        first
+    }
+
+    pub(crate) fn flow_run_ref(&self) -> FlowRunRef<'_> {
+        FlowRunRef {
+            id: self.id,
+            name: &self.name,
+            flow: &self.flow,
+        }
+    }
+
+    pub(crate) fn has_recorders(&self) -> bool {
+        !self.recorders.is_empty()
+    }
+
+    pub(crate) fn record_transition(&self, task_run: Option<TaskRunName>, state: &State) {
+        if self.recorders.is_empty() {
+            return;
+        }
+        let event = TransitionEvent {
+            flow_run: self.flow_run_ref(),
+            task_run,
+            state,
+        };
+        for recorder in self.recorders.iter() {
+            recorder.on_transition(&event);
+        }
+    }
+
+    pub(crate) fn record_log(
+        &self,
+        task_run: Option<TaskRunName>,
+        level: tracing::Level,
+        logger: &'static str,
+        message: &str,
+    ) {
+        let event = LogEvent {
+            flow_run: self.flow_run_ref(),
+            task_run,
+            level,
+            logger,
+            message,
+            timestamp: chrono::Utc::now(),
+        };
+        for recorder in self.recorders.iter() {
+            recorder.on_log(&event);
+        }
+    }
+
+    pub(crate) fn record_end(&self) {
+        for recorder in self.recorders.iter() {
+            recorder.on_flow_run_end(self.flow_run_ref());
+        }
+    }
+}
+
+/// Logs a line about the flow run: to `tracing`, and to the recorders.
+macro_rules! flow_log {
+    ($ctx:expr, $level:ident, $($arg:tt)+) => {{
+        let ctx: &$crate::context::FlowRunContext = &$ctx;
+        if ctx.is_flow_run() {
+            ::tracing::event!(target: "prefecto.flow_runs", ::tracing::Level::$level, flow_run = %ctx.name, $($arg)+);
+        } else {
+            ::tracing::event!(target: "prefecto.engine", ::tracing::Level::$level, $($arg)+);
+        }
+        if ctx.has_recorders() {
+            ctx.record_log(None, ::tracing::Level::$level, "prefecto.flow_runs", &format!($($arg)+));
+        }
+    }};
+}
+
+/// Logs a line about one task run: to `tracing`, and to the recorders.
+macro_rules! task_log {
+    ($ctx:expr, $run:expr, $level:ident, $($arg:tt)+) => {{
+        let ctx: &$crate::context::FlowRunContext = &$ctx;
+        let run: $crate::future::TaskRunName = $run;
+        ::tracing::event!(target: "prefecto.task_runs", ::tracing::Level::$level, task_run = %run, $($arg)+);
+        if ctx.has_recorders() {
+            ctx.record_log(Some(run), ::tracing::Level::$level, "prefecto.task_runs", &format!($($arg)+));
+        }
+    }};
+}
+
+pub(crate) use {flow_log, task_log};
+
+tokio::task_local! {
+    static TASK_CONTEXT: Arc<FlowRunContext>;
+}
+
+thread_local! {
+    static THREAD_CONTEXT: RefCell<Option<Arc<FlowRunContext>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `ctx` as this thread's flow run, restoring the previous one after.
+pub(crate) fn with_thread_context<R>(ctx: Arc<FlowRunContext>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<FlowRunContext>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            THREAD_CONTEXT.with(|slot| *slot.borrow_mut() = previous);
+        }
+    }
+    let previous = THREAD_CONTEXT.with(|slot| slot.borrow_mut().replace(ctx));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Runs a future with `ctx` as its flow run.
+pub(crate) async fn with_task_context<F: std::future::Future>(
+    ctx: Arc<FlowRunContext>,
+    future: F,
+) -> F::Output {
+    TASK_CONTEXT.scope(ctx, future).await
+}
+
+/// The flow run of the caller, or the context for task runs outside any flow.
+pub(crate) fn current() -> Arc<FlowRunContext> {
+    if let Ok(ctx) = TASK_CONTEXT.try_with(Arc::clone) {
+        return ctx;
+    }
+    if let Some(ctx) = THREAD_CONTEXT.with(|slot| slot.borrow().clone()) {
+        return ctx;
+    }
+    outside_any_flow()
+}
+
+/// The flow run of the caller, if it is inside one.
+pub(crate) fn current_flow_run() -> Option<Arc<FlowRunContext>> {
+    let ctx = current();
+    ctx.is_flow_run().then_some(ctx)
+}
+
+/// Task runs outside any flow run on a runtime and pool of their own,
+/// started on first use and kept for the life of the process.
+fn outside_any_flow() -> Arc<FlowRunContext> {
+    static CONTEXT: OnceLock<Arc<FlowRunContext>> = OnceLock::new();
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    CONTEXT
+        .get_or_init(|| {
+            crate::logging::install_default();
+            let runtime = RUNTIME.get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("prefecto-runtime")
+                    .build()
+                    .expect("the async runtime for task runs outside a flow could not start")
+            });
+            let pool = crate::runner::thread_pool(None)
+                .expect("the thread pool for task runs outside a flow could not start");
+            FlowRunContext::new(String::new(), String::new(), runtime.handle().clone(), pool)
+        })
+        .clone()
+}

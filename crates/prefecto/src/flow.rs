@@ -1,0 +1,235 @@
+//! Flow runs: what calling a `#[flow]` function does.
+
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use futures::FutureExt;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::context::{self, flow_log, FlowRunContext};
+use crate::names::generate_run_name;
+use crate::runner::{thread_pool, wait_for_task_runs};
+use crate::state::State;
+use crate::task::{panic_message, BodyError};
+
+/// A flow's name and options, fixed at compile time by `#[flow]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSpec {
+    /// The flow's name: the function's name with `_` as `-`, as Prefect names flows.
+    pub name: &'static str,
+    /// Worker threads for sync task bodies (`None`: `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one per core).
+    pub max_workers: Option<usize>,
+}
+
+/// Why a flow call returned no result.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[flow]
+/// fn doomed() -> Result<u8, String> {
+///     Err("no data for today".to_string())
+/// }
+///
+/// let err = doomed().unwrap_err();
+/// let state = err.state().unwrap();
+/// assert!(state.is_failed());
+/// assert_eq!(state.message(), Some("Flow run encountered an error: no data for today"));
+/// assert!(err.to_string().starts_with("Flow run '"));
+/// ```
+#[derive(Debug, Error)]
+pub enum FlowRunError {
+    /// The flow run ended `Failed` (the body returned an error) or `Crashed` (it panicked).
+    #[error("Flow run '{flow_run}' of flow '{flow}' finished in state {state}")]
+    Finished {
+        /// The flow run's name.
+        flow_run: String,
+        /// The flow's name.
+        flow: String,
+        /// Its final state, with the reason as its message.
+        state: State,
+    },
+    /// The async runtime or the thread pool for the flow run could not start.
+    #[error("Flow '{flow}' could not start its {what}: {message}")]
+    Startup {
+        /// The flow's name.
+        flow: String,
+        /// What could not start.
+        what: &'static str,
+        /// The system's reason.
+        message: String,
+    },
+    /// An async flow was awaited outside a Tokio runtime.
+    #[error("Async flow '{flow}' must be awaited inside a Tokio runtime (for example under #[tokio::main])")]
+    NoRuntime {
+        /// The flow's name.
+        flow: String,
+    },
+}
+
+impl FlowRunError {
+    /// The final state of the flow run, if it ran.
+    pub fn state(&self) -> Option<&State> {
+        match self {
+            FlowRunError::Finished { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+}
+
+/// The flow run the caller is inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRunInfo {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name, such as `beryl-moth`.
+    pub name: String,
+    /// The flow's name.
+    pub flow: String,
+}
+
+/// The flow run the caller is inside, if any: in a flow body or a task body.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[flow]
+/// fn whoami() -> String {
+///     prefecto::flow::current_flow_run().unwrap().flow
+/// }
+///
+/// assert_eq!(whoami().unwrap(), "whoami");
+/// assert!(prefecto::flow::current_flow_run().is_none());
+/// ```
+pub fn current_flow_run() -> Option<FlowRunInfo> {
+    context::current_flow_run().map(|ctx| FlowRunInfo {
+        id: ctx.id,
+        name: ctx.name.clone(),
+        flow: ctx.flow.clone(),
+    })
+}
+
+fn startup_error(
+    spec: &FlowSpec,
+    what: &'static str,
+    error: impl std::fmt::Display,
+) -> FlowRunError {
+    FlowRunError::Startup {
+        flow: spec.name.to_string(),
+        what,
+        message: error.to_string(),
+    }
+}
+
+fn begin(
+    spec: &FlowSpec,
+    handle: tokio::runtime::Handle,
+) -> Result<Arc<FlowRunContext>, FlowRunError> {
+    crate::logging::install_default();
+    let pool = thread_pool(spec.max_workers).map_err(|e| startup_error(spec, "thread pool", e))?;
+    let ctx = FlowRunContext::new(generate_run_name(), spec.name.to_string(), handle, pool);
+    ctx.record_transition(None, &State::pending());
+    tracing::info!(
+        target: "prefecto.engine",
+        "Created flow run '{}' for flow '{}'",
+        ctx.name,
+        ctx.flow
+    );
+    if ctx.has_recorders() {
+        let message = format!("Created flow run '{}' for flow '{}'", ctx.name, ctx.flow);
+        ctx.record_log(None, tracing::Level::INFO, crate::logging::ENGINE, &message);
+    }
+    ctx.record_transition(None, &State::running());
+    Ok(ctx)
+}
+
+/// Ends the flow run in the state its body's outcome calls for.
+fn end<T>(
+    ctx: &FlowRunContext,
+    outcome: std::thread::Result<Result<T, BodyError>>,
+) -> Result<T, FlowRunError> {
+    let (state, value) = match outcome {
+        Ok(Ok(value)) => (State::completed(), Some(value)),
+        Ok(Err(BodyError(message))) => (
+            State::failed(format!("Flow run encountered an error: {message}")),
+            None,
+        ),
+        Err(panic) => (
+            State::crashed(format!(
+                "Flow run panicked: {}",
+                panic_message(panic.as_ref())
+            )),
+            None,
+        ),
+    };
+    if state.is_completed() {
+        flow_log!(ctx, INFO, "Finished in state {}", state);
+    } else {
+        flow_log!(ctx, ERROR, "Finished in state {}", state);
+    }
+    ctx.record_transition(None, &state);
+    ctx.record_end();
+    value.ok_or_else(|| FlowRunError::Finished {
+        flow_run: ctx.name.clone(),
+        flow: ctx.flow.clone(),
+        state,
+    })
+}
+
+/// Runs a sync flow body as a flow run: what calling a sync `#[flow]` does.
+///
+/// The flow run gets its own multi-threaded runtime, so a plain `fn main()`
+/// needs no runtime of its own. The body runs on the calling thread; it waits
+/// for every task run it submitted before the flow run ends.
+pub fn run_sync<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+where
+    F: FnOnce() -> Result<T, BodyError> + Send,
+    T: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // A runtime cannot be started, or dropped, on a thread that is already
+        // inside one, so a sync flow called from async code runs on a thread of its own.
+        return std::thread::scope(|scope| {
+            scope
+                .spawn(|| run_sync_here(spec, body))
+                .join()
+                .unwrap_or_else(|panic| resume_unwind(panic))
+        });
+    }
+    run_sync_here(spec, body)
+}
+
+fn run_sync_here<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+where
+    F: FnOnce() -> Result<T, BodyError>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("prefecto-runtime")
+        .build()
+        .map_err(|e| startup_error(spec, "async runtime", e))?;
+    let _entered = runtime.enter();
+    let ctx = begin(spec, runtime.handle().clone())?;
+    let outcome =
+        context::with_thread_context(ctx.clone(), || catch_unwind(AssertUnwindSafe(body)));
+    runtime.block_on(wait_for_task_runs(&ctx));
+    end(&ctx, outcome)
+}
+
+/// Runs an async flow body as a flow run: what calling an async `#[flow]` does.
+/// It uses the caller's Tokio runtime.
+pub async fn run_async<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+where
+    F: Future<Output = Result<T, BodyError>>,
+{
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| FlowRunError::NoRuntime {
+        flow: spec.name.to_string(),
+    })?;
+    let ctx = begin(spec, handle)?;
+    let outcome =
+        context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind()).await;
+    wait_for_task_runs(&ctx).await;
+    end(&ctx, outcome)
+}

@@ -1,0 +1,376 @@
+//! Futures of task runs: a handle to a run's state and, once it completes, its value.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use crate::state::State;
+
+/// A task run's name, `{task}-{k}`, formatted only when shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskRunName {
+    /// The task's name.
+    pub task: &'static str,
+    /// The run's number among this task's runs in its flow run, from 0.
+    pub index: u64,
+}
+
+impl fmt::Display for TaskRunName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.task, self.index)
+    }
+}
+
+/// A task run did not complete, so it has no value. The error carries its final state.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn parse(s: String) -> Result<i64, std::num::ParseIntError> {
+///     s.parse()
+/// }
+///
+/// #[flow]
+/// fn parse_x() -> String {
+///     let err = parse.submit("x".into()).result().unwrap_err();
+///     assert!(err.state.is_failed());
+///     err.to_string()
+/// }
+///
+/// assert_eq!(
+///     parse_x().unwrap(),
+///     "Task run 'parse-0' finished in state Failed('invalid digit found in string')"
+/// );
+/// ```
+#[derive(Debug, Clone, Error, PartialEq)]
+#[error("Task run '{task_run}' finished in state {state}")]
+pub struct TaskRunError {
+    /// The task run's name.
+    pub task_run: String,
+    /// Its final state.
+    pub state: State,
+}
+
+struct Slot<T> {
+    state: State,
+    value: Option<T>,
+}
+
+/// What a task run's future and its engine share.
+pub(crate) struct RunShared<T> {
+    pub(crate) name: TaskRunName,
+    slot: Mutex<Slot<T>>,
+    terminal: AtomicBool,
+    finished: Notify,
+}
+
+impl<T> RunShared<T> {
+    pub(crate) fn new(name: TaskRunName, state: State) -> Arc<Self> {
+        let terminal = state.is_terminal();
+        Arc::new(RunShared {
+            name,
+            slot: Mutex::new(Slot { state, value: None }),
+            terminal: AtomicBool::new(terminal),
+            finished: Notify::new(),
+        })
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
+        // A panic while holding this lock cannot leave the slot half-written:
+        // every writer assigns whole fields.
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves to a non-terminal state. Ignored once terminal: a run never leaves a terminal state.
+    pub(crate) fn set_state(&self, state: State) {
+        debug_assert!(!state.is_terminal());
+        let mut slot = self.slot();
+        if !slot.state.is_terminal() {
+            slot.state = state;
+        }
+    }
+
+    /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
+    pub(crate) fn finish(&self, state: State, value: Option<T>) {
+        debug_assert!(state.is_terminal());
+        {
+            let mut slot = self.slot();
+            slot.state = state;
+            slot.value = value;
+        }
+        self.terminal.store(true, Ordering::Release);
+        self.finished.notify_waiters();
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.slot().state.clone()
+    }
+
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.terminal.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            // Registering before the check closes the gap between checking and sleeping.
+            notified.as_mut().enable();
+            if self.is_terminal() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The final outcome: the value if completed, else the state. Takes the value out.
+    pub(crate) fn take_outcome(&self) -> Result<T, TaskRunError> {
+        let mut slot = self.slot();
+        match (slot.state.is_completed(), slot.value.take()) {
+            (true, Some(value)) => Ok(value),
+            (completed, _) => Err(TaskRunError {
+                task_run: self.name.to_string(),
+                state: if completed {
+                    State::failed("The result of this task run was already taken.")
+                } else {
+                    slot.state.clone()
+                },
+            }),
+        }
+    }
+}
+
+/// The future of one task run, as returned by `submit` and `map`.
+///
+/// It never blocks to give a [`state`](Self::state); [`wait`](Self::wait) and
+/// [`result`](Self::result) block the calling thread (use them in sync flows),
+/// while [`wait_async`](Self::wait_async) and `.await` suit async flows.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// async fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// #[flow]
+/// async fn doubled() -> u32 {
+///     let future = double.submit(21);
+///     let state = future.wait_async().await;
+///     assert!(state.is_completed());
+///     future.await.unwrap()
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(doubled().await.unwrap(), 42);
+/// # });
+/// ```
+pub struct PrefectFuture<T> {
+    pub(crate) shared: Arc<RunShared<T>>,
+}
+
+impl<T> PrefectFuture<T> {
+    pub(crate) fn new(shared: Arc<RunShared<T>>) -> Self {
+        PrefectFuture { shared }
+    }
+
+    /// The task run's name, `add-0`.
+    pub fn task_run_name(&self) -> TaskRunName {
+        self.shared.name
+    }
+
+    /// A snapshot of the run's current state. Never blocks on the run.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// Whether the run has reached a terminal state.
+    pub fn is_done(&self) -> bool {
+        self.shared.is_terminal()
+    }
+
+    /// Blocks the calling thread until the run is terminal, and returns that state.
+    pub fn wait(&self) -> State {
+        futures::executor::block_on(self.shared.wait());
+        self.state()
+    }
+
+    /// Waits until the run is terminal, and returns that state.
+    pub async fn wait_async(&self) -> State {
+        self.shared.wait().await;
+        self.state()
+    }
+
+    /// Blocks until the run is terminal; its value, or an error with its final state.
+    pub fn result(self) -> Result<T, TaskRunError> {
+        futures::executor::block_on(self.shared.wait());
+        self.shared.take_outcome()
+    }
+
+    /// Waits until the run is terminal; its value, or an error with its final state.
+    pub async fn result_async(self) -> Result<T, TaskRunError> {
+        self.shared.wait().await;
+        self.shared.take_outcome()
+    }
+}
+
+impl<T: Send + 'static> IntoFuture for PrefectFuture<T> {
+    type Output = Result<T, TaskRunError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.result_async())
+    }
+}
+
+impl<T> fmt::Debug for PrefectFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefectFuture")
+            .field("task_run", &self.shared.name.to_string())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// The futures of a `map`, in input order.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[flow]
+/// fn squares() -> Vec<u64> {
+///     let futures = square.map((1..=4,)).unwrap();
+///     assert_eq!(futures.len(), 4);
+///     assert!(futures.wait().iter().all(|s| s.is_completed()));
+///     futures.results().unwrap()
+/// }
+///
+/// assert_eq!(squares().unwrap(), vec![1, 4, 9, 16]);
+/// ```
+pub struct PrefectFutureList<T> {
+    futures: Vec<PrefectFuture<T>>,
+}
+
+impl<T> PrefectFutureList<T> {
+    pub(crate) fn new(futures: Vec<PrefectFuture<T>>) -> Self {
+        PrefectFutureList { futures }
+    }
+
+    /// Blocks until every run is terminal; their states, in input order.
+    pub fn wait(&self) -> Vec<State> {
+        futures::executor::block_on(self.wait_async())
+    }
+
+    /// Waits until every run is terminal; their states, in input order.
+    pub async fn wait_async(&self) -> Vec<State> {
+        let mut states = Vec::with_capacity(self.futures.len());
+        for future in &self.futures {
+            states.push(future.wait_async().await);
+        }
+        states
+    }
+
+    /// The current states, in input order, without waiting.
+    pub fn states(&self) -> Vec<State> {
+        self.futures.iter().map(PrefectFuture::state).collect()
+    }
+
+    /// Blocks until every run is terminal; all values in input order, or the
+    /// error of the first run (in input order) that did not complete.
+    pub fn results(self) -> Result<Vec<T>, TaskRunError> {
+        futures::executor::block_on(self.results_async())
+    }
+
+    /// Waits until every run is terminal; all values in input order, or the
+    /// error of the first run (in input order) that did not complete.
+    pub async fn results_async(self) -> Result<Vec<T>, TaskRunError> {
+        self.wait_async().await;
+        self.futures
+            .into_iter()
+            .map(|future| future.shared.take_outcome())
+            .collect()
+    }
+
+    /// The futures themselves.
+    pub fn into_inner(self) -> Vec<PrefectFuture<T>> {
+        self.futures
+    }
+}
+
+impl<T> Deref for PrefectFutureList<T> {
+    type Target = [PrefectFuture<T>];
+    fn deref(&self) -> &Self::Target {
+        &self.futures
+    }
+}
+
+impl<T> IntoIterator for PrefectFutureList<T> {
+    type Item = PrefectFuture<T>;
+    type IntoIter = std::vec::IntoIter<PrefectFuture<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.futures.into_iter()
+    }
+}
+
+impl<T> fmt::Debug for PrefectFutureList<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.futures).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> TaskRunName {
+        TaskRunName {
+            task: "add",
+            index: 3,
+        }
+    }
+
+    #[test]
+    fn name_is_task_dash_index() {
+        assert_eq!(name().to_string(), "add-3");
+    }
+
+    #[test]
+    fn waiters_wake_on_finish() {
+        let shared = RunShared::<u8>::new(name(), State::pending());
+        let future = PrefectFuture::new(shared.clone());
+        assert!(!future.is_done());
+        let finisher = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            shared.finish(State::completed(), Some(7));
+        });
+        assert!(future.wait().is_completed());
+        assert_eq!(future.result(), Ok(7));
+        finisher.join().unwrap();
+    }
+
+    #[test]
+    fn terminal_state_is_final() {
+        let shared = RunShared::<u8>::new(name(), State::pending());
+        shared.finish(State::cancelled("stopped"), None);
+        shared.set_state(State::running());
+        assert!(shared.state().is_cancelled());
+        let err = PrefectFuture::new(shared).result().unwrap_err();
+        assert_eq!(err.task_run, "add-3");
+        assert!(err.state.is_cancelled());
+    }
+}

@@ -1,0 +1,246 @@
+//! Console logs in Prefect's format, `HH:MM:SS.mmm | LEVEL   | logger - message`,
+//! through `tracing`.
+//!
+//! The first flow run installs [`PrefectFormat`] as the global subscriber
+//! unless one is already set, at the level named by `PREFECTO_LOGGING_LEVEL`
+//! (`DEBUG`, `INFO` (the default), `WARNING`, `ERROR`, or `OFF`). Install your
+//! own subscriber first to take over; [`init`] and [`init_with_writer`] set
+//! ours up explicitly.
+//!
+//! The engine logs to three targets, as Prefect's loggers:
+//! `prefecto.engine`, `prefecto.flow_runs` (with a `flow_run` field, shown as
+//! `Flow run 'beryl-moth' - ...`) and `prefecto.task_runs` (with a `task_run`
+//! field, shown as `Task run 'add-0' - ...`).
+
+use std::fmt;
+use std::sync::Once;
+
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The logger of engine-wide lines, such as flow run creation.
+pub const ENGINE: &str = "prefecto.engine";
+/// The logger of lines about one flow run.
+pub const FLOW_RUNS: &str = "prefecto.flow_runs";
+/// The logger of lines about one task run.
+pub const TASK_RUNS: &str = "prefecto.task_runs";
+
+/// The environment variable that sets the console log level.
+pub const LEVEL_ENV: &str = "PREFECTO_LOGGING_LEVEL";
+
+/// Formats events as Prefect's console handler does.
+///
+/// ```
+/// use prefecto::logging::PrefectFormat;
+///
+/// let subscriber = tracing_subscriber::fmt()
+///     .event_format(PrefectFormat)
+///     .with_writer(std::io::sink)
+///     .finish();
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info!(target: "prefecto.flow_runs", flow_run = "beryl-moth", "Hello");
+/// });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrefectFormat;
+
+/// Prefect's level names, padded as its format's `%(levelname)-7s`.
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    flow_run: Option<String>,
+    task_run: Option<String>,
+    extra: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "flow_run" => self.flow_run = Some(value.to_string()),
+            "task_run" => self.task_run = Some(value.to_string()),
+            _ => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use fmt::Write;
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            "flow_run" => self.flow_run = Some(format!("{value:?}")),
+            "task_run" => self.task_run = Some(format!("{value:?}")),
+            name => {
+                let _ = write!(self.extra, " {name}={value:?}");
+            }
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for PrefectFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        write!(
+            writer,
+            "{} | {:<7} | ",
+            chrono::Local::now().format("%H:%M:%S%.3f"),
+            level_name(metadata.level())
+        )?;
+        match (&fields.task_run, &fields.flow_run) {
+            (Some(task_run), _) => write!(writer, "Task run '{task_run}' - ")?,
+            (None, Some(flow_run)) => write!(writer, "Flow run '{flow_run}' - ")?,
+            (None, None) => write!(writer, "{} - ", metadata.target())?,
+        }
+        writeln!(writer, "{}{}", fields.message, fields.extra)
+    }
+}
+
+/// Parses a Prefect-style level name; `None` if it is not one.
+pub fn parse_level(name: &str) -> Option<LevelFilter> {
+    match name.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Some(LevelFilter::TRACE),
+        "DEBUG" => Some(LevelFilter::DEBUG),
+        "INFO" => Some(LevelFilter::INFO),
+        "WARN" | "WARNING" => Some(LevelFilter::WARN),
+        "ERROR" | "CRITICAL" => Some(LevelFilter::ERROR),
+        "OFF" | "NONE" => Some(LevelFilter::OFF),
+        _ => None,
+    }
+}
+
+/// The level `PREFECTO_LOGGING_LEVEL` asks for, or INFO.
+pub fn level_from_env() -> LevelFilter {
+    match std::env::var(LEVEL_ENV) {
+        Ok(name) => parse_level(&name).unwrap_or_else(|| {
+            eprintln!(
+                "prefecto: {LEVEL_ENV}={name:?} is not a level \
+                 (TRACE, DEBUG, INFO, WARNING, ERROR, OFF); using INFO"
+            );
+            LevelFilter::INFO
+        }),
+        Err(_) => LevelFilter::INFO,
+    }
+}
+
+/// Installs Prefect-format console logs on stderr as the global subscriber.
+/// Returns false if a global subscriber was already set (it is kept).
+pub fn init(level: LevelFilter) -> bool {
+    init_with_writer(level, std::io::stderr)
+}
+
+/// As [`init`], writing to any `tracing_subscriber` writer.
+pub fn init_with_writer<W>(level: LevelFilter, writer: W) -> bool
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .event_format(PrefectFormat)
+        .with_max_level(level)
+        .with_writer(writer)
+        .try_init()
+        .is_ok()
+}
+
+/// Called at every flow run start: installs the default console logs once,
+/// unless the program has its own subscriber.
+pub(crate) fn install_default() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if !tracing::dispatcher::has_been_set() {
+            init(level_from_env());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(f: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(PrefectFormat)
+            .with_max_level(LevelFilter::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn formats_as_prefect() {
+        let out = capture(|| {
+            tracing::info!(target: "prefecto.engine", "Created flow run 'beryl-moth' for flow 'my-flow'");
+            tracing::debug!(target: "prefecto.flow_runs", flow_run = %"beryl-moth", "Mapping 'add' batch 1 of 2.");
+            tracing::warn!(target: "prefecto.task_runs", task_run = %"add-0", "Finished in state Completed()");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        let tail = |line: &str| line.split_once(" | ").unwrap().1.to_string();
+        assert_eq!(
+            tail(lines[0]),
+            "INFO    | prefecto.engine - Created flow run 'beryl-moth' for flow 'my-flow'"
+        );
+        assert_eq!(
+            tail(lines[1]),
+            "DEBUG   | Flow run 'beryl-moth' - Mapping 'add' batch 1 of 2."
+        );
+        assert_eq!(
+            tail(lines[2]),
+            "WARNING | Task run 'add-0' - Finished in state Completed()"
+        );
+        let time = lines[0].split(" | ").next().unwrap();
+        assert_eq!(time.len(), "01:31:51.012".len(), "{time}");
+        assert_eq!(&time[2..3], ":");
+        assert_eq!(&time[8..9], ".");
+    }
+
+    #[test]
+    fn parses_prefect_level_names() {
+        assert_eq!(parse_level("debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(parse_level("WARNING"), Some(LevelFilter::WARN));
+        assert_eq!(parse_level("CRITICAL"), Some(LevelFilter::ERROR));
+        assert_eq!(parse_level("loud"), None);
+    }
+}

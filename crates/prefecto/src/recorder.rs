@@ -1,0 +1,120 @@
+//! The seam where run history is taken: every state transition and every
+//! engine log line of a flow run is handed to each installed [`Recorder`].
+//!
+//! The SQLite run history and the Prefect server reporter are recorders. With
+//! none installed, the engine pays one branch per transition.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use tracing::Level;
+use uuid::Uuid;
+
+use crate::future::TaskRunName;
+use crate::state::State;
+
+/// Which flow run an event belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowRunRef<'a> {
+    /// The flow run's id.
+    pub id: Uuid,
+    /// The flow run's name (`beryl-moth`); empty for task runs outside any flow.
+    pub name: &'a str,
+    /// The flow's name.
+    pub flow: &'a str,
+}
+
+/// A run entered a new state.
+#[derive(Clone, Copy, Debug)]
+pub struct TransitionEvent<'a> {
+    /// The flow run, or the flow run the task run belongs to.
+    pub flow_run: FlowRunRef<'a>,
+    /// The task run, or `None` for the flow run's own transitions.
+    pub task_run: Option<TaskRunName>,
+    /// The new state, with its timestamp.
+    pub state: &'a State,
+}
+
+/// An engine log line.
+#[derive(Clone, Copy, Debug)]
+pub struct LogEvent<'a> {
+    /// The flow run it is about.
+    pub flow_run: FlowRunRef<'a>,
+    /// The task run it is about, if any.
+    pub task_run: Option<TaskRunName>,
+    /// Its level.
+    pub level: Level,
+    /// The logger, as Prefect names them: `prefecto.engine`, `prefecto.flow_runs`, `prefecto.task_runs`.
+    pub logger: &'static str,
+    /// The formatted message.
+    pub message: &'a str,
+    /// When it was logged.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Receives the history of every flow run started after it was installed.
+///
+/// Calls come from the engine's threads as events happen, so a recorder must
+/// be quick: queue the event and do slow work elsewhere.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use prefecto::prelude::*;
+/// use prefecto::recorder::{self, Recorder, TransitionEvent};
+///
+/// #[derive(Default)]
+/// struct Finished(Mutex<Vec<String>>);
+///
+/// impl Recorder for Finished {
+///     fn on_transition(&self, event: &TransitionEvent<'_>) {
+///         if let (Some(run), true) = (event.task_run, event.state.is_terminal()) {
+///             self.0.lock().unwrap().push(format!("{run} {}", event.state));
+///         }
+///     }
+/// }
+///
+/// #[task]
+/// fn noop(x: u8) -> u8 {
+///     x
+/// }
+///
+/// #[flow]
+/// fn recorded() {
+///     noop.submit(1).wait();
+/// }
+///
+/// let finished = Arc::new(Finished::default());
+/// recorder::install(finished.clone());
+/// recorded().unwrap();
+/// assert_eq!(*finished.0.lock().unwrap(), ["noop-0 Completed()"]);
+/// ```
+pub trait Recorder: Send + Sync + 'static {
+    /// A flow run or task run entered a new state.
+    fn on_transition(&self, event: &TransitionEvent<'_>);
+
+    /// The engine logged a line about a flow run or task run.
+    fn on_log(&self, _event: &LogEvent<'_>) {}
+
+    /// The flow run has ended and no more events will come for it: flush.
+    fn on_flow_run_end(&self, _flow_run: FlowRunRef<'_>) {}
+}
+
+static INSTALLED: RwLock<Vec<Arc<dyn Recorder>>> = RwLock::new(Vec::new());
+
+/// Adds a recorder for every flow run started from now on, in this process.
+pub fn install(recorder: Arc<dyn Recorder>) {
+    INSTALLED
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(recorder);
+}
+
+/// The recorders a new flow run will report to.
+pub(crate) fn installed() -> Arc<[Arc<dyn Recorder>]> {
+    INSTALLED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,341 @@
+//! The engine of a task run: states, retries, timeouts, panics and cancellation.
+//!
+//! Each task run is one Tokio task that walks the run through its states.
+//! Async bodies run on the Tokio runtime; sync bodies run on the flow run's
+//! bounded pool of OS threads (as Prefect's `ThreadPoolTaskRunner(max_workers)`),
+//! so a CPU-bound body never blocks the runtime and never gets a thread of its own.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::args::{MapArgs, MapError};
+use crate::context::{self, flow_log, task_log, CancelScope, FlowRunContext};
+use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError, TaskRunName};
+use crate::state::State;
+use crate::task::{panic_message, BodyError, Invocation, Task};
+
+/// The environment variable that sets the default number of worker threads
+/// for sync task bodies.
+pub const MAX_WORKERS_ENV: &str = "PREFECTO_TASK_RUNNER_MAX_WORKERS";
+
+/// Builds the bounded pool that runs sync task bodies: `max_workers` threads,
+/// else `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one per core.
+pub(crate) fn thread_pool(
+    max_workers: Option<usize>,
+) -> Result<Arc<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    let workers = max_workers
+        .or_else(|| {
+            std::env::var(MAX_WORKERS_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("prefecto-worker-{i}"))
+        .build()
+        .map(Arc::new)
+}
+
+/// Tells a batch driver that the run at `position` of its inputs is terminal.
+pub(crate) struct Completion {
+    pub(crate) sender: mpsc::UnboundedSender<usize>,
+    pub(crate) position: usize,
+}
+
+/// Submits one task run of `task` in the caller's flow run.
+pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
+    let ctx = context::current();
+    let index = ctx.reserve_run_names(task.spec().name, 1);
+    let scope = ctx.scope.clone();
+    spawn_run(&ctx, task, args, index, &scope, None)
+}
+
+/// Submits one task run per input, in input order.
+pub fn map<T: Task, M: MapArgs<T::Args>>(
+    task: &T,
+    args: M,
+) -> Result<PrefectFutureList<T::Output>, MapError> {
+    let inputs = args.into_inputs(task.spec().param_names)?;
+    let ctx = context::current();
+    let first = ctx.reserve_run_names(task.spec().name, inputs.len());
+    let scope = ctx.scope.clone();
+    let futures = inputs
+        .into_iter()
+        .zip(first..)
+        .map(|(args, index)| spawn_run(&ctx, task, args, index, &scope, None))
+        .collect();
+    Ok(PrefectFutureList::new(futures))
+}
+
+/// Runs `task` as a task run and blocks until it is terminal: what calling a sync task does.
+pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
+    submit(task, args).result()
+}
+
+/// Runs `task` as a task run: what calling an async task does.
+pub fn call_async<T: Task>(
+    task: &T,
+    args: T::Args,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T::Output, TaskRunError>> + Send>> {
+    Box::pin(submit(task, args).result_async())
+}
+
+/// Creates the task run `{task}-{index}` and starts its engine.
+pub(crate) fn spawn_run<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
+    args: T::Args,
+    index: u64,
+    scope: &Arc<CancelScope>,
+    completion: Option<Completion>,
+) -> PrefectFuture<T::Output> {
+    let name = TaskRunName {
+        task: task.spec().name,
+        index,
+    };
+    let pending = State::pending();
+    ctx.record_transition(Some(name), &pending);
+    let shared = RunShared::new(name, pending);
+    flow_log!(
+        ctx,
+        INFO,
+        "Created task run '{}' for task '{}'",
+        name,
+        name.task
+    );
+    let engine = run_engine(
+        ctx.clone(),
+        task.clone(),
+        args,
+        shared.clone(),
+        scope.clone(),
+        completion,
+    );
+    ctx.tracker.spawn_on(engine, &ctx.handle);
+    flow_log!(ctx, INFO, "Submitted task run '{}' for execution.", name);
+    PrefectFuture::new(shared)
+}
+
+/// Records an input that was never submitted: it gets a task run that goes
+/// straight to `Cancelled`, so that every input of a map has an outcome.
+pub(crate) fn record_unsubmitted<T>(
+    ctx: &FlowRunContext,
+    name: TaskRunName,
+    message: &str,
+) -> PrefectFuture<T> {
+    let cancelled = State::cancelled(message);
+    if ctx.has_recorders() {
+        ctx.record_transition(Some(name), &State::pending());
+        ctx.record_transition(Some(name), &cancelled);
+    }
+    PrefectFuture::new(RunShared::new(name, cancelled))
+}
+
+/// How one attempt of the body ended.
+enum Attempt<T> {
+    Completed(T),
+    /// Failed or timed out: may be retried.
+    Failed(State),
+    /// Crashed or cancelled: final.
+    Final(State),
+}
+
+fn transition<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State) {
+    ctx.record_transition(Some(shared.name), &state);
+    shared.set_state(state);
+}
+
+async fn run_engine<T: Task>(
+    ctx: Arc<FlowRunContext>,
+    task: T,
+    mut args: T::Args,
+    shared: Arc<RunShared<T::Output>>,
+    scope: Arc<CancelScope>,
+    completion: Option<Completion>,
+) {
+    let spec = task.spec();
+    let name = shared.name;
+    let mut retries_done = 0u32;
+    let (state, value) =
+        loop {
+            if scope.is_cancelled() {
+                break (State::cancelled(scope.reason()), None);
+            }
+            let running = if retries_done == 0 {
+                State::running()
+            } else {
+                State::retrying()
+            };
+            transition(&ctx, &shared, running);
+            let retry_args = if retries_done < spec.retries {
+                task.retry_args(&args)
+            } else {
+                None
+            };
+            match run_attempt(&ctx, task.invoke(args), spec.timeout, &scope).await {
+                Attempt::Completed(value) => break (State::completed(), Some(value)),
+                Attempt::Failed(failed) => {
+                    let message = failed.message().unwrap_or_default().to_string();
+                    let Some(next_args) = retry_args else {
+                        task_log!(
+                            ctx,
+                            name,
+                            ERROR,
+                            "Task run failed with error: {} - Retries are exhausted",
+                            message
+                        );
+                        break (failed, None);
+                    };
+                    retries_done += 1;
+                    task_log!(
+                    ctx, name, WARN,
+                    "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
+                    message, retries_done, spec.retries, spec.retry_delay.as_secs_f64()
+                );
+                    transition(&ctx, &shared, State::awaiting_retry(message));
+                    if !sleep_unless_cancelled(spec.retry_delay, &scope).await {
+                        break (State::cancelled(scope.reason()), None);
+                    }
+                    args = next_args;
+                }
+                Attempt::Final(state) => break (state, None),
+            }
+        };
+    if state.is_completed() || state.is_cancelled() {
+        task_log!(ctx, name, INFO, "Finished in state {}", state);
+    } else {
+        task_log!(ctx, name, ERROR, "Finished in state {}", state);
+    }
+    ctx.record_transition(Some(name), &state);
+    shared.finish(state, value);
+    if let Some(completion) = completion {
+        // The driver may have returned early (its caller dropped it); the run is still recorded.
+        let _ = completion.sender.send(completion.position);
+    }
+}
+
+/// Sleeps, unless the scope is cancelled first. True if the sleep finished.
+async fn sleep_unless_cancelled(delay: Duration, scope: &CancelScope) -> bool {
+    if delay.is_zero() {
+        return !scope.is_cancelled();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = scope.token().cancelled() => false,
+    }
+}
+
+fn timeout_message(timeout: Duration) -> String {
+    format!(
+        "Task run exceeded timeout of {} second(s)",
+        timeout.as_secs_f64()
+    )
+}
+
+fn body_outcome<T>(outcome: std::thread::Result<Result<T, BodyError>>) -> Attempt<T> {
+    match outcome {
+        Ok(Ok(value)) => Attempt::Completed(value),
+        Ok(Err(BodyError(message))) => Attempt::Failed(State::failed(message)),
+        Err(panic) => Attempt::Final(State::crashed(format!(
+            "Task run panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
+    }
+}
+
+async fn run_attempt<T: Send + 'static>(
+    ctx: &Arc<FlowRunContext>,
+    invocation: Invocation<T>,
+    timeout: Option<Duration>,
+    scope: &Arc<CancelScope>,
+) -> Attempt<T> {
+    match invocation {
+        Invocation::Async(body) => {
+            let body =
+                context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind());
+            let timed = async {
+                match timeout {
+                    None => body_outcome(body.await),
+                    Some(limit) => match tokio::time::timeout(limit, body).await {
+                        Ok(outcome) => body_outcome(outcome),
+                        Err(_) => Attempt::Failed(State::timed_out(timeout_message(limit))),
+                    },
+                }
+            };
+            // The body is polled first, so a body that finishes at once never
+            // touches the shared cancellation token; on cancellation the body is
+            // dropped at its next `.await`.
+            tokio::select! {
+                biased;
+                attempt = timed => attempt,
+                _ = scope.token().cancelled() => Attempt::Final(State::cancelled(scope.reason())),
+            }
+        }
+        Invocation::Sync(body) => {
+            let (sender, receiver) = oneshot::channel();
+            let worker_ctx = ctx.clone();
+            let worker_scope = scope.clone();
+            ctx.pool.spawn(move || {
+                // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
+                let outcome = if worker_scope.is_cancelled() {
+                    None
+                } else {
+                    Some(context::with_thread_context(worker_ctx, || {
+                        catch_unwind(AssertUnwindSafe(body))
+                    }))
+                };
+                let _ = sender.send(outcome);
+            });
+            let received = match timeout {
+                None => Ok(receiver.await),
+                Some(limit) => tokio::time::timeout(limit, receiver).await,
+            };
+            match received {
+                Ok(Ok(Some(outcome))) => body_outcome(outcome),
+                Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
+                Ok(Err(_)) => Attempt::Final(State::crashed(
+                    "The worker thread running this task run stopped before it finished.",
+                )),
+                // The thread cannot be interrupted; its late result is dropped.
+                Err(_) => Attempt::Failed(State::timed_out(timeout_message(
+                    timeout.unwrap_or_default(),
+                ))),
+            }
+        }
+    }
+}
+
+/// Drains a runtime's task runs: used by flows before they end.
+pub(crate) async fn wait_for_task_runs(ctx: &FlowRunContext) {
+    ctx.tracker.close();
+    ctx.tracker.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_is_bounded() {
+        let pool = thread_pool(Some(3)).unwrap();
+        assert_eq!(pool.current_num_threads(), 3);
+    }
+
+    #[test]
+    fn panics_become_crashed() {
+        let outcome: std::thread::Result<Result<u8, BodyError>> = catch_unwind(|| panic!("boom"));
+        match body_outcome(outcome) {
+            Attempt::Final(state) => {
+                assert!(state.is_crashed());
+                assert_eq!(state.message(), Some("Task run panicked: boom"));
+            }
+            _ => panic!("expected a crash"),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What a task is: a named body with its options. `#[task]` writes the
+//! implementation of [`Task`]; the engine in [`crate::runner`] runs it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A task's name, parameter names and run options, fixed at compile time by `#[task]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task's name (`add`); task runs are named `{name}-{k}`.
+    pub name: &'static str,
+    /// The parameter names, in order; `map` errors name them.
+    pub param_names: &'static [&'static str],
+    /// How many times a failed run is run again.
+    pub retries: u32,
+    /// How long to wait before each retry.
+    pub retry_delay: Duration,
+    /// A run that takes longer than this ends `TimedOut` (a `Failed` state).
+    pub timeout: Option<Duration>,
+    /// Tags, as Prefect's; later used for tag concurrency limits.
+    pub tags: &'static [&'static str],
+}
+
+impl TaskSpec {
+    /// A spec with no retries, no timeout and no tags.
+    pub const fn new(name: &'static str, param_names: &'static [&'static str]) -> Self {
+        TaskSpec {
+            name,
+            param_names,
+            retries: 0,
+            retry_delay: Duration::ZERO,
+            timeout: None,
+            tags: &[],
+        }
+    }
+}
+
+/// Why one attempt of a task body did not produce a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyError(pub String);
+
+impl BodyError {
+    /// Takes any displayable error (every `std::error::Error` is one).
+    pub fn from_display(error: impl fmt::Display) -> Self {
+        BodyError(error.to_string())
+    }
+}
+
+/// One invocation of a task body, ready to run.
+pub enum Invocation<T> {
+    /// A plain `fn`: run on the flow's thread pool, never on the async runtime.
+    Sync(Box<dyn FnOnce() -> Result<T, BodyError> + Send>),
+    /// An `async fn`: run on the async runtime.
+    Async(Pin<Box<dyn Future<Output = Result<T, BodyError>> + Send>>),
+}
+
+/// A task: implemented by `#[task]`, rarely by hand.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// /// Adds two numbers.
+/// #[task(retries = 2, retry_delay = 0.01, tags = ["math"])]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// assert_eq!(add.spec().name, "add");
+/// assert_eq!(add.spec().param_names, ["a", "b"]);
+/// assert_eq!(add.spec().retries, 2);
+/// assert_eq!(add.spec().tags, ["math"]);
+/// ```
+pub trait Task: Clone + Send + Sync + 'static {
+    /// The parameters as a tuple, in order: `(i64, i64)` for `add(a, b)`.
+    type Args: Send + 'static;
+    /// What a completed run returns: `T` for a body that returns `T` or `Result<T, E>`.
+    type Output: Send + 'static;
+
+    /// The task's name and options.
+    fn spec(&self) -> &'static TaskSpec;
+
+    /// Starts one attempt of the body with these arguments.
+    fn invoke(&self, args: Self::Args) -> Invocation<Self::Output>;
+
+    /// A copy of the arguments for a later retry. `#[task(retries = ..)]`
+    /// requires `Clone` arguments and returns a copy; tasks without retries
+    /// return `None` and so never need `Clone`.
+    fn retry_args(&self, _args: &Self::Args) -> Option<Self::Args> {
+        None
+    }
+}
+
+/// The panic message, as the default panic hook would print it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
