@@ -169,11 +169,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let quick = std::env::args().any(|a| a == "--quick");
-    let sizes: &[u64] = if quick {
-        &[10_000]
-    } else {
-        &[100_000, 1_000_000]
+    // `--quick`: one small pass (CI); `--inputs N`: only N inputs, no stragglers (profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only_inputs: Option<u64> = args
+        .iter()
+        .position(|a| a == "--inputs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
+    let sizes: Vec<u64> = match (only_inputs, quick) {
+        (Some(n), _) => vec![n],
+        (None, true) => vec![10_000],
+        (None, false) => vec![100_000, 1_000_000],
     };
 
     println!(
@@ -181,13 +188,49 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
+        "fastest of {} interleaved repetitions",
+        if quick { 1 } else { 3 }
+    );
+    println!(
         "{:<34} {:>10} {:>12} {:>14} {:>12} {:>16}",
         "workload", "inputs", "total", "per run", "vs baseline", "peak heap/input"
     );
-    for &n in sizes {
-        // Warm the allocator and runtime so neither run pays for first use.
+    const VARIANTS: [(&str, BatchMode, bool); 4] = [
+        ("BatchTask strict, async body", BatchMode::Strict, false),
+        (
+            "BatchTask window, async body",
+            BatchMode::SlidingWindow,
+            false,
+        ),
+        ("BatchTask strict, sync body", BatchMode::Strict, true),
+        (
+            "BatchTask window, sync body",
+            BatchMode::SlidingWindow,
+            true,
+        ),
+    ];
+    let repetitions = if quick { 1 } else { 3 };
+    for &n in &sizes {
+        // Warm the allocator and runtime so no run pays for first use.
         runtime.block_on(baseline(n.min(10_000)));
-        let base = runtime.block_on(baseline(n));
+        // Interleaved repetitions, keeping each workload's fastest: noise only ever adds time.
+        let mut base: Option<Measure> = None;
+        let mut best: Vec<Option<Measure>> = (0..VARIANTS.len()).map(|_| None).collect();
+        let keep_faster = |slot: &mut Option<Measure>, m: Measure| {
+            if slot.as_ref().is_none_or(|s| m.seconds < s.seconds) {
+                *slot = Some(m);
+            }
+        };
+        for _ in 0..repetitions {
+            keep_faster(&mut base, runtime.block_on(baseline(n)));
+            for (slot, (_, mode, sync_body)) in best.iter_mut().zip(VARIANTS) {
+                keep_faster(
+                    slot,
+                    runtime.block_on(batch_flow(n, mode, sync_body)).unwrap(),
+                );
+            }
+        }
+        let base = base.unwrap();
         let row = |name: &str, m: &Measure| {
             println!(
                 "{:<34} {:>10} {:>10.3} s {:>11.3} µs {:>11.2}x {:>14.0} B",
@@ -200,25 +243,14 @@ fn main() {
             );
         };
         row("tokio JoinSet+Semaphore (baseline)", &base);
-        for (name, mode, sync_body) in [
-            ("BatchTask strict, async body", BatchMode::Strict, false),
-            (
-                "BatchTask window, async body",
-                BatchMode::SlidingWindow,
-                false,
-            ),
-            ("BatchTask strict, sync body", BatchMode::Strict, true),
-            (
-                "BatchTask window, sync body",
-                BatchMode::SlidingWindow,
-                true,
-            ),
-        ] {
-            let measure = runtime.block_on(batch_flow(n, mode, sync_body)).unwrap();
-            row(name, &measure);
+        for (measure, (name, _, _)) in best.iter().zip(VARIANTS) {
+            row(name, measure.as_ref().unwrap());
         }
     }
 
+    if only_inputs.is_some() {
+        return;
+    }
     println!();
     println!("stragglers: 2,000 inputs, 5% take 50 ms and 95% take 1 ms, size 50");
     let (strict, ideal_strict) = runtime.block_on(straggler_flow(BatchMode::Strict)).unwrap();

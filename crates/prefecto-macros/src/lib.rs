@@ -3,7 +3,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -234,7 +234,10 @@ fn check_owned(ty: &Type) -> syn::Result<()> {
         ))
     };
     match ty {
-        Type::Reference(r) => borrowed(r.span()),
+        Type::Reference(r) => match &r.lifetime {
+            Some(l) if l.ident == "static" => check_owned(&r.elem),
+            _ => borrowed(r.span()),
+        },
         Type::ImplTrait(i) => Err(Error::new(
             i.span(),
             "#[task] parameters and return types cannot be `impl Trait`: a task has one fixed \
@@ -394,8 +397,15 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         quote!(::prefecto::__private::call)
     };
     let retry_args = (retries > 0).then(|| {
+        let clone_checks = types.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                __prefecto_retries_need_clone_arguments::<#ty>();
+            }
+        });
         quote! {
             fn retry_args(&self, __args: &Self::Args) -> ::std::option::Option<Self::Args> {
+                fn __prefecto_retries_need_clone_arguments<T: ::std::clone::Clone>() {}
+                #(#clone_checks)*
                 // Retries run the body again with the same arguments, so they must be `Clone`.
                 ::std::option::Option::Some(::std::clone::Clone::clone(__args))
             }

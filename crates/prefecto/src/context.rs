@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::runtime::Handle;
@@ -21,6 +22,10 @@ use crate::state::State;
 pub(crate) struct CancelScope {
     token: CancellationToken,
     reason: OnceLock<String>,
+    /// Set with the token: every run checks it before it starts, and an atomic
+    /// load is cheaper than the token's lock.
+    cancelled: AtomicBool,
+    parent: Option<Arc<CancelScope>>,
 }
 
 impl CancelScope {
@@ -28,24 +33,34 @@ impl CancelScope {
         Arc::new(CancelScope {
             token: CancellationToken::new(),
             reason: OnceLock::new(),
+            cancelled: AtomicBool::new(false),
+            parent: None,
         })
     }
 
     /// A scope that is cancelled with its parent, or on its own.
-    pub(crate) fn child(&self) -> Arc<Self> {
+    pub(crate) fn child(self: &Arc<Self>) -> Arc<Self> {
         Arc::new(CancelScope {
             token: self.token.child_token(),
             reason: OnceLock::new(),
+            cancelled: AtomicBool::new(false),
+            parent: Some(self.clone()),
         })
     }
 
     pub(crate) fn cancel(&self, reason: String) {
         let _ = self.reason.set(reason);
+        self.cancelled.store(true, Ordering::Release);
         self.token.cancel();
     }
 
+    /// Cancelled by itself, or through a parent.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        self.cancelled.load(Ordering::Acquire)
+            || self
+                .parent
+                .as_ref()
+                .is_some_and(|parent| parent.is_cancelled())
     }
 
     pub(crate) fn token(&self) -> &CancellationToken {
@@ -53,10 +68,11 @@ impl CancelScope {
     }
 
     pub(crate) fn reason(&self) -> String {
-        self.reason
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "The flow run was cancelled.".to_string())
+        match (self.reason.get(), &self.parent) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(parent)) => parent.reason(),
+            (None, None) => "The flow run was cancelled.".to_string(),
+        }
     }
 }
 
@@ -67,7 +83,9 @@ pub(crate) struct FlowRunContext {
     pub(crate) name: String,
     pub(crate) flow: String,
     pub(crate) handle: Handle,
-    pub(crate) pool: Arc<rayon::ThreadPool>,
+    max_workers: Option<usize>,
+    /// Started by the first sync task run: flows of async tasks never start it.
+    pool: OnceLock<Result<rayon::ThreadPool, String>>,
     pub(crate) scope: Arc<CancelScope>,
     pub(crate) tracker: TaskTracker,
     run_counts: Mutex<HashMap<&'static str, u64>>,
@@ -79,19 +97,31 @@ impl FlowRunContext {
         name: String,
         flow: String,
         handle: Handle,
-        pool: Arc<rayon::ThreadPool>,
+        max_workers: Option<usize>,
     ) -> Arc<Self> {
         Arc::new(FlowRunContext {
             id: Uuid::new_v4(),
             name,
             flow,
             handle,
-            pool,
+            max_workers,
+            pool: OnceLock::new(),
             scope: CancelScope::root(),
             tracker: TaskTracker::new(),
             run_counts: Mutex::new(HashMap::new()),
             recorders: recorder::installed(),
         })
+    }
+
+    /// The pool for sync task bodies, started on first use.
+    pub(crate) fn pool(&self) -> Result<&rayon::ThreadPool, &str> {
+        self.pool
+            .get_or_init(|| {
+                crate::runner::thread_pool(self.max_workers)
+                    .map_err(|e| format!("The thread pool for sync task runs could not start: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     pub(crate) fn is_flow_run(&self) -> bool {
@@ -240,24 +270,33 @@ pub(crate) fn current_flow_run() -> Option<Arc<FlowRunContext>> {
     ctx.is_flow_run().then_some(ctx)
 }
 
-/// Task runs outside any flow run on a runtime and pool of their own,
-/// started on first use and kept for the life of the process.
+/// A runtime of prefecto's own, always driven by its own threads: it runs task
+/// runs outside any flow, and the engines of blocking calls made from a
+/// current-thread runtime, which cannot run anything while its thread waits.
+pub(crate) fn own_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("prefecto-runtime")
+            .build()
+            .expect("prefecto's async runtime could not start")
+    })
+}
+
+/// Task runs outside any flow run: on prefecto's own runtime, with a pool of
+/// their own, kept for the life of the process.
 fn outside_any_flow() -> Arc<FlowRunContext> {
     static CONTEXT: OnceLock<Arc<FlowRunContext>> = OnceLock::new();
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     CONTEXT
         .get_or_init(|| {
             crate::logging::install_default();
-            let runtime = RUNTIME.get_or_init(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .thread_name("prefecto-runtime")
-                    .build()
-                    .expect("the async runtime for task runs outside a flow could not start")
-            });
-            let pool = crate::runner::thread_pool(None)
-                .expect("the thread pool for task runs outside a flow could not start");
-            FlowRunContext::new(String::new(), String::new(), runtime.handle().clone(), pool)
+            FlowRunContext::new(
+                String::new(),
+                String::new(),
+                own_runtime().handle().clone(),
+                None,
+            )
         })
         .clone()
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::context::{self, flow_log, FlowRunContext};
 use crate::names::generate_run_name;
-use crate::runner::{thread_pool, wait_for_task_runs};
+use crate::runner::wait_for_task_runs;
 use crate::state::State;
 use crate::task::{panic_message, BodyError};
 
@@ -51,7 +51,7 @@ pub enum FlowRunError {
         /// Its final state, with the reason as its message.
         state: State,
     },
-    /// The async runtime or the thread pool for the flow run could not start.
+    /// The async runtime for the flow run could not start.
     #[error("Flow '{flow}' could not start its {what}: {message}")]
     Startup {
         /// The flow's name.
@@ -123,13 +123,14 @@ fn startup_error(
     }
 }
 
-fn begin(
-    spec: &FlowSpec,
-    handle: tokio::runtime::Handle,
-) -> Result<Arc<FlowRunContext>, FlowRunError> {
+fn begin(spec: &FlowSpec, handle: tokio::runtime::Handle) -> Arc<FlowRunContext> {
     crate::logging::install_default();
-    let pool = thread_pool(spec.max_workers).map_err(|e| startup_error(spec, "thread pool", e))?;
-    let ctx = FlowRunContext::new(generate_run_name(), spec.name.to_string(), handle, pool);
+    let ctx = FlowRunContext::new(
+        generate_run_name(),
+        spec.name.to_string(),
+        handle,
+        spec.max_workers,
+    );
     ctx.record_transition(None, &State::pending());
     tracing::info!(
         target: "prefecto.engine",
@@ -142,7 +143,7 @@ fn begin(
         ctx.record_log(None, tracing::Level::INFO, crate::logging::ENGINE, &message);
     }
     ctx.record_transition(None, &State::running());
-    Ok(ctx)
+    ctx
 }
 
 /// Ends the flow run in the state its body's outcome calls for.
@@ -211,7 +212,7 @@ where
         .build()
         .map_err(|e| startup_error(spec, "async runtime", e))?;
     let _entered = runtime.enter();
-    let ctx = begin(spec, runtime.handle().clone())?;
+    let ctx = begin(spec, runtime.handle().clone());
     let outcome =
         context::with_thread_context(ctx.clone(), || catch_unwind(AssertUnwindSafe(body)));
     runtime.block_on(wait_for_task_runs(&ctx));
@@ -227,7 +228,7 @@ where
     let handle = tokio::runtime::Handle::try_current().map_err(|_| FlowRunError::NoRuntime {
         flow: spec.name.to_string(),
     })?;
-    let ctx = begin(spec, handle)?;
+    let ctx = begin(spec, handle);
     let outcome =
         context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind()).await;
     wait_for_task_runs(&ctx).await;

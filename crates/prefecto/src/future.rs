@@ -120,6 +120,9 @@ impl<T> RunShared<T> {
     }
 
     pub(crate) async fn wait(&self) {
+        if self.is_terminal() {
+            return;
+        }
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
@@ -201,7 +204,7 @@ impl<T> PrefectFuture<T> {
 
     /// Blocks the calling thread until the run is terminal, and returns that state.
     pub fn wait(&self) -> State {
-        futures::executor::block_on(self.shared.wait());
+        crate::runner::block_on(self.shared.wait());
         self.state()
     }
 
@@ -213,7 +216,7 @@ impl<T> PrefectFuture<T> {
 
     /// Blocks until the run is terminal; its value, or an error with its final state.
     pub fn result(self) -> Result<T, TaskRunError> {
-        futures::executor::block_on(self.shared.wait());
+        crate::runner::block_on(self.shared.wait());
         self.shared.take_outcome()
     }
 
@@ -273,7 +276,7 @@ impl<T> PrefectFutureList<T> {
 
     /// Blocks until every run is terminal; their states, in input order.
     pub fn wait(&self) -> Vec<State> {
-        futures::executor::block_on(self.wait_async())
+        crate::runner::block_on(self.wait_async())
     }
 
     /// Waits until every run is terminal; their states, in input order.
@@ -293,7 +296,7 @@ impl<T> PrefectFutureList<T> {
     /// Blocks until every run is terminal; all values in input order, or the
     /// error of the first run (in input order) that did not complete.
     pub fn results(self) -> Result<Vec<T>, TaskRunError> {
-        futures::executor::block_on(self.results_async())
+        crate::runner::block_on(self.results_async())
     }
 
     /// Waits until every run is terminal; all values in input order, or the

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::oneshot;
 
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, task_log, CancelScope, FlowRunContext};
@@ -26,7 +27,7 @@ pub const MAX_WORKERS_ENV: &str = "PREFECTO_TASK_RUNNER_MAX_WORKERS";
 /// else `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one per core.
 pub(crate) fn thread_pool(
     max_workers: Option<usize>,
-) -> Result<Arc<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     let workers = max_workers
         .or_else(|| {
             std::env::var(MAX_WORKERS_ENV)
@@ -39,13 +40,6 @@ pub(crate) fn thread_pool(
         .num_threads(workers)
         .thread_name(|i| format!("prefecto-worker-{i}"))
         .build()
-        .map(Arc::new)
-}
-
-/// Tells a batch driver that the run at `position` of its inputs is terminal.
-pub(crate) struct Completion {
-    pub(crate) sender: mpsc::UnboundedSender<usize>,
-    pub(crate) position: usize,
 }
 
 /// Submits one task run of `task` in the caller's flow run.
@@ -53,7 +47,19 @@ pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
     let ctx = context::current();
     let index = ctx.reserve_run_names(task.spec().name, 1);
     let scope = ctx.scope.clone();
-    spawn_run(&ctx, task, args, index, &scope, None)
+    spawn_run(&ctx, task, args, index, &scope)
+}
+
+/// Blocks the calling thread on `future`. On a worker of a multi-threaded
+/// runtime the worker first hands its other tasks to another thread, so the
+/// runs being waited for can still make progress.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| futures::executor::block_on(future))
+        }
+        _ => futures::executor::block_on(future),
+    }
 }
 
 /// Submits one task run per input, in input order.
@@ -68,14 +74,29 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
     let futures = inputs
         .into_iter()
         .zip(first..)
-        .map(|(args, index)| spawn_run(&ctx, task, args, index, &scope, None))
+        .map(|(args, index)| spawn_run(&ctx, task, args, index, &scope))
         .collect();
     Ok(PrefectFutureList::new(futures))
 }
 
 /// Runs `task` as a task run and blocks until it is terminal: what calling a sync task does.
+///
+/// Called from async code on a current-thread runtime, the run's engine goes
+/// to prefecto's own runtime: the caller's cannot run it while it waits.
 pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
-    submit(task, args).result()
+    let on_current_thread_runtime = matches!(
+        Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(RuntimeFlavor::CurrentThread)
+    );
+    if !on_current_thread_runtime {
+        return block_on(submit(task, args).result_async());
+    }
+    let ctx = context::current();
+    let index = ctx.reserve_run_names(task.spec().name, 1);
+    let scope = ctx.scope.clone();
+    let handle = context::own_runtime().handle().clone();
+    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope);
+    futures::executor::block_on(future.result_async())
 }
 
 /// Runs `task` as a task run: what calling an async task does.
@@ -86,22 +107,49 @@ pub fn call_async<T: Task>(
     Box::pin(submit(task, args).result_async())
 }
 
-/// Creates the task run `{task}-{index}` and starts its engine.
+/// Creates the task run `{task}-{index}` and starts its engine on the flow run's runtime.
 pub(crate) fn spawn_run<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
     args: T::Args,
     index: u64,
     scope: &Arc<CancelScope>,
-    completion: Option<Completion>,
 ) -> PrefectFuture<T::Output> {
+    spawn_run_on(ctx, &ctx.handle, task, args, index, scope)
+}
+
+/// As [`spawn_run`], with the engine on the given runtime.
+fn spawn_run_on<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    handle: &Handle,
+    task: &T,
+    args: T::Args,
+    index: u64,
+    scope: &Arc<CancelScope>,
+) -> PrefectFuture<T::Output> {
+    let shared = new_run(task, index);
+    announce_run(ctx, &shared);
+    let (ctx_, task_, shared_, scope_) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
+    let engine = async move { drive_run(&ctx_, &task_, args, &shared_, &scope_).await };
+    ctx.tracker.spawn_on(engine, handle);
+    PrefectFuture::new(shared)
+}
+
+/// A task run, `Pending`, not yet announced.
+pub(crate) fn new_run<T: Task>(task: &T, index: u64) -> Arc<RunShared<T::Output>> {
     let name = TaskRunName {
         task: task.spec().name,
         index,
     };
-    let pending = State::pending();
-    ctx.record_transition(Some(name), &pending);
-    let shared = RunShared::new(name, pending);
+    RunShared::new(name, State::pending())
+}
+
+/// Records and logs a task run's creation and submission, as it is submitted.
+pub(crate) fn announce_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>) {
+    let name = shared.name;
+    if ctx.has_recorders() {
+        transition(ctx, shared, State::pending());
+    }
     flow_log!(
         ctx,
         INFO,
@@ -109,32 +157,18 @@ pub(crate) fn spawn_run<T: Task>(
         name,
         name.task
     );
-    let engine = run_engine(
-        ctx.clone(),
-        task.clone(),
-        args,
-        shared.clone(),
-        scope.clone(),
-        completion,
-    );
-    ctx.tracker.spawn_on(engine, &ctx.handle);
     flow_log!(ctx, INFO, "Submitted task run '{}' for execution.", name);
-    PrefectFuture::new(shared)
 }
 
-/// Records an input that was never submitted: it gets a task run that goes
-/// straight to `Cancelled`, so that every input of a map has an outcome.
-pub(crate) fn record_unsubmitted<T>(
-    ctx: &FlowRunContext,
-    name: TaskRunName,
-    message: &str,
-) -> PrefectFuture<T> {
+/// Ends a task run that was never submitted in `Cancelled`, so that every
+/// input of a map has an outcome.
+pub(crate) fn cancel_unsubmitted<T>(ctx: &FlowRunContext, shared: &RunShared<T>, message: &str) {
     let cancelled = State::cancelled(message);
     if ctx.has_recorders() {
-        ctx.record_transition(Some(name), &State::pending());
-        ctx.record_transition(Some(name), &cancelled);
+        ctx.record_transition(Some(shared.name), &State::pending());
+        ctx.record_transition(Some(shared.name), &cancelled);
     }
-    PrefectFuture::new(RunShared::new(name, cancelled))
+    shared.finish(cancelled, None);
 }
 
 /// How one attempt of the body ended.
@@ -151,13 +185,13 @@ fn transition<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State) {
     shared.set_state(state);
 }
 
-async fn run_engine<T: Task>(
-    ctx: Arc<FlowRunContext>,
-    task: T,
+/// Walks one task run through its states to a terminal one: the engine.
+pub(crate) async fn drive_run<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
     mut args: T::Args,
-    shared: Arc<RunShared<T::Output>>,
-    scope: Arc<CancelScope>,
-    completion: Option<Completion>,
+    shared: &RunShared<T::Output>,
+    scope: &Arc<CancelScope>,
 ) {
     let spec = task.spec();
     let name = shared.name;
@@ -172,13 +206,13 @@ async fn run_engine<T: Task>(
             } else {
                 State::retrying()
             };
-            transition(&ctx, &shared, running);
+            transition(ctx, shared, running);
             let retry_args = if retries_done < spec.retries {
                 task.retry_args(&args)
             } else {
                 None
             };
-            match run_attempt(&ctx, task.invoke(args), spec.timeout, &scope).await {
+            match run_attempt(ctx, task.invoke(args), spec.timeout, scope).await {
                 Attempt::Completed(value) => break (State::completed(), Some(value)),
                 Attempt::Failed(failed) => {
                     let message = failed.message().unwrap_or_default().to_string();
@@ -198,8 +232,9 @@ async fn run_engine<T: Task>(
                     "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
                     message, retries_done, spec.retries, spec.retry_delay.as_secs_f64()
                 );
-                    transition(&ctx, &shared, State::awaiting_retry(message));
-                    if !sleep_unless_cancelled(spec.retry_delay, &scope).await {
+                    transition(ctx, shared, State::awaiting_retry(message));
+                    // Boxed for the same reason as the timeout: retries are rare.
+                    if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await {
                         break (State::cancelled(scope.reason()), None);
                     }
                     args = next_args;
@@ -214,10 +249,6 @@ async fn run_engine<T: Task>(
     }
     ctx.record_transition(Some(name), &state);
     shared.finish(state, value);
-    if let Some(completion) = completion {
-        // The driver may have returned early (its caller dropped it); the run is still recorded.
-        let _ = completion.sender.send(completion.position);
-    }
 }
 
 /// Sleeps, unless the scope is cancelled first. True if the sleep finished.
@@ -228,6 +259,22 @@ async fn sleep_unless_cancelled(delay: Duration, scope: &CancelScope) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = scope.token().cancelled() => false,
+    }
+}
+
+/// Awaits `future`, or gives up after `limit` and returns the limit.
+///
+/// The timer is boxed: it is the largest part of a run's state, and most tasks
+/// have no timeout, so every engine would otherwise carry its space.
+async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    future: F,
+) -> Result<F::Output, Duration> {
+    match limit {
+        None => Ok(future.await),
+        Some(limit) => Box::pin(tokio::time::timeout(limit, future))
+            .await
+            .map_err(|_| limit),
     }
 }
 
@@ -260,12 +307,9 @@ async fn run_attempt<T: Send + 'static>(
             let body =
                 context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind());
             let timed = async {
-                match timeout {
-                    None => body_outcome(body.await),
-                    Some(limit) => match tokio::time::timeout(limit, body).await {
-                        Ok(outcome) => body_outcome(outcome),
-                        Err(_) => Attempt::Failed(State::timed_out(timeout_message(limit))),
-                    },
+                match within(timeout, body).await {
+                    Ok(outcome) => body_outcome(outcome),
+                    Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
                 }
             };
             // The body is polled first, so a body that finishes at once never
@@ -278,10 +322,14 @@ async fn run_attempt<T: Send + 'static>(
             }
         }
         Invocation::Sync(body) => {
+            let pool = match ctx.pool() {
+                Ok(pool) => pool,
+                Err(message) => return Attempt::Final(State::crashed(message)),
+            };
             let (sender, receiver) = oneshot::channel();
             let worker_ctx = ctx.clone();
             let worker_scope = scope.clone();
-            ctx.pool.spawn(move || {
+            pool.spawn(move || {
                 // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
                 let outcome = if worker_scope.is_cancelled() {
                     None
@@ -292,20 +340,14 @@ async fn run_attempt<T: Send + 'static>(
                 };
                 let _ = sender.send(outcome);
             });
-            let received = match timeout {
-                None => Ok(receiver.await),
-                Some(limit) => tokio::time::timeout(limit, receiver).await,
-            };
-            match received {
+            match within(timeout, receiver).await {
                 Ok(Ok(Some(outcome))) => body_outcome(outcome),
                 Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
                 Ok(Err(_)) => Attempt::Final(State::crashed(
                     "The worker thread running this task run stopped before it finished.",
                 )),
                 // The thread cannot be interrupted; its late result is dropped.
-                Err(_) => Attempt::Failed(State::timed_out(timeout_message(
-                    timeout.unwrap_or_default(),
-                ))),
+                Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
@@ -66,7 +67,9 @@ pub struct State {
     state_type: StateType,
     name: Cow<'static, str>,
     message: Option<String>,
-    timestamp: DateTime<Utc>,
+    /// Kept as `SystemTime`, converted when asked: runs take three timestamps
+    /// each, and the calendar arithmetic is only needed to show them.
+    timestamp: SystemTime,
 }
 
 impl State {
@@ -80,7 +83,7 @@ impl State {
             state_type,
             name: name.into(),
             message,
-            timestamp: Utc::now(),
+            timestamp: SystemTime::now(),
         }
     }
 
@@ -135,7 +138,7 @@ impl State {
     }
     /// When the run entered this state.
     pub fn timestamp(&self) -> DateTime<Utc> {
-        self.timestamp
+        self.timestamp.into()
     }
 
     /// Whether the run will not change state again.

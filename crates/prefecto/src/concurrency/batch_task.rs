@@ -1,17 +1,20 @@
 //! `BatchTask`: `map` in bounded batches, stopped early by a kill switch.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, CancelScope, FlowRunContext};
-use crate::future::{PrefectFuture, PrefectFutureList, TaskRunName};
-use crate::runner::{record_unsubmitted, spawn_run, Completion};
+use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunName};
+use crate::runner::{announce_run, cancel_unsubmitted, drive_run, new_run};
 use crate::state::State;
 use crate::task::Task;
+
+type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
 
 /// How a [`BatchTask`] keeps `size` task runs going.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,7 +146,7 @@ pub struct BatchTask<T: Task> {
     task: T,
     size: usize,
     mode: BatchMode,
-    kill_switch: Option<Mutex<Box<dyn KillSwitch>>>,
+    kill_switch: Option<SharedSwitch>,
 }
 
 impl<T: Task> BatchTask<T> {
@@ -163,7 +166,7 @@ impl<T: Task> BatchTask<T> {
     /// Stops the map when `switch` trips. The switch keeps its counts across
     /// maps of this `BatchTask`, as in the original.
     pub fn with_kill_switch(mut self, switch: impl KillSwitch) -> Self {
-        self.kill_switch = Some(Mutex::new(Box::new(switch)));
+        self.kill_switch = Some(Arc::new(Mutex::new(Box::new(switch))));
         self
     }
 
@@ -197,7 +200,7 @@ impl<T: Task> BatchTask<T> {
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        futures::executor::block_on(self.map_async(args))
+        crate::runner::block_on(self.map_async(args))
     }
 
     /// As [`map`](Self::map), for async flows.
@@ -206,188 +209,207 @@ impl<T: Task> BatchTask<T> {
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
         let inputs = args.into_inputs(self.task.spec().param_names)?;
-        let ctx = context::current();
-        let mut driver = Driver::new(self, ctx, inputs.len());
-        let mut inputs = inputs.into_iter();
+        let map = Arc::new(MapRun::new(self, context::current(), inputs));
+        let total = map.runs.len();
+        let name = self.task.spec().name;
         match self.mode {
             BatchMode::Strict => {
-                let batches = driver.total.div_ceil(self.size);
+                let batches = total.div_ceil(self.size);
                 for batch in 1..=batches {
-                    if driver.tripped.is_some() {
+                    if map.tripped.get().is_some() {
                         break;
                     }
                     flow_log!(
-                        driver.ctx,
+                        map.ctx,
                         DEBUG,
                         "Mapping '{}' batch {} of {}.",
-                        self.task.spec().name,
+                        name,
                         batch,
                         batches
                     );
-                    for args in inputs.by_ref().take(self.size) {
-                        driver.submit(args);
-                    }
-                    driver.drain_until_in_flight(0).await;
+                    let end = (batch * self.size).min(total);
+                    // One lane per input of the batch: each usually takes one input.
+                    map.run_lanes(end, end - (batch - 1) * self.size).await;
                 }
             }
             BatchMode::SlidingWindow => {
                 flow_log!(
-                    driver.ctx,
+                    map.ctx,
                     DEBUG,
                     "Mapping '{}' over {} input(s) with a sliding window of {}.",
-                    self.task.spec().name,
-                    driver.total,
+                    name,
+                    total,
                     self.size
                 );
-                loop {
-                    while driver.tripped.is_none() && driver.in_flight < self.size {
-                        match inputs.next() {
-                            Some(args) => driver.submit(args),
-                            None => break,
-                        }
-                    }
-                    if driver.in_flight == 0 {
-                        break;
-                    }
-                    driver.drain_until_in_flight(driver.in_flight - 1).await;
-                }
+                map.run_lanes(total, self.size.min(total)).await;
             }
         }
-        driver.finish(inputs.count())
+        map.finish()
     }
 }
 
-/// The state of one `map_async` call.
-struct Driver<'a, T: Task> {
-    batch: &'a BatchTask<T>,
+/// One `map_async` call: its inputs, its task runs, and what its lanes share.
+///
+/// A lane is a Tokio task that takes the next input, drives its task run to a
+/// terminal state, shows that state to the kill switch, and takes the next.
+/// `size` lanes over all inputs make the sliding window; strict mode gives each
+/// batch its own lanes and waits for them. Nothing polls: the last lane to end
+/// wakes the driver.
+struct MapRun<T: Task> {
     ctx: Arc<FlowRunContext>,
+    task: T,
     scope: Arc<CancelScope>,
-    total: usize,
-    first_index: u64,
-    futures: Vec<PrefectFuture<T::Output>>,
-    in_flight: usize,
-    finished_sender: mpsc::UnboundedSender<usize>,
-    finished: mpsc::UnboundedReceiver<usize>,
+    switch: Option<SharedSwitch>,
+    /// One per input, in input order, created `Pending` and announced when submitted.
+    runs: Vec<Arc<RunShared<T::Output>>>,
+    queue: Mutex<Queue<T::Args>>,
     /// The switch's name and reason, once it has tripped.
-    tripped: Option<(String, String)>,
+    tripped: OnceLock<(String, String)>,
+    lanes_running: AtomicUsize,
+    lanes_done: Notify,
 }
 
-impl<'a, T: Task> Driver<'a, T> {
-    fn new(batch: &'a BatchTask<T>, ctx: Arc<FlowRunContext>, total: usize) -> Self {
-        let first_index = ctx.reserve_run_names(batch.task.spec().name, total);
-        let scope = ctx.scope.child();
-        let (finished_sender, finished) = mpsc::unbounded_channel();
-        Driver {
-            batch,
+/// The inputs not yet taken. Lanes take inputs up to `end`, the end of the
+/// current batch (or of all inputs, in window mode).
+struct Queue<A> {
+    next: usize,
+    end: usize,
+    inputs: std::vec::IntoIter<A>,
+}
+
+impl<T: Task> MapRun<T> {
+    fn new(batch: &BatchTask<T>, ctx: Arc<FlowRunContext>, inputs: Vec<T::Args>) -> Self {
+        let first = ctx.reserve_run_names(batch.task.spec().name, inputs.len());
+        let runs = (first..)
+            .take(inputs.len())
+            .map(|index| new_run(&batch.task, index))
+            .collect();
+        MapRun {
+            scope: ctx.scope.child(),
             ctx,
-            scope,
-            total,
-            first_index,
-            futures: Vec::with_capacity(total),
-            in_flight: 0,
-            finished_sender,
-            finished,
-            tripped: None,
+            task: batch.task.clone(),
+            switch: batch.kill_switch.clone(),
+            runs,
+            queue: Mutex::new(Queue {
+                next: 0,
+                end: 0,
+                inputs: inputs.into_iter(),
+            }),
+            tripped: OnceLock::new(),
+            lanes_running: AtomicUsize::new(0),
+            lanes_done: Notify::new(),
         }
     }
 
-    fn next_index(&self) -> u64 {
-        self.first_index + self.futures.len() as u64
+    fn queue(&self) -> MutexGuard<'_, Queue<T::Args>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn submit(&mut self, args: T::Args) {
-        let completion = Completion {
-            sender: self.finished_sender.clone(),
-            position: self.futures.len(),
-        };
-        let future = spawn_run(
-            &self.ctx,
-            &self.batch.task,
-            args,
-            self.next_index(),
-            &self.scope,
-            Some(completion),
-        );
-        self.futures.push(future);
-        self.in_flight += 1;
+    /// Submits up to `lanes` inputs at once, each on a lane of its own that
+    /// then takes further inputs up to `end`, and waits until every lane has ended.
+    async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
+        self.queue().end = end;
+        // Submitted here, together, as the original submits a batch.
+        let firsts: Vec<_> = std::iter::from_fn(|| self.take_input())
+            .take(lanes)
+            .collect();
+        if firsts.is_empty() {
+            return;
+        }
+        self.lanes_running.store(firsts.len(), Ordering::Release);
+        for (position, args) in firsts {
+            announce_run(&self.ctx, &self.runs[position]);
+            let map = self.clone();
+            self.ctx.tracker.spawn_on(
+                async move { map.lane(position, args).await },
+                &self.ctx.handle,
+            );
+        }
+        // The last lane leaves a permit, so this cannot miss its wake-up.
+        self.lanes_done.notified().await;
     }
 
-    /// Waits for runs to finish, showing each to the kill switch as it
-    /// finishes, until at most `target` are in flight.
-    async fn drain_until_in_flight(&mut self, target: usize) {
-        while self.in_flight > target {
-            let position = self
-                .finished
-                .recv()
-                .await
-                .expect("the driver holds a sender, so the channel stays open");
-            self.in_flight -= 1;
-            if self.tripped.is_none() {
-                self.observe(position);
+    /// The next input to submit, unless the switch has tripped.
+    fn take_input(&self) -> Option<(usize, T::Args)> {
+        if self.tripped.get().is_some() {
+            return None;
+        }
+        let mut queue = self.queue();
+        if queue.next >= queue.end {
+            return None;
+        }
+        let args = queue.inputs.next()?;
+        queue.next += 1;
+        Some((queue.next - 1, args))
+    }
+
+    /// Drives the run of `position`, then of each input it takes, until none is left.
+    async fn lane(self: Arc<Self>, position: usize, args: T::Args) {
+        let mut next = Some((position, args));
+        while let Some((position, args)) = next {
+            let run = &self.runs[position];
+            drive_run(&self.ctx, &self.task, args, run, &self.scope).await;
+            self.observe(run);
+            next = self.take_input();
+            if let Some((position, _)) = &next {
+                announce_run(&self.ctx, &self.runs[*position]);
             }
         }
+        if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.lanes_done.notify_one();
+        }
     }
 
-    fn observe(&mut self, position: usize) {
-        let Some(switch) = &self.batch.kill_switch else {
+    /// Shows a finished run's state to the kill switch; on a trip, stops the map.
+    fn observe(&self, run: &RunShared<T::Output>) {
+        let Some(switch) = &self.switch else {
             return;
         };
-        let state = self.futures[position].state();
+        let state = run.state();
         let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
-        if switch.should_flip_switch(&state) {
-            let (name, reason) = (switch.name(), switch.reason());
-            drop(switch);
-            flow_log!(
-                self.ctx, ERROR,
-                "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
-                name, self.futures[position].task_run_name(), reason, self.batch.task.spec().name
-            );
-            self.scope
-                .cancel(format!("Cancelled by kill switch {name}: {reason}"));
-            self.tripped = Some((name, reason));
+        // Once tripped, the switch sees no more states: they are the trip's consequences.
+        if self.tripped.get().is_some() || !switch.should_flip_switch(&state) {
+            return;
         }
+        let (name, reason) = (switch.name(), switch.reason());
+        flow_log!(
+            self.ctx, ERROR,
+            "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
+            name, run.name, reason, self.task.spec().name
+        );
+        // Tripped first, so that no lane takes another input once runs are being cancelled.
+        let _ = self.tripped.set((name.clone(), reason.clone()));
+        self.scope
+            .cancel(format!("Cancelled by kill switch {name}: {reason}"));
     }
 
-    /// Gives the `unsubmitted` inputs their `Cancelled` records, then the result.
-    fn finish(
-        mut self,
-        unsubmitted: usize,
-    ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        let Some((switch, reason)) = self.tripped.take() else {
-            return Ok(PrefectFutureList::new(self.futures));
+    /// Gives every input that was never submitted its `Cancelled` run, then the result.
+    fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
+        let futures = self.runs.iter().cloned().map(PrefectFuture::new);
+        let Some((switch, reason)) = self.tripped.get().cloned() else {
+            return Ok(PrefectFutureList::new(futures.collect()));
         };
-        if unsubmitted > 0 {
+        let unsubmitted = self.queue().next..self.runs.len();
+        if !unsubmitted.is_empty() {
             let message = format!("Cancelled by kill switch {switch} before submission: {reason}");
-            for _ in 0..unsubmitted {
-                let name = TaskRunName {
-                    task: self.batch.task.spec().name,
-                    index: self.next_index(),
-                };
-                self.futures
-                    .push(record_unsubmitted(&self.ctx, name, &message));
+            for run in &self.runs[unsubmitted.clone()] {
+                cancel_unsubmitted(&self.ctx, run, &message);
             }
             flow_log!(
                 self.ctx,
                 WARN,
                 "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
-                unsubmitted,
-                self.batch.task.spec().name
+                unsubmitted.len(),
+                self.task.spec().name
             );
         }
-        let outcomes = self
-            .futures
-            .into_iter()
+        let outcomes = futures
             .enumerate()
-            .map(|(index, future)| {
-                let state = future.state();
-                let task_run = future.task_run_name();
-                let value = future.shared.take_outcome().ok();
-                InputOutcome {
-                    index,
-                    task_run,
-                    state,
-                    value,
-                }
+            .map(|(index, future)| InputOutcome {
+                index,
+                task_run: future.task_run_name(),
+                state: future.state(),
+                value: future.shared.take_outcome().ok(),
             })
             .collect();
         Err(BatchError::KillSwitch(KillSwitchError {

@@ -1,0 +1,8 @@
+use prefecto::prelude::*;
+
+#[task]
+fn shout(s: &str) -> String {
+    s.to_uppercase()
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use prefecto::prelude::*;
+
+#[task]
+fn identity<T: Send + 'static>(x: T) -> T {
+    x
+}
+
+fn main() {}

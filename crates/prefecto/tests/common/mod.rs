@@ -1,0 +1,117 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prefecto::recorder::{self, LogEvent, Recorder, TransitionEvent};
+use prefecto::{State, TaskRunName};
+use uuid::Uuid;
+
+/// Tests check states, not the console: logs off, once per test binary.
+pub fn quiet() {
+    prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
+}
+
+/// The transitions of one flow run: `None` for the flow run's own.
+type Transitions = Vec<(Option<TaskRunName>, State)>;
+
+/// Everything the engine hands to recorders, by flow run.
+#[derive(Default)]
+pub struct Recording {
+    transitions: Mutex<HashMap<Uuid, Transitions>>,
+    logs: Mutex<HashMap<Uuid, Vec<String>>>,
+}
+
+impl Recorder for Recording {
+    fn on_transition(&self, event: &TransitionEvent<'_>) {
+        self.transitions
+            .lock()
+            .unwrap()
+            .entry(event.flow_run.id)
+            .or_default()
+            .push((event.task_run, event.state.clone()));
+    }
+
+    fn on_log(&self, event: &LogEvent<'_>) {
+        self.logs
+            .lock()
+            .unwrap()
+            .entry(event.flow_run.id)
+            .or_default()
+            .push(event.message.to_string());
+    }
+}
+
+impl Recording {
+    /// The recording installed for this test binary.
+    pub fn installed() -> &'static Arc<Recording> {
+        static RECORDING: OnceLock<Arc<Recording>> = OnceLock::new();
+        RECORDING.get_or_init(|| {
+            let recording = Arc::new(Recording::default());
+            recorder::install(recording.clone());
+            recording
+        })
+    }
+
+    /// Every transition of one task run, in order.
+    pub fn task_run_history(&self, flow_run: Uuid, task_run: &str) -> Vec<State> {
+        self.transitions
+            .lock()
+            .unwrap()
+            .get(&flow_run)
+            .into_iter()
+            .flatten()
+            .filter(|(run, _)| run.map(|r| r.to_string()).as_deref() == Some(task_run))
+            .map(|(_, state)| state.clone())
+            .collect()
+    }
+
+    /// The flow run's own transitions.
+    pub fn flow_run_history(&self, flow_run: Uuid) -> Vec<State> {
+        self.transitions
+            .lock()
+            .unwrap()
+            .get(&flow_run)
+            .into_iter()
+            .flatten()
+            .filter(|(run, _)| run.is_none())
+            .map(|(_, state)| state.clone())
+            .collect()
+    }
+
+    /// The last recorded state of every task run of a flow run, by name.
+    pub fn final_task_states(&self, flow_run: Uuid) -> BTreeMap<String, State> {
+        let mut last = BTreeMap::new();
+        for (run, state) in self
+            .transitions
+            .lock()
+            .unwrap()
+            .get(&flow_run)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(run) = run {
+                last.insert(run.to_string(), state.clone());
+            }
+        }
+        last
+    }
+
+    /// The engine log lines of a flow run.
+    pub fn logs(&self, flow_run: Uuid) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .get(&flow_run)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The id of the flow run the caller is in.
+pub fn flow_run_id() -> Uuid {
+    prefecto::flow::current_flow_run()
+        .expect("called inside a flow")
+        .id
+}

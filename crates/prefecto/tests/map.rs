@@ -1,0 +1,157 @@
+//! `task.map` and `task.submit`: arguments, order, names and results.
+
+mod common;
+
+use prefecto::prelude::*;
+use prefecto::MapError;
+
+#[task]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task]
+async fn add_async(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task]
+fn label(prefix: String, n: u32, suffix: char) -> String {
+    format!("{prefix}{n}{suffix}")
+}
+
+#[flow]
+fn map_add(a: Vec<i64>, b: Vec<i64>) -> Result<Vec<i64>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(add.map((a, b))?.results()?)
+}
+
+#[test]
+fn maps_two_ranges() {
+    common::quiet();
+    assert_eq!(
+        map_add((1..5).collect(), (2..6).collect()).unwrap(),
+        vec![3, 5, 7, 9]
+    );
+    assert_eq!(map_add(vec![1, 2], vec![2, 3]).unwrap(), vec![3, 5]);
+}
+
+#[test]
+fn empty_inputs_give_empty_results() {
+    common::quiet();
+    assert_eq!(map_add(vec![], vec![]).unwrap(), Vec::<i64>::new());
+}
+
+#[flow]
+fn map_unmapped() -> Vec<i64> {
+    add.map((unmapped(1), 2..6)).unwrap().results().unwrap()
+}
+
+#[test]
+fn unmapped_is_passed_to_every_call() {
+    common::quiet();
+    assert_eq!(map_unmapped().unwrap(), vec![3, 4, 5, 6]);
+}
+
+#[flow]
+fn map_errors() -> (MapError, MapError) {
+    let none = add.map((unmapped(1), unmapped(2))).unwrap_err();
+    let unequal = add.map((vec![1, 2, 3, 4], vec![1, 2, 3])).unwrap_err();
+    (none, unequal)
+}
+
+#[test]
+fn bad_arguments_are_errors_that_say_why() {
+    common::quiet();
+    let (none, unequal) = map_errors().unwrap();
+    assert_eq!(
+        none.to_string(),
+        "Must provide at least one non-unmapped iterable."
+    );
+    assert_eq!(
+        unequal.to_string(),
+        "Expected all iterables to be of length 4 like 'a'. 'b' is length 3."
+    );
+}
+
+#[flow]
+fn interleaved_unmapped() -> Vec<String> {
+    label
+        .map((unmapped("item-".to_string()), 1..=3u32, unmapped('!')))
+        .unwrap()
+        .results()
+        .unwrap()
+}
+
+#[test]
+fn several_unmapped_arguments_interleave() {
+    common::quiet();
+    assert_eq!(
+        interleaved_unmapped().unwrap(),
+        vec!["item-1!", "item-2!", "item-3!"]
+    );
+}
+
+#[flow]
+fn names_and_order() -> Vec<String> {
+    let first = add.submit(0, 0);
+    let futures = add.map((0..5, unmapped(0))).unwrap();
+    let mut names = vec![first.task_run_name().to_string()];
+    names.extend(futures.iter().map(|f| f.task_run_name().to_string()));
+    names
+}
+
+#[test]
+fn task_runs_are_numbered_per_task_from_zero() {
+    common::quiet();
+    assert_eq!(
+        names_and_order().unwrap(),
+        vec!["add-0", "add-1", "add-2", "add-3", "add-4", "add-5"]
+    );
+    // Each flow run counts from zero again.
+    assert_eq!(names_and_order().unwrap()[0], "add-0");
+}
+
+#[flow]
+fn direct_calls() -> (i64, State) {
+    let sum = add(2, 3).unwrap();
+    let future = add.submit(4, 5);
+    let state = future.wait();
+    assert_eq!(future.result().unwrap(), 9);
+    (sum, state)
+}
+
+#[test]
+fn calling_a_task_runs_it_as_a_task_run() {
+    common::quiet();
+    let (sum, state) = direct_calls().unwrap();
+    assert_eq!(sum, 5);
+    assert!(state.is_completed());
+}
+
+#[flow]
+async fn async_map() -> Vec<i64> {
+    let direct = add_async(1, 1).await.unwrap();
+    let mut all = add_async
+        .map((vec![1, 2], vec![10, 20]))
+        .unwrap()
+        .results_async()
+        .await
+        .unwrap();
+    all.push(direct);
+    all.push(add_async.submit(3, 3).await.unwrap());
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_tasks_map_submit_and_call() {
+    common::quiet();
+    assert_eq!(async_map().await.unwrap(), vec![11, 22, 2, 6]);
+}
+
+#[test]
+fn tasks_run_outside_a_flow() {
+    common::quiet();
+    assert_eq!(add(20, 22).unwrap(), 42);
+    let futures = add.map((vec![1], vec![1])).unwrap();
+    assert_eq!(futures.results().unwrap(), vec![2]);
+}
