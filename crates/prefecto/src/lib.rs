@@ -89,6 +89,11 @@ pub mod prelude {
     pub use prefecto_macros::{flow, task};
 }
 
+/// The README's examples, run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// What the macros' expansions use. Not a public API.
 #[doc(hidden)]
 pub mod __private {
