@@ -1,13 +1,22 @@
-//! The `prefecto` command line. The run-history commands (`flow-run ls`,
-//! `inspect`, `logs`, `timeline`) arrive with the SQLite run history.
+//! `prefecto`: read the embedded run history, as Prefect's CLI reads a server.
 
-use clap::{Parser, Subcommand};
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use prefecto::store::{self, FlowRunRow, Store, StoreError, TaskRunRow};
+use serde_json::json;
+
+use table::{duration, local_time, Table};
 
 #[derive(Parser)]
 #[command(
     name = "prefecto",
     version,
-    about = "Inspect prefecto flow runs and task runs"
+    about = "Inspect prefecto flow runs and task runs",
+    long_about = "Inspect prefecto flow runs and task runs recorded in the run history \
+                  ($PREFECTO_HOME/prefecto.db, ~/.prefecto by default)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -16,15 +25,223 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the versions of this command and of the prefecto library it was built with.
+    /// Flow runs.
+    #[command(name = "flow-run", subcommand)]
+    FlowRun(FlowRunCommand),
+    /// Task runs.
+    #[command(name = "task-run", subcommand)]
+    TaskRun(TaskRunCommand),
+    /// Print the version.
     Version,
 }
 
-fn main() {
-    match Cli::parse().command {
-        Command::Version => {
-            println!("prefecto-cli {}", env!("CARGO_PKG_VERSION"));
-            println!("log level variable: {}", prefecto::logging::LEVEL_ENV);
+#[derive(Subcommand)]
+enum FlowRunCommand {
+    /// List flow runs, newest first.
+    Ls {
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only runs in this state (COMPLETED, Failed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only runs of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show a flow run and a table of its task runs.
+    Inspect {
+        /// The flow run's name (such as beryl-moth) or id.
+        run: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show a flow run's log lines.
+    Logs {
+        /// The flow run's name or id.
+        run: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskRunCommand {
+    /// List the task runs of a flow run.
+    Ls {
+        /// The flow run's name or id.
+        #[arg(long = "flow-run")]
+        flow_run: String,
+        /// Only task runs in this state (FAILED, Cancelled, ...).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args)]
+struct Output {
+    /// Print JSON instead of a table, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn open() -> Result<Store, StoreError> {
+    Store::open_existing(store::default_path())
+}
+
+fn run(command: Command) -> Result<(), StoreError> {
+    match command {
+        Command::Version => {
+            println!("prefecto {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::FlowRun(FlowRunCommand::Ls {
+            limit,
+            state,
+            flow,
+            output,
+        }) => {
+            let runs = open()?.flow_runs(limit, state.as_deref(), flow.as_deref())?;
+            if output.json {
+                print_json(&runs);
+            } else if runs.is_empty() {
+                println!("No flow runs match.");
+            } else {
+                flow_run_table(&runs).print();
+            }
+            Ok(())
+        }
+        Command::FlowRun(FlowRunCommand::Inspect { run, output }) => {
+            let store = open()?;
+            let flow_run = store.flow_run(&run)?;
+            let task_runs = store.task_runs(&flow_run.id, None)?;
+            if output.json {
+                print_json(&json!({ "flow_run": flow_run, "task_runs": task_runs }));
+                return Ok(());
+            }
+            println!("Flow run   {} ({})", flow_run.name, flow_run.id);
+            println!("Flow       {}", flow_run.flow);
+            println!(
+                "State      {}",
+                state_text(&flow_run.state_name, &flow_run.state_message)
+            );
+            println!(
+                "Started    {}",
+                flow_run.start_time.map(local_time).unwrap_or_default()
+            );
+            println!(
+                "Ended      {}",
+                flow_run.end_time.map(local_time).unwrap_or_default()
+            );
+            println!("Process    pid {} on {}", flow_run.pid, flow_run.host);
+            println!("Task runs  {}", task_runs.len());
+            if !task_runs.is_empty() {
+                println!();
+                task_run_table(&task_runs).print();
+            }
+            Ok(())
+        }
+        Command::FlowRun(FlowRunCommand::Logs { run, output }) => {
+            let store = open()?;
+            let flow_run = store.flow_run(&run)?;
+            let logs = store.logs(&flow_run.id)?;
+            if output.json {
+                print_json(&logs);
+            } else if logs.is_empty() {
+                println!("Flow run '{}' has no log lines.", flow_run.name);
+            } else {
+                for log in logs {
+                    let about = match &log.task_run {
+                        Some(task_run) => format!("Task run '{task_run}'"),
+                        None if log.logger == "prefecto.engine" => log.logger.clone(),
+                        None => format!("Flow run '{}'", flow_run.name),
+                    };
+                    println!(
+                        "{} | {:<7} | {about} - {}",
+                        log.timestamp
+                            .with_timezone(&chrono::Local)
+                            .format("%H:%M:%S%.3f"),
+                        log.level,
+                        log.message
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::TaskRun(TaskRunCommand::Ls {
+            flow_run,
+            state,
+            output,
+        }) => {
+            let store = open()?;
+            let flow_run = store.flow_run(&flow_run)?;
+            let task_runs = store.task_runs(&flow_run.id, state.as_deref())?;
+            if output.json {
+                print_json(&task_runs);
+            } else if task_runs.is_empty() {
+                println!("No task runs of flow run '{}' match.", flow_run.name);
+            } else {
+                task_run_table(&task_runs).print();
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("rows serialize to JSON")
+    );
+}
+
+fn state_text(name: &str, message: &Option<String>) -> String {
+    match message {
+        Some(message) => format!("{name}: {message}"),
+        None => name.to_string(),
+    }
+}
+
+fn flow_run_table(runs: &[FlowRunRow]) -> Table {
+    let mut table = Table::new(["NAME", "FLOW", "STATE", "STARTED", "DURATION", "ID"]);
+    for run in runs {
+        table.row([
+            run.name.clone(),
+            run.flow.clone(),
+            run.state_name.clone(),
+            run.start_time.map(local_time).unwrap_or_default(),
+            duration(run.start_time, run.end_time),
+            run.id.clone(),
+        ]);
+    }
+    table
+}
+
+fn task_run_table(runs: &[TaskRunRow]) -> Table {
+    let mut table = Table::new(["TASK RUN", "STATE", "DURATION", "ATTEMPTS", "MESSAGE"]);
+    for run in runs {
+        table.row([
+            run.name.clone(),
+            run.state_name.clone(),
+            duration(run.start_time, run.end_time),
+            run.run_count.to_string(),
+            run.state_message.clone().unwrap_or_default(),
+        ]);
+    }
+    table
 }

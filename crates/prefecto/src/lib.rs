@@ -67,6 +67,7 @@ mod names;
 pub mod recorder;
 pub mod runner;
 pub mod state;
+pub mod store;
 pub mod task;
 
 pub use args::{unmapped, MapError, Unmapped};

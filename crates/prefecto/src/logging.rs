@@ -49,7 +49,7 @@ pub const LEVEL_ENV: &str = "PREFECTO_LOGGING_LEVEL";
 pub struct PrefectFormat;
 
 /// Prefect's level names, padded as its format's `%(levelname)-7s`.
-fn level_name(level: &Level) -> &'static str {
+pub(crate) fn level_name(level: &Level) -> &'static str {
     match *level {
         Level::TRACE => "TRACE",
         Level::DEBUG => "DEBUG",

@@ -109,12 +109,15 @@ pub fn install(recorder: Arc<dyn Recorder>) {
         .push(recorder);
 }
 
-/// The recorders a new flow run will report to.
+/// The recorders a new flow run will report to: the run history (unless it
+/// is off), then those installed.
 pub(crate) fn installed() -> Arc<[Arc<dyn Recorder>]> {
-    INSTALLED
+    let history = crate::store::history_recorder().map(|h| h as Arc<dyn Recorder>);
+    let installed = INSTALLED
         .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .cloned()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    history
+        .into_iter()
+        .chain(installed.iter().cloned())
         .collect()
 }

@@ -132,6 +132,10 @@ impl State {
     pub fn name(&self) -> &str {
         &self.name
     }
+    pub(crate) fn name_cow(&self) -> Cow<'static, str> {
+        self.name.clone()
+    }
+
     /// The message, if the state has one (failures always do).
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()

@@ -1,0 +1,165 @@
+//! The `prefecto` command against a run history written by real flow runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use prefecto::prelude::*;
+use prefecto::store;
+
+#[task]
+fn check(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+static FLOW_RUN_NAME: OnceLock<String> = OnceLock::new();
+
+#[flow]
+fn checks(inputs: Vec<i64>) -> Result<(), prefecto::concurrency::BatchError<i64>> {
+    let _ = FLOW_RUN_NAME.set(prefecto::flow::current_flow_run().unwrap().name);
+    let batch = BatchTask::new(check, 2)
+        .unwrap()
+        .with_kill_switch(AnyFailedSwitch::new());
+    batch.map((inputs,))?;
+    Ok(())
+}
+
+/// A history with one flow run that a kill switch stopped, written once per test binary.
+fn history() -> &'static (PathBuf, String) {
+    static HISTORY: OnceLock<(PathBuf, String)> = OnceLock::new();
+    HISTORY.get_or_init(|| {
+        let home = std::env::temp_dir().join(format!("prefecto-cli-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        assert!(store::set_home(&home));
+        prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
+        checks(vec![1, -2, 3, 4, 5]).unwrap_err();
+        (home, FLOW_RUN_NAME.get().unwrap().clone())
+    })
+}
+
+fn prefecto(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_prefecto"))
+        .args(args)
+        .env(store::HOME_ENV, home)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn flow_run_ls_prints_an_aligned_table() {
+    let (home, name) = history();
+    let (ok, out, _) = prefecto(home, &["flow-run", "ls"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{out}");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(name.as_str()))
+        .expect(&out);
+    // The STATE column starts at the same offset in the header and the row.
+    let column = lines[0].find("STATE").unwrap();
+    assert_eq!(&row[column..column + "Failed".len()], "Failed", "{out}");
+
+    let (ok, out, _) = prefecto(home, &["flow-run", "ls", "--state", "COMPLETED"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "No flow runs match.");
+}
+
+#[test]
+fn inspect_shows_every_task_run_with_its_error() {
+    let (home, name) = history();
+    let (ok, out, _) = prefecto(home, &["flow-run", "inspect", name]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Kill switch AnyFailedSwitch tripped"), "{out}");
+    assert!(out.contains("TASK RUN"), "{out}");
+    let failed = out.lines().find(|l| l.starts_with("check-1")).expect(&out);
+    assert!(
+        failed.contains("Failed") && failed.contains("-2 is negative"),
+        "{failed}"
+    );
+    let cancelled = out.lines().filter(|l| l.contains("Cancelled")).count();
+    assert_eq!(cancelled, 3, "{out}");
+}
+
+#[test]
+fn json_output_is_for_scripts() {
+    let (home, name) = history();
+    let (ok, out, _) = prefecto(
+        home,
+        &[
+            "task-run",
+            "ls",
+            "--flow-run",
+            name,
+            "--state",
+            "cancelled",
+            "--json",
+        ],
+    );
+    assert!(ok);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["check-2", "check-3", "check-4"]);
+
+    let (ok, out, _) = prefecto(home, &["flow-run", "inspect", name, "--json"]);
+    assert!(ok);
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["flow_run"]["state_type"], "FAILED");
+    assert_eq!(inspected["task_runs"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn logs_read_as_the_console_did() {
+    let (home, name) = history();
+    let (ok, out, _) = prefecto(home, &["flow-run", "logs", name]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!(
+            "| INFO    | prefecto.engine - Created flow run '{name}' for flow 'checks'"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "| DEBUG   | Flow run '{name}' - Mapping 'check' batch 1 of 3."
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("| ERROR   | Task run 'check-1' - Finished in state Failed('-2 is negative')"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_history_and_unknown_runs_are_clear_errors() {
+    let (home, _) = history();
+    let (ok, _, err) = prefecto(home, &["flow-run", "inspect", "no-such-run"]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "error: no flow run named or with id 'no-such-run'"
+    );
+
+    let empty = home.join("empty-home");
+    let (ok, _, err) = prefecto(&empty, &["flow-run", "ls"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no run history at") && err.contains("no flow has run"),
+        "{err}"
+    );
+}

@@ -1,0 +1,223 @@
+//! Run history in an embedded SQLite database, on by default.
+//!
+//! Every flow run, task run, state transition and engine log line goes to
+//! `$PREFECTO_HOME/prefecto.db` (`~/.prefecto` by default) through a
+//! background writer that batches them into transactions, off the engine's hot
+//! path. A flow run's history is flushed before its flow call returns.
+//! `PREFECTO_HISTORY=off`, or [`disable`], turns recording off.
+//!
+//! The database is in WAL mode with a busy timeout, so several processes can
+//! run flows against it at once. Its schema has a version; opening a database
+//! written by a newer prefecto is an error, never a silent downgrade.
+
+mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use thiserror::Error;
+
+pub use query::{FlowRunRow, LogRow, TaskRunRow};
+pub use schema::SCHEMA_VERSION;
+pub use writer::HistoryRecorder;
+
+/// The environment variable naming prefecto's home folder.
+pub const HOME_ENV: &str = "PREFECTO_HOME";
+/// The environment variable that turns history off (`off`, `false`, `0`).
+pub const HISTORY_ENV: &str = "PREFECTO_HISTORY";
+/// The database's file name inside the home folder.
+pub const DB_FILE: &str = "prefecto.db";
+
+/// Why the run history could not be opened or read.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The home folder could not be created.
+    #[error("cannot create the prefecto home folder {path}: {source}")]
+    CreateHome {
+        /// The folder.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The database does not exist (read-only commands do not create it).
+    #[error("no run history at {0}: no flow has run with this PREFECTO_HOME yet")]
+    Missing(PathBuf),
+    /// The database was written by a newer prefecto.
+    #[error(
+        "the run history at {path} has schema version {found}, newer than the {supported} \
+         this prefecto understands: upgrade prefecto, or point PREFECTO_HOME elsewhere"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// SQLite refused an operation.
+    #[error("run history database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// No flow run has that name or id.
+    #[error("no flow run named or with id '{0}'")]
+    NoSuchFlowRun(String),
+}
+
+/// An open run history database.
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrating it forward.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateHome {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Store { path, conn };
+        store.configure()?;
+        schema::migrate(&mut store.conn, &store.path)?;
+        Ok(store)
+    }
+
+    /// Opens an existing database; a missing one is [`StoreError::Missing`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        Store::open(path)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        // Several processes may write at once: WAL lets readers and one writer
+        // proceed together, and the busy timeout makes writers wait their turn.
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .and_then(|_| {
+                self.conn
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .and_then(|_| self.conn.pragma_update(None, "synchronous", "NORMAL"))
+            })
+            .map_err(|source| self.sqlite(source))
+    }
+
+    pub(crate) fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// The home folder: `PREFECTO_HOME`, else `~/.prefecto`.
+pub fn home() -> PathBuf {
+    if let Some(home) = HOME_OVERRIDE.get() {
+        return home.clone();
+    }
+    match std::env::var_os(HOME_ENV) {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".prefecto"),
+    }
+}
+
+/// The database path: `home()/prefecto.db`.
+pub fn default_path() -> PathBuf {
+    home().join(DB_FILE)
+}
+
+static HOME_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Uses `home` instead of `PREFECTO_HOME` for this process; must come before
+/// the first flow run. Returns false if the history was already opened.
+pub fn set_home(home: impl Into<PathBuf>) -> bool {
+    HOME_OVERRIDE.set(home.into()).is_ok() && HISTORY.get().is_none()
+}
+
+/// Turns recording off for flow runs started from now on, in this process.
+pub fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
+
+/// Turns recording back on (unless `PREFECTO_HISTORY=off`).
+pub fn enable() {
+    DISABLED.store(false, Ordering::Relaxed);
+}
+
+fn disabled_by_env() -> bool {
+    std::env::var(HISTORY_ENV)
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "false" | "0" | "no"
+            )
+        })
+        .unwrap_or(false)
+}
+
+static HISTORY: OnceLock<Option<Arc<HistoryRecorder>>> = OnceLock::new();
+
+/// The history recorder for a new flow run, opened on first use; `None` when
+/// history is off or the database cannot be opened (said once, as a warning).
+pub(crate) fn history_recorder() -> Option<Arc<HistoryRecorder>> {
+    if DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    HISTORY
+        .get_or_init(|| {
+            if disabled_by_env() {
+                return None;
+            }
+            let path = default_path();
+            match HistoryRecorder::start(&path) {
+                Ok(recorder) => Some(Arc::new(recorder)),
+                Err(err) => {
+                    tracing::warn!(target: "prefecto.engine", "Run history is off: {err}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// This machine's name, for telling whether a run's process is still alive.
+pub(crate) fn hostname() -> String {
+    static HOSTNAME: Mutex<Option<String>> = Mutex::new(None);
+    let mut cached = HOSTNAME.lock().unwrap_or_else(|p| p.into_inner());
+    cached
+        .get_or_insert_with(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".to_string())
+        })
+        .clone()
+}

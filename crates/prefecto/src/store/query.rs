@@ -1,0 +1,254 @@
+//! Reading the run history back: what the `prefecto` command shows.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{hostname, Store, StoreError};
+
+/// One flow run, as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowRunRow {
+    /// Its id.
+    pub id: String,
+    /// Its name, such as `beryl-moth`.
+    pub name: String,
+    /// The flow's name.
+    pub flow: String,
+    /// Its state type, upper case as Prefect's API (`COMPLETED`).
+    pub state_type: String,
+    /// Its state name (`Completed`, `Failed`, ...).
+    pub state_name: String,
+    /// The state's message, if any.
+    pub state_message: Option<String>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it started running.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_time: Option<DateTime<Utc>>,
+    /// The machine it ran on.
+    pub host: String,
+    /// The process it ran in.
+    pub pid: u32,
+}
+
+/// One task run of a flow run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskRunRow {
+    /// Its name, `add-0`.
+    pub name: String,
+    /// The task's name.
+    pub task: String,
+    /// Its number among the task's runs in the flow run.
+    pub index: u64,
+    /// Its state type (`FAILED`).
+    pub state_type: String,
+    /// Its state name (`TimedOut`).
+    pub state_name: String,
+    /// The state's message: the error, for failures.
+    pub state_message: Option<String>,
+    /// When it first started running.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_time: Option<DateTime<Utc>>,
+    /// How many times its body ran (retries included).
+    pub run_count: u32,
+}
+
+impl TaskRunRow {
+    /// From start to end, if it ran and ended.
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        Some(self.end_time? - self.start_time?)
+    }
+}
+
+/// One log line of a flow run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogRow {
+    /// When it was logged.
+    pub timestamp: DateTime<Utc>,
+    /// Its level (`INFO`).
+    pub level: String,
+    /// Its logger.
+    pub logger: String,
+    /// The task run it is about, if any.
+    pub task_run: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn flow_run_row(row: &Row<'_>) -> rusqlite::Result<FlowRunRow> {
+    Ok(FlowRunRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        flow: row.get(2)?,
+        state_type: row.get(3)?,
+        state_name: row.get(4)?,
+        state_message: row.get(5)?,
+        created: time(row.get(6)?),
+        start_time: row.get::<_, Option<i64>>(7)?.map(time),
+        end_time: row.get::<_, Option<i64>>(8)?.map(time),
+        host: row.get(9)?,
+        pid: row.get(10)?,
+    })
+}
+
+const FLOW_RUN_COLUMNS: &str =
+    "id, name, flow, state_type, state_name, state_message, created, start_time, end_time, host, pid";
+
+impl Store {
+    /// The newest flow runs first, optionally of one state type (any case) or flow.
+    pub fn flow_runs(
+        &self,
+        limit: usize,
+        state: Option<&str>,
+        flow: Option<&str>,
+    ) -> Result<Vec<FlowRunRow>, StoreError> {
+        self.mark_crashed()?;
+        let sql = format!(
+            "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
+             WHERE (?1 IS NULL OR state_type = upper(?1) OR state_name = ?1)
+               AND (?2 IS NULL OR flow = ?2)
+             ORDER BY created DESC LIMIT ?3"
+        );
+        let mut statement = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(params![state, flow, limit as i64], flow_run_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// The flow run with this name or id (the newest, if names repeat).
+    pub fn flow_run(&self, name_or_id: &str) -> Result<FlowRunRow, StoreError> {
+        self.mark_crashed()?;
+        let sql = format!(
+            "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1 OR name = ?1
+             ORDER BY created DESC LIMIT 1"
+        );
+        self.conn
+            .query_row(&sql, params![name_or_id], flow_run_row)
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NoSuchFlowRun(name_or_id.to_string()))
+    }
+
+    /// A flow run's task runs in creation order, optionally of one state.
+    pub fn task_runs(
+        &self,
+        flow_run_id: &str,
+        state: Option<&str>,
+    ) -> Result<Vec<TaskRunRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT task, idx, state_type, state_name, state_message, start_time, end_time, run_count
+                 FROM task_runs
+                 WHERE flow_run_id = ?1 AND (?2 IS NULL OR state_type = upper(?2) OR state_name = ?2)
+                 ORDER BY created, task, idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(params![flow_run_id, state], |row| {
+                let task: String = row.get(0)?;
+                let index: i64 = row.get(1)?;
+                Ok(TaskRunRow {
+                    name: format!("{task}-{index}"),
+                    task,
+                    index: index as u64,
+                    state_type: row.get(2)?,
+                    state_name: row.get(3)?,
+                    state_message: row.get(4)?,
+                    start_time: row.get::<_, Option<i64>>(5)?.map(time),
+                    end_time: row.get::<_, Option<i64>>(6)?.map(time),
+                    run_count: row.get(7)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// A flow run's log lines, oldest first.
+    pub fn logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT timestamp, level, logger, task, idx, message FROM logs
+                 WHERE flow_run_id = ?1 ORDER BY timestamp, rowid",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(params![flow_run_id], |row| {
+                let task: Option<String> = row.get(3)?;
+                let index: Option<i64> = row.get(4)?;
+                Ok(LogRow {
+                    timestamp: time(row.get(0)?),
+                    level: row.get(1)?,
+                    logger: row.get(2)?,
+                    task_run: task.zip(index).map(|(t, i)| format!("{t}-{i}")),
+                    message: row.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// Marks as `Crashed` the unfinished flow runs of this machine whose process
+    /// is gone (killed, say, with SIGKILL), with their unfinished task runs.
+    pub fn mark_crashed(&self) -> Result<usize, StoreError> {
+        let host = hostname();
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, pid FROM flow_runs
+                 WHERE host = ?1 AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let unfinished: Vec<(String, u32)> = statement
+            .query_map(params![host], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.sqlite(e))?;
+        let mut marked = 0;
+        for (id, pid) in unfinished {
+            if process_alive(pid) {
+                continue;
+            }
+            let message = format!(
+                "The process that ran this flow run (pid {pid} on {host}) is gone; it ended without finishing the run."
+            );
+            let now = Utc::now().timestamp_micros();
+            self.conn
+                .execute(
+                    "UPDATE flow_runs SET state_type = 'CRASHED', state_name = 'Crashed',
+                        state_message = ?2, end_time = ?3
+                     WHERE id = ?1 AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')",
+                    params![id, message, now],
+                )
+                .and_then(|_| {
+                    self.conn.execute(
+                        "UPDATE task_runs SET state_type = 'CRASHED', state_name = 'Crashed',
+                            state_message = ?2, end_time = ?3
+                         WHERE flow_run_id = ?1 AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')",
+                        params![id, message, now],
+                    )
+                })
+                .map_err(|e| self.sqlite(e))?;
+            marked += 1;
+        }
+        Ok(marked)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

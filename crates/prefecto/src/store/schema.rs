@@ -1,0 +1,146 @@
+//! The schema and its forward migrations, tracked in SQLite's `user_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Each entry takes the schema from its index to the next version.
+const MIGRATIONS: &[&str] = &[
+    // Version 1. Times are Unix microseconds; a state's task is NULL for the
+    // flow run's own states.
+    "
+    CREATE TABLE flow_runs (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        flow          TEXT NOT NULL,
+        state_type    TEXT NOT NULL,
+        state_name    TEXT NOT NULL,
+        state_message TEXT,
+        created       INTEGER NOT NULL,
+        start_time    INTEGER,
+        end_time      INTEGER,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL
+    );
+    CREATE INDEX flow_runs_by_created ON flow_runs (created);
+    CREATE INDEX flow_runs_by_name ON flow_runs (name);
+
+    CREATE TABLE task_runs (
+        flow_run_id   TEXT NOT NULL,
+        task          TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        state_type    TEXT NOT NULL,
+        state_name    TEXT NOT NULL,
+        state_message TEXT,
+        created       INTEGER NOT NULL,
+        start_time    INTEGER,
+        end_time      INTEGER,
+        run_count     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (flow_run_id, task, idx)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE states (
+        flow_run_id TEXT NOT NULL,
+        task        TEXT,
+        idx         INTEGER,
+        state_type  TEXT NOT NULL,
+        state_name  TEXT NOT NULL,
+        message     TEXT,
+        timestamp   INTEGER NOT NULL
+    );
+    CREATE INDEX states_by_run ON states (flow_run_id, task, idx);
+
+    CREATE TABLE logs (
+        flow_run_id TEXT NOT NULL,
+        task        TEXT,
+        idx         INTEGER,
+        level       TEXT NOT NULL,
+        logger      TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        timestamp   INTEGER NOT NULL
+    );
+    CREATE INDEX logs_by_flow_run ON logs (flow_run_id, timestamp);
+    ",
+];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    // IMMEDIATE takes the write lock first, so two processes opening a new
+    // database at once cannot both apply the same migration.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sqlite)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for migration in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(migration).map_err(sqlite)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sqlite)?;
+    tx.commit().map_err(sqlite)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("prefecto-schema-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("prefecto.db")
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_version() {
+        let path = temp_db("new");
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+        // Opening again is a no-op.
+        Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_untouched() {
+        let path = temp_db("newer");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().unwrap();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade prefecto"), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1);
+    }
+}

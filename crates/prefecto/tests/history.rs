@@ -1,0 +1,118 @@
+//! The SQLite run history: what a flow run leaves behind, read back through the store.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use prefecto::prelude::*;
+use prefecto::store::{self, Store};
+
+/// One history home for this test binary, in a fresh temporary folder.
+fn home() -> &'static PathBuf {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let home =
+            std::env::temp_dir().join(format!("prefecto-history-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        assert!(store::set_home(&home));
+        common::quiet();
+        home
+    })
+}
+
+fn open() -> Store {
+    Store::open_existing(home().join(store::DB_FILE)).unwrap()
+}
+
+#[task(retries = 1)]
+fn parse(s: String) -> Result<i64, String> {
+    s.parse().map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[flow]
+fn parse_all(inputs: Vec<String>) -> (String, Vec<State>) {
+    let name = prefecto::flow::current_flow_run().unwrap().name;
+    let batch = BatchTask::new(parse, 2).unwrap();
+    (name, batch.map((inputs,)).unwrap().wait())
+}
+
+#[test]
+fn a_flow_run_is_recorded_before_the_flow_returns() {
+    home();
+    let inputs = ["1", "2", "x", "4"].map(String::from).to_vec();
+    let (name, states) = parse_all(inputs).unwrap();
+    assert_eq!(states.len(), 4);
+
+    // No waiting: the flow call returned only once its history was committed.
+    let store = open();
+    let flow_run = store.flow_run(&name).unwrap();
+    assert_eq!(flow_run.flow, "parse-all");
+    assert_eq!(flow_run.state_type, "COMPLETED");
+    assert_eq!(flow_run.pid, std::process::id());
+    assert!(flow_run.start_time.is_some() && flow_run.end_time.is_some());
+
+    let task_runs = store.task_runs(&flow_run.id, None).unwrap();
+    let names: Vec<&str> = task_runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["parse-0", "parse-1", "parse-2", "parse-3"]);
+    let failed = &task_runs[2];
+    assert_eq!(failed.state_type, "FAILED");
+    assert_eq!(
+        failed.state_message.as_deref(),
+        Some("\"x\": invalid digit found in string")
+    );
+    assert_eq!(failed.run_count, 2, "one run and one retry");
+    assert!(task_runs.iter().all(|r| r.duration().is_some()));
+
+    let only_failed = store.task_runs(&flow_run.id, Some("Failed")).unwrap();
+    assert_eq!(only_failed.len(), 1);
+
+    let logs = store.logs(&flow_run.id).unwrap();
+    let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        messages.contains(&"Mapping 'parse' batch 2 of 2."),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"Created task run 'parse-0' for task 'parse'"));
+    assert!(logs
+        .iter()
+        .any(|l| l.task_run.as_deref() == Some("parse-2") && l.message.contains("Retry 1/1")));
+    assert_eq!(messages.last(), Some(&"Finished in state Completed()"));
+}
+
+#[flow]
+fn failing() -> Result<u8, String> {
+    Err("upstream is down".into())
+}
+
+#[test]
+fn failed_flow_runs_keep_their_reason_and_can_be_filtered() {
+    home();
+    failing().unwrap_err();
+    let store = open();
+    let failed = store
+        .flow_runs(100, Some("failed"), Some("failing"))
+        .unwrap();
+    assert!(!failed.is_empty());
+    assert_eq!(
+        failed[0].state_message.as_deref(),
+        Some("Flow run encountered an error: upstream is down")
+    );
+    assert!(store
+        .flow_runs(100, Some("COMPLETED"), Some("failing"))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn unknown_runs_and_missing_databases_say_so() {
+    home();
+    let err = open().flow_run("no-such-run").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no flow run named or with id 'no-such-run'"
+    );
+    let missing = home().join("elsewhere").join(store::DB_FILE);
+    let err = Store::open_existing(&missing).err().unwrap();
+    assert!(err.to_string().starts_with("no run history at "), "{err}");
+}

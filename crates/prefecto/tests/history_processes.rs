@@ -1,0 +1,161 @@
+//! The run history shared by processes: two writing at once, and one killed mid-run.
+//!
+//! The children are this test binary run again with `PREFECTO_TEST_CHILD` set,
+//! so each is a real, separate process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prefecto::prelude::*;
+use prefecto::store::{self, Store};
+
+const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
+const INPUTS: u64 = 3_000;
+
+fn temp_home(name: &str) -> PathBuf {
+    let home = std::env::temp_dir().join(format!("prefecto-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    home
+}
+
+fn spawn_child(role: &str, home: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, role)
+        .env(store::HOME_ENV, home)
+        .env("PREFECTO_LOGGING_LEVEL", "OFF")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[task]
+async fn double(x: u64) -> u64 {
+    x * 2
+}
+
+#[task]
+async fn hang() {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+#[flow]
+fn many_runs() -> u64 {
+    let batch = BatchTask::new(double, 100).unwrap();
+    batch
+        .map((0..INPUTS,))
+        .unwrap()
+        .results()
+        .unwrap()
+        .iter()
+        .sum()
+}
+
+#[flow]
+fn never_ends() {
+    hang().await_unwrap();
+}
+
+trait AwaitUnwrap {
+    fn await_unwrap(self);
+}
+
+impl<F: std::future::Future<Output = Result<(), TaskRunError>>> AwaitUnwrap for F {
+    fn await_unwrap(self) {
+        futures::executor::block_on(self).unwrap();
+    }
+}
+
+/// What a child process does, by role; nothing when run as an ordinary test.
+#[test]
+#[ignore = "run by the other tests as a child process"]
+fn child() {
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("writer") => {
+            assert_eq!(many_runs().unwrap(), INPUTS * (INPUTS - 1));
+        }
+        Ok("hanger") => never_ends().unwrap(),
+        _ => {}
+    }
+}
+
+#[test]
+fn two_processes_write_the_same_history() {
+    let home = temp_home("two-writers");
+    let children = [spawn_child("writer", &home), spawn_child("writer", &home)];
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "child failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let store = Store::open_existing(home.join(store::DB_FILE)).unwrap();
+    let runs = store.flow_runs(10, None, Some("many-runs")).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_ne!(runs[0].pid, runs[1].pid);
+    for run in runs {
+        assert_eq!(run.state_type, "COMPLETED");
+        let task_runs = store.task_runs(&run.id, Some("COMPLETED")).unwrap();
+        assert_eq!(
+            task_runs.len() as u64,
+            INPUTS,
+            "every task run of {}",
+            run.name
+        );
+    }
+}
+
+#[test]
+fn a_killed_process_leaves_its_runs_crashed() {
+    let home = temp_home("killed");
+    let mut child = spawn_child("hanger", &home);
+    let db = home.join(store::DB_FILE);
+    // Wait until the child's flow run is recorded as running.
+    let started = Instant::now();
+    let running = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the child never started its flow run"
+        );
+        if let Ok(store) = Store::open_existing(&db) {
+            let runs = store
+                .flow_runs(1, Some("RUNNING"), Some("never-ends"))
+                .unwrap();
+            if let Some(run) = runs.into_iter().next() {
+                if !store
+                    .task_runs(&run.id, Some("RUNNING"))
+                    .unwrap()
+                    .is_empty()
+                {
+                    break run;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(running.pid, child.id());
+    child.kill().unwrap(); // SIGKILL: no chance to record anything.
+    child.wait().unwrap();
+
+    let store = Store::open_existing(&db).unwrap();
+    let run = store.flow_run(&running.id).unwrap();
+    assert_eq!(run.state_name, "Crashed");
+    assert!(run
+        .state_message
+        .unwrap()
+        .contains(&format!("pid {}", running.pid)));
+    let task_runs = store.task_runs(&running.id, None).unwrap();
+    assert_eq!(task_runs.len(), 1);
+    assert_eq!(task_runs[0].state_name, "Crashed");
+}
