@@ -64,6 +64,26 @@ fn a_flow_run_is_recorded_before_the_flow_returns() {
     assert_eq!(failed.run_count, 2, "one run and one retry");
     assert!(task_runs.iter().all(|r| r.duration().is_some()));
 
+    let names = |history: Vec<prefecto::store::StateRecord>| -> Vec<String> {
+        history.into_iter().map(|s| s.name).collect()
+    };
+    assert_eq!(
+        names(
+            store
+                .state_history(&flow_run.id, Some(("parse", 2)))
+                .unwrap()
+        ),
+        ["Pending", "Running", "AwaitingRetry", "Retrying", "Failed"]
+    );
+    assert_eq!(
+        names(store.state_history(&flow_run.id, None).unwrap()),
+        ["Pending", "Running", "Completed"]
+    );
+    let history = store
+        .state_history(&flow_run.id, Some(("parse", 0)))
+        .unwrap();
+    assert!(history.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+
     let only_failed = store.task_runs(&flow_run.id, Some("Failed")).unwrap();
     assert_eq!(only_failed.len(), 1);
 

@@ -158,4 +158,7 @@ fn a_killed_process_leaves_its_runs_crashed() {
     let task_runs = store.task_runs(&running.id, None).unwrap();
     assert_eq!(task_runs.len(), 1);
     assert_eq!(task_runs[0].state_name, "Crashed");
+    let history = store.state_history(&running.id, Some(("hang", 0))).unwrap();
+    let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Pending", "Running", "Crashed"]);
 }

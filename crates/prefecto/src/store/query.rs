@@ -63,6 +63,35 @@ impl TaskRunRow {
     }
 }
 
+/// One state transition of a run, from its history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateRecord {
+    /// The state type (`RUNNING`).
+    pub state_type: String,
+    /// The state name (`Retrying`).
+    pub name: String,
+    /// The state's message, if any.
+    pub message: Option<String>,
+    /// When the run entered it.
+    pub timestamp: DateTime<Utc>,
+}
+
+fn parse_history(history: &str) -> Vec<StateRecord> {
+    history
+        .lines()
+        .filter_map(|line| {
+            let (state_type, name, message, micros): (String, String, Option<String>, i64) =
+                serde_json::from_str(line).ok()?;
+            Some(StateRecord {
+                state_type,
+                name,
+                message,
+                timestamp: time(micros),
+            })
+        })
+        .collect()
+}
+
 /// One log line of a flow run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LogRow {
@@ -174,6 +203,34 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every state transition of a flow run (`task_run` `None`) or of one of its task runs.
+    pub fn state_history(
+        &self,
+        flow_run_id: &str,
+        task_run: Option<(&str, u64)>,
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        let history: Option<String> = match task_run {
+            None => self
+                .conn
+                .query_row(
+                    "SELECT history FROM flow_runs WHERE id = ?1",
+                    params![flow_run_id],
+                    |row| row.get(0),
+                )
+                .optional(),
+            Some((task, index)) => self
+                .conn
+                .query_row(
+                    "SELECT history FROM task_runs WHERE flow_run_id = ?1 AND task = ?2 AND idx = ?3",
+                    params![flow_run_id, task, index as i64],
+                    |row| row.get(0),
+                )
+                .optional(),
+        }
+        .map_err(|e| self.sqlite(e))?;
+        Ok(history.as_deref().map(parse_history).unwrap_or_default())
+    }
+
     /// A flow run's log lines, oldest first.
     pub fn logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
         let mut statement = self
@@ -224,19 +281,23 @@ impl Store {
                 "The process that ran this flow run (pid {pid} on {host}) is gone; it ended without finishing the run."
             );
             let now = Utc::now().timestamp_micros();
+            let line = format!(
+                "{}\n",
+                serde_json::json!(["CRASHED", "Crashed", message, now])
+            );
             self.conn
                 .execute(
                     "UPDATE flow_runs SET state_type = 'CRASHED', state_name = 'Crashed',
-                        state_message = ?2, end_time = ?3
+                        state_message = ?2, end_time = ?3, history = history || ?4
                      WHERE id = ?1 AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')",
-                    params![id, message, now],
+                    params![id, message, now, line],
                 )
                 .and_then(|_| {
                     self.conn.execute(
                         "UPDATE task_runs SET state_type = 'CRASHED', state_name = 'Crashed',
-                            state_message = ?2, end_time = ?3
+                            state_message = ?2, end_time = ?3, history = history || ?4
                          WHERE flow_run_id = ?1 AND state_type IN ('PENDING', 'RUNNING', 'SCHEDULED')",
-                        params![id, message, now],
+                        params![id, message, now, line],
                     )
                 })
                 .map_err(|e| self.sqlite(e))?;

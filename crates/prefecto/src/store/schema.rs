@@ -8,8 +8,10 @@ use super::StoreError;
 
 /// Each entry takes the schema from its index to the next version.
 const MIGRATIONS: &[&str] = &[
-    // Version 1. Times are Unix microseconds; a state's task is NULL for the
-    // flow run's own states.
+    // Version 1. Times are Unix microseconds. `history` holds every state
+    // transition of the run, one JSON array per line:
+    // [type, name, message, timestamp]. A run's transitions are appended in
+    // one write per batch rather than a row each.
     "
     CREATE TABLE flow_runs (
         id            TEXT PRIMARY KEY,
@@ -22,7 +24,8 @@ const MIGRATIONS: &[&str] = &[
         start_time    INTEGER,
         end_time      INTEGER,
         host          TEXT NOT NULL,
-        pid           INTEGER NOT NULL
+        pid           INTEGER NOT NULL,
+        history       TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX flow_runs_by_created ON flow_runs (created);
     CREATE INDEX flow_runs_by_name ON flow_runs (name);
@@ -38,19 +41,9 @@ const MIGRATIONS: &[&str] = &[
         start_time    INTEGER,
         end_time      INTEGER,
         run_count     INTEGER NOT NULL DEFAULT 0,
+        history       TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (flow_run_id, task, idx)
     ) WITHOUT ROWID;
-
-    CREATE TABLE states (
-        flow_run_id TEXT NOT NULL,
-        task        TEXT,
-        idx         INTEGER,
-        state_type  TEXT NOT NULL,
-        state_name  TEXT NOT NULL,
-        message     TEXT,
-        timestamp   INTEGER NOT NULL
-    );
-    CREATE INDEX states_by_run ON states (flow_run_id, task, idx);
 
     CREATE TABLE logs (
         flow_run_id TEXT NOT NULL,
@@ -61,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         message     TEXT NOT NULL,
         timestamp   INTEGER NOT NULL
     );
-    CREATE INDEX logs_by_flow_run ON logs (flow_run_id, timestamp);
+    CREATE INDEX logs_by_flow_run ON logs (flow_run_id);
     ",
 ];
 

@@ -2,8 +2,10 @@
 //! thread of its own batches them into SQLite transactions.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
@@ -14,8 +16,11 @@ use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
 use crate::state::{State, StateType};
 
 /// At most this many events go into one transaction.
-const MAX_BATCH: usize = 20_000;
+const MAX_BATCH: usize = 50_000;
+/// How long the writer gathers events before it writes them.
+const GATHER: Duration = Duration::from_millis(20);
 
+#[derive(Clone)]
 struct StateRow {
     state_type: StateType,
     name: Cow<'static, str>,
@@ -136,10 +141,18 @@ impl Recorder for HistoryRecorder {
 fn write_loop(mut store: Store, events: Receiver<Event>) {
     let mut batch = Vec::with_capacity(1024);
     while let Ok(first) = events.recv() {
+        // Gather for a moment: a run's transitions then land in one batch and
+        // fold into one write. A flush ends the gathering at once.
+        let deadline = Instant::now() + GATHER;
+        let mut flushing = matches!(first, Event::Flush(_));
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match events.try_recv() {
-                Ok(event) => batch.push(event),
+        while batch.len() < MAX_BATCH && !flushing {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(event) => {
+                    flushing = matches!(event, Event::Flush(_));
+                    batch.push(event);
+                }
                 Err(_) => break,
             }
         }
@@ -159,135 +172,217 @@ fn write_loop(mut store: Store, events: Receiver<Event>) {
     }
 }
 
+/// A run's transitions within one batch, folded into a single write.
+struct RunUpdate {
+    latest: StateRow,
+    created: i64,
+    start: Option<i64>,
+    end: Option<i64>,
+    run_count: i64,
+    history: String,
+}
+
+impl RunUpdate {
+    fn new(state: &StateRow) -> Self {
+        RunUpdate {
+            latest: state.clone(),
+            created: state.micros,
+            start: None,
+            end: None,
+            run_count: 0,
+            history: String::new(),
+        }
+    }
+
+    fn add(&mut self, state: &StateRow) {
+        if state.state_type == StateType::Running {
+            self.start.get_or_insert(state.micros);
+            self.run_count += 1;
+        }
+        if state.state_type.is_terminal() {
+            self.end = Some(state.micros);
+        }
+        // One JSON array per line: [type, name, message, timestamp].
+        let line = serde_json::json!([
+            state.state_type.as_api_str(),
+            state.name,
+            state.message,
+            state.micros
+        ]);
+        self.history.push_str(&line.to_string());
+        self.history.push('\n');
+        self.latest = state.clone();
+    }
+}
+
 fn write_batch(
     store: &mut Store,
     batch: &mut [Event],
     acks: &mut Vec<SyncSender<()>>,
 ) -> Result<(), rusqlite::Error> {
+    // Fold each run's transitions into one update, in order of first appearance.
+    let mut order: Vec<RunKey> = Vec::new();
+    let mut updates: HashMap<RunKey, (Option<FlowRunInfo>, RunUpdate)> = HashMap::new();
     let tx = store.conn.transaction()?;
     for event in batch.iter_mut() {
-        match event {
-            Event::Flush(ack) => acks.push(ack.clone()),
-            event => write_event(&tx, event)?,
+        let (key, info, state) = match event {
+            Event::Flush(ack) => {
+                acks.push(ack.clone());
+                continue;
+            }
+            Event::Log { .. } => {
+                write_log(&tx, event)?;
+                continue;
+            }
+            Event::FlowRun {
+                id,
+                name,
+                flow,
+                state,
+            } => (
+                RunKey::Flow(*id),
+                Some(FlowRunInfo {
+                    name: std::mem::take(name),
+                    flow: std::mem::take(flow),
+                }),
+                &*state,
+            ),
+            Event::TaskRun {
+                flow_run,
+                task,
+                index,
+                state,
+            } => (RunKey::Task(*flow_run, task, *index), None, &*state),
+        };
+        let entry = updates.entry(key).or_insert_with(|| {
+            order.push(key);
+            (None, RunUpdate::new(state))
+        });
+        if info.is_some() {
+            entry.0 = info;
+        }
+        entry.1.add(state);
+    }
+    for key in order {
+        let (info, update) = &updates[&key];
+        match key {
+            RunKey::Flow(id) => write_flow_run(&tx, id, info.as_ref(), update)?,
+            RunKey::Task(flow_run, task, index) => {
+                write_task_run(&tx, flow_run, task, index, update)?
+            }
         }
     }
     tx.commit()
 }
 
-fn write_event(tx: &Transaction<'_>, event: &Event) -> Result<(), rusqlite::Error> {
-    match event {
-        Event::FlowRun {
-            id,
-            name,
-            flow,
-            state,
-        } => {
-            let id = id.to_string();
-            tx.prepare_cached(
-                "INSERT INTO flow_runs (id, name, flow, state_type, state_name, state_message,
-                                        created, start_time, end_time, host, pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (id) DO UPDATE SET
-                    state_type = excluded.state_type,
-                    state_name = excluded.state_name,
-                    state_message = excluded.state_message,
-                    start_time = COALESCE(flow_runs.start_time, excluded.start_time),
-                    end_time = COALESCE(excluded.end_time, flow_runs.end_time)",
-            )?
-            .execute(params![
-                id,
-                name,
-                flow,
-                state.state_type.as_api_str(),
-                state.name,
-                state.message,
-                state.micros,
-                (state.state_type == StateType::Running).then_some(state.micros),
-                state.state_type.is_terminal().then_some(state.micros),
-                hostname(),
-                std::process::id(),
-            ])?;
-            insert_state(tx, &id, None, state)
-        }
-        Event::TaskRun {
-            flow_run,
-            task,
-            index,
-            state,
-        } => {
-            let flow_run = flow_run.to_string();
-            let running = state.state_type == StateType::Running;
-            tx.prepare_cached(
-                "INSERT INTO task_runs (flow_run_id, task, idx, state_type, state_name, state_message,
-                                        created, start_time, end_time, run_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (flow_run_id, task, idx) DO UPDATE SET
-                    state_type = excluded.state_type,
-                    state_name = excluded.state_name,
-                    state_message = excluded.state_message,
-                    start_time = COALESCE(task_runs.start_time, excluded.start_time),
-                    end_time = COALESCE(excluded.end_time, task_runs.end_time),
-                    run_count = task_runs.run_count + excluded.run_count",
-            )?
-            .execute(params![
-                flow_run,
-                task,
-                *index as i64,
-                state.state_type.as_api_str(),
-                state.name,
-                state.message,
-                state.micros,
-                running.then_some(state.micros),
-                state.state_type.is_terminal().then_some(state.micros),
-                running as i64,
-            ])?;
-            insert_state(tx, &flow_run, Some((task, *index)), state)
-        }
-        Event::Log {
-            flow_run,
-            task_run,
-            level,
-            logger,
-            message,
-            micros,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO logs (flow_run_id, task, idx, level, logger, message, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                flow_run.to_string(),
-                task_run.map(|(task, _)| task),
-                task_run.map(|(_, index)| index as i64),
-                level,
-                logger,
-                message,
-                micros,
-            ])?;
-            Ok(())
-        }
-        Event::Flush(_) => Ok(()),
-    }
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum RunKey {
+    Flow(Uuid),
+    Task(Uuid, &'static str, u64),
 }
 
-fn insert_state(
+struct FlowRunInfo {
+    name: String,
+    flow: String,
+}
+
+fn write_flow_run(
     tx: &Transaction<'_>,
-    flow_run: &str,
-    task_run: Option<(&str, u64)>,
-    state: &StateRow,
+    id: Uuid,
+    info: Option<&FlowRunInfo>,
+    update: &RunUpdate,
 ) -> Result<(), rusqlite::Error> {
+    let state = &update.latest;
     tx.prepare_cached(
-        "INSERT INTO states (flow_run_id, task, idx, state_type, state_name, message, timestamp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO flow_runs (id, name, flow, state_type, state_name, state_message,
+                                created, start_time, end_time, host, pid, history)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (id) DO UPDATE SET
+            state_type = excluded.state_type,
+            state_name = excluded.state_name,
+            state_message = excluded.state_message,
+            start_time = COALESCE(flow_runs.start_time, excluded.start_time),
+            end_time = COALESCE(excluded.end_time, flow_runs.end_time),
+            history = flow_runs.history || excluded.history",
     )?
     .execute(params![
-        flow_run,
-        task_run.map(|(task, _)| task),
-        task_run.map(|(_, index)| index as i64),
+        id.to_string(),
+        info.map_or("", |i| i.name.as_str()),
+        info.map_or("", |i| i.flow.as_str()),
         state.state_type.as_api_str(),
         state.name,
         state.message,
-        state.micros,
+        update.created,
+        update.start,
+        update.end,
+        hostname(),
+        std::process::id(),
+        update.history,
+    ])?;
+    Ok(())
+}
+
+fn write_task_run(
+    tx: &Transaction<'_>,
+    flow_run: Uuid,
+    task: &str,
+    index: u64,
+    update: &RunUpdate,
+) -> Result<(), rusqlite::Error> {
+    let state = &update.latest;
+    tx.prepare_cached(
+        "INSERT INTO task_runs (flow_run_id, task, idx, state_type, state_name, state_message,
+                                created, start_time, end_time, run_count, history)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (flow_run_id, task, idx) DO UPDATE SET
+            state_type = excluded.state_type,
+            state_name = excluded.state_name,
+            state_message = excluded.state_message,
+            start_time = COALESCE(task_runs.start_time, excluded.start_time),
+            end_time = COALESCE(excluded.end_time, task_runs.end_time),
+            run_count = task_runs.run_count + excluded.run_count,
+            history = task_runs.history || excluded.history",
+    )?
+    .execute(params![
+        flow_run.to_string(),
+        task,
+        index as i64,
+        state.state_type.as_api_str(),
+        state.name,
+        state.message,
+        update.created,
+        update.start,
+        update.end,
+        update.run_count,
+        update.history,
+    ])?;
+    Ok(())
+}
+
+fn write_log(tx: &Transaction<'_>, event: &Event) -> Result<(), rusqlite::Error> {
+    let Event::Log {
+        flow_run,
+        task_run,
+        level,
+        logger,
+        message,
+        micros,
+    } = event
+    else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO logs (flow_run_id, task, idx, level, logger, message, timestamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        flow_run.to_string(),
+        task_run.map(|(task, _)| task),
+        task_run.map(|(_, index)| index as i64),
+        level,
+        logger,
+        message,
+        micros,
     ])?;
     Ok(())
 }
