@@ -89,6 +89,9 @@ pub(crate) struct FlowRunContext {
     pub(crate) scope: Arc<CancelScope>,
     pub(crate) tracker: TaskTracker,
     run_counts: Mutex<HashMap<&'static str, u64>>,
+    /// Taken by whichever ends the flow run: its body, or a signal. Held
+    /// while it records the end, so the other waits rather than exiting midway.
+    ended: Mutex<bool>,
     recorders: Arc<[Arc<dyn Recorder>]>,
 }
 
@@ -109,6 +112,7 @@ impl FlowRunContext {
             scope: CancelScope::root(),
             tracker: TaskTracker::new(),
             run_counts: Mutex::new(HashMap::new()),
+            ended: Mutex::new(false),
             recorders: recorder::installed(),
         })
     }
@@ -122,6 +126,17 @@ impl FlowRunContext {
             })
             .as_ref()
             .map_err(String::as_str)
+    }
+
+    /// Runs `end` if the flow run has not been ended yet; `None` if it had.
+    pub(crate) fn end_once<R>(&self, end: impl FnOnce() -> R) -> Option<R> {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if *ended {
+            return None;
+        }
+        let result = end();
+        *ended = true;
+        Some(result)
     }
 
     pub(crate) fn is_flow_run(&self) -> bool {

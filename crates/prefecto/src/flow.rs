@@ -143,15 +143,19 @@ fn begin(spec: &FlowSpec, handle: tokio::runtime::Handle) -> Arc<FlowRunContext>
         ctx.record_log(None, tracing::Level::INFO, crate::logging::ENGINE, &message);
     }
     ctx.record_transition(None, &State::running());
+    crate::signals::flow_run_started(&ctx);
     ctx
 }
 
-/// Ends the flow run in the state its body's outcome calls for.
+/// Ends the flow run in the state its body's outcome calls for, or
+/// `Cancelled` if the flow run was cancelled (by a signal) while it ran.
 fn end<T>(
     ctx: &FlowRunContext,
     outcome: std::thread::Result<Result<T, BodyError>>,
 ) -> Result<T, FlowRunError> {
+    crate::signals::flow_run_ended(ctx);
     let (state, value) = match outcome {
+        _ if ctx.scope.is_cancelled() => (State::cancelled(ctx.scope.reason()), None),
         Ok(Ok(value)) => (State::completed(), Some(value)),
         Ok(Err(BodyError(message))) => (
             State::failed(format!("Flow run encountered an error: {message}")),
@@ -165,18 +169,28 @@ fn end<T>(
             None,
         ),
     };
-    if state.is_completed() {
-        flow_log!(ctx, INFO, "Finished in state {}", state);
-    } else {
-        flow_log!(ctx, ERROR, "Finished in state {}", state);
+    let recorded = ctx.end_once(|| {
+        if state.is_completed() {
+            flow_log!(ctx, INFO, "Finished in state {}", state);
+        } else {
+            flow_log!(ctx, ERROR, "Finished in state {}", state);
+        }
+        ctx.record_transition(None, &state);
+        ctx.record_end();
+    });
+    match (recorded, value) {
+        (Some(()), Some(value)) => Ok(value),
+        // Ended here without a value, or already ended by a signal (the process is exiting).
+        _ => Err(FlowRunError::Finished {
+            flow_run: ctx.name.clone(),
+            flow: ctx.flow.clone(),
+            state: if recorded.is_some() {
+                state
+            } else {
+                State::cancelled(ctx.scope.reason())
+            },
+        }),
     }
-    ctx.record_transition(None, &state);
-    ctx.record_end();
-    value.ok_or_else(|| FlowRunError::Finished {
-        flow_run: ctx.name.clone(),
-        flow: ctx.flow.clone(),
-        state,
-    })
 }
 
 /// Runs a sync flow body as a flow run: what calling a sync `#[flow]` does.

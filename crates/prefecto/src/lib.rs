@@ -66,6 +66,7 @@ pub mod logging;
 mod names;
 pub mod recorder;
 pub mod runner;
+pub mod signals;
 pub mod state;
 pub mod store;
 pub mod task;

@@ -184,8 +184,10 @@ fn count_switch_trips_within_one_batch() {
     // Size 4, failures at 0 and 2: the switch trips inside batch 1.
     let (_, err) = count_switch_run(4, BatchMode::Strict, failures_at(8, &[0, 2])).unwrap();
     assert_eq!(err.failed_inputs(), vec![0, 2]);
-    assert_eq!(err.completed_inputs(), vec![1, 3]);
-    assert_eq!(err.cancelled_inputs(), vec![4, 5, 6, 7]);
+    // Input 3 finished first, or was still queued for a worker thread and never started.
+    let state = &err.outcomes[3].state;
+    assert!(state.is_completed() || state.is_cancelled(), "{state}");
+    assert!(err.cancelled_inputs().ends_with(&[4, 5, 6, 7]));
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn spawn_child(role: &str, home: &Path) -> Child {
         ])
         .env(CHILD_ENV, role)
         .env(store::HOME_ENV, home)
-        .env("PREFECTO_LOGGING_LEVEL", "OFF")
+        .env("PREFECTO_LOGGING_LEVEL", "WARNING")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -60,6 +60,18 @@ fn many_runs() -> u64 {
         .sum()
 }
 
+#[task]
+async fn slow(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    x
+}
+
+#[flow]
+fn interrupted() -> usize {
+    let batch = BatchTask::new(slow, 4).unwrap().sliding_window();
+    batch.map((0..200u64,)).unwrap().len()
+}
+
 #[flow]
 fn never_ends() {
     hang().await_unwrap();
@@ -84,6 +96,9 @@ fn child() {
             assert_eq!(many_runs().unwrap(), INPUTS * (INPUTS - 1));
         }
         Ok("hanger") => never_ends().unwrap(),
+        Ok("interrupted") => {
+            interrupted().unwrap();
+        }
         _ => {}
     }
 }
@@ -91,14 +106,13 @@ fn child() {
 #[test]
 fn two_processes_write_the_same_history() {
     let home = temp_home("two-writers");
+    // Both start at once against a database that does not exist yet.
     let children = [spawn_child("writer", &home), spawn_child("writer", &home)];
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "child failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed: {stderr}");
+        assert!(!stderr.contains("Run history"), "history trouble: {stderr}");
     }
     let store = Store::open_existing(home.join(store::DB_FILE)).unwrap();
     let runs = store.flow_runs(10, None, Some("many-runs")).unwrap();
@@ -161,4 +175,69 @@ fn a_killed_process_leaves_its_runs_crashed() {
     let history = store.state_history(&running.id, Some(("hang", 0))).unwrap();
     let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["Pending", "Running", "Crashed"]);
+}
+
+#[test]
+fn sigint_and_sigterm_cancel_the_flow_run_and_keep_every_outcome() {
+    for (signal, exit_code) in [("INT", 130), ("TERM", 143)] {
+        let home = temp_home(&format!("signal-{signal}"));
+        let child = spawn_child("interrupted", &home);
+        let db = home.join(store::DB_FILE);
+        // Wait until some task runs have completed.
+        let started = Instant::now();
+        let flow_run = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the child never got going"
+            );
+            if let Ok(store) = Store::open_existing(&db) {
+                if let Some(run) = store
+                    .flow_runs(1, Some("RUNNING"), Some("interrupted"))
+                    .unwrap()
+                    .pop()
+                {
+                    if store.task_runs(&run.id, Some("COMPLETED")).unwrap().len() >= 4 {
+                        break run;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(exit_code),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        let store = Store::open_existing(&db).unwrap();
+        let run = store.flow_run(&flow_run.id).unwrap();
+        assert_eq!(run.state_name, "Cancelled", "{run:?}");
+        assert_eq!(
+            run.state_message.as_deref(),
+            Some(format!("The flow run was cancelled by SIG{signal}.").as_str())
+        );
+        let task_runs = store.task_runs(&run.id, None).unwrap();
+        assert_eq!(task_runs.len(), 200, "every input has a task run");
+        let completed = task_runs
+            .iter()
+            .filter(|r| r.state_type == "COMPLETED")
+            .count();
+        let cancelled = task_runs
+            .iter()
+            .filter(|r| r.state_type == "CANCELLED")
+            .count();
+        assert!(completed >= 4);
+        assert_eq!(completed + cancelled, 200, "no run left pending or running");
+        assert!(task_runs.iter().any(|r| r
+            .state_message
+            .as_deref()
+            .is_some_and(|m| m.ends_with("It was never submitted."))));
+    }
 }

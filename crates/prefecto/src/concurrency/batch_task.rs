@@ -329,9 +329,14 @@ impl<T: Task> MapRun<T> {
         self.lanes_done.notified().await;
     }
 
-    /// The next input to submit, unless the switch has tripped.
+    /// Whether no further input may start: the switch tripped, or the flow run was cancelled.
+    fn stopped(&self) -> bool {
+        self.tripped.get().is_some() || self.scope.is_cancelled()
+    }
+
+    /// The next input to submit, unless the map has stopped.
     fn take_input(&self) -> Option<(usize, T::Args)> {
-        if self.tripped.get().is_some() {
+        if self.stopped() {
             return None;
         }
         let mut queue = self.queue();
@@ -356,8 +361,43 @@ impl<T: Task> MapRun<T> {
             }
         }
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last lane records the inputs that will never be submitted, so
+            // that whoever waits for the lanes (a signal handler, say) finds
+            // every input with an outcome.
+            if self.stopped() {
+                self.cancel_unsubmitted();
+            }
             self.lanes_done.notify_one();
         }
+    }
+
+    /// Ends every input not yet taken in `Cancelled`; later calls find none left.
+    fn cancel_unsubmitted(&self) {
+        let unsubmitted = {
+            let mut queue = self.queue();
+            let first = queue.next;
+            queue.next = self.runs.len();
+            first..self.runs.len()
+        };
+        if unsubmitted.is_empty() {
+            return;
+        }
+        let message = match self.tripped.get() {
+            Some((switch, reason)) => {
+                format!("Cancelled by kill switch {switch} before submission: {reason}")
+            }
+            None => format!("{} It was never submitted.", self.scope.reason()),
+        };
+        for run in &self.runs[unsubmitted.clone()] {
+            cancel_unsubmitted(&self.ctx, run, &message);
+        }
+        flow_log!(
+            self.ctx,
+            WARN,
+            "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
+            unsubmitted.len(),
+            self.task.spec().name
+        );
     }
 
     /// Shows a finished run's state to the kill switch; on a trip, stops the map.
@@ -385,24 +425,13 @@ impl<T: Task> MapRun<T> {
 
     /// Gives every input that was never submitted its `Cancelled` run, then the result.
     fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
+        if self.stopped() {
+            self.cancel_unsubmitted();
+        }
         let futures = self.runs.iter().cloned().map(PrefectFuture::new);
         let Some((switch, reason)) = self.tripped.get().cloned() else {
             return Ok(PrefectFutureList::new(futures.collect()));
         };
-        let unsubmitted = self.queue().next..self.runs.len();
-        if !unsubmitted.is_empty() {
-            let message = format!("Cancelled by kill switch {switch} before submission: {reason}");
-            for run in &self.runs[unsubmitted.clone()] {
-                cancel_unsubmitted(&self.ctx, run, &message);
-            }
-            flow_log!(
-                self.ctx,
-                WARN,
-                "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
-                unsubmitted.len(),
-                self.task.spec().name
-            );
-        }
         let outcomes = futures
             .enumerate()
             .map(|(index, future)| InputOutcome {

@@ -81,8 +81,29 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrating it forward.
+    ///
+    /// Another process creating or migrating the same database at the same
+    /// moment can hold locks that SQLite's busy timeout does not wait out (a
+    /// journal-mode change, say), so a busy open is tried again for a while.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        let path = path.as_ref();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Store::open_once(path) {
+                Err(StoreError::Sqlite { source, .. })
+                    if is_busy(&source) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateHome {
                 path: parent.to_path_buf(),
@@ -116,12 +137,14 @@ impl Store {
     fn configure(&mut self) -> Result<(), StoreError> {
         // Several processes may write at once: WAL lets readers and one writer
         // proceed together, and the busy timeout makes writers wait their turn.
-        self.conn
-            .busy_timeout(Duration::from_secs(30))
+        let conn = &self.conn;
+        conn.busy_timeout(Duration::from_secs(30))
             .and_then(|_| {
-                self.conn
-                    .pragma_update(None, "journal_mode", "WAL")
-                    .and_then(|_| self.conn.pragma_update(None, "synchronous", "NORMAL"))
+                let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    conn.pragma_update(None, "journal_mode", "WAL")?;
+                }
+                conn.pragma_update(None, "synchronous", "NORMAL")
             })
             .map_err(|source| self.sqlite(source))
     }
@@ -132,6 +155,13 @@ impl Store {
             source,
         }
     }
+}
+
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// The home folder: `PREFECTO_HOME`, else `~/.prefecto`.

@@ -17,6 +17,8 @@ use crate::state::{State, StateType};
 
 /// At most this many events go into one transaction.
 const MAX_BATCH: usize = 50_000;
+/// How many times a batch is tried when the database stays locked.
+const WRITE_ATTEMPTS: u64 = 5;
 /// How long the writer gathers events before it writes them.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -157,13 +159,27 @@ fn write_loop(mut store: Store, events: Receiver<Event>) {
             }
         }
         let mut acks = Vec::new();
-        if let Err(err) = write_batch(&mut store, &mut batch, &mut acks) {
+        let mut attempt = 0;
+        while let Err(err) = write_batch(&mut store, &mut batch, &mut acks) {
+            acks.clear();
+            attempt += 1;
+            // Another process may hold the lock past the busy timeout: try again a few times.
+            if attempt < WRITE_ATTEMPTS && super::is_busy(&err) {
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+                continue;
+            }
             tracing::warn!(
                 target: "prefecto.engine",
                 "Run history: {} event(s) could not be written to {}: {err}",
                 batch.len(),
                 store.path().display()
             );
+            for event in &batch {
+                if let Event::Flush(ack) = event {
+                    acks.push(ack.clone());
+                }
+            }
+            break;
         }
         batch.clear();
         for ack in acks {
@@ -223,7 +239,10 @@ fn write_batch(
     // Fold each run's transitions into one update, in order of first appearance.
     let mut order: Vec<RunKey> = Vec::new();
     let mut updates: HashMap<RunKey, (Option<FlowRunInfo>, RunUpdate)> = HashMap::new();
-    let tx = store.conn.transaction()?;
+    // IMMEDIATE takes the write lock up front, where the busy timeout applies.
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for event in batch.iter_mut() {
         let (key, info, state) = match event {
             Event::Flush(ack) => {
@@ -242,8 +261,8 @@ fn write_batch(
             } => (
                 RunKey::Flow(*id),
                 Some(FlowRunInfo {
-                    name: std::mem::take(name),
-                    flow: std::mem::take(flow),
+                    name: name.clone(),
+                    flow: flow.clone(),
                 }),
                 &*state,
             ),
