@@ -185,34 +185,99 @@ fn transition<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State) {
     shared.set_state(state);
 }
 
+/// An attempt whose body has been handed over: a sync body to the pool, an
+/// async one ready to poll. Starting is synchronous so that a caller can start
+/// runs in input order.
+pub(crate) struct Started<T: Task> {
+    body: StartedBody<T::Output>,
+    /// The arguments for the next attempt, if the task retries.
+    retry_args: Option<T::Args>,
+}
+
+enum StartedBody<T> {
+    Sync(oneshot::Receiver<Option<std::thread::Result<Result<T, BodyError>>>>),
+    Async(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BodyError>> + Send>>),
+    /// The pool could not start: the run crashes.
+    Crashed(State),
+}
+
+/// Moves the run to `Running` (or `Retrying`) and starts one attempt.
+pub(crate) fn start_attempt<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
+    args: T::Args,
+    shared: &RunShared<T::Output>,
+    scope: &Arc<CancelScope>,
+    retries_done: u32,
+) -> Started<T> {
+    let running = if retries_done == 0 {
+        State::running()
+    } else {
+        State::retrying()
+    };
+    transition(ctx, shared, running);
+    let retry_args = if retries_done < task.spec().retries {
+        task.retry_args(&args)
+    } else {
+        None
+    };
+    let body = match task.invoke(args) {
+        Invocation::Async(body) => StartedBody::Async(body),
+        Invocation::Sync(body) => match ctx.pool() {
+            Err(message) => StartedBody::Crashed(State::crashed(message)),
+            Ok(pool) => {
+                let (sender, receiver) = oneshot::channel();
+                let worker_ctx = ctx.clone();
+                let worker_scope = scope.clone();
+                pool.spawn(move || {
+                    // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
+                    let outcome = if worker_scope.is_cancelled() {
+                        None
+                    } else {
+                        Some(context::with_thread_context(worker_ctx, || {
+                            catch_unwind(AssertUnwindSafe(body))
+                        }))
+                    };
+                    let _ = sender.send(outcome);
+                });
+                StartedBody::Sync(receiver)
+            }
+        },
+    };
+    Started { body, retry_args }
+}
+
 /// Walks one task run through its states to a terminal one: the engine.
 pub(crate) async fn drive_run<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
-    mut args: T::Args,
+    args: T::Args,
     shared: &RunShared<T::Output>,
     scope: &Arc<CancelScope>,
+) {
+    if scope.is_cancelled() {
+        return finish_run(ctx, shared, State::cancelled(scope.reason()), None);
+    }
+    let started = start_attempt(ctx, task, args, shared, scope, 0);
+    drive_started(ctx, task, shared, scope, started).await;
+}
+
+/// Drives a run whose first attempt has started, through retries, to a terminal state.
+pub(crate) async fn drive_started<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
+    shared: &RunShared<T::Output>,
+    scope: &Arc<CancelScope>,
+    first: Started<T>,
 ) {
     let spec = task.spec();
     let name = shared.name;
     let mut retries_done = 0u32;
+    let mut started = first;
     let (state, value) =
         loop {
-            if scope.is_cancelled() {
-                break (State::cancelled(scope.reason()), None);
-            }
-            let running = if retries_done == 0 {
-                State::running()
-            } else {
-                State::retrying()
-            };
-            transition(ctx, shared, running);
-            let retry_args = if retries_done < spec.retries {
-                task.retry_args(&args)
-            } else {
-                None
-            };
-            match run_attempt(ctx, task.invoke(args), spec.timeout, scope).await {
+            let retry_args = started.retry_args.take();
+            match finish_attempt(ctx, started.body, spec.timeout, scope).await {
                 Attempt::Completed(value) => break (State::completed(), Some(value)),
                 Attempt::Failed(failed) => {
                     let message = failed.message().unwrap_or_default().to_string();
@@ -234,14 +299,21 @@ pub(crate) async fn drive_run<T: Task>(
                 );
                     transition(ctx, shared, State::awaiting_retry(message));
                     // Boxed for the same reason as the timeout: retries are rare.
-                    if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await {
+                    if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await
+                        || scope.is_cancelled()
+                    {
                         break (State::cancelled(scope.reason()), None);
                     }
-                    args = next_args;
+                    started = start_attempt(ctx, task, next_args, shared, scope, retries_done);
                 }
                 Attempt::Final(state) => break (state, None),
             }
         };
+    finish_run(ctx, shared, state, value);
+}
+
+fn finish_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State, value: Option<T>) {
+    let name = shared.name;
     if state.is_completed() || state.is_cancelled() {
         task_log!(ctx, name, INFO, "Finished in state {}", state);
     } else {
@@ -296,14 +368,16 @@ fn body_outcome<T>(outcome: std::thread::Result<Result<T, BodyError>>) -> Attemp
     }
 }
 
-async fn run_attempt<T: Send + 'static>(
+async fn finish_attempt<T: Send + 'static>(
     ctx: &Arc<FlowRunContext>,
-    invocation: Invocation<T>,
+    body: StartedBody<T>,
     timeout: Option<Duration>,
-    scope: &Arc<CancelScope>,
+    scope: &CancelScope,
 ) -> Attempt<T> {
-    match invocation {
-        Invocation::Async(body) => {
+    match body {
+        StartedBody::Crashed(state) => Attempt::Final(state),
+        StartedBody::Async(body) => {
+            // The flow run stays current inside the body, for the tasks it calls.
             let body =
                 context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind());
             let timed = async {
@@ -321,35 +395,15 @@ async fn run_attempt<T: Send + 'static>(
                 _ = scope.token().cancelled() => Attempt::Final(State::cancelled(scope.reason())),
             }
         }
-        Invocation::Sync(body) => {
-            let pool = match ctx.pool() {
-                Ok(pool) => pool,
-                Err(message) => return Attempt::Final(State::crashed(message)),
-            };
-            let (sender, receiver) = oneshot::channel();
-            let worker_ctx = ctx.clone();
-            let worker_scope = scope.clone();
-            pool.spawn(move || {
-                // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
-                let outcome = if worker_scope.is_cancelled() {
-                    None
-                } else {
-                    Some(context::with_thread_context(worker_ctx, || {
-                        catch_unwind(AssertUnwindSafe(body))
-                    }))
-                };
-                let _ = sender.send(outcome);
-            });
-            match within(timeout, receiver).await {
-                Ok(Ok(Some(outcome))) => body_outcome(outcome),
-                Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
-                Ok(Err(_)) => Attempt::Final(State::crashed(
-                    "The worker thread running this task run stopped before it finished.",
-                )),
-                // The thread cannot be interrupted; its late result is dropped.
-                Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
-            }
-        }
+        StartedBody::Sync(receiver) => match within(timeout, receiver).await {
+            Ok(Ok(Some(outcome))) => body_outcome(outcome),
+            Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
+            Ok(Err(_)) => Attempt::Final(State::crashed(
+                "The worker thread running this task run stopped before it finished.",
+            )),
+            // The thread cannot be interrupted; its late result is dropped.
+            Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
+        },
     }
 }
 

@@ -10,7 +10,9 @@ use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunName};
-use crate::runner::{announce_run, cancel_unsubmitted, drive_run, new_run};
+use crate::runner::{
+    announce_run, cancel_unsubmitted, drive_started, new_run, start_attempt, Started,
+};
 use crate::state::State;
 use crate::task::Task;
 
@@ -310,18 +312,17 @@ impl<T: Task> MapRun<T> {
     async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
         self.queue().end = end;
         // Submitted here, together, as the original submits a batch.
-        let firsts: Vec<_> = std::iter::from_fn(|| self.take_input())
+        let firsts: Vec<_> = std::iter::from_fn(|| self.submit_next())
             .take(lanes)
             .collect();
         if firsts.is_empty() {
             return;
         }
         self.lanes_running.store(firsts.len(), Ordering::Release);
-        for (position, args) in firsts {
-            announce_run(&self.ctx, &self.runs[position]);
+        for (position, started) in firsts {
             let map = self.clone();
             self.ctx.tracker.spawn_on(
-                async move { map.lane(position, args).await },
+                async move { map.lane(position, started).await },
                 &self.ctx.handle,
             );
         }
@@ -334,8 +335,11 @@ impl<T: Task> MapRun<T> {
         self.tripped.get().is_some() || self.scope.is_cancelled()
     }
 
-    /// The next input to submit, unless the map has stopped.
-    fn take_input(&self) -> Option<(usize, T::Args)> {
+    /// Takes the next input, unless the map has stopped, and starts its run.
+    ///
+    /// Taking and starting happen under the queue's lock, so bodies reach the
+    /// thread pool in input order: a pool of one runs a batch in order.
+    fn submit_next(&self) -> Option<(usize, Started<T>)> {
         if self.stopped() {
             return None;
         }
@@ -344,21 +348,22 @@ impl<T: Task> MapRun<T> {
             return None;
         }
         let args = queue.inputs.next()?;
+        let position = queue.next;
         queue.next += 1;
-        Some((queue.next - 1, args))
+        let run = &self.runs[position];
+        announce_run(&self.ctx, run);
+        let started = start_attempt(&self.ctx, &self.task, args, run, &self.scope, 0);
+        Some((position, started))
     }
 
     /// Drives the run of `position`, then of each input it takes, until none is left.
-    async fn lane(self: Arc<Self>, position: usize, args: T::Args) {
-        let mut next = Some((position, args));
-        while let Some((position, args)) = next {
+    async fn lane(self: Arc<Self>, position: usize, started: Started<T>) {
+        let mut next = Some((position, started));
+        while let Some((position, started)) = next {
             let run = &self.runs[position];
-            drive_run(&self.ctx, &self.task, args, run, &self.scope).await;
+            drive_started(&self.ctx, &self.task, run, &self.scope, started).await;
             self.observe(run);
-            next = self.take_input();
-            if let Some((position, _)) = &next {
-                announce_run(&self.ctx, &self.runs[*position]);
-            }
+            next = self.submit_next();
         }
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last lane records the inputs that will never be submitted, so
