@@ -1,6 +1,7 @@
 //! `prefecto`: read the embedded run history, as Prefect's CLI reads a server.
 
 mod table;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,14 @@ enum FlowRunCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Draw a flow run's task runs on a time axis, as an SVG image.
+    Timeline {
+        /// The flow run's name or id.
+        run: String,
+        /// Where to write the SVG.
+        #[arg(short, long, default_value = "timeline.svg")]
+        output: std::path::PathBuf,
+    },
     /// Show a flow run's log lines.
     Logs {
         /// The flow run's name or id.
@@ -100,11 +109,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 fn open() -> Result<Store, StoreError> {
     Store::open_existing(store::default_path())
 }
 
-fn run(command: Command) -> Result<(), StoreError> {
+fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Version => {
             println!("prefecto {}", env!("CARGO_PKG_VERSION"));
@@ -154,6 +175,24 @@ fn run(command: Command) -> Result<(), StoreError> {
                 println!();
                 task_run_table(&task_runs).print();
             }
+            Ok(())
+        }
+        Command::FlowRun(FlowRunCommand::Timeline { run, output }) => {
+            let store = open()?;
+            let flow_run = store.flow_run(&run)?;
+            let task_runs = store.task_runs(&flow_run.id, None)?;
+            let logs = store.logs(&flow_run.id)?;
+            let document = timeline::render(&flow_run, &task_runs, &logs);
+            svg::save(&output, &document).map_err(|source| CliError::Write {
+                path: output.clone(),
+                source,
+            })?;
+            println!(
+                "Wrote the timeline of flow run '{}' ({} task runs) to {}",
+                flow_run.name,
+                task_runs.len(),
+                output.display()
+            );
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Logs { run, output }) => {

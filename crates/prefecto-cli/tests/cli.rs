@@ -163,3 +163,64 @@ fn missing_history_and_unknown_runs_are_clear_errors() {
         "{err}"
     );
 }
+
+/// Renders an SVG file to pixels, as an image viewer would.
+fn rasterize(svg_path: &Path) -> resvg::tiny_skia::Pixmap {
+    let text = std::fs::read_to_string(svg_path).unwrap();
+    let mut options = resvg::usvg::Options::default();
+    options.fontdb_mut().load_system_fonts();
+    let tree = resvg::usvg::Tree::from_str(&text, &options).expect("the timeline is valid SVG");
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    pixmap
+}
+
+fn count_pixels(pixmap: &resvg::tiny_skia::Pixmap, rgb: (u8, u8, u8)) -> usize {
+    pixmap
+        .pixels()
+        .iter()
+        .filter(|p| (p.red(), p.green(), p.blue()) == rgb)
+        .count()
+}
+
+#[test]
+fn timeline_draws_runs_by_state_and_the_trip() {
+    let (home, name) = history();
+    let svg_path = home.join("run.svg");
+    let (ok, out, err) = prefecto(
+        home,
+        &[
+            "flow-run",
+            "timeline",
+            name,
+            "-o",
+            svg_path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("(5 task runs)"), "{out}");
+    let pixmap = rasterize(&svg_path);
+    assert_eq!(pixmap.width(), 1000);
+    // Completed (green), failed (red) and cancelled (grey) bars are all drawn.
+    assert!(
+        count_pixels(&pixmap, (0x2c, 0xa0, 0x2c)) > 50,
+        "no completed bar"
+    );
+    assert!(
+        count_pixels(&pixmap, (0xd6, 0x27, 0x28)) > 50,
+        "no failed bar or trip line"
+    );
+    assert!(
+        count_pixels(&pixmap, (0x9e, 0x9e, 0x9e)) > 20,
+        "no cancelled mark"
+    );
+    // Kept for a person to look at.
+    pixmap
+        .save_png(std::env::temp_dir().join("prefecto-timeline-test.png"))
+        .unwrap();
+}
