@@ -129,6 +129,34 @@ fn seconds(option: &MetaNameValue) -> syn::Result<u64> {
     Ok((secs * 1e9).round() as u64)
 }
 
+fn lit_bool(option: &MetaNameValue) -> syn::Result<bool> {
+    match &option.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(Error::new(
+            other.span(),
+            format!("`{}` takes `true` or `false`", option_name(option)),
+        )),
+    }
+}
+
+/// A function named by path, as `cache_key = my_key`.
+fn path_value(option: &MetaNameValue) -> syn::Result<syn::Path> {
+    match &option.value {
+        Expr::Path(path) => Ok(path.path.clone()),
+        other => Err(Error::new(
+            other.span(),
+            format!(
+                "`{}` takes the name of a function of the task's parameters (by reference) \
+                 returning the key, such as `{} = key_of`",
+                option_name(option),
+                option_name(option)
+            ),
+        )),
+    }
+}
+
 fn string_list(option: &MetaNameValue) -> syn::Result<Vec<LitStr>> {
     let not_a_list = || {
         Error::new(
@@ -313,7 +341,8 @@ fn split_doc_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 }
 
 fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
-    const KNOWN: &str = "name, retries, retry_delay, timeout, tags";
+    const KNOWN: &str = "name, retries, retry_delay, timeout, tags, cache_key, persist_result, \
+                         cache_expiration, refresh_cache";
     let function: ItemFn = syn::parse2(item)?;
     let sig = &function.sig;
     check_signature(sig, "task")?;
@@ -331,6 +360,10 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let mut retry_delay_ns: u64 = 0;
     let mut timeout = quote!(::std::option::Option::None);
     let mut tags = Vec::new();
+    let mut cache_key: Option<syn::Path> = None;
+    let mut persist_result = false;
+    let mut cache_expiration = quote!(::std::option::Option::None);
+    let mut refresh_cache = false;
     for option in parse_options(attr)? {
         match option_name(&option).as_str() {
             "name" => name = lit_str(&option)?,
@@ -347,8 +380,22 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
                 timeout = quote!(::std::option::Option::Some(::prefecto::__private::Duration::from_nanos(#ns)));
             }
             "tags" => tags = string_list(&option)?,
+            "cache_key" => cache_key = Some(path_value(&option)?),
+            "persist_result" => persist_result = lit_bool(&option)?,
+            "refresh_cache" => refresh_cache = lit_bool(&option)?,
+            "cache_expiration" => {
+                let ns = seconds(&option)?;
+                cache_expiration = quote!(::std::option::Option::Some(::prefecto::__private::Duration::from_nanos(#ns)));
+            }
             _ => return Err(unknown_option(&option, KNOWN)),
         }
+    }
+    if cache_key.is_some() && !persist_result {
+        return Err(Error::new(
+            Span::call_site(),
+            "`cache_key` needs `persist_result = true`: a cached run returns the stored result \
+             of an earlier run, so results must be stored",
+        ));
     }
 
     let vis = &function.vis;
@@ -411,6 +458,25 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
             }
         }
     });
+    let caching = cache_key.map(|key_fn| {
+        quote! {
+            fn cache_key(&self, __args: &Self::Args) -> ::std::option::Option<::std::string::String> {
+                let (#(#idents,)*) = __args;
+                ::std::option::Option::Some(::std::string::ToString::to_string(&#key_fn(#(#idents),*)))
+            }
+        }
+    });
+    let persisting = persist_result.then(|| {
+        quote_spanned! {output.span()=>
+            fn persist(&self, __value: &Self::Output) -> ::std::option::Option<::std::string::String> {
+                ::prefecto::__private::serde_json::to_string(__value).ok()
+            }
+            fn restore(&self, __stored: &str) -> ::std::option::Option<Self::Output> {
+                ::prefecto::__private::serde_json::from_str(__stored).ok()
+            }
+        }
+    });
+    let caching = quote!(#caching #persisting);
     let task_doc = format!(
         "The task `{}`: call it to run one task run, or use `submit` and `map`.",
         name.value()
@@ -438,6 +504,8 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
                 retry_delay: ::prefecto::__private::Duration::from_nanos(#retry_delay_ns),
                 timeout: #timeout,
                 tags: &[#(#tags),*],
+                cache_expiration: #cache_expiration,
+                refresh_cache: #refresh_cache,
             };
 
             impl ::prefecto::__private::Task for #task_type {
@@ -454,6 +522,7 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
                 }
 
                 #retry_args
+                #caching
             }
 
             impl #task_type {

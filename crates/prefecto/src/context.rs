@@ -93,6 +93,8 @@ pub(crate) struct FlowRunContext {
     /// while it records the end, so the other waits rather than exiting midway.
     ended: Mutex<bool>,
     recorders: Arc<[Arc<dyn Recorder>]>,
+    /// The run history, also the store of persisted results.
+    pub(crate) history: Option<Arc<crate::store::HistoryRecorder>>,
 }
 
 impl FlowRunContext {
@@ -102,6 +104,7 @@ impl FlowRunContext {
         handle: Handle,
         max_workers: Option<usize>,
     ) -> Arc<Self> {
+        let history = crate::store::history_recorder();
         Arc::new(FlowRunContext {
             id: Uuid::new_v4(),
             name,
@@ -113,7 +116,8 @@ impl FlowRunContext {
             tracker: TaskTracker::new(),
             run_counts: Mutex::new(HashMap::new()),
             ended: Mutex::new(false),
-            recorders: recorder::installed(),
+            recorders: recorder::installed(history.clone()),
+            history,
         })
     }
 

@@ -104,6 +104,7 @@ pub mod __private {
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
     pub use crate::runner::{call, call_async, map, submit};
     pub use crate::task::{BodyError, Invocation, Task, TaskSpec};
+    pub use serde_json;
     pub use std::boxed::Box;
     pub use std::future::Future;
     pub use std::pin::Pin;

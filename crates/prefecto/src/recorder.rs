@@ -111,8 +111,10 @@ pub fn install(recorder: Arc<dyn Recorder>) {
 
 /// The recorders a new flow run will report to: the run history (unless it
 /// is off), then those installed.
-pub(crate) fn installed() -> Arc<[Arc<dyn Recorder>]> {
-    let history = crate::store::history_recorder().map(|h| h as Arc<dyn Recorder>);
+pub(crate) fn installed(
+    history: Option<Arc<crate::store::HistoryRecorder>>,
+) -> Arc<[Arc<dyn Recorder>]> {
+    let history = history.map(|h| h as Arc<dyn Recorder>);
     let installed = INSTALLED
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());

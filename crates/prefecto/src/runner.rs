@@ -174,6 +174,8 @@ pub(crate) fn cancel_unsubmitted<T>(ctx: &FlowRunContext, shared: &RunShared<T>,
 /// How one attempt of the body ended.
 enum Attempt<T> {
     Completed(T),
+    /// Found in the cache: the body did not run.
+    Cached(T),
     /// Failed or timed out: may be retried.
     Failed(State),
     /// Crashed or cancelled: final.
@@ -192,6 +194,8 @@ pub(crate) struct Started<T: Task> {
     body: StartedBody<T::Output>,
     /// The arguments for the next attempt, if the task retries.
     retry_args: Option<T::Args>,
+    /// Where a completed result is persisted, if the task caches.
+    cache_key: Option<String>,
 }
 
 enum StartedBody<T> {
@@ -199,6 +203,32 @@ enum StartedBody<T> {
     Async(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BodyError>> + Send>>),
     /// The pool could not start: the run crashes.
     Crashed(State),
+    /// An earlier run's persisted result: the body does not run.
+    Cached(T),
+}
+
+/// `PREFECTO_REFRESH_CACHE=true` runs every caching task's body again.
+fn refresh_all_caches() -> bool {
+    static REFRESH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REFRESH.get_or_init(|| {
+        std::env::var("PREFECTO_REFRESH_CACHE")
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// The persisted result for the run's cache key, if there is a valid one.
+fn cached_value<T: Task>(ctx: &FlowRunContext, task: &T, key: &str) -> Option<T::Output> {
+    if task.spec().refresh_cache || refresh_all_caches() {
+        return None;
+    }
+    let stored = ctx.history.as_ref()?.cached_result(task.spec().name, key)?;
+    task.restore(&stored)
 }
 
 /// Moves the run to `Running` (or `Retrying`) and starts one attempt.
@@ -209,7 +239,20 @@ pub(crate) fn start_attempt<T: Task>(
     shared: &RunShared<T::Output>,
     scope: &Arc<CancelScope>,
     retries_done: u32,
+    cache_key: Option<String>,
 ) -> Started<T> {
+    if retries_done == 0 {
+        if let Some(value) = cache_key
+            .as_deref()
+            .and_then(|key| cached_value(ctx, task, key))
+        {
+            return Started {
+                body: StartedBody::Cached(value),
+                retry_args: None,
+                cache_key: None,
+            };
+        }
+    }
     let running = if retries_done == 0 {
         State::running()
     } else {
@@ -244,7 +287,23 @@ pub(crate) fn start_attempt<T: Task>(
             }
         },
     };
-    Started { body, retry_args }
+    Started {
+        body,
+        retry_args,
+        cache_key,
+    }
+}
+
+/// Starts a run's first attempt, or finds its cached result.
+pub(crate) fn start_run<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
+    args: T::Args,
+    shared: &RunShared<T::Output>,
+    scope: &Arc<CancelScope>,
+) -> Started<T> {
+    let cache_key = task.cache_key(&args);
+    start_attempt(ctx, task, args, shared, scope, 0, cache_key)
 }
 
 /// Walks one task run through its states to a terminal one: the engine.
@@ -258,7 +317,7 @@ pub(crate) async fn drive_run<T: Task>(
     if scope.is_cancelled() {
         return finish_run(ctx, shared, State::cancelled(scope.reason()), None);
     }
-    let started = start_attempt(ctx, task, args, shared, scope, 0);
+    let started = start_run(ctx, task, args, shared, scope);
     drive_started(ctx, task, shared, scope, started).await;
 }
 
@@ -277,8 +336,17 @@ pub(crate) async fn drive_started<T: Task>(
     let (state, value) =
         loop {
             let retry_args = started.retry_args.take();
+            let cache_key = started.cache_key.take();
             match finish_attempt(ctx, started.body, spec.timeout, scope).await {
-                Attempt::Completed(value) => break (State::completed(), Some(value)),
+                Attempt::Cached(value) => break (State::cached(), Some(value)),
+                Attempt::Completed(value) => {
+                    if let (Some(key), Some(history)) = (cache_key, &ctx.history) {
+                        if let Some(stored) = task.persist(&value) {
+                            history.persist_result(spec.name, key, stored, spec.cache_expiration);
+                        }
+                    }
+                    break (State::completed(), Some(value));
+                }
                 Attempt::Failed(failed) => {
                     let message = failed.message().unwrap_or_default().to_string();
                     let Some(next_args) = retry_args else {
@@ -304,7 +372,8 @@ pub(crate) async fn drive_started<T: Task>(
                     {
                         break (State::cancelled(scope.reason()), None);
                     }
-                    started = start_attempt(ctx, task, next_args, shared, scope, retries_done);
+                    started =
+                        start_attempt(ctx, task, next_args, shared, scope, retries_done, cache_key);
                 }
                 Attempt::Final(state) => break (state, None),
             }
@@ -376,6 +445,7 @@ async fn finish_attempt<T: Send + 'static>(
 ) -> Attempt<T> {
     match body {
         StartedBody::Crashed(state) => Attempt::Final(state),
+        StartedBody::Cached(value) => Attempt::Cached(value),
         StartedBody::Async(body) => {
             // The flow run stays current inside the body, for the tasks it calls.
             let body =

@@ -107,6 +107,10 @@ impl State {
     pub fn completed() -> Self {
         State::new(StateType::Completed, "Completed", None)
     }
+    /// `Cached()`: completed by returning the result of an earlier run.
+    pub fn cached() -> Self {
+        State::new(StateType::Completed, "Cached", None)
+    }
     /// `Failed('message')`.
     pub fn failed(message: impl Into<String>) -> Self {
         State::new(StateType::Failed, "Failed", Some(message.into()))

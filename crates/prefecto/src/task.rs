@@ -21,6 +21,10 @@ pub struct TaskSpec {
     pub timeout: Option<Duration>,
     /// Tags, as Prefect's; later used for tag concurrency limits.
     pub tags: &'static [&'static str],
+    /// How long a persisted result stays valid for its cache key (`None`: forever).
+    pub cache_expiration: Option<Duration>,
+    /// Run the body even when a result is cached, and store the new one.
+    pub refresh_cache: bool,
 }
 
 impl TaskSpec {
@@ -33,6 +37,8 @@ impl TaskSpec {
             retry_delay: Duration::ZERO,
             timeout: None,
             tags: &[],
+            cache_expiration: None,
+            refresh_cache: false,
         }
     }
 }
@@ -88,6 +94,24 @@ pub trait Task: Clone + Send + Sync + 'static {
     /// requires `Clone` arguments and returns a copy; tasks without retries
     /// return `None` and so never need `Clone`.
     fn retry_args(&self, _args: &Self::Args) -> Option<Self::Args> {
+        None
+    }
+
+    /// The cache key of a run with these arguments: `#[task(cache_key = f)]`
+    /// returns `f`'s key. A completed run's result is stored under it, and a
+    /// later run with the same task and key returns it without running.
+    fn cache_key(&self, _args: &Self::Args) -> Option<String> {
+        None
+    }
+
+    /// The value as stored text: `#[task(persist_result = true)]` uses
+    /// serde JSON. `None` when the task does not persist results.
+    fn persist(&self, _value: &Self::Output) -> Option<String> {
+        None
+    }
+
+    /// A stored value back; `None` if it no longer reads (the type changed).
+    fn restore(&self, _stored: &str) -> Option<Self::Output> {
         None
     }
 }

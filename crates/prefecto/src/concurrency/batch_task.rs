@@ -10,9 +10,7 @@ use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunName};
-use crate::runner::{
-    announce_run, cancel_unsubmitted, drive_started, new_run, start_attempt, Started,
-};
+use crate::runner::{announce_run, cancel_unsubmitted, drive_started, new_run, start_run, Started};
 use crate::state::State;
 use crate::task::Task;
 
@@ -352,7 +350,7 @@ impl<T: Task> MapRun<T> {
         queue.next += 1;
         let run = &self.runs[position];
         announce_run(&self.ctx, run);
-        let started = start_attempt(&self.ctx, &self.task, args, run, &self.scope, 0);
+        let started = start_run(&self.ctx, &self.task, args, run, &self.scope);
         Some((position, started))
     }
 

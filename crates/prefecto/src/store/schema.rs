@@ -56,6 +56,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX logs_by_flow_run ON logs (flow_run_id);
     ",
+    // Version 2: persisted results, by task and cache key, for resuming.
+    "
+    CREATE TABLE results (
+        task      TEXT NOT NULL,
+        cache_key TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        created   INTEGER NOT NULL,
+        expires   INTEGER,
+        PRIMARY KEY (task, cache_key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes and reads.
@@ -114,6 +125,33 @@ mod tests {
         drop(store);
         // Opening again is a no-op.
         Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn an_older_database_is_migrated_forward() {
+        let path = temp_db("older");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
+             VALUES ('x', 'old-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let results: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM results", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(results, 0);
+        assert_eq!(store.flow_run("old-run").unwrap().flow, "f");
     }
 
     #[test]

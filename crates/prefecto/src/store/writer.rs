@@ -66,6 +66,14 @@ enum Event {
         message: String,
         micros: i64,
     },
+    /// A persisted result.
+    Result {
+        task: &'static str,
+        cache_key: String,
+        value: String,
+        created: i64,
+        expires: Option<i64>,
+    },
     /// Answered once everything sent before it is committed.
     Flush(SyncSender<()>),
 }
@@ -73,6 +81,9 @@ enum Event {
 /// Records flow runs into the SQLite run history. Installed by default.
 pub struct HistoryRecorder {
     sender: Sender<Event>,
+    path: std::path::PathBuf,
+    /// A connection of its own for cache look-ups, opened on first use.
+    reader: std::sync::Mutex<Option<Store>>,
 }
 
 impl HistoryRecorder {
@@ -89,7 +100,48 @@ impl HistoryRecorder {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(HistoryRecorder { sender })
+        Ok(HistoryRecorder {
+            sender,
+            path: path.to_path_buf(),
+            reader: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The stored result of `task` for `cache_key`, unless it has expired.
+    pub fn cached_result(&self, task: &str, cache_key: &str) -> Option<String> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Store::open(&self.path).ok();
+        }
+        let store = reader.as_ref()?;
+        let now = chrono::Utc::now().timestamp_micros();
+        store
+            .conn
+            .prepare_cached(
+                "SELECT value FROM results
+                 WHERE task = ?1 AND cache_key = ?2 AND (expires IS NULL OR expires > ?3)",
+            )
+            .and_then(|mut s| s.query_row(params![task, cache_key, now], |row| row.get(0)))
+            .ok()
+    }
+
+    /// Stores a completed run's result under its cache key (replacing any older one).
+    pub fn persist_result(
+        &self,
+        task: &'static str,
+        cache_key: String,
+        value: String,
+        expiration: Option<std::time::Duration>,
+    ) {
+        let created = chrono::Utc::now().timestamp_micros();
+        let expires = expiration.map(|e| created + e.as_micros() as i64);
+        self.send(Event::Result {
+            task,
+            cache_key,
+            value,
+            created,
+            expires,
+        });
     }
 
     fn send(&self, event: Event) {
@@ -251,6 +303,26 @@ fn write_batch(
             }
             Event::Log { .. } => {
                 write_log(&tx, event)?;
+                continue;
+            }
+            Event::Result {
+                task,
+                cache_key,
+                value,
+                created,
+                expires,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO results (task, cache_key, value, created, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    *task,
+                    &*cache_key,
+                    &*value,
+                    *created,
+                    *expires
+                ])?;
                 continue;
             }
             Event::FlowRun {
