@@ -23,8 +23,9 @@ fn setup() {
 
 static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
 
-fn item_key(item: &String) -> String {
-    item.clone()
+/// Takes `&str`: the task's `String` parameter is passed by reference.
+fn item_key(item: &str) -> String {
+    item.to_string()
 }
 
 /// Fails on the items marked bad.

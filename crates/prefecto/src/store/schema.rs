@@ -130,6 +130,7 @@ mod tests {
     #[test]
     fn an_older_database_is_migrated_forward() {
         let path = temp_db("older");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
