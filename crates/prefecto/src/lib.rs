@@ -64,6 +64,7 @@ pub mod flow;
 pub mod future;
 pub mod logging;
 mod names;
+pub mod progress;
 pub mod recorder;
 pub mod runner;
 pub mod signals;

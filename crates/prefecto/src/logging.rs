@@ -150,7 +150,8 @@ pub fn level_from_env() -> LevelFilter {
 /// Installs Prefect-format console logs on stderr as the global subscriber.
 /// Returns false if a global subscriber was already set (it is kept).
 pub fn init(level: LevelFilter) -> bool {
-    init_with_writer(level, std::io::stderr)
+    // Lines go above any progress bar rather than through it.
+    init_with_writer(level, crate::progress::ConsoleWriter)
 }
 
 /// As [`init`], writing to any `tracing_subscriber` writer.

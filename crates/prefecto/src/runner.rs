@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, task_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError, TaskRunName};
+use crate::progress::MapProgress;
 use crate::state::State;
 use crate::task::{panic_message, BodyError, Invocation, Task};
 
@@ -62,6 +63,9 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// A plain `map` of more inputs than this shows a progress bar.
+const PROGRESS_ABOVE: usize = 8;
+
 /// Submits one task run per input, in input order.
 pub fn map<T: Task, M: MapArgs<T::Args>>(
     task: &T,
@@ -71,10 +75,25 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
     let ctx = context::current();
     let first = ctx.reserve_run_names(task.spec().name, inputs.len());
     let scope = ctx.scope.clone();
+    // More than a handful of inputs gets a progress bar, in a terminal.
+    let progress = (inputs.len() > PROGRESS_ABOVE)
+        .then(|| MapProgress::start(task.spec().name, inputs.len(), 0))
+        .flatten()
+        .map(Arc::new);
     let futures = inputs
         .into_iter()
         .zip(first..)
-        .map(|(args, index)| spawn_run(&ctx, task, args, index, &scope))
+        .map(|(args, index)| {
+            spawn_run_on(
+                &ctx,
+                &ctx.handle,
+                task,
+                args,
+                index,
+                &scope,
+                progress.as_ref(),
+            )
+        })
         .collect();
     Ok(PrefectFutureList::new(futures))
 }
@@ -95,7 +114,7 @@ pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError>
     let index = ctx.reserve_run_names(task.spec().name, 1);
     let scope = ctx.scope.clone();
     let handle = context::own_runtime().handle().clone();
-    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope);
+    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None);
     futures::executor::block_on(future.result_async())
 }
 
@@ -115,7 +134,7 @@ pub(crate) fn spawn_run<T: Task>(
     index: u64,
     scope: &Arc<CancelScope>,
 ) -> PrefectFuture<T::Output> {
-    spawn_run_on(ctx, &ctx.handle, task, args, index, scope)
+    spawn_run_on(ctx, &ctx.handle, task, args, index, scope, None)
 }
 
 /// As [`spawn_run`], with the engine on the given runtime.
@@ -126,11 +145,18 @@ fn spawn_run_on<T: Task>(
     args: T::Args,
     index: u64,
     scope: &Arc<CancelScope>,
+    progress: Option<&Arc<MapProgress>>,
 ) -> PrefectFuture<T::Output> {
     let shared = new_run(task, index);
     announce_run(ctx, &shared);
     let (ctx_, task_, shared_, scope_) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
-    let engine = async move { drive_run(&ctx_, &task_, args, &shared_, &scope_).await };
+    let progress = progress.cloned();
+    let engine = async move {
+        drive_run(&ctx_, &task_, args, &shared_, &scope_).await;
+        if let Some(progress) = progress {
+            progress.finished(&shared_.state());
+        }
+    };
     ctx.tracker.spawn_on(engine, handle);
     PrefectFuture::new(shared)
 }

@@ -10,6 +10,7 @@ use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, flow_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunName};
+use crate::progress::MapProgress;
 use crate::runner::{announce_run, cancel_unsubmitted, drive_started, new_run, start_run, Started};
 use crate::state::State;
 use crate::task::Task;
@@ -227,6 +228,9 @@ impl<T: Task> BatchTask<T> {
                         batch,
                         batches
                     );
+                    if let Some(progress) = &map.progress {
+                        progress.batch(batch);
+                    }
                     let end = (batch * self.size).min(total);
                     // One lane per input of the batch: each usually takes one input.
                     map.run_lanes(end, end - (batch - 1) * self.size).await;
@@ -267,6 +271,7 @@ struct MapRun<T: Task> {
     tripped: OnceLock<(String, String)>,
     lanes_running: AtomicUsize,
     lanes_done: Notify,
+    progress: Option<MapProgress>,
 }
 
 /// The inputs not yet taken. Lanes take inputs up to `end`, the end of the
@@ -280,6 +285,11 @@ struct Queue<A> {
 impl<T: Task> MapRun<T> {
     fn new(batch: &BatchTask<T>, ctx: Arc<FlowRunContext>, inputs: Vec<T::Args>) -> Self {
         let first = ctx.reserve_run_names(batch.task.spec().name, inputs.len());
+        let batches = match batch.mode {
+            BatchMode::Strict => inputs.len().div_ceil(batch.size),
+            BatchMode::SlidingWindow => 0,
+        };
+        let progress = MapProgress::start(batch.task.spec().name, inputs.len(), batches);
         let runs = (first..)
             .take(inputs.len())
             .map(|index| new_run(&batch.task, index))
@@ -298,6 +308,7 @@ impl<T: Task> MapRun<T> {
             tripped: OnceLock::new(),
             lanes_running: AtomicUsize::new(0),
             lanes_done: Notify::new(),
+            progress,
         }
     }
 
@@ -405,6 +416,9 @@ impl<T: Task> MapRun<T> {
 
     /// Shows a finished run's state to the kill switch; on a trip, stops the map.
     fn observe(&self, run: &RunShared<T::Output>) {
+        if let Some(progress) = &self.progress {
+            progress.finished(&run.state());
+        }
         let Some(switch) = &self.switch else {
             return;
         };
