@@ -142,8 +142,7 @@ fn a_plain_map_of_many_inputs_shows_a_bar_too() {
     let lines = screen_lines(&run_role_in_terminal("plain", "on"));
     let last = lines
         .iter()
-        .filter(|l| l.starts_with("step ["))
-        .last()
+        .rfind(|l| l.starts_with("step ["))
         .unwrap_or_else(|| panic!("no bar: {lines:#?}"));
     assert!(
         last.contains("200/200 · 196 completed · 4 failed"),
