@@ -477,6 +477,7 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         }
     });
     let caching = quote!(#caching #persisting);
+    let is_async = asyncness.is_some();
     let task_doc = format!(
         "The task `{}`: call it to run one task run, or use `submit` and `map`.",
         name.value()
@@ -506,6 +507,7 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
                 tags: &[#(#tags),*],
                 cache_expiration: #cache_expiration,
                 refresh_cache: #refresh_cache,
+                is_async: #is_async,
             };
 
             impl ::prefecto::__private::Task for #task_type {

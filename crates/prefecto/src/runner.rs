@@ -262,7 +262,7 @@ pub(crate) fn start_attempt<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
     args: T::Args,
-    shared: &RunShared<T::Output>,
+    shared: &Arc<RunShared<T::Output>>,
     scope: &Arc<CancelScope>,
     retries_done: u32,
     cache_key: Option<String>,
@@ -284,20 +284,19 @@ pub(crate) fn start_attempt<T: Task>(
     } else {
         State::retrying()
     };
-    transition(ctx, shared, running);
     let retry_args = if retries_done < task.spec().retries {
         task.retry_args(&args)
     } else {
         None
     };
+    transition(ctx, shared, running);
     let body = match task.invoke(args) {
         Invocation::Async(body) => StartedBody::Async(body),
         Invocation::Sync(body) => match ctx.pool() {
             Err(message) => StartedBody::Crashed(State::crashed(message)),
             Ok(pool) => {
                 let (sender, receiver) = oneshot::channel();
-                let worker_ctx = ctx.clone();
-                let worker_scope = scope.clone();
+                let (worker_ctx, worker_scope) = (ctx.clone(), scope.clone());
                 pool.spawn(move || {
                     // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
                     let outcome = if worker_scope.is_cancelled() {
@@ -325,7 +324,7 @@ pub(crate) fn start_run<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
     args: T::Args,
-    shared: &RunShared<T::Output>,
+    shared: &Arc<RunShared<T::Output>>,
     scope: &Arc<CancelScope>,
 ) -> Started<T> {
     let cache_key = task.cache_key(&args);
@@ -337,7 +336,7 @@ pub(crate) async fn drive_run<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
     args: T::Args,
-    shared: &RunShared<T::Output>,
+    shared: &Arc<RunShared<T::Output>>,
     scope: &Arc<CancelScope>,
 ) {
     if scope.is_cancelled() {
@@ -351,7 +350,7 @@ pub(crate) async fn drive_run<T: Task>(
 pub(crate) async fn drive_started<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
-    shared: &RunShared<T::Output>,
+    shared: &Arc<RunShared<T::Output>>,
     scope: &Arc<CancelScope>,
     first: Started<T>,
 ) {

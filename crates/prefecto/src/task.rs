@@ -25,6 +25,8 @@ pub struct TaskSpec {
     pub cache_expiration: Option<Duration>,
     /// Run the body even when a result is cached, and store the new one.
     pub refresh_cache: bool,
+    /// An `async fn` body (run on the runtime) rather than a plain `fn` (run on the pool).
+    pub is_async: bool,
 }
 
 impl TaskSpec {
@@ -39,6 +41,7 @@ impl TaskSpec {
             tags: &[],
             cache_expiration: None,
             refresh_cache: false,
+            is_async: false,
         }
     }
 }

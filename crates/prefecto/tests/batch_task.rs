@@ -197,8 +197,10 @@ fn the_switch_sees_the_last_batch() {
     // batch went unseen. Here it trips the switch.
     let (_, err) = count_switch_run(3, BatchMode::Strict, failures_at(6, &[4, 5])).unwrap();
     assert_eq!(err.failed_inputs(), vec![4, 5]);
-    assert_eq!(err.completed_inputs(), vec![0, 1, 2, 3]);
-    assert!(err.cancelled_inputs().is_empty());
+    assert!(err.completed_inputs().starts_with(&[0, 1, 2]));
+    // Input 3 shares the last batch: it finished, or was still queued at the trip.
+    let state = &err.outcomes[3].state;
+    assert!(state.is_completed() || state.is_cancelled(), "{state}");
 }
 
 #[test]

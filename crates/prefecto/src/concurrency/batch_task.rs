@@ -274,6 +274,13 @@ struct MapRun<T: Task> {
     progress: Option<MapProgress>,
 }
 
+/// An input taken from the queue: started already (a sync body, queued on
+/// the pool in input order) or to start on its lane.
+enum Submitted<T: Task> {
+    Started(Started<T>),
+    Args(T::Args),
+}
+
 /// The inputs not yet taken. Lanes take inputs up to `end`, the end of the
 /// current batch (or of all inputs, in window mode).
 struct Queue<A> {
@@ -328,10 +335,10 @@ impl<T: Task> MapRun<T> {
             return;
         }
         self.lanes_running.store(firsts.len(), Ordering::Release);
-        for (position, started) in firsts {
+        for (position, submitted) in firsts {
             let map = self.clone();
             self.ctx.tracker.spawn_on(
-                async move { map.lane(position, started).await },
+                async move { map.lane(position, submitted).await },
                 &self.ctx.handle,
             );
         }
@@ -344,11 +351,12 @@ impl<T: Task> MapRun<T> {
         self.tripped.get().is_some() || self.scope.is_cancelled()
     }
 
-    /// Takes the next input, unless the map has stopped, and starts its run.
+    /// Takes the next input, unless the map has stopped, and announces its run.
     ///
-    /// Taking and starting happen under the queue's lock, so bodies reach the
-    /// thread pool in input order: a pool of one runs a batch in order.
-    fn submit_next(&self) -> Option<(usize, Started<T>)> {
+    /// A sync body is also handed to the thread pool here, under the queue's
+    /// lock, so bodies reach the pool in input order: a pool of one runs a
+    /// batch in order. An async body starts on its lane, in parallel.
+    fn submit_next(&self) -> Option<(usize, Submitted<T>)> {
         if self.stopped() {
             return None;
         }
@@ -361,15 +369,22 @@ impl<T: Task> MapRun<T> {
         queue.next += 1;
         let run = &self.runs[position];
         announce_run(&self.ctx, run);
+        if self.task.spec().is_async {
+            return Some((position, Submitted::Args(args)));
+        }
         let started = start_run(&self.ctx, &self.task, args, run, &self.scope);
-        Some((position, started))
+        Some((position, Submitted::Started(started)))
     }
 
     /// Drives the run of `position`, then of each input it takes, until none is left.
-    async fn lane(self: Arc<Self>, position: usize, started: Started<T>) {
-        let mut next = Some((position, started));
-        while let Some((position, started)) = next {
+    async fn lane(self: Arc<Self>, position: usize, submitted: Submitted<T>) {
+        let mut next = Some((position, submitted));
+        while let Some((position, submitted)) = next {
             let run = &self.runs[position];
+            let started = match submitted {
+                Submitted::Started(started) => started,
+                Submitted::Args(args) => start_run(&self.ctx, &self.task, args, run, &self.scope),
+            };
             drive_started(&self.ctx, &self.task, run, &self.scope, started).await;
             self.observe(run);
             next = self.submit_next();
