@@ -112,28 +112,24 @@ async fn baseline(n: u64) -> Measure {
     }
 }
 
+async fn map_all<T: Task<Args = (u64,), Output = u64>>(
+    task: T,
+    n: u64,
+    mode: BatchMode,
+) -> Vec<u64> {
+    let batch = BatchTask::new(task, SIZE).unwrap().with_mode(mode);
+    let futures = batch.map_async((0..n,)).await.unwrap();
+    futures.results_async().await.unwrap()
+}
+
 #[flow]
 async fn batch_flow(n: u64, mode: BatchMode, sync_body: bool) -> Measure {
     let before = reset_peak();
     let started = Instant::now();
     let results = if sync_body {
-        let batch = BatchTask::new(add_one_sync, SIZE).unwrap().with_mode(mode);
-        batch
-            .map_async((0..n,))
-            .await
-            .unwrap()
-            .results_async()
-            .await
-            .unwrap()
+        map_all(add_one_sync, n, mode).await
     } else {
-        let batch = BatchTask::new(add_one, SIZE).unwrap().with_mode(mode);
-        batch
-            .map_async((0..n,))
-            .await
-            .unwrap()
-            .results_async()
-            .await
-            .unwrap()
+        map_all(add_one, n, mode).await
     };
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(results.len(), n as usize);
