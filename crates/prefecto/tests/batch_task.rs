@@ -319,6 +319,7 @@ fn a_trip_cancels_async_runs_in_flight_and_starts_nothing_more() {
 }
 
 static SWITCH_TRIPPED: AtomicBool = AtomicBool::new(false);
+static ONE_STARTED: AtomicBool = AtomicBool::new(false);
 
 /// AnyFailed, and it lets the test's bodies know when it has tripped.
 struct SignallingSwitch(AnyFailedSwitch);
@@ -333,30 +334,40 @@ impl KillSwitch for SignallingSwitch {
     }
 }
 
-/// Input 0 fails; input 1 holds the only worker thread until the switch has
-/// tripped, then completes; the rest are queued behind it.
-#[task]
-fn sync_body(i: usize) -> Result<usize, String> {
-    match i {
-        0 => Err("first input fails".into()),
-        1 => {
-            while !SWITCH_TRIPPED.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // Give the driver time to cancel after the switch returns.
-            std::thread::sleep(Duration::from_millis(50));
-            Ok(i)
-        }
-        _ => Ok(i),
+fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-#[flow(max_workers = 1)]
+/// With two worker threads: input 1 starts, then input 0 fails while input 1
+/// is still running; input 1 finishes only after the switch has tripped.
+#[task]
+fn sync_body(i: usize) -> Result<usize, String> {
+    match i {
+        0 => {
+            wait_for(&ONE_STARTED);
+            Err("first input fails".into())
+        }
+        1 => {
+            ONE_STARTED.store(true, Ordering::SeqCst);
+            wait_for(&SWITCH_TRIPPED);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(i)
+        }
+        _ => {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(i)
+        }
+    }
+}
+
+#[flow(max_workers = 2)]
 fn sync_in_flight() -> KillSwitchError<usize> {
-    let batch = BatchTask::new(sync_body, 4)
+    let batch = BatchTask::new(sync_body, 6)
         .unwrap()
         .with_kill_switch(SignallingSwitch(AnyFailedSwitch::new()));
-    batch.map((0..6,)).unwrap_err().into_kill_switch().unwrap()
+    batch.map((0..8,)).unwrap_err().into_kill_switch().unwrap()
 }
 
 #[test]
@@ -366,10 +377,17 @@ fn sync_runs_in_flight_finish_and_keep_their_results() {
     assert_eq!(err.switch, "SignallingSwitch");
     assert_eq!(err.failed_inputs(), vec![0]);
     // Input 1 was running when the switch tripped: it ran to completion and its value is kept.
-    assert_eq!(err.completed_inputs(), vec![1]);
+    assert_eq!(err.outcomes[1].state.state_type(), StateType::Completed);
     assert_eq!(err.partial_results()[1], Some(&1));
-    // Inputs 2 and 3 were queued for the worker: their bodies never started.
-    assert_eq!(err.cancelled_inputs(), vec![2, 3, 4, 5]);
+    // The rest of the batch either started before the trip and finished, or
+    // was still queued and never started; the next batch was never submitted.
+    for outcome in &err.outcomes[2..6] {
+        assert!(
+            outcome.state.is_completed() || outcome.state.is_cancelled(),
+            "{outcome:?}"
+        );
+    }
+    assert!(err.cancelled_inputs().ends_with(&[6, 7]));
 }
 
 #[flow]

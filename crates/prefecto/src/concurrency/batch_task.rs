@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
@@ -335,10 +336,27 @@ impl<T: Task> MapRun<T> {
             return;
         }
         self.lanes_running.store(firsts.len(), Ordering::Release);
-        for (position, submitted) in firsts {
+        if self.task.spec().is_async {
+            // Async bodies run in their lanes: a task each, spread over the runtime's threads.
+            for (position, submitted) in firsts {
+                let map = self.clone();
+                self.ctx.tracker.spawn_on(
+                    async move { map.lane(position, submitted).await },
+                    &self.ctx.handle,
+                );
+            }
+        } else {
+            // Sync bodies run on the pool; their lanes only wait for them, so
+            // one task can drive them all rather than one task each.
             let map = self.clone();
             self.ctx.tracker.spawn_on(
-                async move { map.lane(position, submitted).await },
+                async move {
+                    let mut lanes: FuturesUnordered<_> = firsts
+                        .into_iter()
+                        .map(|(position, submitted)| map.clone().lane(position, submitted))
+                        .collect();
+                    while lanes.next().await.is_some() {}
+                },
                 &self.ctx.handle,
             );
         }
