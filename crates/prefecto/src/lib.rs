@@ -52,7 +52,11 @@
 //! per core); async bodies run on the Tokio runtime.
 //!
 //! Logging goes through `tracing`: see [`logging`]. Every state transition and
-//! engine log line is handed to the installed [`recorder`]s.
+//! engine log line is handed to the installed [`recorder`]s, the first of which
+//! is the SQLite run history of [`store`] that the `prefecto` command reads.
+//! Tasks with `cache_key` and `persist_result` resume from stored results; a
+//! terminal shows a [`progress`] bar; SIGINT and SIGTERM end flow runs
+//! `Cancelled` ([`signals`]).
 
 // Lets the macros' `::prefecto::` paths resolve inside this crate's own tests.
 extern crate self as prefecto;
