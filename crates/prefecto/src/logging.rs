@@ -149,6 +149,15 @@ pub fn level_from_env() -> LevelFilter {
 
 /// Installs Prefect-format console logs on stderr as the global subscriber.
 /// Returns false if a global subscriber was already set (it is kept).
+///
+/// ```
+/// use tracing::level_filters::LevelFilter;
+///
+/// // Before the first flow run: DEBUG shows the `Mapping 'add' batch 1 of 2.` lines.
+/// assert!(prefecto::logging::init(LevelFilter::DEBUG));
+/// // A second subscriber is refused; the first stays.
+/// assert!(!prefecto::logging::init(LevelFilter::INFO));
+/// ```
 pub fn init(level: LevelFilter) -> bool {
     // Lines go above any progress bar rather than through it.
     init_with_writer(level, crate::progress::ConsoleWriter)

@@ -43,7 +43,24 @@ pub(crate) fn thread_pool(
         .build()
 }
 
-/// Submits one task run of `task` in the caller's flow run.
+/// Submits one task run of `task` in the caller's flow run: what the
+/// generated `task.submit(..)` calls, with the arguments as a tuple.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn one() -> i64 {
+///     prefecto::runner::submit(&add, (1, 2)).result().unwrap()
+/// }
+///
+/// assert_eq!(one().unwrap(), 3);
+/// ```
 pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
     let ctx = context::current();
     let index = ctx.reserve_run_names(task.spec().name, 1);
@@ -66,7 +83,24 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// A plain `map` of more inputs than this shows a progress bar.
 const PROGRESS_ABOVE: usize = 8;
 
-/// Submits one task run per input, in input order.
+/// Submits one task run per input, in input order: what `task.map(..)` calls.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn many() -> Vec<i64> {
+///     let futures = prefecto::runner::map(&add, (vec![1, 2], unmapped(10))).unwrap();
+///     futures.results().unwrap()
+/// }
+///
+/// assert_eq!(many().unwrap(), vec![11, 12]);
+/// ```
 pub fn map<T: Task, M: MapArgs<T::Args>>(
     task: &T,
     args: M,
@@ -100,6 +134,24 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
 
 /// Runs `task` as a task run and blocks until it is terminal: what calling a sync task does.
 ///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn halve(x: u32) -> Result<u32, String> {
+///     if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+/// }
+///
+/// #[flow]
+/// fn halves() -> (u32, String) {
+///     let half = prefecto::runner::call(&halve, (8,)).unwrap();
+///     let odd = halve(3).unwrap_err(); // the same, through the task value
+///     (half, odd.to_string())
+/// }
+///
+/// assert_eq!(halves().unwrap(), (4, "Task run 'halve-1' finished in state Failed('3 is odd')".to_string()));
+/// ```
+///
 /// Called from async code on a current-thread runtime, the run's engine goes
 /// to prefecto's own runtime: the caller's cannot run it while it waits.
 pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
@@ -119,6 +171,24 @@ pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError>
 }
 
 /// Runs `task` as a task run: what calling an async task does.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// async fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// #[flow]
+/// async fn doubled() -> u32 {
+///     prefecto::runner::call_async(&double, (4,)).await.unwrap() + double(1).await.unwrap()
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(doubled().await.unwrap(), 10);
+/// # });
+/// ```
 pub fn call_async<T: Task>(
     task: &T,
     args: T::Args,

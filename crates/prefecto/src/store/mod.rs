@@ -74,6 +74,33 @@ pub enum StoreError {
 }
 
 /// An open run history database.
+///
+/// ```
+/// use prefecto::prelude::*;
+/// use prefecto::store::{self, Store};
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn my_flow() -> String {
+///     add.map((vec![1, 2], vec![3, 4])).unwrap().wait();
+///     prefecto::flow::current_flow_run().unwrap().name
+/// }
+///
+/// let home = std::env::temp_dir().join(format!("prefecto-doc-{}", std::process::id()));
+/// store::set_home(&home);
+/// let name = my_flow().unwrap();
+///
+/// let store = Store::open_existing(store::default_path()).unwrap();
+/// let run = store.flow_run(&name).unwrap();
+/// assert_eq!(run.state_type, "COMPLETED");
+/// let task_runs = store.task_runs(&run.id, None).unwrap();
+/// assert_eq!(task_runs.len(), 2);
+/// assert_eq!(task_runs[1].name, "add-1");
+/// ```
 pub struct Store {
     path: PathBuf,
     conn: Connection,
