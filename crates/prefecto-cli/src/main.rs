@@ -125,6 +125,13 @@ fn open() -> Result<Store, StoreError> {
     Store::open_existing(store::default_path())
 }
 
+/// The history, and the flow run named (or with the id) `run` in it.
+fn open_flow_run(run: &str) -> Result<(Store, FlowRunRow), StoreError> {
+    let store = open()?;
+    let flow_run = store.flow_run(run)?;
+    Ok((store, flow_run))
+}
+
 fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Version => {
@@ -148,8 +155,7 @@ fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Inspect { run, output }) => {
-            let store = open()?;
-            let flow_run = store.flow_run(&run)?;
+            let (store, flow_run) = open_flow_run(&run)?;
             let task_runs = store.task_runs(&flow_run.id, None)?;
             if output.json {
                 print_json(&json!({ "flow_run": flow_run, "task_runs": task_runs }));
@@ -178,8 +184,7 @@ fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Timeline { run, output }) => {
-            let store = open()?;
-            let flow_run = store.flow_run(&run)?;
+            let (store, flow_run) = open_flow_run(&run)?;
             let task_runs = store.task_runs(&flow_run.id, None)?;
             let logs = store.logs(&flow_run.id)?;
             let document = timeline::render(&flow_run, &task_runs, &logs);
@@ -196,8 +201,7 @@ fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Logs { run, output }) => {
-            let store = open()?;
-            let flow_run = store.flow_run(&run)?;
+            let (store, flow_run) = open_flow_run(&run)?;
             let logs = store.logs(&flow_run.id)?;
             if output.json {
                 print_json(&logs);
@@ -227,8 +231,7 @@ fn run(command: Command) -> Result<(), CliError> {
             state,
             output,
         }) => {
-            let store = open()?;
-            let flow_run = store.flow_run(&flow_run)?;
+            let (store, flow_run) = open_flow_run(&flow_run)?;
             let task_runs = store.task_runs(&flow_run.id, state.as_deref())?;
             if output.json {
                 print_json(&task_runs);

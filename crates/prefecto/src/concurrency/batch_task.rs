@@ -449,13 +449,16 @@ impl<T: Task> MapRun<T> {
 
     /// Shows a finished run's state to the kill switch; on a trip, stops the map.
     fn observe(&self, run: &RunShared<T::Output>) {
+        if self.progress.is_none() && self.switch.is_none() {
+            return;
+        }
+        let state = run.state();
         if let Some(progress) = &self.progress {
-            progress.finished(&run.state());
+            progress.finished(&state);
         }
         let Some(switch) = &self.switch else {
             return;
         };
-        let state = run.state();
         let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
         // Once tripped, the switch sees no more states: they are the trip's consequences.
         if self.tripped.get().is_some() || !switch.should_flip_switch(&state) {

@@ -16,7 +16,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -68,6 +68,9 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The thread that writes the history could not start.
+    #[error("cannot start the run history writer thread: {0}")]
+    WriterThread(std::io::Error),
     /// No flow run has that name or id.
     #[error("no flow run named or with id '{0}'")]
     NoSuchFlowRun(String),
@@ -266,15 +269,12 @@ pub(crate) fn history_recorder() -> Option<Arc<HistoryRecorder>> {
 }
 
 /// This machine's name, for telling whether a run's process is still alive.
-pub(crate) fn hostname() -> String {
-    static HOSTNAME: Mutex<Option<String>> = Mutex::new(None);
-    let mut cached = HOSTNAME.lock().unwrap_or_else(|p| p.into_inner());
-    cached
-        .get_or_insert_with(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "localhost".to_string())
-        })
-        .clone()
+pub(crate) fn hostname() -> &'static str {
+    static HOSTNAME: OnceLock<String> = OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    })
 }

@@ -96,10 +96,7 @@ impl HistoryRecorder {
         std::thread::Builder::new()
             .name("prefecto-history".into())
             .spawn(move || write_loop(store, receiver))
-            .map_err(|source| StoreError::CreateHome {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(StoreError::WriterThread)?;
         Ok(HistoryRecorder {
             sender,
             path: path.to_path_buf(),

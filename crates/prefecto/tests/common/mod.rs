@@ -54,30 +54,27 @@ impl Recording {
         })
     }
 
-    /// Every transition of one task run, in order.
-    pub fn task_run_history(&self, flow_run: Uuid, task_run: &str) -> Vec<State> {
+    /// The transitions of one run of a flow run, in order: `None` for the flow run's own.
+    fn history(&self, flow_run: Uuid, task_run: Option<&str>) -> Vec<State> {
         self.transitions
             .lock()
             .unwrap()
             .get(&flow_run)
             .into_iter()
             .flatten()
-            .filter(|(run, _)| run.map(|r| r.to_string()).as_deref() == Some(task_run))
+            .filter(|(run, _)| run.map(|r| r.to_string()).as_deref() == task_run)
             .map(|(_, state)| state.clone())
             .collect()
     }
 
+    /// Every transition of one task run, in order.
+    pub fn task_run_history(&self, flow_run: Uuid, task_run: &str) -> Vec<State> {
+        self.history(flow_run, Some(task_run))
+    }
+
     /// The flow run's own transitions.
     pub fn flow_run_history(&self, flow_run: Uuid) -> Vec<State> {
-        self.transitions
-            .lock()
-            .unwrap()
-            .get(&flow_run)
-            .into_iter()
-            .flatten()
-            .filter(|(run, _)| run.is_none())
-            .map(|(_, state)| state.clone())
-            .collect()
+        self.history(flow_run, None)
     }
 
     /// The last recorded state of every task run of a flow run, by name.
