@@ -240,7 +240,24 @@ macro_rules! task_log {
     }};
 }
 
-pub(crate) use {flow_log, task_log};
+/// Logs a line that a transition implies: to `tracing` only, as recorders
+/// rebuild it with [`crate::recorder::implied_lines`].
+macro_rules! implied_log {
+    ($ctx:expr, None, $level:ident, $($arg:tt)+) => {{
+        let ctx: &$crate::context::FlowRunContext = &$ctx;
+        if ctx.is_flow_run() {
+            ::tracing::event!(target: "prefecto.flow_runs", ::tracing::Level::$level, flow_run = %ctx.name, $($arg)+);
+        } else {
+            ::tracing::event!(target: "prefecto.engine", ::tracing::Level::$level, $($arg)+);
+        }
+    }};
+    ($run:expr, $level:ident, $($arg:tt)+) => {{
+        let run: $crate::future::TaskRunName = $run;
+        ::tracing::event!(target: "prefecto.task_runs", ::tracing::Level::$level, task_run = %run, $($arg)+);
+    }};
+}
+
+pub(crate) use {flow_log, implied_log, task_log};
 
 tokio::task_local! {
     static TASK_CONTEXT: Arc<FlowRunContext>;

@@ -3,6 +3,12 @@
 //!
 //! The SQLite run history and the Prefect server reporter are recorders. With
 //! none installed, the engine pays one branch per transition.
+//!
+//! A task run's routine lines ("Created task run", "Submitted task run",
+//! "Finished in state") follow from its transitions, so they are not handed
+//! over: at a million task runs, formatting and storing them would cost more
+//! than the runs. A recorder that shows logs rebuilds them with
+//! [`implied_lines`] when it needs them.
 
 use std::sync::{Arc, RwLock};
 
@@ -92,7 +98,8 @@ pub trait Recorder: Send + Sync + 'static {
     /// A flow run or task run entered a new state.
     fn on_transition(&self, event: &TransitionEvent<'_>);
 
-    /// The engine logged a line about a flow run or task run.
+    /// The engine logged a line about a flow run or task run, other than the
+    /// lines a task run's transitions imply (see [`implied_lines`]).
     fn on_log(&self, _event: &LogEvent<'_>) {}
 
     /// The flow run has ended and no more events will come for it: flush.
@@ -122,4 +129,76 @@ pub(crate) fn installed(
         .into_iter()
         .chain(installed.iter().cloned())
         .collect()
+}
+
+/// A log line that a task run's transition implies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImpliedLine {
+    /// Its level.
+    pub level: Level,
+    /// Its logger: `prefecto.flow_runs` for lines about the flow run, else `prefecto.task_runs`.
+    pub logger: &'static str,
+    /// Whether the line is about the task run (else about its flow run).
+    pub about_task_run: bool,
+    /// The message.
+    pub message: String,
+}
+
+/// The lines the engine logs, but does not hand to recorders, when task run
+/// `run` of `task` enters `state`. `submitted` says whether the run was
+/// submitted: inputs a kill switch stopped before submission go straight to
+/// `Cancelled` and get no lines.
+///
+/// ```
+/// use prefecto::recorder::implied_lines;
+/// use prefecto::State;
+///
+/// let lines = implied_lines("add-0", "add", &State::pending(), true);
+/// assert_eq!(lines[0].message, "Created task run 'add-0' for task 'add'");
+/// assert_eq!(lines[1].message, "Submitted task run 'add-0' for execution.");
+///
+/// let lines = implied_lines("add-0", "add", &State::failed("boom"), true);
+/// assert_eq!(lines[0].message, "Finished in state Failed('boom')");
+/// assert_eq!(lines[0].level, tracing::Level::ERROR);
+/// assert!(implied_lines("add-0", "add", &State::running(), true).is_empty());
+/// ```
+pub fn implied_lines(run: &str, task: &str, state: &State, submitted: bool) -> Vec<ImpliedLine> {
+    let flow_line = |message: String| ImpliedLine {
+        level: Level::INFO,
+        logger: "prefecto.flow_runs",
+        about_task_run: false,
+        message,
+    };
+    if state.is_pending() {
+        return vec![
+            flow_line(created_line(run, task)),
+            flow_line(submitted_line(run)),
+        ];
+    }
+    if state.is_terminal() && submitted {
+        return vec![ImpliedLine {
+            level: finished_level(state),
+            logger: "prefecto.task_runs",
+            about_task_run: true,
+            message: format!("Finished in state {state}"),
+        }];
+    }
+    Vec::new()
+}
+
+pub(crate) fn created_line(run: impl std::fmt::Display, task: &str) -> String {
+    format!("Created task run '{run}' for task '{task}'")
+}
+
+pub(crate) fn submitted_line(run: impl std::fmt::Display) -> String {
+    format!("Submitted task run '{run}' for execution.")
+}
+
+/// Failures and crashes finish at ERROR, as in Prefect.
+pub(crate) fn finished_level(state: &State) -> Level {
+    if state.is_completed() || state.is_cancelled() {
+        Level::INFO
+    } else {
+        Level::ERROR
+    }
 }

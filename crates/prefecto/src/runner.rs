@@ -14,7 +14,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 
 use crate::args::{MapArgs, MapError};
-use crate::context::{self, flow_log, task_log, CancelScope, FlowRunContext};
+use crate::context::{self, implied_log, task_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError, TaskRunName};
 use crate::progress::MapProgress;
 use crate::state::State;
@@ -246,24 +246,29 @@ pub(crate) fn announce_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>) {
     if ctx.has_recorders() {
         transition(ctx, shared, State::pending());
     }
-    flow_log!(
+    implied_log!(
         ctx,
+        None,
         INFO,
         "Created task run '{}' for task '{}'",
         name,
         name.task
     );
-    flow_log!(ctx, INFO, "Submitted task run '{}' for execution.", name);
+    implied_log!(
+        ctx,
+        None,
+        INFO,
+        "Submitted task run '{}' for execution.",
+        name
+    );
 }
 
 /// Ends a task run that was never submitted in `Cancelled`, so that every
 /// input of a map has an outcome.
 pub(crate) fn cancel_unsubmitted<T>(ctx: &FlowRunContext, shared: &RunShared<T>, message: &str) {
+    // Straight to Cancelled: it was never submitted, so never Pending.
     let cancelled = State::cancelled(message);
-    if ctx.has_recorders() {
-        ctx.record_transition(Some(shared.name), &State::pending());
-        ctx.record_transition(Some(shared.name), &cancelled);
-    }
+    ctx.record_transition(Some(shared.name), &cancelled);
     shared.finish(cancelled, None);
 }
 
@@ -478,10 +483,11 @@ pub(crate) async fn drive_started<T: Task>(
 
 fn finish_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State, value: Option<T>) {
     let name = shared.name;
+    let state = state.entered_now();
     if state.is_completed() || state.is_cancelled() {
-        task_log!(ctx, name, INFO, "Finished in state {}", state);
+        implied_log!(name, INFO, "Finished in state {}", state);
     } else {
-        task_log!(ctx, name, ERROR, "Finished in state {}", state);
+        implied_log!(name, ERROR, "Finished in state {}", state);
     }
     ctx.record_transition(Some(name), &state);
     shared.finish(state, value);

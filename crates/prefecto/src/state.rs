@@ -47,6 +47,27 @@ impl StateType {
             StateType::Cancelled => "CANCELLED",
         }
     }
+
+    /// The type Prefect's API names `name` (`COMPLETED`), if any.
+    ///
+    /// ```
+    /// use prefecto::StateType;
+    ///
+    /// assert_eq!(StateType::from_api_str("FAILED"), Some(StateType::Failed));
+    /// assert_eq!(StateType::from_api_str("failed"), None);
+    /// ```
+    pub fn from_api_str(name: &str) -> Option<StateType> {
+        Some(match name {
+            "PENDING" => StateType::Pending,
+            "SCHEDULED" => StateType::Scheduled,
+            "RUNNING" => StateType::Running,
+            "COMPLETED" => StateType::Completed,
+            "FAILED" => StateType::Failed,
+            "CRASHED" => StateType::Crashed,
+            "CANCELLED" => StateType::Cancelled,
+            _ => return None,
+        })
+    }
 }
 
 /// The state of a flow run or task run.
@@ -138,6 +159,13 @@ impl State {
     }
     pub(crate) fn name_cow(&self) -> Cow<'static, str> {
         self.name.clone()
+    }
+
+    /// The same state, entered now: a run's final state is stamped when the
+    /// run is recorded as finished, after any lines logged about its end.
+    pub(crate) fn entered_now(mut self) -> Self {
+        self.timestamp = SystemTime::now();
+        self
     }
 
     /// The message, if the state has one (failures always do).

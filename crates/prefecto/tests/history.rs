@@ -136,3 +136,53 @@ fn unknown_runs_and_missing_databases_say_so() {
     let err = Store::open_existing(&missing).err().unwrap();
     assert!(err.to_string().starts_with("no run history at "), "{err}");
 }
+
+#[task]
+async fn linger(x: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    x
+}
+
+#[flow]
+async fn lingering() -> String {
+    let name = prefecto::flow::current_flow_run().unwrap().name;
+    let long = linger.submit(7);
+    // While it runs, the history shows it running (runs still going after a
+    // second are written as they stand).
+    let id = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let store = open();
+        let Ok(flow_run) = store.flow_run(&name) else {
+            continue;
+        };
+        if !store
+            .task_runs(&flow_run.id, Some("RUNNING"))
+            .unwrap()
+            .is_empty()
+        {
+            break flow_run.id;
+        }
+    };
+    assert_eq!(long.await.unwrap(), 7);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_run_shows_running_then_finishes_once() {
+    home();
+    let id = lingering().await.unwrap();
+    let store = open();
+    let task_runs = store.task_runs(&id, None).unwrap();
+    assert_eq!(task_runs.len(), 1, "{task_runs:?}");
+    assert_eq!(task_runs[0].state_name, "Completed");
+    assert_eq!(task_runs[0].run_count, 1);
+    let history = store.state_history(&id, Some(("linger", 0))).unwrap();
+    let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Pending", "Running", "Completed"]);
+    let logs = store.logs(&id).unwrap();
+    let finished: Vec<_> = logs
+        .iter()
+        .filter(|l| l.message == "Finished in state Completed()")
+        .collect();
+    assert_eq!(finished.len(), 2, "the task run's and the flow run's: {logs:?}");
+}

@@ -71,6 +71,14 @@ pub enum StoreError {
     /// The thread that writes the history could not start.
     #[error("cannot start the run history writer thread: {0}")]
     WriterThread(std::io::Error),
+    /// Stored history that cannot be read back.
+    #[error("run history database {path}: cannot read {what}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What could not be read, and why.
+        what: String,
+    },
     /// No flow run has that name or id.
     #[error("no flow run named or with id '{0}'")]
     NoSuchFlowRun(String),

@@ -5,6 +5,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{hostname, Store, StoreError};
+use crate::recorder::implied_lines;
+use crate::state::{State, StateType};
 
 /// One flow run, as listed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -92,6 +94,67 @@ fn parse_history(history: &str) -> Vec<StateRecord> {
         .collect()
 }
 
+/// A task run as a line of a chunk holds it: task, index, state type, name and
+/// message, created, start and end (µs), run count, history.
+type RawChunkLine = (
+    String,
+    u64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    u32,
+    Vec<(String, String, Option<String>, i64)>,
+);
+
+struct TaskRunRecord {
+    row: TaskRunRow,
+    created: i64,
+    history: Vec<StateRecord>,
+}
+
+impl From<RawChunkLine> for TaskRunRecord {
+    fn from(line: RawChunkLine) -> Self {
+        let (
+            task,
+            index,
+            state_type,
+            state_name,
+            state_message,
+            created,
+            start,
+            end,
+            run_count,
+            history,
+        ) = line;
+        TaskRunRecord {
+            row: TaskRunRow {
+                name: format!("{task}-{index}"),
+                task,
+                index,
+                state_type,
+                state_name,
+                state_message,
+                start_time: start.map(time),
+                end_time: end.map(time),
+                run_count,
+            },
+            created,
+            history: history
+                .into_iter()
+                .map(|(state_type, name, message, micros)| StateRecord {
+                    state_type,
+                    name,
+                    message,
+                    timestamp: time(micros),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One log line of a flow run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LogRow {
@@ -167,40 +230,79 @@ impl Store {
             .ok_or_else(|| StoreError::NoSuchFlowRun(name_or_id.to_string()))
     }
 
-    /// A flow run's task runs in creation order, optionally of one state.
+    /// A flow run's task runs in creation order, optionally of one state
+    /// type (any case) or state name.
     pub fn task_runs(
         &self,
         flow_run_id: &str,
         state: Option<&str>,
     ) -> Result<Vec<TaskRunRow>, StoreError> {
+        let wanted = |row: &TaskRunRow| {
+            state.is_none_or(|s| row.state_type == s.to_uppercase() || row.state_name == s)
+        };
+        Ok(self
+            .all_task_runs(flow_run_id)?
+            .into_iter()
+            .map(|record| record.row)
+            .filter(wanted)
+            .collect())
+    }
+
+    /// A flow run's task runs, from rows and chunks, with their histories,
+    /// in creation order.
+    fn all_task_runs(&self, flow_run_id: &str) -> Result<Vec<TaskRunRecord>, StoreError> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT task, idx, state_type, state_name, state_message, start_time, end_time, run_count
-                 FROM task_runs
-                 WHERE flow_run_id = ?1 AND (?2 IS NULL OR state_type = upper(?2) OR state_name = ?2)
-                 ORDER BY created, task, idx",
+                "SELECT task, idx, state_type, state_name, state_message, created, start_time,
+                        end_time, run_count, history
+                 FROM task_runs WHERE flow_run_id = ?1",
             )
             .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map(params![flow_run_id, state], |row| {
+        let mut records = statement
+            .query_map(params![flow_run_id], |row| {
                 let task: String = row.get(0)?;
-                let index: i64 = row.get(1)?;
-                Ok(TaskRunRow {
-                    name: format!("{task}-{index}"),
-                    task,
-                    index: index as u64,
-                    state_type: row.get(2)?,
-                    state_name: row.get(3)?,
-                    state_message: row.get(4)?,
-                    start_time: row.get::<_, Option<i64>>(5)?.map(time),
-                    end_time: row.get::<_, Option<i64>>(6)?.map(time),
-                    run_count: row.get(7)?,
+                let index = row.get::<_, i64>(1)? as u64;
+                Ok(TaskRunRecord {
+                    row: TaskRunRow {
+                        name: format!("{task}-{index}"),
+                        task,
+                        index,
+                        state_type: row.get(2)?,
+                        state_name: row.get(3)?,
+                        state_message: row.get(4)?,
+                        start_time: row.get::<_, Option<i64>>(6)?.map(time),
+                        end_time: row.get::<_, Option<i64>>(7)?.map(time),
+                        run_count: row.get(8)?,
+                    },
+                    created: row.get(5)?,
+                    history: parse_history(&row.get::<_, String>(9)?),
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
-        Ok(rows)
+        let mut statement = self
+            .conn
+            .prepare("SELECT body FROM task_run_chunks WHERE flow_run_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.sqlite(e))?;
+        let bodies = statement
+            .query_map(params![flow_run_id], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        for body in &bodies {
+            for line in body.lines() {
+                let line: RawChunkLine =
+                    serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
+                        path: self.path().to_path_buf(),
+                        what: format!("a task-run chunk of flow run {flow_run_id}: {e}"),
+                    })?;
+                records.push(line.into());
+            }
+        }
+        records.sort_by(|a, b| {
+            (a.created, &a.row.task, a.row.index).cmp(&(b.created, &b.row.task, b.row.index))
+        });
+        Ok(records)
     }
 
     /// Every state transition of a flow run (`task_run` `None`) or of one of its task runs.
@@ -218,21 +320,54 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional(),
-            Some((task, index)) => self
-                .conn
-                .query_row(
-                    "SELECT history FROM task_runs WHERE flow_run_id = ?1 AND task = ?2 AND idx = ?3",
-                    params![flow_run_id, task, index as i64],
-                    |row| row.get(0),
-                )
-                .optional(),
+            Some((task, index)) => {
+                return Ok(self
+                    .all_task_runs(flow_run_id)?
+                    .into_iter()
+                    .find(|r| r.row.task == task && r.row.index == index)
+                    .map(|r| r.history)
+                    .unwrap_or_default())
+            }
         }
         .map_err(|e| self.sqlite(e))?;
         Ok(history.as_deref().map(parse_history).unwrap_or_default())
     }
 
-    /// A flow run's log lines, oldest first.
+    /// A flow run's log lines, oldest first: those stored, and those its task
+    /// runs' transitions imply (see [`crate::recorder::implied_lines`]).
     pub fn logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
+        let mut lines = self.stored_logs(flow_run_id)?;
+        lines.extend(self.implied_logs(flow_run_id)?);
+        // Stable: lines of one instant keep their order.
+        lines.sort_by_key(|line| line.timestamp);
+        Ok(lines)
+    }
+
+    fn implied_logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
+        let mut lines = Vec::new();
+        for run in self.all_task_runs(flow_run_id)? {
+            let mut submitted = false;
+            for record in run.history {
+                let Some(state_type) = StateType::from_api_str(&record.state_type) else {
+                    continue;
+                };
+                submitted |= state_type == StateType::Pending;
+                let state = State::new(state_type, record.name, record.message);
+                for line in implied_lines(&run.row.name, &run.row.task, &state, submitted) {
+                    lines.push(LogRow {
+                        timestamp: record.timestamp,
+                        level: crate::logging::level_name(&line.level).to_string(),
+                        logger: line.logger.to_string(),
+                        task_run: line.about_task_run.then(|| run.row.name.clone()),
+                        message: line.message,
+                    });
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    fn stored_logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
         let mut statement = self
             .conn
             .prepare(

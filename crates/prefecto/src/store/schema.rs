@@ -67,6 +67,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (task, cache_key)
     ) WITHOUT ROWID;
     ",
+    // Version 3: finished task runs stored many to a row. At a million runs a
+    // row each costs more than the runs; a chunk is one JSON line per run.
+    "
+    CREATE TABLE task_run_chunks (
+        flow_run_id TEXT NOT NULL,
+        runs        INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    );
+    CREATE INDEX task_run_chunks_by_flow_run ON task_run_chunks (flow_run_id);
+    ",
 ];
 
 /// The schema version this build writes and reads.
