@@ -1,12 +1,95 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit, integration, property, UI (trybuild)
 # and doc tests. This is the README's test command; .ci/run calls it too.
+#
+# The Prefect integration tests need real Prefect 3.9.1 servers. This script
+# installs Prefect with pip into a venv outside the clone (reused by later
+# runs), starts two servers on free loopback ports with throwaway
+# PREFECT_HOMEs (one open, one with Basic auth), waits for their health
+# check, runs the tests, and stops the servers on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Flows run by the tests record their history here, not in ~/.prefecto.
-PREFECTO_HOME="$(mktemp -d -t prefecto-tests.XXXXXX)"
-export PREFECTO_HOME
-trap 'rm -rf "$PREFECTO_HOME"' EXIT
+PREFECT_VERSION=3.9.1
+VENV="${PREFECTO_PREFECT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/prefecto/prefect-$PREFECT_VERSION}"
 
+WORK="$(mktemp -d -t prefecto-tests.XXXXXX)"
+SERVER_PIDS=()
+cleanup() {
+    for pid in "${SERVER_PIDS[@]}"; do
+        # The server CLI runs uvicorn as a child: stop the whole group.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVER_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+installed="$("$VENV/bin/python" -c 'import prefect; print(prefect.__version__)' 2>/dev/null || true)"
+if [ "$installed" != "$PREFECT_VERSION" ]; then
+    echo "== installing prefect==$PREFECT_VERSION into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "prefect==$PREFECT_VERSION"
+fi
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME [ENV=VALUE...]: starts a server, prints its API URL.
+start_server() {
+    local name="$1"; shift
+    local port home
+    port="$(free_port)"
+    home="$WORK/$name-home"
+    mkdir -p "$home"
+    # setsid: the server gets its own process group, stopped as one.
+    env PREFECT_HOME="$home" \
+        PREFECT_SERVER_ANALYTICS_ENABLED=false \
+        PREFECT_SERVER_UI_ENABLED=false \
+        "$@" \
+        setsid "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" \
+        >"$WORK/$name.log" 2>&1 &
+    SERVER_PIDS+=("$!")
+    echo "http://127.0.0.1:$port/api"
+}
+
+wait_healthy() {
+    local url="$1" name="$2" auth="${3:-}"
+    for _ in $(seq 240); do
+        if curl -fsS ${auth:+-u "$auth"} "$url/health" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "the Prefect server '$name' at $url did not become healthy; its log:" >&2
+    cat "$WORK/$name.log" >&2
+    exit 1
+}
+
+OPEN_URL="$(start_server open)"
+AUTH_STRING="prefecto:test-secret"
+AUTH_URL="$(start_server auth PREFECT_SERVER_API_AUTH_STRING="$AUTH_STRING")"
+wait_healthy "$OPEN_URL" open
+wait_healthy "$AUTH_URL" auth "$AUTH_STRING"
+echo "== Prefect $PREFECT_VERSION servers: $OPEN_URL (open), $AUTH_URL (basic auth)"
+
+# The integration tests read these; every other test runs embedded.
+export PREFECTO_TEST_PREFECT_API_URL="$OPEN_URL"
+export PREFECTO_TEST_PREFECT_AUTH_URL="$AUTH_URL"
+export PREFECTO_TEST_PREFECT_AUTH_STRING="$AUTH_STRING"
+export PREFECTO_TEST_PREFECT_BIN="$VENV/bin/prefect"
+export PREFECTO_TEST_WORK="$WORK"
+# Flows run by the tests record their history here, not in ~/.prefecto.
+export PREFECTO_HOME="$WORK/prefecto-home"
+# No test reports to a server it did not choose.
+unset PREFECT_API_URL PREFECT_API_KEY PREFECT_API_AUTH_STRING
+export PREFECT_PROFILES_PATH="$WORK/no-profiles.toml"
+
+# The Prefect tests run the examples as the README does.
+cargo build --locked --examples -p prefecto
 cargo test --workspace --locked "$@"

@@ -172,13 +172,18 @@ impl FlowRunContext {
         !self.recorders.is_empty()
     }
 
-    pub(crate) fn record_transition(&self, task_run: Option<TaskRunName>, state: &State) {
+    pub(crate) fn record_transition(
+        &self,
+        task_run: Option<(TaskRunName, &'static crate::task::TaskSpec)>,
+        state: &State,
+    ) {
         if self.recorders.is_empty() {
             return;
         }
         let event = TransitionEvent {
             flow_run: self.flow_run_ref(),
-            task_run,
+            task_run: task_run.map(|(name, _)| name),
+            task: task_run.map(|(_, spec)| spec),
             state,
         };
         for recorder in self.recorders.iter() {

@@ -66,16 +66,22 @@ struct Slot<T> {
 /// What a task run's future and its engine share.
 pub(crate) struct RunShared<T> {
     pub(crate) name: TaskRunName,
+    pub(crate) spec: &'static crate::task::TaskSpec,
     slot: Mutex<Slot<T>>,
     terminal: AtomicBool,
     finished: Notify,
 }
 
 impl<T> RunShared<T> {
-    pub(crate) fn new(name: TaskRunName, state: State) -> Arc<Self> {
+    pub(crate) fn new(
+        name: TaskRunName,
+        spec: &'static crate::task::TaskSpec,
+        state: State,
+    ) -> Arc<Self> {
         let terminal = state.is_terminal();
         Arc::new(RunShared {
             name,
+            spec,
             slot: Mutex::new(Slot { state, value: None }),
             terminal: AtomicBool::new(terminal),
             finished: Notify::new(),
@@ -347,6 +353,8 @@ mod tests {
         }
     }
 
+    static ADD: crate::task::TaskSpec = crate::task::TaskSpec::new("add", &["a", "b"]);
+
     #[test]
     fn name_is_task_dash_index() {
         assert_eq!(name().to_string(), "add-3");
@@ -354,7 +362,7 @@ mod tests {
 
     #[test]
     fn waiters_wake_on_finish() {
-        let shared = RunShared::<u8>::new(name(), State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
         let future = PrefectFuture::new(shared.clone());
         assert!(!future.is_done());
         let finisher = std::thread::spawn(move || {
@@ -368,7 +376,7 @@ mod tests {
 
     #[test]
     fn terminal_state_is_final() {
-        let shared = RunShared::<u8>::new(name(), State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
         shared.finish(State::cancelled("stopped"), None);
         shared.set_state(State::running());
         assert!(shared.state().is_cancelled());

@@ -68,6 +68,7 @@ pub mod flow;
 pub mod future;
 pub mod logging;
 mod names;
+pub mod prefect_api;
 pub mod progress;
 pub mod recorder;
 pub mod runner;

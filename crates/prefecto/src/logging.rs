@@ -168,10 +168,20 @@ pub fn init_with_writer<W>(level: LevelFilter, writer: W) -> bool
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // The HTTP stack beneath the Prefect reporter speaks only when something
+    // is wrong: at DEBUG it would drown the flow's own lines.
+    let quiet = level.min(LevelFilter::WARN);
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_targets(["hyper", "hyper_util", "reqwest", "rustls", "h2"].map(|t| (t, quiet)));
     tracing_subscriber::fmt()
         .event_format(PrefectFormat)
         .with_max_level(level)
         .with_writer(writer)
+        .finish()
+        .with(targets)
         .try_init()
         .is_ok()
 }

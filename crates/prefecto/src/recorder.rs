@@ -37,6 +37,8 @@ pub struct TransitionEvent<'a> {
     pub flow_run: FlowRunRef<'a>,
     /// The task run, or `None` for the flow run's own transitions.
     pub task_run: Option<TaskRunName>,
+    /// The task run's task: its tags and parameter names.
+    pub task: Option<&'static crate::task::TaskSpec>,
     /// The new state, with its timestamp.
     pub state: &'a State,
 }
@@ -117,16 +119,18 @@ pub fn install(recorder: Arc<dyn Recorder>) {
 }
 
 /// The recorders a new flow run will report to: the run history (unless it
-/// is off), then those installed.
+/// is off), the Prefect server (if one is configured), then those installed.
 pub(crate) fn installed(
     history: Option<Arc<crate::store::HistoryRecorder>>,
 ) -> Arc<[Arc<dyn Recorder>]> {
     let history = history.map(|h| h as Arc<dyn Recorder>);
+    let prefect = crate::prefect_api::reporter().map(|r| r as Arc<dyn Recorder>);
     let installed = INSTALLED
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     history
         .into_iter()
+        .chain(prefect)
         .chain(installed.iter().cloned())
         .collect()
 }

@@ -237,7 +237,7 @@ pub(crate) fn new_run<T: Task>(task: &T, index: u64) -> Arc<RunShared<T::Output>
         task: task.spec().name,
         index,
     };
-    RunShared::new(name, State::pending())
+    RunShared::new(name, task.spec(), State::pending())
 }
 
 /// Records and logs a task run's creation and submission, as it is submitted.
@@ -268,7 +268,7 @@ pub(crate) fn announce_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>) {
 pub(crate) fn cancel_unsubmitted<T>(ctx: &FlowRunContext, shared: &RunShared<T>, message: &str) {
     // Straight to Cancelled: it was never submitted, so never Pending.
     let cancelled = State::cancelled(message);
-    ctx.record_transition(Some(shared.name), &cancelled);
+    ctx.record_transition(Some((shared.name, shared.spec)), &cancelled);
     shared.finish(cancelled, None);
 }
 
@@ -284,7 +284,7 @@ enum Attempt<T> {
 }
 
 fn transition<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State) {
-    ctx.record_transition(Some(shared.name), &state);
+    ctx.record_transition(Some((shared.name, shared.spec)), &state);
     shared.set_state(state);
 }
 
@@ -489,7 +489,7 @@ fn finish_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State, valu
     } else {
         implied_log!(name, ERROR, "Finished in state {}", state);
     }
-    ctx.record_transition(Some(name), &state);
+    ctx.record_transition(Some((name, shared.spec)), &state);
     shared.finish(state, value);
 }
 

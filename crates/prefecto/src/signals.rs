@@ -39,15 +39,32 @@ pub(crate) fn flow_run_started(ctx: &Arc<FlowRunContext>) {
             )
         })
         .unwrap_or(true);
-    if !handle_signals {
-        return;
+    if handle_signals {
+        LISTENING.get_or_init(|| {
+            crate::context::own_runtime().spawn(listen());
+        });
     }
-    LISTENING.get_or_init(|| {
-        crate::context::own_runtime().spawn(listen());
-    });
     let mut active = active();
     active.retain(|weak| weak.strong_count() > 0);
     active.push(Arc::downgrade(ctx));
+}
+
+/// Cancels an active flow run, as a signal would but without ending the
+/// process: its in-flight task runs are cancelled and it ends `Cancelled`.
+/// False if no such flow run is active.
+pub(crate) fn cancel_flow_run(id: uuid::Uuid, reason: String) -> bool {
+    let flow_run = active()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|ctx| ctx.id == id);
+    match flow_run {
+        Some(ctx) => {
+            flow_log!(ctx, WARN, "{}", reason);
+            ctx.scope.cancel(reason);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Unregisters a flow run that has ended.

@@ -184,5 +184,9 @@ async fn a_long_task_run_shows_running_then_finishes_once() {
         .iter()
         .filter(|l| l.message == "Finished in state Completed()")
         .collect();
-    assert_eq!(finished.len(), 2, "the task run's and the flow run's: {logs:?}");
+    assert_eq!(
+        finished.len(),
+        2,
+        "the task run's and the flow run's: {logs:?}"
+    );
 }

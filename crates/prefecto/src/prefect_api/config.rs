@@ -1,0 +1,188 @@
+//! Where the Prefect server is, read as the Python SDK reads it: the
+//! environment first, then the active profile of `profiles.toml`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// How requests authenticate. Never printed: `Debug` shows only the kind.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials (a local server).
+    None,
+    /// `PREFECT_API_KEY`, sent as a Bearer token (Prefect Cloud).
+    ApiKey(String),
+    /// `PREFECT_API_AUTH_STRING`, sent as HTTP Basic auth (a self-hosted server with auth).
+    AuthString(String),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Auth::None => "None",
+            Auth::ApiKey(_) => "ApiKey(<redacted>)",
+            Auth::AuthString(_) => "AuthString(<redacted>)",
+        })
+    }
+}
+
+/// The Prefect server to report to, and how to pace the reports.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The API's base URL, without a trailing `/` (`http://127.0.0.1:4200/api`).
+    pub url: String,
+    /// The credentials.
+    pub auth: Auth,
+    /// Task-run events sent per second at most (`PREFECTO_EVENTS_PER_SECOND`,
+    /// default 150): a SQLite server records about 60 a second and drops what
+    /// overflows its queue, silently.
+    pub events_per_second: f64,
+    /// How long a flow call waits, at its end, for the server to have
+    /// everything (`PREFECTO_REPORT_WAIT`, seconds, default 300).
+    pub report_wait: Duration,
+    /// How often the flow run's state is polled for a cancellation from the
+    /// UI (`PREFECTO_CANCEL_POLL`, seconds, default 5).
+    pub cancel_poll: Duration,
+}
+
+impl ApiConfig {
+    /// A configuration for the server at `url`, with defaults for the rest.
+    ///
+    /// ```
+    /// use prefecto::prefect_api::ApiConfig;
+    ///
+    /// let config = ApiConfig::new("http://127.0.0.1:4200/api/").unwrap();
+    /// assert_eq!(config.url, "http://127.0.0.1:4200/api");
+    /// assert!(ApiConfig::new("127.0.0.1:4200").is_err());
+    /// ```
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::BadUrl {
+                url: url.to_string(),
+            });
+        }
+        Ok(ApiConfig {
+            url: url.to_string(),
+            auth: Auth::None,
+            events_per_second: 150.0,
+            report_wait: Duration::from_secs(300),
+            cancel_poll: Duration::from_secs(5),
+        })
+    }
+
+    /// The configuration from the environment and the active profile, or
+    /// `None` if no API URL is set (prefecto then runs embedded only).
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        let profile = active_profile()?;
+        let setting = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| profile.as_ref().and_then(|p| p.get(name)))
+        };
+        let Some(url) = setting("PREFECT_API_URL") else {
+            return Ok(None);
+        };
+        let mut config = ApiConfig::new(&url)?;
+        config.auth = match (
+            setting("PREFECT_API_KEY"),
+            setting("PREFECT_API_AUTH_STRING"),
+        ) {
+            (Some(key), _) => Auth::ApiKey(key),
+            (None, Some(auth)) => Auth::AuthString(auth),
+            (None, None) => Auth::None,
+        };
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
+        if let Some(rate) = number("PREFECTO_EVENTS_PER_SECOND").filter(|r| *r > 0.0) {
+            config.events_per_second = rate;
+        }
+        if let Some(wait) = number("PREFECTO_REPORT_WAIT").filter(|w| *w >= 0.0) {
+            config.report_wait = Duration::from_secs_f64(wait);
+        }
+        if let Some(poll) = number("PREFECTO_CANCEL_POLL").filter(|p| *p > 0.0) {
+            config.cancel_poll = Duration::from_secs_f64(poll);
+        }
+        Ok(Some(config))
+    }
+}
+
+/// The settings of the active profile, if there is a profiles file.
+struct Profile(toml::Table);
+
+impl Profile {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.0.get(name)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+fn profiles_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PREFECT_PROFILES_PATH") {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var_os("PREFECT_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".prefect")))?;
+    Some(home.join("profiles.toml"))
+}
+
+/// Reads `profiles.toml` as Prefect writes it: `active = "name"` and a
+/// `[profiles.name]` table of settings. `PREFECT_PROFILE` picks another.
+fn active_profile() -> Result<Option<Profile>, ConfigError> {
+    let Some(path) = profiles_path() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ConfigError::Profiles {
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Profiles {
+            path: path.clone(),
+            reason: e.message().to_string(),
+        })?;
+    let active = std::env::var("PREFECT_PROFILE")
+        .ok()
+        .or_else(|| table.get("active")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "ephemeral".to_string());
+    let settings = table
+        .get("profiles")
+        .and_then(|p| p.get(&active))
+        .and_then(|p| p.as_table())
+        .cloned();
+    Ok(settings.map(Profile))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let mut config = ApiConfig::new("https://api.example.com/api").unwrap();
+        config.auth = Auth::ApiKey("pnu_secret".into());
+        assert!(!format!("{config:?}").contains("pnu_secret"));
+        config.auth = Auth::AuthString("admin:hunter2".into());
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(matches!(
+            ApiConfig::new("ftp://x/api"),
+            Err(ConfigError::BadUrl { .. })
+        ));
+    }
+}

@@ -1,0 +1,52 @@
+//! Reporting to a real Prefect 3 server.
+//!
+//! With `PREFECT_API_URL` set (or a Prefect profile naming a server), every
+//! flow run, task run, state and log line of a flow run appears on that
+//! server and in its UI. Flow-run states go over REST, one sequential
+//! request at a time; task runs go as events, many per request and paced, as
+//! a server on SQLite drops what overflows its queue; logs go in batches.
+//! When a flow run ends, the reporter reads back what the server recorded
+//! and sends again what is missing.
+
+mod client;
+mod config;
+mod error;
+mod reporter;
+
+use std::sync::{Arc, OnceLock};
+
+pub use client::{Client, Sent};
+pub use config::{ApiConfig, Auth};
+pub use error::{ApiError, ConfigError};
+pub use reporter::{PrefectReporter, ReportCounters};
+
+/// The reporter for this process, started with the first flow run if the
+/// environment or a Prefect profile names a server.
+pub(crate) fn reporter() -> Option<Arc<PrefectReporter>> {
+    static REPORTER: OnceLock<Option<Arc<PrefectReporter>>> = OnceLock::new();
+    REPORTER
+        .get_or_init(|| {
+            let started = ApiConfig::from_env()
+                .and_then(|config| config.map(PrefectReporter::start).transpose());
+            match started {
+                Ok(reporter) => reporter.map(Arc::new),
+                Err(err) => {
+                    tracing::warn!(target: "prefecto.engine", "Not reporting to Prefect: {err}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// What reporting to Prefect has cost so far in this process, if it reports.
+///
+/// ```
+/// // With no PREFECT_API_URL, nothing is reported.
+/// # std::env::remove_var("PREFECT_API_URL");
+/// # std::env::set_var("PREFECT_PROFILES_PATH", "/nonexistent/profiles.toml");
+/// assert!(prefecto::prefect_api::counters().is_none());
+/// ```
+pub fn counters() -> Option<ReportCounters> {
+    reporter().map(|r| r.counters())
+}

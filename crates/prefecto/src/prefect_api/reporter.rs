@@ -1,0 +1,1060 @@
+//! The recorder that reports flow runs to a Prefect server.
+//!
+//! The engine hands it events through a channel; a thread of its own, with
+//! its own small runtime, talks to the server, so the flow's speed is set by
+//! its tasks and never by the server. Three writers, one per kind:
+//! - flow-run states over REST, one request at a time, in order;
+//! - finished task runs as events, many to a `POST /events`, paced;
+//! - log lines in batches to `POST /logs/`.
+//!
+//! When a flow run ends, the reporter waits until the server has recorded
+//! every task run (it reads back the count, and sends again what is missing)
+//! or a bounded wait has passed; what was not delivered is named in a warning.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use tracing::Level;
+use uuid::Uuid;
+
+use super::{ApiConfig, ApiError, Client, ConfigError, Sent};
+use crate::future::TaskRunName;
+use crate::recorder::{implied_lines, FlowRunRef, LogEvent, Recorder, TransitionEvent};
+use crate::state::State;
+use crate::task::TaskSpec;
+
+/// At most this many log lines go in one request.
+const MAX_LOGS_PER_REQUEST: usize = 1_000;
+/// And at most about this many bytes.
+const MAX_LOG_BYTES_PER_REQUEST: usize = 1_000_000;
+/// How often queued log lines are sent.
+const LOG_INTERVAL: Duration = Duration::from_millis(1_500);
+/// After everything is sent, how long a count that does not grow is trusted
+/// before the missing task runs are sent again.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// What the reporter has cost so far, in this process.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportCounters {
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    /// Of those, retries of a failed request.
+    pub retries: u64,
+    /// Task-run events sent.
+    pub events: u64,
+    /// Of those, events sent again because the server had not recorded them.
+    pub resent_events: u64,
+    /// Log lines sent.
+    pub logs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    events: AtomicU64,
+    resent_events: AtomicU64,
+    logs: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, sent: Sent) {
+        self.requests.fetch_add(sent.requests, Ordering::Relaxed);
+        self.retries.fetch_add(sent.retries, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ReportCounters {
+        ReportCounters {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            resent_events: self.resent_events.load(Ordering::Relaxed),
+            logs: self.logs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum Msg {
+    FlowState {
+        id: Uuid,
+        name: String,
+        flow: String,
+        state: State,
+    },
+    TaskState {
+        flow_run: Uuid,
+        run: TaskRunName,
+        spec: Option<&'static TaskSpec>,
+        state: State,
+    },
+    Log {
+        flow_run: Uuid,
+        task_run: Option<TaskRunName>,
+        level: Level,
+        logger: &'static str,
+        message: String,
+        timestamp: DateTime<Utc>,
+    },
+    End {
+        flow_run: Uuid,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+/// Reports every flow run of this process to a Prefect server.
+pub struct PrefectReporter {
+    sender: mpsc::UnboundedSender<Msg>,
+    counters: Arc<Counters>,
+    config: ApiConfig,
+}
+
+impl PrefectReporter {
+    /// Starts reporting to the server `config` names, on a thread of its own.
+    pub fn start(config: ApiConfig) -> Result<Self, ConfigError> {
+        let client = Client::new(config.clone())?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let reporter_counters = counters.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConfigError::Client(e.to_string()))?;
+        std::thread::Builder::new()
+            .name("prefecto-report".into())
+            .spawn(move || runtime.block_on(Reporter::new(client, reporter_counters).run(receiver)))
+            .map_err(|e| ConfigError::Client(e.to_string()))?;
+        Ok(PrefectReporter {
+            sender,
+            counters,
+            config,
+        })
+    }
+
+    /// What reporting has cost so far.
+    pub fn counters(&self) -> ReportCounters {
+        self.counters.snapshot()
+    }
+
+    fn send(&self, msg: Msg) {
+        // Fails only if the reporter thread is gone; it said why.
+        let _ = self.sender.send(msg);
+    }
+}
+
+impl Recorder for PrefectReporter {
+    fn on_transition(&self, event: &TransitionEvent<'_>) {
+        let state = event.state.clone();
+        self.send(match event.task_run {
+            None => Msg::FlowState {
+                id: event.flow_run.id,
+                name: event.flow_run.name.to_string(),
+                flow: event.flow_run.flow.to_string(),
+                state,
+            },
+            Some(run) => Msg::TaskState {
+                flow_run: event.flow_run.id,
+                run,
+                spec: event.task,
+                state,
+            },
+        });
+    }
+
+    fn on_log(&self, event: &LogEvent<'_>) {
+        self.send(Msg::Log {
+            flow_run: event.flow_run.id,
+            task_run: event.task_run,
+            level: event.level,
+            logger: event.logger,
+            message: event.message.to_string(),
+            timestamp: event.timestamp,
+        });
+    }
+
+    fn on_flow_run_end(&self, flow_run: FlowRunRef<'_>) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(Msg::End {
+            flow_run: flow_run.id,
+            done,
+        });
+        // The reporter answers within the report wait; the margin covers the
+        // last requests in flight.
+        let limit = self.config.report_wait + Duration::from_secs(90);
+        let receive = || {
+            let _ = wait.recv_timeout(limit);
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(receive),
+            _ => receive(),
+        }
+    }
+}
+
+/// A task run as the server will see it.
+struct TaskRunReport {
+    id: Uuid,
+    run: TaskRunName,
+    spec: Option<&'static TaskSpec>,
+    created: DateTime<Utc>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    run_count: u32,
+    previous: Option<State>,
+    latest: State,
+    submitted: bool,
+}
+
+/// A flow run being reported.
+struct FlowRunReport {
+    name: String,
+    flow: String,
+    /// The server's ids, once it has the flow run; `None` while unknown or
+    /// if the server could not be reached.
+    server: Option<ServerIds>,
+    /// Why the server does not have it, if it does not.
+    unreachable: Option<ApiError>,
+    task_runs: HashMap<TaskRunName, TaskRunReport>,
+    /// Task runs that have finished, in order: what the server must have.
+    finished: Vec<TaskRunName>,
+    /// A flow-run state the server stopped (ABORT): no more proposals.
+    aborted: bool,
+    cancel_requested: bool,
+}
+
+#[derive(Clone, Copy)]
+struct ServerIds {
+    flow: Uuid,
+    flow_run: Uuid,
+}
+
+/// Events and logs waiting to be sent, shared with their senders.
+#[derive(Default)]
+struct Outbox {
+    events: Mutex<VecDeque<Value>>,
+    logs: Mutex<VecDeque<Value>>,
+    /// Events taken by the sender and not yet answered.
+    events_in_flight: AtomicU64,
+    logs_in_flight: AtomicU64,
+    more: Notify,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        lock(&self.events).is_empty()
+            && lock(&self.logs).is_empty()
+            && self.events_in_flight.load(Ordering::Acquire) == 0
+            && self.logs_in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Reporter {
+    client: Client,
+    counters: Arc<Counters>,
+    outbox: Arc<Outbox>,
+    runs: HashMap<Uuid, FlowRunReport>,
+    flow_ids: HashMap<String, Uuid>,
+    /// Whether the server has answered as a Prefect server should.
+    checked: bool,
+}
+
+impl Reporter {
+    fn new(client: Client, counters: Arc<Counters>) -> Self {
+        Reporter {
+            client,
+            counters,
+            outbox: Arc::new(Outbox::default()),
+            runs: HashMap::new(),
+            flow_ids: HashMap::new(),
+            checked: false,
+        }
+    }
+
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Msg>) {
+        tokio::spawn(send_events(
+            self.client.clone(),
+            self.outbox.clone(),
+            self.counters.clone(),
+        ));
+        tokio::spawn(send_logs(
+            self.client.clone(),
+            self.outbox.clone(),
+            self.counters.clone(),
+        ));
+        let mut poll = tokio::time::interval(self.client.config().cancel_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = receiver.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => break,
+                },
+                _ = poll.tick() => self.poll_cancellation().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::FlowState {
+                id,
+                name,
+                flow,
+                state,
+            } => self.flow_state(id, name, flow, state).await,
+            Msg::TaskState {
+                flow_run,
+                run,
+                spec,
+                state,
+            } => self.task_state(flow_run, run, spec, state),
+            Msg::Log {
+                flow_run,
+                task_run,
+                level,
+                logger,
+                message,
+                timestamp,
+            } => {
+                let Some(report) = self.runs.get(&flow_run) else {
+                    return;
+                };
+                let task_run_id = task_run
+                    .and_then(|r| report.task_runs.get(&r))
+                    .map(|t| t.id);
+                if let Some(log) = log_json(report, task_run_id, level, logger, &message, timestamp)
+                {
+                    self.push_log(log);
+                }
+            }
+            Msg::End { flow_run, done } => {
+                let Some(report) = self.runs.remove(&flow_run) else {
+                    let _ = done.send(());
+                    return;
+                };
+                tokio::spawn(finish(
+                    report,
+                    self.client.clone(),
+                    self.outbox.clone(),
+                    self.counters.clone(),
+                    done,
+                ));
+            }
+        }
+    }
+
+    fn push_log(&self, log: Value) {
+        lock(&self.outbox.logs).push_back(log);
+    }
+
+    async fn flow_state(&mut self, id: Uuid, name: String, flow: String, state: State) {
+        if !self.runs.contains_key(&id) {
+            let mut report = FlowRunReport {
+                name,
+                flow,
+                server: None,
+                unreachable: None,
+                task_runs: HashMap::new(),
+                finished: Vec::new(),
+                aborted: false,
+                cancel_requested: false,
+            };
+            match self.create_flow_run(&report, &state).await {
+                Ok(ids) => report.server = Some(ids),
+                Err(err) => {
+                    tracing::warn!(
+                        target: "prefecto.engine",
+                        "Flow run '{}' is not reported to Prefect: {err}. It runs on; its history is in the local run history.",
+                        report.name
+                    );
+                    report.unreachable = Some(err);
+                }
+            }
+            self.runs.insert(id, report);
+            if state.is_pending() {
+                return;
+            }
+        }
+        let client = self.client.clone();
+        let counters = self.counters.clone();
+        let Some(report) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let Some(server) = report.server else {
+            return;
+        };
+        if report.aborted {
+            return;
+        }
+        let mut sent = Sent::default();
+        let result = set_flow_run_state(&client, server.flow_run, &state, &mut sent).await;
+        counters.add(sent);
+        match result {
+            Ok(Orchestration::Accepted) => {}
+            Ok(Orchestration::Rejected(current)) => tracing::debug!(
+                target: "prefecto.engine",
+                "Prefect kept flow run '{}' in state {current} instead of {}.",
+                report.name,
+                state.name()
+            ),
+            Ok(Orchestration::Aborted(reason)) => {
+                tracing::warn!(
+                    target: "prefecto.engine",
+                    "Prefect refused state {} for flow run '{}': {reason}",
+                    state.name(),
+                    report.name
+                );
+                report.aborted = true;
+            }
+            Err(err) => tracing::warn!(
+                target: "prefecto.engine",
+                "Could not report state {} of flow run '{}' to Prefect: {err}",
+                state.name(),
+                report.name
+            ),
+        }
+    }
+
+    async fn create_flow_run(
+        &mut self,
+        report: &FlowRunReport,
+        state: &State,
+    ) -> Result<ServerIds, ApiError> {
+        let mut sent = Sent::default();
+        let result = async {
+            if !self.checked {
+                // One question first, so that a wrong URL or key gets one clear answer.
+                self.client.check_with(&mut sent).await?;
+                self.checked = true;
+            }
+            let flow = match self.flow_ids.get(&report.flow) {
+                Some(id) => *id,
+                None => {
+                    let flow: Value = self
+                        .client
+                        .send(
+                            Method::POST,
+                            "/flows/",
+                            Some(&json!({ "name": report.flow })),
+                            &mut sent,
+                        )
+                        .await?;
+                    let id = uuid_field(&self.client, &flow, "/flows/")?;
+                    self.flow_ids.insert(report.flow.clone(), id);
+                    id
+                }
+            };
+            let body = json!({
+                "flow_id": flow,
+                "name": report.name,
+                "parameters": {},
+                "state": state_json(state),
+                "tags": [],
+            });
+            let run: Value = self
+                .client
+                .send(Method::POST, "/flow_runs/", Some(&body), &mut sent)
+                .await?;
+            let flow_run = uuid_field(&self.client, &run, "/flow_runs/")?;
+            Ok(ServerIds { flow, flow_run })
+        }
+        .await;
+        self.counters.add(sent);
+        result
+    }
+
+    fn task_state(
+        &mut self,
+        flow_run: Uuid,
+        run: TaskRunName,
+        spec: Option<&'static TaskSpec>,
+        state: State,
+    ) {
+        let Some(report) = self.runs.get_mut(&flow_run) else {
+            return;
+        };
+        let first = !report.task_runs.contains_key(&run);
+        let task_run = report
+            .task_runs
+            .entry(run)
+            .or_insert_with(|| TaskRunReport {
+                id: Uuid::new_v4(),
+                run,
+                spec,
+                created: state.timestamp(),
+                start: None,
+                end: None,
+                run_count: 0,
+                previous: None,
+                latest: state.clone(),
+                submitted: false,
+            });
+        task_run.submitted |= state.is_pending();
+        if state.is_running() {
+            task_run.start.get_or_insert(state.timestamp());
+            task_run.run_count += 1;
+        }
+        if state.is_terminal() {
+            task_run.end = Some(state.timestamp());
+        }
+        if !first {
+            task_run.previous = Some(std::mem::replace(&mut task_run.latest, state.clone()));
+        }
+        let run_name = run.to_string();
+        let lines = implied_lines(&run_name, run.task, &state, task_run.submitted);
+        let task_run_id = task_run.id;
+        let finished = state.is_terminal();
+        let mut logs = Vec::new();
+        for line in lines {
+            let id = line.about_task_run.then_some(task_run_id);
+            if let Some(log) = log_json(
+                report,
+                id,
+                line.level,
+                line.logger,
+                &line.message,
+                state.timestamp(),
+            ) {
+                logs.push(log);
+            }
+        }
+        if finished {
+            report.finished.push(run);
+            if let Some(server) = report.server {
+                let event = task_run_event(server, report, &report.task_runs[&run]);
+                lock(&self.outbox.events).push_back(event);
+                self.outbox.more.notify_one();
+            }
+        }
+        lock(&self.outbox.logs).extend(logs);
+    }
+
+    async fn poll_cancellation(&mut self) {
+        for (id, report) in self.runs.iter_mut() {
+            let Some(server) = report.server else {
+                continue;
+            };
+            if report.cancel_requested {
+                continue;
+            }
+            let mut sent = Sent::default();
+            let run: Result<Value, ApiError> = self
+                .client
+                .send(
+                    Method::GET,
+                    &format!("/flow_runs/{}", server.flow_run),
+                    None,
+                    &mut sent,
+                )
+                .await;
+            self.counters.add(sent);
+            if let Ok(run) = run {
+                if run["state_type"] == "CANCELLING" {
+                    report.cancel_requested = true;
+                    crate::signals::cancel_flow_run(
+                        *id,
+                        "The flow run was cancelled from Prefect (it was set to CANCELLING)."
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn uuid_field(client: &Client, value: &Value, path: &str) -> Result<Uuid, ApiError> {
+    value["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::NotPrefect {
+            url: format!("{}{path}", client.config().url),
+            detail: "its answer has no id".to_string(),
+        })
+}
+
+enum Orchestration {
+    Accepted,
+    Rejected(String),
+    Aborted(String),
+}
+
+/// Proposes a flow-run state, as the SDK does: a fresh transition id each
+/// time (which makes a retried request harmless), WAIT honoured.
+async fn set_flow_run_state(
+    client: &Client,
+    flow_run: Uuid,
+    state: &State,
+    sent: &mut Sent,
+) -> Result<Orchestration, ApiError> {
+    let path = format!("/flow_runs/{flow_run}/set_state");
+    for _ in 0..10 {
+        let mut state_json = state_json(state);
+        state_json["state_details"] = json!({ "transition_id": Uuid::new_v4() });
+        let body = json!({ "state": state_json, "force": false });
+        let result: Value = client.send(Method::POST, &path, Some(&body), sent).await?;
+        let reason = result["details"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match result["status"].as_str() {
+            Some("ACCEPT") => return Ok(Orchestration::Accepted),
+            Some("REJECT") => {
+                let current = result["state"]["name"].as_str().unwrap_or("?").to_string();
+                return Ok(Orchestration::Rejected(format!("{current} ({reason})")));
+            }
+            Some("ABORT") => return Ok(Orchestration::Aborted(reason)),
+            Some("WAIT") => {
+                let delay = result["details"]["delay_seconds"].as_f64().unwrap_or(1.0);
+                tokio::time::sleep(Duration::from_secs_f64(delay.clamp(0.1, 30.0))).await;
+            }
+            _ => {
+                return Err(ApiError::NotPrefect {
+                    url: format!("{}{path}", client.config().url),
+                    detail: format!("an orchestration result without a status: {result}"),
+                })
+            }
+        }
+    }
+    Ok(Orchestration::Aborted(
+        "the server kept answering WAIT".to_string(),
+    ))
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn state_json(state: &State) -> Value {
+    json!({
+        "type": state.state_type().as_api_str(),
+        "name": state.name(),
+        "message": state.message().unwrap_or_default(),
+    })
+}
+
+/// Prefect's numeric levels.
+fn level_number(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 40,
+        Level::WARN => 30,
+        Level::INFO => 20,
+        Level::DEBUG => 10,
+        Level::TRACE => 5,
+    }
+}
+
+fn log_json(
+    report: &FlowRunReport,
+    task_run_id: Option<Uuid>,
+    level: Level,
+    logger: &str,
+    message: &str,
+    timestamp: DateTime<Utc>,
+) -> Option<Value> {
+    let server = report.server?;
+    Some(json!({
+        "name": logger,
+        "level": level_number(level),
+        "message": message,
+        "timestamp": time(timestamp),
+        "flow_run_id": server.flow_run,
+        "task_run_id": task_run_id,
+    }))
+}
+
+/// One event for a finished task run: its final state, with the times the
+/// UI needs, so that one event per task run is enough.
+fn task_run_event(server: ServerIds, report: &FlowRunReport, task_run: &TaskRunReport) -> Value {
+    let state = &task_run.latest;
+    let name = task_run.run.to_string();
+    let state_type = state.state_type().as_api_str();
+    let message = state.message().unwrap_or_default();
+    let tags: &[&str] = task_run.spec.map_or(&[], |s| s.tags);
+    let mut related = vec![
+        json!({
+            "prefect.resource.id": format!("prefect.flow-run.{}", server.flow_run),
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": report.name,
+        }),
+        json!({
+            "prefect.resource.id": format!("prefect.flow.{}", server.flow),
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": report.flow,
+        }),
+    ];
+    related.extend(tags.iter().map(|tag| {
+        json!({ "prefect.resource.id": format!("prefect.tag.{tag}"), "prefect.resource.role": "tag" })
+    }));
+    let previous = task_run.previous.as_ref();
+    let task_inputs: serde_json::Map<String, Value> = task_run
+        .spec
+        .map(|s| s.param_names)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (p.to_string(), json!([])))
+        .collect();
+    let (retries, retry_delay) = task_run
+        .spec
+        .map_or((0, 0.0), |s| (s.retries, s.retry_delay.as_secs_f64()));
+    let total_run_time = match (task_run.start, task_run.end) {
+        (Some(start), Some(end)) => (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6,
+        _ => 0.0,
+    };
+    json!({
+        "id": Uuid::new_v4(),
+        "occurred": time(state.timestamp()),
+        "event": format!("prefect.task-run.{}", state.name()),
+        "resource": {
+            "prefect.resource.id": format!("prefect.task-run.{}", task_run.id),
+            "prefect.resource.name": name,
+            "prefect.state-type": state_type,
+            "prefect.state-name": state.name(),
+            "prefect.state-timestamp": time(state.timestamp()),
+            "prefect.run-count": task_run.run_count.to_string(),
+            "prefect.state-message": message,
+            "prefect.orchestration": "client",
+        },
+        "related": related,
+        "payload": {
+            "intended": {
+                "from": previous.map(|p| p.state_type().as_api_str()),
+                "to": state_type,
+            },
+            "initial_state": previous.map(|p| json!({
+                "type": p.state_type().as_api_str(),
+                "name": p.name(),
+                "message": p.message().unwrap_or_default(),
+                "state_details": {},
+            })),
+            "validated_state": {
+                "type": state_type,
+                "name": state.name(),
+                "message": message,
+                "state_details": { "untrackable_result": true },
+                "data": null,
+            },
+            "task_run": {
+                "name": name,
+                "task_key": task_run.run.task,
+                "dynamic_key": task_run.run.index.to_string(),
+                "tags": tags,
+                "labels": {},
+                "task_inputs": task_inputs,
+                "empirical_policy": {
+                    "max_retries": retries,
+                    "retry_delay_seconds": retry_delay,
+                    "retries": retries,
+                    "retry_delay": retry_delay,
+                },
+                "run_count": task_run.run_count,
+                "flow_run_run_count": 1,
+                "expected_start_time": time(task_run.created),
+                "start_time": task_run.start.map(time),
+                "end_time": task_run.end.map(time),
+                "total_run_time": total_run_time,
+            },
+        },
+    })
+}
+
+/// The event writer: one paced stream of `POST /events`. A server on SQLite
+/// records events far slower than it accepts them and drops what overflows
+/// its queue, without telling: the pace is what keeps the queue short.
+async fn send_events(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters>) {
+    let rate = client.config().events_per_second;
+    // One request a second at the default rate: few requests, small queue.
+    let per_request = (rate.ceil() as usize).clamp(1, 5_000);
+    loop {
+        let batch: Vec<Value> = {
+            let mut events = lock(&outbox.events);
+            let n = events.len().min(per_request);
+            events.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            outbox.more.notified().await;
+            continue;
+        }
+        outbox
+            .events_in_flight
+            .store(batch.len() as u64, Ordering::Release);
+        let started = Instant::now();
+        let mut sent = Sent::default();
+        let body = Value::Array(batch);
+        let result = client
+            .send(Method::POST, "/events", Some(&body), &mut sent)
+            .await;
+        counters.add(sent);
+        let Value::Array(batch) = body else {
+            unreachable!("built as an array")
+        };
+        match result {
+            Ok(_) => {
+                counters
+                    .events
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(err) => {
+                tracing::debug!(target: "prefecto.engine", "Task-run events not delivered yet: {err}");
+                {
+                    let mut events = lock(&outbox.events);
+                    for event in batch.into_iter().rev() {
+                        events.push_front(event);
+                    }
+                }
+                outbox.events_in_flight.store(0, Ordering::Release);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        }
+        outbox.events_in_flight.store(0, Ordering::Release);
+        let pace = Duration::from_secs_f64(batch.len() as f64 / rate);
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// The log writer: a batch every 1.5 s, at most 1,000 lines or about 1 MB.
+async fn send_logs(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters>) {
+    let mut tick = tokio::time::interval(LOG_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let batch: Vec<Value> = {
+                let mut logs = lock(&outbox.logs);
+                let mut bytes = 0;
+                let mut n = 0;
+                while n < logs.len().min(MAX_LOGS_PER_REQUEST) && bytes < MAX_LOG_BYTES_PER_REQUEST
+                {
+                    bytes += logs[n]["message"].as_str().map_or(0, str::len) + 200;
+                    n += 1;
+                }
+                logs.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            outbox
+                .logs_in_flight
+                .store(batch.len() as u64, Ordering::Release);
+            let mut sent = Sent::default();
+            let body = Value::Array(batch);
+            let result = client
+                .send(Method::POST, "/logs/", Some(&body), &mut sent)
+                .await;
+            counters.add(sent);
+            let Value::Array(batch) = body else {
+                unreachable!("built as an array")
+            };
+            let failed = result.is_err();
+            if failed {
+                let mut logs = lock(&outbox.logs);
+                for log in batch.into_iter().rev() {
+                    logs.push_front(log);
+                }
+                drop(logs);
+            } else {
+                counters
+                    .logs
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            outbox.logs_in_flight.store(0, Ordering::Release);
+            if failed {
+                break;
+            }
+        }
+    }
+}
+
+/// Ends a flow run's report: waits until the server has every task run,
+/// sending again what it lost, within the report wait.
+async fn finish(
+    report: FlowRunReport,
+    client: Client,
+    outbox: Arc<Outbox>,
+    counters: Arc<Counters>,
+    done: std::sync::mpsc::SyncSender<()>,
+) {
+    let deadline = Instant::now() + client.config().report_wait;
+    let expected = report.finished.len() as u64;
+    let Some(server) = report.server else {
+        // Its one warning was given when the server could not take it.
+        let _ = done.send(());
+        return;
+    };
+    let mut sent = Sent::default();
+    let mut last_count = None;
+    let mut settled_since = Instant::now();
+    let mut missing = expected;
+    loop {
+        if !outbox.is_empty() {
+            settled_since = Instant::now();
+        } else {
+            let count = count_task_runs(&client, server.flow_run, &mut sent).await;
+            match count {
+                Ok(count) if count >= expected => {
+                    missing = 0;
+                    break;
+                }
+                Ok(count) => {
+                    missing = expected - count;
+                    if last_count != Some(count) {
+                        last_count = Some(count);
+                        settled_since = Instant::now();
+                    } else if settled_since.elapsed() >= SETTLE {
+                        // The server's queue is empty and the count still short:
+                        // it dropped events. Send those again, with new ids.
+                        let resent =
+                            resend_missing(&client, &report, server, &outbox, &mut sent).await;
+                        counters.resent_events.fetch_add(resent, Ordering::Relaxed);
+                        settled_since = Instant::now();
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(target: "prefecto.engine", "Cannot count task runs yet: {err}")
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    counters.add(sent);
+    if missing > 0 {
+        tracing::warn!(
+            target: "prefecto.engine",
+            "Prefect has {} of the {expected} task run(s) of flow run '{}' after waiting {} s; \
+             the rest are in the local run history.",
+            expected - missing,
+            report.name,
+            client.config().report_wait.as_secs()
+        );
+    }
+    let c = counters.snapshot();
+    tracing::debug!(
+        target: "prefecto.engine",
+        "Prefect reporting so far: {} HTTP requests ({} retries), {} task-run events ({} sent again), {} log lines.",
+        c.requests, c.retries, c.events, c.resent_events, c.logs
+    );
+    let _ = done.send(());
+}
+
+async fn count_task_runs(
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<u64, ApiError> {
+    let body = json!({ "flow_runs": { "id": { "any_": [flow_run] } } });
+    let count: Value = client
+        .send(Method::POST, "/task_runs/count", Some(&body), sent)
+        .await?;
+    Ok(count.as_u64().unwrap_or(0))
+}
+
+/// Reads back the task-run ids the server has and queues events for the rest.
+async fn resend_missing(
+    client: &Client,
+    report: &FlowRunReport,
+    server: ServerIds,
+    outbox: &Outbox,
+    sent: &mut Sent,
+) -> u64 {
+    let mut recorded = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let body = json!({
+            "flow_runs": { "id": { "any_": [server.flow_run] } },
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 200,
+            "offset": offset,
+        });
+        let Ok(Value::Array(page)) = client
+            .send(Method::POST, "/task_runs/filter", Some(&body), sent)
+            .await
+        else {
+            return 0;
+        };
+        let n = page.len();
+        recorded.extend(
+            page.iter()
+                .filter_map(|run| run["id"].as_str().and_then(|id| id.parse::<Uuid>().ok())),
+        );
+        if n < 200 {
+            break;
+        }
+        offset += n;
+    }
+    let missing: Vec<Value> = report
+        .finished
+        .iter()
+        .filter_map(|run| report.task_runs.get(run))
+        .filter(|task_run| !recorded.contains(&task_run.id))
+        .map(|task_run| task_run_event(server, report, task_run))
+        .collect();
+    let resent = missing.len() as u64;
+    lock(&outbox.events).extend(missing);
+    outbox.more.notify_one();
+    resent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_prefects_numbers() {
+        assert_eq!(level_number(Level::INFO), 20);
+        assert_eq!(level_number(Level::ERROR), 40);
+    }
+
+    #[test]
+    fn a_finished_task_run_is_one_complete_event() {
+        let server = ServerIds {
+            flow: Uuid::new_v4(),
+            flow_run: Uuid::new_v4(),
+        };
+        let report = FlowRunReport {
+            name: "calm-heron".into(),
+            flow: "seed".into(),
+            server: Some(server),
+            unreachable: None,
+            task_runs: HashMap::new(),
+            finished: Vec::new(),
+            aborted: false,
+            cancel_requested: false,
+        };
+        let start = State::running();
+        let task_run = TaskRunReport {
+            id: Uuid::new_v4(),
+            run: TaskRunName {
+                task: "add",
+                index: 3,
+            },
+            spec: None,
+            created: start.timestamp(),
+            start: Some(start.timestamp()),
+            end: Some(start.timestamp()),
+            run_count: 1,
+            previous: Some(start),
+            latest: State::failed("boom"),
+            submitted: true,
+        };
+        let event = task_run_event(server, &report, &task_run);
+        assert_eq!(event["event"], "prefect.task-run.Failed");
+        assert_eq!(event["resource"]["prefect.orchestration"], "client");
+        assert_eq!(event["resource"]["prefect.state-message"], "boom");
+        assert_eq!(event["payload"]["task_run"]["name"], "add-3");
+        assert_eq!(event["payload"]["task_run"]["dynamic_key"], "3");
+        assert!(event["payload"]["task_run"]["start_time"].is_string());
+        assert_eq!(event["payload"]["intended"]["from"], "RUNNING");
+    }
+}

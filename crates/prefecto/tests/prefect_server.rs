@@ -1,0 +1,453 @@
+//! Reporting to a real Prefect 3.9.1 server, checked through the server's own API.
+//!
+//! `scripts/test.sh` installs Prefect, starts the servers and sets
+//! `PREFECTO_TEST_PREFECT_API_URL`. Flows run in child processes (the
+//! examples, or this test binary run again with `PREFECTO_TEST_CHILD`), since
+//! the Prefect configuration is read once per process, as the SDK reads it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use prefecto::concurrency::BatchTask;
+use prefecto::prefect_api::{ApiConfig, Auth, Client, Sent};
+use prefecto::prelude::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
+
+fn api_url() -> String {
+    std::env::var("PREFECTO_TEST_PREFECT_API_URL").expect(
+        "these tests need a Prefect server: run them with scripts/test.sh, which starts one",
+    )
+}
+
+/// The server's API, for checking what it recorded.
+struct Api {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new(url: &str) -> Self {
+        Api {
+            client: Client::new(ApiConfig::new(url).unwrap()).unwrap(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn open() -> Self {
+        Api::new(&api_url())
+    }
+
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.runtime
+            .block_on(
+                self.client
+                    .send(method, path, body.as_ref(), &mut Sent::default()),
+            )
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.call(Method::POST, path, Some(body))
+    }
+
+    /// The flow run with this name (names are unique enough here).
+    fn flow_run_named(&self, name: &str) -> Option<Value> {
+        let runs = self.post(
+            "/flow_runs/filter",
+            json!({ "flow_runs": { "name": { "any_": [name] } } }),
+        );
+        runs.as_array()?.first().cloned()
+    }
+
+    fn task_runs(&self, flow_run_id: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.post(
+                "/task_runs/filter",
+                json!({
+                    "flow_runs": { "id": { "any_": [flow_run_id] } },
+                    "sort": "EXPECTED_START_TIME_ASC",
+                    "limit": 200,
+                    "offset": all.len(),
+                }),
+            );
+            let page = page.as_array().unwrap().clone();
+            let n = page.len();
+            all.extend(page);
+            if n < 200 {
+                return all;
+            }
+        }
+    }
+
+    fn logs(&self, flow_run_id: &str) -> Vec<Value> {
+        self.post(
+            "/logs/filter",
+            json!({ "logs": { "flow_run_id": { "any_": [flow_run_id] } }, "sort": "TIMESTAMP_ASC" }),
+        )
+        .as_array()
+        .unwrap()
+        .clone()
+    }
+}
+
+fn examples_dir() -> PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/examples
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples")
+}
+
+/// A command for an example binary, reporting to `url`.
+fn example(name: &str, url: &str) -> Command {
+    let path = examples_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (scripts/test.sh does, and so does a plain cargo test)",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    command
+        .env("PREFECT_API_URL", url)
+        .env("PREFECTO_PROGRESS", "off");
+    command
+}
+
+/// This test binary, run again to run one child flow, reporting to `url`.
+fn child_process(role: &str, url: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child", "--include-ignored", "--nocapture"])
+        .env(CHILD_ENV, role)
+        .env("PREFECT_API_URL", url)
+        .env("PREFECTO_PROGRESS", "off");
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().unwrap()
+}
+
+/// The flow run's name, from the engine's first log line.
+fn flow_run_name(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("Created flow run '"))
+        .unwrap_or_else(|| panic!("no flow run in: {stderr}"));
+    line.split('\'').nth(1).unwrap().to_string()
+}
+
+fn by_name(task_runs: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    task_runs
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+#[test]
+fn the_batch_add_example_shows_on_the_server() {
+    let api = Api::open();
+    let output = run(example("batch_add", &api_url()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "[3, 5, 7, 9]");
+    assert!(!stderr.contains("WARNING"), "{stderr}");
+
+    let name = flow_run_name(&stderr);
+    let flow_run = api
+        .flow_run_named(&name)
+        .expect("the flow run is on the server");
+    assert_eq!(flow_run["state_type"], "COMPLETED", "{flow_run}");
+    let id = flow_run["id"].as_str().unwrap();
+
+    let task_runs = api.task_runs(id);
+    let runs = by_name(&task_runs);
+    assert_eq!(
+        runs.keys().collect::<Vec<_>>(),
+        ["add-0", "add-1", "add-2", "add-3"]
+    );
+    for run in runs.values() {
+        assert_eq!(run["state_type"], "COMPLETED", "{run}");
+        assert_eq!(run["task_key"], "add");
+        assert_eq!(run["run_count"], 1);
+        assert!(
+            run["start_time"].is_string() && run["end_time"].is_string(),
+            "{run}"
+        );
+        assert!(run["task_inputs"]["a"].is_array() && run["task_inputs"]["b"].is_array());
+    }
+
+    let graph = api.call(Method::GET, &format!("/flow_runs/{id}/graph-v2"), None);
+    let mut labels: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node[1]["label"].as_str().unwrap())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["add-0", "add-1", "add-2", "add-3"]);
+
+    let logs = api.logs(id);
+    let messages: Vec<&str> = logs
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "Created task run 'add-0' for task 'add'",
+        "Submitted task run 'add-3' for execution.",
+        "Finished in state Completed()",
+    ] {
+        assert!(messages.contains(&expected), "{expected}: {messages:?}");
+    }
+    let finished_task_run = logs
+        .iter()
+        .find(|l| l["message"] == "Finished in state Completed()" && l["task_run_id"].is_string())
+        .expect("task-run lines carry their task run's id");
+    let task_run_ids: Vec<&str> = task_runs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(task_run_ids.contains(&finished_task_run["task_run_id"].as_str().unwrap()));
+}
+
+#[test]
+fn the_kill_switch_example_reports_every_input() {
+    let api = Api::open();
+    let output = run(example("kill_switch", &api_url()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+
+    let name = flow_run_name(&stderr);
+    let flow_run = api.flow_run_named(&name).unwrap();
+    assert_eq!(flow_run["state_type"], "FAILED", "{flow_run}");
+    let message = flow_run["state"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Kill switch AnyFailedSwitch tripped"),
+        "{message}"
+    );
+
+    let runs = by_name(&api.task_runs(flow_run["id"].as_str().unwrap()));
+    assert_eq!(runs.len(), 6, "every input is on the server: {runs:?}");
+    assert_eq!(runs["add-0"]["state_type"], "COMPLETED");
+    assert_eq!(runs["add-1"]["state_type"], "FAILED");
+    assert!(runs["add-1"]["state"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid digit"));
+    for never_submitted in ["add-2", "add-3", "add-4", "add-5"] {
+        let run = &runs[never_submitted];
+        assert_eq!(run["state_type"], "CANCELLED", "{run}");
+        assert!(!run["state"]["message"].as_str().unwrap().is_empty());
+    }
+}
+
+#[task]
+fn increment(x: u64) -> u64 {
+    x + 1
+}
+
+#[flow]
+fn five_thousand() -> usize {
+    let batch = BatchTask::new(increment, 500).unwrap();
+    batch.map((0..5_000u64,)).unwrap().results().unwrap().len()
+}
+
+#[test]
+fn five_thousand_task_runs_all_arrive() {
+    let api = Api::open();
+    let started = Instant::now();
+    let output = run(child_process("five_thousand", &api_url()));
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let name = flow_run_name(&stderr);
+    let flow_run = api.flow_run_named(&name).unwrap();
+    assert_eq!(flow_run["state_type"], "COMPLETED");
+    // The flow call returned only once the server had everything.
+    let task_runs = api.task_runs(flow_run["id"].as_str().unwrap());
+    assert_eq!(task_runs.len(), 5_000);
+    assert!(task_runs.iter().all(|r| r["state_type"] == "COMPLETED"));
+    let requests: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .expect("the child prints its request count")
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "5,000 task runs: {requests} HTTP requests, {:.4} per task run, {:.1} s until the server had all",
+        requests as f64 / 5_000.0,
+        elapsed.as_secs_f64()
+    );
+    assert!(!stderr.contains("WARNING"), "{stderr}");
+}
+
+#[task]
+async fn sleepy(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    x
+}
+
+#[flow]
+fn long_running() -> usize {
+    println!(
+        "flow run: {}",
+        prefecto::flow::current_flow_run().unwrap().name
+    );
+    let batch = BatchTask::new(sleepy, 5).unwrap().sliding_window();
+    batch.map((0..2_000u64,)).map(|f| f.len()).unwrap_or(0)
+}
+
+#[test]
+fn cancelling_from_the_api_stops_the_flow() {
+    let api = Api::open();
+    let mut command = child_process("long_running", &api_url());
+    command
+        .env("PREFECTO_CANCEL_POLL", "0.5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut process = command.spawn().unwrap();
+    let stdout = BufReader::new(process.stdout.take().unwrap());
+    let name = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("flow run: ").map(str::to_string))
+        .expect("the child names its flow run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let flow_run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the flow run never showed RUNNING"
+        );
+        if let Some(run) = api.flow_run_named(&name) {
+            if run["state_type"] == "RUNNING" {
+                break run;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = flow_run["id"].as_str().unwrap();
+    let cancelling = api.post(
+        &format!("/flow_runs/{id}/set_state"),
+        json!({ "state": { "type": "CANCELLING" }, "force": false }),
+    );
+    assert_eq!(cancelling["status"], "ACCEPT", "{cancelling}");
+    let output = process.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a cancelled flow is an error: {stderr}"
+    );
+    let flow_run = api.flow_run_named(&name).unwrap();
+    assert_eq!(flow_run["state_type"], "CANCELLED", "{flow_run}");
+    let task_runs = api.task_runs(id);
+    assert_eq!(task_runs.len(), 2_000, "every input has an outcome");
+    let cancelled = task_runs
+        .iter()
+        .filter(|r| r["state_type"] == "CANCELLED")
+        .count();
+    assert!(
+        cancelled > 1_000,
+        "the flow stopped early: {cancelled} cancelled"
+    );
+}
+
+#[test]
+fn bad_configuration_gives_one_clear_message_without_the_secret() {
+    // Nothing listens on port 9 of loopback.
+    let output = run(example("batch_add", "http://127.0.0.1:9/api"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "a server outage does not fail the flow: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot reach the Prefect server at http://127.0.0.1:9/api"),
+        "{stderr}"
+    );
+
+    // A server with auth, and a wrong auth string.
+    let auth_url = std::env::var("PREFECTO_TEST_PREFECT_AUTH_URL").unwrap();
+    let mut wrong = example("batch_add", &auth_url);
+    wrong.env("PREFECT_API_AUTH_STRING", "prefecto:not-the-secret");
+    let output = run(wrong);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused the credentials (HTTP 401)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&auth_url), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+
+    // A wrong API key, as Prefect Cloud users set it.
+    let mut wrong = example("batch_add", &auth_url);
+    wrong.env("PREFECT_API_KEY", "pnu_wrong_key");
+    let output = run(wrong);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+    assert!(!stderr.contains("pnu_wrong_key"), "{stderr}");
+
+    // The right auth string works.
+    let mut right = example("batch_add", &auth_url);
+    right.env(
+        "PREFECT_API_AUTH_STRING",
+        std::env::var("PREFECTO_TEST_PREFECT_AUTH_STRING").unwrap(),
+    );
+    let output = run(right);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("WARNING"), "{stderr}");
+    let mut config = ApiConfig::new(&auth_url).unwrap();
+    config.auth = Auth::AuthString(std::env::var("PREFECTO_TEST_PREFECT_AUTH_STRING").unwrap());
+    let authed = Api {
+        client: Client::new(config).unwrap(),
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    let run = authed.flow_run_named(&flow_run_name(&stderr)).unwrap();
+    assert_eq!(run["state_type"], "COMPLETED");
+
+    // Not a Prefect API: the server's root, without /api.
+    let root = api_url().trim_end_matches("/api").to_string();
+    let output = run_example_quiet("batch_add", &root);
+    assert!(
+        output.contains("does not look like a Prefect server's API"),
+        "{output}"
+    );
+}
+
+fn run_example_quiet(name: &str, url: &str) -> String {
+    let output = run(example(name, url));
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What a child process does, by role; nothing when run as an ordinary test.
+#[test]
+#[ignore = "run by the other tests as a child process"]
+fn child() {
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("five_thousand") => {
+            assert_eq!(five_thousand().unwrap(), 5_000);
+            let counters = prefecto::prefect_api::counters().unwrap();
+            println!("requests: {}", counters.requests);
+        }
+        Ok("long_running") => {
+            // A cancelled flow run is an error; say so in the exit code.
+            std::process::exit(if long_running().is_err() { 3 } else { 0 });
+        }
+        _ => {}
+    }
+}
