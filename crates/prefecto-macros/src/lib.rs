@@ -605,16 +605,29 @@ fn expand_flow(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let output = &returns.output;
     let convert = convert_body_output(&returns);
 
+    let types: Vec<&Type> = params.iter().map(|p| &p.ty).collect();
+    let names: Vec<String> = idents.iter().map(|i| i.to_string()).collect();
+    // An adopted flow run (PREFECT__FLOW_RUN_ID) takes its parameters from the
+    // server, where their types can be deserialized.
+    let adopt = quote! {
+        #(
+            let #idents: #types = (&::prefecto::__private::Adopt::<#types>(
+                __adopted.as_ref(), #names, ::prefecto::__private::PhantomData,
+            )).prefecto_adopt(#idents);
+        )*
+    };
     let run = if asyncness.is_some() {
         quote! {
-            ::prefecto::__private::run_async(&__PREFECTO_FLOW, async move {
+            ::prefecto::__private::run_async(&__PREFECTO_FLOW, __parameters, move |__adopted: ::std::option::Option<::prefecto::__private::JsonMap<::std::string::String, ::prefecto::__private::JsonValue>>| async move {
+                #adopt
                 let __out = __prefecto_body(#(#idents),*).await;
                 #convert
             }).await
         }
     } else {
         quote! {
-            ::prefecto::__private::run_sync(&__PREFECTO_FLOW, move || {
+            ::prefecto::__private::run_sync(&__PREFECTO_FLOW, __parameters, move |__adopted: ::std::option::Option<::prefecto::__private::JsonMap<::std::string::String, ::prefecto::__private::JsonValue>>| {
+                #adopt
                 let __out = __prefecto_body(#(#idents),*);
                 #convert
             })
@@ -630,6 +643,14 @@ fn expand_flow(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
                 name: #name,
                 max_workers: #max_workers,
             };
+
+            #[allow(unused_imports)]
+            use ::prefecto::__private::{
+                AdoptParam as _, AdoptParamFallback as _, ParamToJson as _, ParamToJsonFallback as _,
+            };
+            // Shown on the Prefect server: JSON where the type serializes.
+            let __parameters: ::std::vec::Vec<(&'static str, ::prefecto::__private::JsonValue)> =
+                ::std::vec![#( (#names, (&::prefecto::__private::Param(&#idents)).prefecto_to_json()) ),*];
 
             #run
         }

@@ -82,6 +82,8 @@ pub(crate) struct FlowRunContext {
     /// The flow run's name; empty for the context of task runs outside a flow.
     pub(crate) name: String,
     pub(crate) flow: String,
+    /// The flow call's parameters, as a JSON object.
+    pub(crate) parameters: serde_json::Value,
     pub(crate) handle: Handle,
     max_workers: Option<usize>,
     /// Started by the first sync task run: flows of async tasks never start it.
@@ -99,16 +101,19 @@ pub(crate) struct FlowRunContext {
 
 impl FlowRunContext {
     pub(crate) fn new(
+        id: Uuid,
         name: String,
         flow: String,
+        parameters: serde_json::Value,
         handle: Handle,
         max_workers: Option<usize>,
     ) -> Arc<Self> {
         let history = crate::store::history_recorder();
         Arc::new(FlowRunContext {
-            id: Uuid::new_v4(),
+            id,
             name,
             flow,
+            parameters,
             handle,
             max_workers,
             pool: OnceLock::new(),
@@ -165,6 +170,7 @@ impl FlowRunContext {
             id: self.id,
             name: &self.name,
             flow: &self.flow,
+            parameters: &self.parameters,
         }
     }
 
@@ -333,8 +339,10 @@ fn outside_any_flow() -> Arc<FlowRunContext> {
         .get_or_init(|| {
             crate::logging::install_default();
             FlowRunContext::new(
+                Uuid::new_v4(),
                 String::new(),
                 String::new(),
+                serde_json::Value::Object(Default::default()),
                 own_runtime().handle().clone(),
                 None,
             )

@@ -123,11 +123,45 @@ fn startup_error(
     }
 }
 
-fn begin(spec: &FlowSpec, handle: tokio::runtime::Handle) -> Arc<FlowRunContext> {
+/// The parameters a flow call was given, as JSON, by name.
+pub type Parameters = Vec<(&'static str, serde_json::Value)>;
+
+/// The parameters of an adopted flow run, from the server.
+pub type AdoptedParameters = Option<serde_json::Map<String, serde_json::Value>>;
+
+fn begin(
+    spec: &FlowSpec,
+    handle: tokio::runtime::Handle,
+    parameters: Parameters,
+) -> (Arc<FlowRunContext>, AdoptedParameters) {
     crate::logging::install_default();
+    // A flow run a Prefect worker created for us (PREFECT__FLOW_RUN_ID) is
+    // adopted: its id, its name and its parameters come from the server.
+    let adopted = crate::prefect_api::adopt_from_env(spec.name);
+    let (id, name, parameters, adopted_parameters) = match adopted {
+        Some(run) => (
+            run.id,
+            run.name,
+            serde_json::Value::Object(run.parameters.clone()),
+            Some(run.parameters),
+        ),
+        None => (
+            Uuid::new_v4(),
+            generate_run_name(),
+            serde_json::Value::Object(
+                parameters
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
+            ),
+            None,
+        ),
+    };
     let ctx = FlowRunContext::new(
-        generate_run_name(),
+        id,
+        name,
         spec.name.to_string(),
+        parameters,
         handle,
         spec.max_workers,
     );
@@ -144,7 +178,7 @@ fn begin(spec: &FlowSpec, handle: tokio::runtime::Handle) -> Arc<FlowRunContext>
     }
     ctx.record_transition(None, &State::running());
     crate::signals::flow_run_started(&ctx);
-    ctx
+    (ctx, adopted_parameters)
 }
 
 /// Ends the flow run in the state its body's outcome calls for, or
@@ -198,9 +232,13 @@ fn end<T>(
 /// The flow run gets its own multi-threaded runtime, so a plain `fn main()`
 /// needs no runtime of its own. The body runs on the calling thread; it waits
 /// for every task run it submitted before the flow run ends.
-pub fn run_sync<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+pub fn run_sync<T, F>(
+    spec: &'static FlowSpec,
+    parameters: Parameters,
+    body: F,
+) -> Result<T, FlowRunError>
 where
-    F: FnOnce() -> Result<T, BodyError> + Send,
+    F: FnOnce(AdoptedParameters) -> Result<T, BodyError> + Send,
     T: Send,
 {
     if tokio::runtime::Handle::try_current().is_ok() {
@@ -208,17 +246,21 @@ where
         // inside one, so a sync flow called from async code runs on a thread of its own.
         return std::thread::scope(|scope| {
             scope
-                .spawn(|| run_sync_here(spec, body))
+                .spawn(|| run_sync_here(spec, parameters, body))
                 .join()
                 .unwrap_or_else(|panic| resume_unwind(panic))
         });
     }
-    run_sync_here(spec, body)
+    run_sync_here(spec, parameters, body)
 }
 
-fn run_sync_here<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+fn run_sync_here<T, F>(
+    spec: &'static FlowSpec,
+    parameters: Parameters,
+    body: F,
+) -> Result<T, FlowRunError>
 where
-    F: FnOnce() -> Result<T, BodyError>,
+    F: FnOnce(AdoptedParameters) -> Result<T, BodyError>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,25 +268,34 @@ where
         .build()
         .map_err(|e| startup_error(spec, "async runtime", e))?;
     let _entered = runtime.enter();
-    let ctx = begin(spec, runtime.handle().clone());
-    let outcome =
-        context::with_thread_context(ctx.clone(), || catch_unwind(AssertUnwindSafe(body)));
+    let (ctx, adopted) = begin(spec, runtime.handle().clone(), parameters);
+    let outcome = context::with_thread_context(ctx.clone(), || {
+        catch_unwind(AssertUnwindSafe(|| body(adopted)))
+    });
     runtime.block_on(wait_for_task_runs(&ctx));
     end(&ctx, outcome)
 }
 
 /// Runs an async flow body as a flow run: what calling an async `#[flow]` does.
 /// It uses the caller's Tokio runtime.
-pub async fn run_async<T, F>(spec: &'static FlowSpec, body: F) -> Result<T, FlowRunError>
+pub async fn run_async<T, F, Fut>(
+    spec: &'static FlowSpec,
+    parameters: Parameters,
+    body: F,
+) -> Result<T, FlowRunError>
 where
-    F: Future<Output = Result<T, BodyError>>,
+    F: FnOnce(AdoptedParameters) -> Fut,
+    Fut: Future<Output = Result<T, BodyError>>,
 {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| FlowRunError::NoRuntime {
         flow: spec.name.to_string(),
     })?;
-    let ctx = begin(spec, handle);
-    let outcome =
-        context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind()).await;
+    let (ctx, adopted) = begin(spec, handle, parameters);
+    let outcome = context::with_task_context(
+        ctx.clone(),
+        AssertUnwindSafe(async move { body(adopted).await }).catch_unwind(),
+    )
+    .await;
     wait_for_task_runs(&ctx).await;
     end(&ctx, outcome)
 }

@@ -68,6 +68,7 @@ pub mod flow;
 pub mod future;
 pub mod logging;
 mod names;
+mod parameters;
 pub mod prefect_api;
 pub mod progress;
 pub mod recorder;
@@ -92,9 +93,14 @@ pub mod prelude {
     };
     pub use crate::flow::FlowRunError;
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
+    pub use crate::parameters::{
+        Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
+    };
     pub use crate::state::{State, StateType};
     pub use crate::task::Task;
     pub use prefecto_macros::{flow, task};
+    pub use serde_json::{Map as JsonMap, Value as JsonValue};
+    pub use std::marker::PhantomData;
 }
 
 /// The README's examples, run as doc tests.
@@ -108,11 +114,16 @@ pub mod __private {
     pub use crate::args::{MapArgs, MapError};
     pub use crate::flow::{run_async, run_sync, FlowSpec};
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
+    pub use crate::parameters::{
+        Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
+    };
     pub use crate::runner::{call, call_async, map, submit};
     pub use crate::task::{BodyError, Invocation, Task, TaskSpec};
     pub use serde_json;
+    pub use serde_json::{Map as JsonMap, Value as JsonValue};
     pub use std::boxed::Box;
     pub use std::future::Future;
+    pub use std::marker::PhantomData;
     pub use std::pin::Pin;
     pub use std::result::Result;
     pub use std::time::Duration;

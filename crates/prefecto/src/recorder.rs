@@ -28,6 +28,8 @@ pub struct FlowRunRef<'a> {
     pub name: &'a str,
     /// The flow's name.
     pub flow: &'a str,
+    /// The flow call's parameters, as a JSON object (`{}` outside a flow run).
+    pub parameters: &'a serde_json::Value,
 }
 
 /// A run entered a new state.

@@ -416,8 +416,8 @@ fn bad_configuration_gives_one_clear_message_without_the_secret() {
             .build()
             .unwrap(),
     };
-    let run = authed.flow_run_named(&flow_run_name(&stderr)).unwrap();
-    assert_eq!(run["state_type"], "COMPLETED");
+    let reported = authed.flow_run_named(&flow_run_name(&stderr)).unwrap();
+    assert_eq!(reported["state_type"], "COMPLETED");
 
     // Not a Prefect API: the server's root, without /api.
     let root = api_url().trim_end_matches("/api").to_string();
@@ -432,6 +432,67 @@ fn run_example_quiet(name: &str, url: &str) -> String {
     let output = run(example(name, url));
     assert!(output.status.success());
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
+    let api = Api::open();
+    let flow = api.post("/flows/", json!({ "name": "squares" }));
+    let name = format!("adopted-by-rust-{}", std::process::id());
+    let created = api.post(
+        "/flow_runs/",
+        json!({
+            "flow_id": flow["id"],
+            "name": name,
+            "parameters": { "n": 10, "size": 3 },
+            "state": { "type": "PENDING" },
+        }),
+    );
+    let id = created["id"].as_str().unwrap();
+    let mut command = example("squares", &api_url());
+    command.env("PREFECT__FLOW_RUN_ID", id);
+    let output = run(command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // 1² + … + 10², not the 1² + … + 4² that main passes.
+    assert_eq!(stdout.trim(), "385", "{stderr}");
+    assert!(
+        stderr.contains(&format!("'{name}'")),
+        "the run keeps its name: {stderr}"
+    );
+
+    let adopted = api.call(Method::GET, &format!("/flow_runs/{id}"), None);
+    assert_eq!(adopted["state_type"], "COMPLETED", "{adopted}");
+    let states = api.call(
+        Method::GET,
+        &format!("/flow_run_states/?flow_run_id={id}"),
+        None,
+    );
+    let types: Vec<&str> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["PENDING", "RUNNING", "COMPLETED"], "{states}");
+    let task_runs = api.task_runs(id);
+    assert_eq!(task_runs.len(), 10);
+    // Only one flow run of that name: the adopted one, not a new one.
+    let named = api.post(
+        "/flow_runs/filter",
+        json!({ "flow_runs": { "name": { "any_": [name] } } }),
+    );
+    assert_eq!(named.as_array().unwrap().len(), 1);
+
+    // Not adopted, the run is created with the parameters of the call.
+    let output = run(example("squares", &api_url()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "30");
+    let created = api
+        .flow_run_named(&flow_run_name(&stderr))
+        .unwrap_or_else(|| panic!("not on the server: {stderr}"));
+    assert_eq!(created["parameters"], json!({ "n": 4, "size": 2 }));
 }
 
 /// What a child process does, by role; nothing when run as an ordinary test.

@@ -11,8 +11,10 @@ use serde_json::Value;
 
 use super::{ApiConfig, ApiError, Auth, ConfigError};
 
-/// How many times a request is tried before it gives up.
-const ATTEMPTS: u32 = 6;
+/// How many times a request is tried before it gives up: about a minute of
+/// back-off. A server on SQLite answers 503 while its database is locked,
+/// which under load lasts longer than the SDK's five retries ride out.
+const ATTEMPTS: u32 = 12;
 /// The longest back-off between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 

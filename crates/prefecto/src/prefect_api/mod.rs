@@ -39,6 +39,42 @@ pub(crate) fn reporter() -> Option<Arc<PrefectReporter>> {
         .clone()
 }
 
+/// A flow run created elsewhere (by a Prefect worker) that this process runs.
+pub(crate) struct Adopted {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) name: String,
+    pub(crate) parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The environment variable a Prefect worker sets to the flow run it started us for.
+pub const FLOW_RUN_ID_ENV: &str = "PREFECT__FLOW_RUN_ID";
+
+/// The flow run to adopt, if a Prefect worker started this process for one:
+/// the first flow call of the process takes it, as Python's entrypoint does.
+pub(crate) fn adopt_from_env(flow: &str) -> Option<Adopted> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let id = std::env::var(FLOW_RUN_ID_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    let warn = |why: String| {
+        tracing::warn!(target: "prefecto.engine", "{FLOW_RUN_ID_ENV} is set to {id:?}, but {why}: flow '{flow}' runs as a new flow run.");
+        None
+    };
+    let Ok(server_id) = id.parse::<uuid::Uuid>() else {
+        return warn("that is not a flow-run id".to_string());
+    };
+    let Some(reporter) = reporter() else {
+        return warn("no Prefect server is configured (PREFECT_API_URL)".to_string());
+    };
+    match reporter.adopt(server_id, flow) {
+        Ok(adopted) => Some(adopted),
+        Err(err) => warn(format!("the flow run could not be read: {err}")),
+    }
+}
+
 /// What reporting to Prefect has cost so far in this process, if it reports.
 ///
 /// ```

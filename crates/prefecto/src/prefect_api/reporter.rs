@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::Level;
 use uuid::Uuid;
 
-use super::{ApiConfig, ApiError, Client, ConfigError, Sent};
+use super::{Adopted, ApiConfig, ApiError, Client, ConfigError, Sent};
 use crate::future::TaskRunName;
 use crate::recorder::{implied_lines, FlowRunRef, LogEvent, Recorder, TransitionEvent};
 use crate::state::State;
@@ -85,6 +85,7 @@ enum Msg {
         id: Uuid,
         name: String,
         flow: String,
+        parameters: Value,
         state: State,
     },
     TaskState {
@@ -105,6 +106,20 @@ enum Msg {
         flow_run: Uuid,
         done: std::sync::mpsc::SyncSender<()>,
     },
+    Adopt {
+        flow_run: Uuid,
+        flow: String,
+        reply: std::sync::mpsc::SyncSender<Result<Adopted, ApiError>>,
+    },
+}
+
+/// Waits on the calling thread, telling a multi-threaded Tokio runtime
+/// first (if this is one of its workers) so that it moves its other work.
+fn wait_blocking<R>(wait: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
+    }
 }
 
 /// Reports every flow run of this process to a Prefect server.
@@ -145,6 +160,23 @@ impl PrefectReporter {
         // Fails only if the reporter thread is gone; it said why.
         let _ = self.sender.send(msg);
     }
+
+    /// Takes over a flow run that exists on the server: its name and parameters.
+    pub(crate) fn adopt(&self, flow_run: Uuid, flow: &str) -> Result<Adopted, ApiError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Msg::Adopt {
+            flow_run,
+            flow: flow.to_string(),
+            reply,
+        });
+        let url = self.config.url.clone();
+        wait_blocking(|| answer.recv_timeout(Duration::from_secs(120))).unwrap_or_else(|_| {
+            Err(ApiError::Unreachable {
+                url,
+                reason: "no answer within 120 s".to_string(),
+            })
+        })
+    }
 }
 
 impl Recorder for PrefectReporter {
@@ -155,6 +187,12 @@ impl Recorder for PrefectReporter {
                 id: event.flow_run.id,
                 name: event.flow_run.name.to_string(),
                 flow: event.flow_run.flow.to_string(),
+                // Only the creation needs them; later states skip the copy.
+                parameters: if event.state.is_pending() {
+                    event.flow_run.parameters.clone()
+                } else {
+                    Value::Null
+                },
                 state,
             },
             Some(run) => Msg::TaskState {
@@ -186,13 +224,7 @@ impl Recorder for PrefectReporter {
         // The reporter answers within the report wait; the margin covers the
         // last requests in flight.
         let limit = self.config.report_wait + Duration::from_secs(90);
-        let receive = || {
-            let _ = wait.recv_timeout(limit);
-        };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(receive),
-            _ => receive(),
-        }
+        let _ = wait_blocking(|| wait.recv_timeout(limit));
     }
 }
 
@@ -309,8 +341,9 @@ impl Reporter {
                 id,
                 name,
                 flow,
+                parameters,
                 state,
-            } => self.flow_state(id, name, flow, state).await,
+            } => self.flow_state(id, name, flow, parameters, state).await,
             Msg::TaskState {
                 flow_run,
                 run,
@@ -336,6 +369,14 @@ impl Reporter {
                     self.push_log(log);
                 }
             }
+            Msg::Adopt {
+                flow_run,
+                flow,
+                reply,
+            } => {
+                let adopted = self.adopt(flow_run, flow).await;
+                let _ = reply.send(adopted);
+            }
             Msg::End { flow_run, done } => {
                 let Some(report) = self.runs.remove(&flow_run) else {
                     let _ = done.send(());
@@ -356,7 +397,71 @@ impl Reporter {
         lock(&self.outbox.logs).push_back(log);
     }
 
-    async fn flow_state(&mut self, id: Uuid, name: String, flow: String, state: State) {
+    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<Adopted, ApiError> {
+        let mut sent = Sent::default();
+        let result = async {
+            if !self.checked {
+                self.client.check_with(&mut sent).await?;
+                self.checked = true;
+            }
+            let run: Value = self
+                .client
+                .send(
+                    Method::GET,
+                    &format!("/flow_runs/{flow_run}"),
+                    None,
+                    &mut sent,
+                )
+                .await?;
+            let flow_id = run["flow_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| ApiError::NotPrefect {
+                    url: format!("{}/flow_runs/{flow_run}", self.client.config().url),
+                    detail: "the flow run has no flow_id".to_string(),
+                })?;
+            let name = run["name"].as_str().unwrap_or_default().to_string();
+            let parameters = run["parameters"].as_object().cloned().unwrap_or_default();
+            Ok((flow_id, name, parameters))
+        }
+        .await;
+        self.counters.add(sent);
+        let (flow_id, name, parameters) = result?;
+        self.runs.insert(
+            flow_run,
+            FlowRunReport {
+                name: name.clone(),
+                flow,
+                server: Some(ServerIds {
+                    flow: flow_id,
+                    flow_run,
+                }),
+                unreachable: None,
+                task_runs: HashMap::new(),
+                finished: Vec::new(),
+                aborted: false,
+                cancel_requested: false,
+            },
+        );
+        Ok(Adopted {
+            id: flow_run,
+            name,
+            parameters,
+        })
+    }
+
+    async fn flow_state(
+        &mut self,
+        id: Uuid,
+        name: String,
+        flow: String,
+        parameters: Value,
+        state: State,
+    ) {
+        if self.runs.contains_key(&id) && state.is_pending() {
+            // An adopted run is on the server already, Pending or Scheduled.
+            return;
+        }
         if !self.runs.contains_key(&id) {
             let mut report = FlowRunReport {
                 name,
@@ -368,7 +473,7 @@ impl Reporter {
                 aborted: false,
                 cancel_requested: false,
             };
-            match self.create_flow_run(&report, &state).await {
+            match self.create_flow_run(&report, &parameters, &state).await {
                 Ok(ids) => report.server = Some(ids),
                 Err(err) => {
                     tracing::warn!(
@@ -427,6 +532,7 @@ impl Reporter {
     async fn create_flow_run(
         &mut self,
         report: &FlowRunReport,
+        parameters: &Value,
         state: &State,
     ) -> Result<ServerIds, ApiError> {
         let mut sent = Sent::default();
@@ -456,7 +562,7 @@ impl Reporter {
             let body = json!({
                 "flow_id": flow,
                 "name": report.name,
-                "parameters": {},
+                "parameters": parameters,
                 "state": state_json(state),
                 "tags": [],
             });
