@@ -97,6 +97,8 @@ pub(crate) struct FlowRunContext {
     recorders: Arc<[Arc<dyn Recorder>]>,
     /// The run history, also the store of persisted results.
     pub(crate) history: Option<Arc<crate::store::HistoryRecorder>>,
+    /// The Prefect server's tag concurrency limits, when reporting to one.
+    pub(crate) tag_limits: Option<Arc<crate::prefect_api::TagLimits>>,
 }
 
 impl FlowRunContext {
@@ -123,6 +125,7 @@ impl FlowRunContext {
             ended: Mutex::new(false),
             recorders: recorder::installed(history.clone()),
             history,
+            tag_limits: crate::prefect_api::reporter().map(|r| r.tag_limits()),
         })
     }
 

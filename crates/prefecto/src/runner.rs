@@ -364,22 +364,62 @@ pub(crate) fn start_attempt<T: Task>(
     } else {
         None
     };
-    transition(ctx, shared, running);
+    // A tagged run under Prefect's tag concurrency limits waits for its slot
+    // before it is Running, so that its start time is when it really starts.
+    let limits = match ctx.tag_limits.as_ref() {
+        Some(limits) if !task.spec().tags.is_empty() => Some((
+            limits.clone(),
+            task.spec().tags,
+            crate::prefect_api::task_run_id(ctx.id, shared.name),
+        )),
+        _ => None,
+    };
+    let mut running = Some(running);
+    if limits.is_none() {
+        transition(ctx, shared, running.take().expect("not yet entered"));
+    }
     let body = match task.invoke(args) {
-        Invocation::Async(body) => StartedBody::Async(body),
+        Invocation::Async(body) => match limits {
+            None => StartedBody::Async(body),
+            Some((limits, tags, holder)) => {
+                let (ctx, shared) = (ctx.clone(), shared.clone());
+                StartedBody::Async(Box::pin(async move {
+                    let slot = limits.acquire(tags, holder).await;
+                    if let Some(running) = running {
+                        transition(&ctx, &shared, running.entered_now());
+                    }
+                    let result = body.await;
+                    if let Some(slot) = slot {
+                        slot.release().await;
+                    }
+                    result
+                }))
+            }
+        },
         Invocation::Sync(body) => match ctx.pool() {
             Err(message) => StartedBody::Crashed(State::crashed(message)),
             Ok(pool) => {
                 let (sender, receiver) = oneshot::channel();
                 let (worker_ctx, worker_scope) = (ctx.clone(), scope.clone());
+                let worker_shared = shared.clone();
                 pool.spawn(move || {
                     // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
                     let outcome = if worker_scope.is_cancelled() {
                         None
                     } else {
-                        Some(context::with_thread_context(worker_ctx, || {
+                        let slot = limits.and_then(|(limits, tags, holder)| {
+                            limits.acquire_blocking(tags, holder)
+                        });
+                        if let Some(running) = running {
+                            transition(&worker_ctx, &worker_shared, running.entered_now());
+                        }
+                        let outcome = context::with_thread_context(worker_ctx, || {
                             catch_unwind(AssertUnwindSafe(body))
-                        }))
+                        });
+                        if let Some(slot) = slot {
+                            slot.release_blocking();
+                        }
+                        Some(outcome)
                     };
                     let _ = sender.send(outcome);
                 });

@@ -495,6 +495,77 @@ fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
     assert_eq!(created["parameters"], json!({ "n": 4, "size": 2 }));
 }
 
+#[task(tags = ["db"])]
+async fn query(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    x
+}
+
+#[flow]
+async fn ten_queries() -> usize {
+    query
+        .map((0..10u64,))
+        .unwrap()
+        .results_async()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
+    let api = Api::open();
+    // Set the limit, whether or not an earlier run left one.
+    let existing = api.runtime.block_on(api.client.send_raw(
+        Method::GET,
+        "/v2/concurrency_limits/tag:db",
+        &Value::Null,
+        &mut Sent::default(),
+    ));
+    match existing {
+        Ok((200, _, limit)) => {
+            let id = limit["id"].as_str().unwrap();
+            api.call(
+                Method::PATCH,
+                &format!("/v2/concurrency_limits/{id}"),
+                Some(json!({ "limit": 2 })),
+            );
+        }
+        _ => {
+            api.post(
+                "/v2/concurrency_limits/",
+                json!({ "name": "tag:db", "limit": 2 }),
+            );
+        }
+    }
+    let output = run(child_process("ten_queries", &api_url()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let flow_run = api.flow_run_named(&flow_run_name(&stderr)).unwrap();
+    let task_runs = api.task_runs(flow_run["id"].as_str().unwrap());
+    assert_eq!(task_runs.len(), 10);
+    let mut edges = Vec::new();
+    for run in &task_runs {
+        assert_eq!(run["state_type"], "COMPLETED");
+        assert_eq!(run["tags"], json!(["db"]));
+        let time = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(run[field].as_str().unwrap()).unwrap()
+        };
+        edges.push((time("start_time"), 1));
+        edges.push((time("end_time"), -1));
+    }
+    // Ends before starts at the same instant: a slot freed is a slot taken.
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, change) in edges {
+        running += change;
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "never more than the limit, and the limit was used");
+    let limit = api.call(Method::GET, "/v2/concurrency_limits/tag:db", None);
+    assert_eq!(limit["active_slots"], 0, "every slot given back: {limit}");
+}
+
 /// What a child process does, by role; nothing when run as an ordinary test.
 #[test]
 #[ignore = "run by the other tests as a child process"]
@@ -504,6 +575,10 @@ fn child() {
             assert_eq!(five_thousand().unwrap(), 5_000);
             let counters = prefecto::prefect_api::counters().unwrap();
             println!("requests: {}", counters.requests);
+        }
+        Ok("ten_queries") => {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            assert_eq!(runtime.block_on(ten_queries()).unwrap(), 10);
         }
         Ok("long_running") => {
             // A cancelled flow run is an error; say so in the exit code.

@@ -11,6 +11,7 @@
 mod client;
 mod config;
 mod error;
+mod limits;
 mod reporter;
 
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,15 @@ pub(crate) fn reporter() -> Option<Arc<PrefectReporter>> {
             }
         })
         .clone()
+}
+
+pub(crate) use limits::TagLimits;
+
+/// The Prefect id of a task run: derived from its flow run and its name, so
+/// that the engine (holding a concurrency slot for it) and the reporter
+/// (sending its events) agree without asking each other.
+pub(crate) fn task_run_id(flow_run: uuid::Uuid, run: crate::future::TaskRunName) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&flow_run, run.to_string().as_bytes())
 }
 
 /// A flow run created elsewhere (by a Prefect worker) that this process runs.

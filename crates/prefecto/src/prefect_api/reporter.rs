@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, Notify};
 use tracing::Level;
 use uuid::Uuid;
 
-use super::{Adopted, ApiConfig, ApiError, Client, ConfigError, Sent};
+use super::limits::TagLimits;
+use super::{task_run_id, Adopted, ApiConfig, ApiError, Client, ConfigError, Sent};
 use crate::future::TaskRunName;
 use crate::recorder::{implied_lines, FlowRunRef, LogEvent, Recorder, TransitionEvent};
 use crate::state::State;
@@ -55,7 +56,7 @@ pub struct ReportCounters {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     requests: AtomicU64,
     retries: AtomicU64,
     events: AtomicU64,
@@ -64,7 +65,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn add(&self, sent: Sent) {
+    pub(crate) fn add(&self, sent: Sent) {
         self.requests.fetch_add(sent.requests, Ordering::Relaxed);
         self.retries.fetch_add(sent.retries, Ordering::Relaxed);
     }
@@ -127,6 +128,7 @@ pub struct PrefectReporter {
     sender: mpsc::UnboundedSender<Msg>,
     counters: Arc<Counters>,
     config: ApiConfig,
+    limits: Arc<TagLimits>,
 }
 
 impl PrefectReporter {
@@ -140,6 +142,7 @@ impl PrefectReporter {
             .enable_all()
             .build()
             .map_err(|e| ConfigError::Client(e.to_string()))?;
+        let limits = TagLimits::new(client.clone(), runtime.handle().clone(), counters.clone());
         std::thread::Builder::new()
             .name("prefecto-report".into())
             .spawn(move || runtime.block_on(Reporter::new(client, reporter_counters).run(receiver)))
@@ -148,7 +151,13 @@ impl PrefectReporter {
             sender,
             counters,
             config,
+            limits,
         })
+    }
+
+    /// The server's tag concurrency limits.
+    pub(crate) fn tag_limits(&self) -> Arc<TagLimits> {
+        self.limits.clone()
     }
 
     /// What reporting has cost so far.
@@ -593,7 +602,7 @@ impl Reporter {
             .task_runs
             .entry(run)
             .or_insert_with(|| TaskRunReport {
-                id: Uuid::new_v4(),
+                id: task_run_id(flow_run, run),
                 run,
                 spec,
                 created: state.timestamp(),
