@@ -121,7 +121,7 @@ impl TagLimits {
                 Ok((200, _, value)) => return self.granted(tags, value),
                 // Full: wait as the server asks, then ask again.
                 Ok((423, retry_after, _)) => retry_after.unwrap_or(Duration::from_secs(1)),
-                Ok((status, retry_after, _)) if matches!(status, 408 | 429 | 502 | 503) => {
+                Ok((408 | 429 | 502 | 503, retry_after, _)) => {
                     retry_after.unwrap_or_else(|| super::client::backoff(failures))
                 }
                 Ok((status, _, value)) => {
