@@ -90,6 +90,6 @@ export PREFECTO_HOME="$WORK/prefecto-home"
 unset PREFECT_API_URL PREFECT_API_KEY PREFECT_API_AUTH_STRING
 export PREFECT_PROFILES_PATH="$WORK/no-profiles.toml"
 
-# The Prefect tests run the examples as the README does.
-cargo build --locked --examples -p prefecto
+# The Prefect tests run the examples and the prefecto command as a user does.
+cargo build --locked --workspace --bins --examples
 cargo test --workspace --locked "$@"

@@ -74,6 +74,15 @@ enum FlowRunCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Deliver a flow run from the run history to the Prefect server
+    /// (PREFECT_API_URL): after an outage, say. Sends only what the server
+    /// lacks, and waits until it has every task run.
+    Sync {
+        /// The flow run's name or id.
+        run: String,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +123,14 @@ fn main() -> ExitCode {
 enum CliError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] prefecto::prefect_api::SyncError),
+    #[error(transparent)]
+    Config(#[from] prefecto::prefect_api::ConfigError),
+    #[error("no Prefect server to sync to: set PREFECT_API_URL (or a Prefect profile)")]
+    NoServer,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot write {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -198,6 +215,39 @@ fn run(command: Command) -> Result<(), CliError> {
                 task_runs.len(),
                 output.display()
             );
+            Ok(())
+        }
+        Command::FlowRun(FlowRunCommand::Sync { run, output }) => {
+            use prefecto::prefect_api::{sync_flow_run, ApiConfig, Client};
+            let config = ApiConfig::from_env()?.ok_or(CliError::NoServer)?;
+            let url = config.url.clone();
+            let client = Client::new(config)?;
+            let (store, flow_run) = open_flow_run(&run)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(CliError::Runtime)?;
+            let report = runtime.block_on(sync_flow_run(&client, &store, &flow_run.id))?;
+            if output.json {
+                print_json(&json!({
+                    "flow_run": flow_run.name,
+                    "server_flow_run_id": report.server_flow_run_id,
+                    "created": report.created,
+                    "task_runs_sent": report.task_runs_sent,
+                    "logs_sent": report.logs_sent,
+                    "requests": report.requests,
+                }));
+            } else {
+                println!(
+                    "Flow run '{}' is on {url} as {}{}: sent {} task run(s) and {} log line(s) it lacked ({} requests).",
+                    flow_run.name,
+                    report.server_flow_run_id,
+                    if report.created { " (created)" } else { "" },
+                    report.task_runs_sent,
+                    report.logs_sent,
+                    report.requests
+                );
+            }
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Logs { run, output }) => {

@@ -57,6 +57,11 @@
 //! Tasks with `cache_key` and `persist_result` resume from stored results; a
 //! terminal shows a [`progress`] bar; SIGINT and SIGTERM end flow runs
 //! `Cancelled` ([`signals`]).
+//!
+//! With `PREFECT_API_URL` set, [`prefect_api`] also reports every flow run to
+//! a Prefect 3 server, task runs as paced event batches, and honours its tag
+//! concurrency limits; [`prefect_api::sync_flow_run`] delivers later what an
+//! outage kept from it.
 
 // Lets the macros' `::prefecto::` paths resolve inside this crate's own tests.
 extern crate self as prefecto;

@@ -103,6 +103,9 @@ impl MapProgress {
 
 impl Drop for MapProgress {
     fn drop(&mut self) {
+        // Runs finishing on several threads at once may set their messages
+        // out of order: the last word is the final count.
+        self.show();
         self.bar.abandon();
         ACTIVE
             .lock()

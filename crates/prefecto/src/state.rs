@@ -161,6 +161,12 @@ impl State {
         self.name.clone()
     }
 
+    /// The same state, entered at `time`: a state read back from the history.
+    pub(crate) fn at(mut self, time: DateTime<Utc>) -> Self {
+        self.timestamp = time.into();
+        self
+    }
+
     /// The same state, entered now: a run's final state is stamped when the
     /// run is recorded as finished, after any lines logged about its end.
     pub(crate) fn entered_now(mut self) -> Self {

@@ -131,6 +131,23 @@ fn child_process(role: &str, url: &str) -> Command {
     command
 }
 
+/// Reads a child's stdout until it names its flow run, and keeps draining
+/// it, so that the child never writes into a closed pipe.
+fn named_flow_run(process: &mut std::process::Child) -> String {
+    let stdout = BufReader::new(process.stdout.take().unwrap());
+    let (name, named) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("flow run: ") {
+                let _ = name.send(n.to_string());
+            }
+        }
+    });
+    named
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the child names its flow run")
+}
+
 fn run(mut command: Command) -> Output {
     command.output().unwrap()
 }
@@ -316,12 +333,7 @@ fn cancelling_from_the_api_stops_the_flow() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut process = command.spawn().unwrap();
-    let stdout = BufReader::new(process.stdout.take().unwrap());
-    let name = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("flow run: ").map(str::to_string))
-        .expect("the child names its flow run");
+    let name = named_flow_run(&mut process);
     let deadline = Instant::now() + Duration::from_secs(60);
     let flow_run = loop {
         assert!(
@@ -566,6 +578,185 @@ fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
     assert_eq!(limit["active_slots"], 0, "every slot given back: {limit}");
 }
 
+/// A Prefect server of a test's own, to stop and start again.
+struct OwnServer {
+    home: PathBuf,
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    fn start(name: &str) -> Self {
+        let work = PathBuf::from(std::env::var("PREFECTO_TEST_WORK").unwrap());
+        let home = work.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = OwnServer {
+            home,
+            port,
+            process: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api", self.port)
+    }
+
+    /// Starts the server on its port and database, and waits until it is healthy.
+    fn restart(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(self.home.join("server.log")).unwrap();
+        let process = Command::new(std::env::var("PREFECTO_TEST_PREFECT_BIN").unwrap())
+            .args(["server", "start", "--host", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .env("PREFECT_HOME", &self.home)
+            .env("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+            .env("PREFECT_SERVER_UI_ENABLED", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.process = Some(process);
+        let api = Api::new(&self.url());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while api.runtime.block_on(api.client.check()).is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let group = format!("-{}", process.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let _ = process.wait();
+            // Whatever of the group is left (uvicorn's workers).
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[task]
+async fn steady(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    x
+}
+
+#[flow]
+fn through_an_outage() -> usize {
+    println!(
+        "flow run: {}",
+        prefecto::flow::current_flow_run().unwrap().name
+    );
+    let batch = BatchTask::new(steady, 10).unwrap().sliding_window();
+    batch.map((0..400u64,)).unwrap().results().unwrap().len()
+}
+
+#[test]
+fn a_server_outage_loses_nothing_and_sync_duplicates_nothing() {
+    let mut server = OwnServer::start("outage");
+    let api = Api::new(&server.url());
+    let home = server.home.join("prefecto-home");
+    let mut command = child_process("through_an_outage", &server.url());
+    command
+        .env("PREFECTO_HOME", &home)
+        .env("PREFECTO_REPORT_WAIT", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut process = command.spawn().unwrap();
+    let name = named_flow_run(&mut process);
+    // Some task runs reach the server; then it goes down mid-run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "nothing reached the server");
+        if let Some(run) = api.flow_run_named(&name) {
+            if !api.task_runs(run["id"].as_str().unwrap()).is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    let output = process.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the outage does not fail the flow: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("prefecto flow-run sync {name}")),
+        "the warning says how to deliver the rest: {stderr}"
+    );
+
+    server.restart();
+    let cli = examples_dir().parent().unwrap().join("prefecto");
+    let sync = |label: &str| {
+        let output = Command::new(&cli)
+            .args(["flow-run", "sync", &name, "--json"])
+            .env("PREFECT_API_URL", server.url())
+            .env("PREFECTO_HOME", &home)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{label}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let first = sync("first sync");
+    let flow_run = api.flow_run_named(&name).unwrap();
+    assert_eq!(flow_run["state_type"], "COMPLETED", "{flow_run}");
+    let id = flow_run["id"].as_str().unwrap();
+    let task_runs = api.task_runs(id);
+    let runs = by_name(&task_runs);
+    assert_eq!(task_runs.len(), 400, "every task run, once");
+    assert_eq!(runs.len(), 400);
+    assert!(task_runs.iter().all(|r| r["state_type"] == "COMPLETED"));
+    let finished_lines = |logs: &[Value]| {
+        logs.iter()
+            .filter(|l| {
+                l["message"] == "Finished in state Completed()" && l["task_run_id"].is_string()
+            })
+            .count()
+    };
+    let mut logs = Vec::new();
+    loop {
+        let page = api.post(
+            "/logs/filter",
+            json!({ "logs": { "flow_run_id": { "any_": [id] } }, "limit": 200, "offset": logs.len() }),
+        );
+        let page = page.as_array().unwrap().clone();
+        let n = page.len();
+        logs.extend(page);
+        if n < 200 {
+            break;
+        }
+    }
+    assert_eq!(finished_lines(&logs), 400, "each task run's line once");
+    assert!(first["task_runs_sent"].as_u64().unwrap() > 0, "{first}");
+
+    // Again: nothing left to send.
+    let second = sync("second sync");
+    assert_eq!(second["task_runs_sent"], 0, "{second}");
+    assert_eq!(second["logs_sent"], 0, "{second}");
+    assert_eq!(api.task_runs(id).len(), 400);
+}
+
 /// What a child process does, by role; nothing when run as an ordinary test.
 #[test]
 #[ignore = "run by the other tests as a child process"]
@@ -575,6 +766,9 @@ fn child() {
             assert_eq!(five_thousand().unwrap(), 5_000);
             let counters = prefecto::prefect_api::counters().unwrap();
             println!("requests: {}", counters.requests);
+        }
+        Ok("through_an_outage") => {
+            assert_eq!(through_an_outage().unwrap(), 400);
         }
         Ok("ten_queries") => {
             let runtime = tokio::runtime::Runtime::new().unwrap();

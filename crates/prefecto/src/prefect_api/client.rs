@@ -19,6 +19,18 @@ const ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A client of one Prefect server's REST API.
+///
+/// ```
+/// use prefecto::prefect_api::{ApiConfig, ApiError, Client};
+///
+/// // Nothing listens on port 9: one clear error, at once, naming the URL.
+/// let client = Client::new(ApiConfig::new("http://127.0.0.1:9/api").unwrap()).unwrap();
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let err = runtime.block_on(client.check()).unwrap_err();
+/// assert!(matches!(err, ApiError::Unreachable { .. }));
+/// assert!(err.to_string().starts_with("cannot reach the Prefect server at http://127.0.0.1:9/api"));
+/// assert!(err.is_retryable());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -139,8 +151,9 @@ impl Client {
                 request = request.json(body);
             }
             let wait = match request.send().await {
-                Err(e) if e.is_connect() && attempt == 0 => {
-                    // Nothing listening: say so now rather than after every retry.
+                Err(e) if e.is_connect() => {
+                    // Nothing listening (the server is down, or the URL wrong):
+                    // say so now rather than after a minute of retries.
                     return Err(ApiError::Unreachable {
                         url,
                         reason: error_chain(&e),
@@ -237,6 +250,43 @@ impl Client {
         let value = serde_json::from_str(&text).unwrap_or(Value::String(truncate(&text)));
         Ok((status, retry_after, value))
     }
+}
+
+/// Every row a `/filter` endpoint has for `filter`, a page of 200 at a time.
+pub(crate) async fn fetch_all(
+    client: &Client,
+    path: &str,
+    filter: Value,
+    sent: &mut Sent,
+) -> Result<Vec<Value>, ApiError> {
+    const PAGE: usize = 200;
+    let mut rows = Vec::new();
+    loop {
+        let mut body = filter.clone();
+        body["limit"] = PAGE.into();
+        body["offset"] = rows.len().into();
+        let page: Value = client.send(Method::POST, path, Some(&body), sent).await?;
+        let page = match page {
+            Value::Array(page) => page,
+            _ => Vec::new(),
+        };
+        let n = page.len();
+        rows.extend(page);
+        if n < PAGE {
+            return Ok(rows);
+        }
+    }
+}
+
+/// The id in a created or read object.
+pub(crate) fn id_of(client: &Client, value: &Value, path: &str) -> Result<uuid::Uuid, ApiError> {
+    value["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::NotPrefect {
+            url: client.url(path),
+            detail: "its answer has no id".to_string(),
+        })
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

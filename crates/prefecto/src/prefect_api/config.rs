@@ -8,6 +8,13 @@ use std::time::Duration;
 use super::ConfigError;
 
 /// How requests authenticate. Never printed: `Debug` shows only the kind.
+///
+/// ```
+/// use prefecto::prefect_api::Auth;
+///
+/// let auth = Auth::ApiKey("pnu_secret".into());
+/// assert_eq!(format!("{auth:?}"), "ApiKey(<redacted>)");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
     /// No credentials (a local server).

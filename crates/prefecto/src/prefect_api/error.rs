@@ -4,6 +4,14 @@
 use thiserror::Error;
 
 /// An error from the Prefect server, or from reaching it.
+///
+/// ```
+/// use prefecto::prefect_api::ApiError;
+///
+/// let refused = ApiError::Unauthorized { url: "https://api.example.com/api".into(), status: 401 };
+/// assert!(!refused.is_retryable());
+/// assert!(refused.to_string().contains("check PREFECT_API_KEY or PREFECT_API_AUTH_STRING"));
+/// ```
 #[derive(Debug, Error)]
 pub enum ApiError {
     /// Nothing answered at the URL: wrong host or port, or the server is down.
@@ -71,6 +79,13 @@ impl ApiError {
 }
 
 /// An error in the Prefect settings.
+///
+/// ```
+/// use prefecto::prefect_api::{ApiConfig, ConfigError};
+///
+/// let err = ApiConfig::new("localhost:4200").unwrap_err();
+/// assert!(matches!(err, ConfigError::BadUrl { .. }));
+/// ```
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// `PREFECT_API_URL` is not an http(s) URL.

@@ -13,6 +13,7 @@ mod config;
 mod error;
 mod limits;
 mod reporter;
+mod sync;
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +21,7 @@ pub use client::{Client, Sent};
 pub use config::{ApiConfig, Auth};
 pub use error::{ApiError, ConfigError};
 pub use reporter::{PrefectReporter, ReportCounters};
+pub use sync::{sync_flow_run, SyncError, SyncReport};
 
 /// The reporter for this process, started with the first flow run if the
 /// environment or a Prefect profile names a server.

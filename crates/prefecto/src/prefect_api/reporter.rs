@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::Level;
 use uuid::Uuid;
 
+use super::client::{fetch_all, id_of};
 use super::limits::TagLimits;
 use super::{task_run_id, Adopted, ApiConfig, ApiError, Client, ConfigError, Sent};
 use crate::future::TaskRunName;
@@ -238,26 +239,31 @@ impl Recorder for PrefectReporter {
 }
 
 /// A task run as the server will see it.
-struct TaskRunReport {
-    id: Uuid,
-    run: TaskRunName,
-    spec: Option<&'static TaskSpec>,
-    created: DateTime<Utc>,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-    run_count: u32,
-    previous: Option<State>,
-    latest: State,
-    submitted: bool,
+pub(crate) struct TaskRunReport {
+    pub(crate) id: Uuid,
+    pub(crate) run: TaskRunName,
+    pub(crate) spec: Option<&'static TaskSpec>,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) start: Option<DateTime<Utc>>,
+    pub(crate) end: Option<DateTime<Utc>>,
+    pub(crate) run_count: u32,
+    pub(crate) previous: Option<State>,
+    pub(crate) latest: State,
+    pub(crate) submitted: bool,
 }
 
 /// A flow run being reported.
-struct FlowRunReport {
-    name: String,
-    flow: String,
+pub(crate) struct FlowRunReport {
+    /// Its id here, in the run history.
+    id: Uuid,
+    pub(crate) name: String,
+    pub(crate) flow: String,
+    parameters: Value,
+    /// A flow-run state the server did not get.
+    undelivered_state: bool,
     /// The server's ids, once it has the flow run; `None` while unknown or
     /// if the server could not be reached.
-    server: Option<ServerIds>,
+    pub(crate) server: Option<ServerIds>,
     /// Why the server does not have it, if it does not.
     unreachable: Option<ApiError>,
     task_runs: HashMap<TaskRunName, TaskRunReport>,
@@ -268,10 +274,28 @@ struct FlowRunReport {
     cancel_requested: bool,
 }
 
+impl FlowRunReport {
+    pub(crate) fn new(id: Uuid, name: String, flow: String, parameters: Value) -> Self {
+        FlowRunReport {
+            id,
+            name,
+            flow,
+            parameters,
+            undelivered_state: false,
+            server: None,
+            unreachable: None,
+            task_runs: HashMap::new(),
+            finished: Vec::new(),
+            aborted: false,
+            cancel_requested: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
-struct ServerIds {
-    flow: Uuid,
-    flow_run: Uuid,
+pub(crate) struct ServerIds {
+    pub(crate) flow: Uuid,
+    pub(crate) flow_run: Uuid,
 }
 
 /// Events and logs waiting to be sent, shared with their senders.
@@ -439,17 +463,16 @@ impl Reporter {
         self.runs.insert(
             flow_run,
             FlowRunReport {
-                name: name.clone(),
-                flow,
                 server: Some(ServerIds {
                     flow: flow_id,
                     flow_run,
                 }),
-                unreachable: None,
-                task_runs: HashMap::new(),
-                finished: Vec::new(),
-                aborted: false,
-                cancel_requested: false,
+                ..FlowRunReport::new(
+                    flow_run,
+                    name.clone(),
+                    flow,
+                    Value::Object(parameters.clone()),
+                )
             },
         );
         Ok(Adopted {
@@ -472,23 +495,15 @@ impl Reporter {
             return;
         }
         if !self.runs.contains_key(&id) {
-            let mut report = FlowRunReport {
-                name,
-                flow,
-                server: None,
-                unreachable: None,
-                task_runs: HashMap::new(),
-                finished: Vec::new(),
-                aborted: false,
-                cancel_requested: false,
-            };
+            let mut report = FlowRunReport::new(id, name, flow, parameters.clone());
             match self.create_flow_run(&report, &parameters, &state).await {
                 Ok(ids) => report.server = Some(ids),
                 Err(err) => {
                     tracing::warn!(
                         target: "prefecto.engine",
-                        "Flow run '{}' is not reported to Prefect: {err}. It runs on; its history is in the local run history.",
-                        report.name
+                        "Flow run '{}' is not reported to Prefect: {err}. It runs on; {}",
+                        report.name,
+                        kept_for_sync(&report.name)
                     );
                     report.unreachable = Some(err);
                 }
@@ -529,12 +544,15 @@ impl Reporter {
                 );
                 report.aborted = true;
             }
-            Err(err) => tracing::warn!(
-                target: "prefecto.engine",
-                "Could not report state {} of flow run '{}' to Prefect: {err}",
-                state.name(),
-                report.name
-            ),
+            Err(err) => {
+                tracing::debug!(
+                    target: "prefecto.engine",
+                    "Could not report state {} of flow run '{}' to Prefect: {err}",
+                    state.name(),
+                    report.name
+                );
+                report.undelivered_state = true;
+            }
         }
     }
 
@@ -563,7 +581,7 @@ impl Reporter {
                             &mut sent,
                         )
                         .await?;
-                    let id = uuid_field(&self.client, &flow, "/flows/")?;
+                    let id = id_of(&self.client, &flow, "/flows/")?;
                     self.flow_ids.insert(report.flow.clone(), id);
                     id
                 }
@@ -579,7 +597,7 @@ impl Reporter {
                 .client
                 .send(Method::POST, "/flow_runs/", Some(&body), &mut sent)
                 .await?;
-            let flow_run = uuid_field(&self.client, &run, "/flow_runs/")?;
+            let flow_run = id_of(&self.client, &run, "/flow_runs/")?;
             Ok(ServerIds { flow, flow_run })
         }
         .await;
@@ -686,16 +704,6 @@ impl Reporter {
     }
 }
 
-fn uuid_field(client: &Client, value: &Value, path: &str) -> Result<Uuid, ApiError> {
-    value["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| ApiError::NotPrefect {
-            url: format!("{}{path}", client.config().url),
-            detail: "its answer has no id".to_string(),
-        })
-}
-
 enum Orchestration {
     Accepted,
     Rejected(String),
@@ -767,7 +775,7 @@ fn level_number(level: Level) -> u8 {
     }
 }
 
-fn log_json(
+pub(crate) fn log_json(
     report: &FlowRunReport,
     task_run_id: Option<Uuid>,
     level: Level,
@@ -788,7 +796,11 @@ fn log_json(
 
 /// One event for a finished task run: its final state, with the times the
 /// UI needs, so that one event per task run is enough.
-fn task_run_event(server: ServerIds, report: &FlowRunReport, task_run: &TaskRunReport) -> Value {
+pub(crate) fn task_run_event(
+    server: ServerIds,
+    report: &FlowRunReport,
+    task_run: &TaskRunReport,
+) -> Value {
     let state = &task_run.latest;
     let name = task_run.run.to_string();
     let state_type = state.state_type().as_api_str();
@@ -1002,6 +1014,11 @@ async fn finish(
     let expected = report.finished.len() as u64;
     let Some(server) = report.server else {
         // Its one warning was given when the server could not take it.
+        let reason = report
+            .unreachable
+            .as_ref()
+            .map_or_else(|| "not created".to_string(), |e| e.to_string());
+        keep_for_sync(&report, &client, None, &reason);
         let _ = done.send(());
         return;
     };
@@ -1044,15 +1061,36 @@ async fn finish(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     counters.add(sent);
-    if missing > 0 {
+    let lines_left = !outbox.is_empty();
+    if missing > 0 || lines_left || report.undelivered_state {
+        let counted = match last_count {
+            Some(count) => format!("the server has {count} of its {expected} task run(s)"),
+            None if missing == 0 => format!("the server has its {expected} task run(s)"),
+            None => format!(
+                "the server could not be asked how many of its {expected} task run(s) it has"
+            ),
+        };
+        let reason = format!(
+            "after {} s, {counted}{}{}",
+            client.config().report_wait.as_secs(),
+            if lines_left {
+                "; events or log lines are still unsent"
+            } else {
+                ""
+            },
+            if report.undelivered_state {
+                "; its state was not delivered"
+            } else {
+                ""
+            },
+        );
         tracing::warn!(
             target: "prefecto.engine",
-            "Prefect has {} of the {expected} task run(s) of flow run '{}' after waiting {} s; \
-             the rest are in the local run history.",
-            expected - missing,
+            "Prefect does not have all of flow run '{}': {reason}. {}",
             report.name,
-            client.config().report_wait.as_secs()
+            kept_for_sync(&report.name)
         );
+        keep_for_sync(&report, &client, Some(server), &reason);
     }
     let c = counters.snapshot();
     tracing::debug!(
@@ -1063,7 +1101,55 @@ async fn finish(
     let _ = done.send(());
 }
 
-async fn count_task_runs(
+/// What the warning says about the run history's copy.
+fn kept_for_sync(name: &str) -> String {
+    if crate::store::history_recorder().is_some() {
+        format!(
+            "The local run history keeps it: `prefecto flow-run sync {name}` delivers it later."
+        )
+    } else {
+        "The local run history is off (PREFECTO_HISTORY), so it is not kept.".to_string()
+    }
+}
+
+/// Notes in the run history that the server does not have the whole run.
+fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerIds>, reason: &str) {
+    if crate::store::history_recorder().is_none() {
+        return;
+    }
+    let delivery = crate::store::Delivery {
+        flow_run_id: report.id.to_string(),
+        api_url: client.config().url.clone(),
+        server_flow_run_id: server.map(|s| s.flow_run.to_string()),
+        parameters: report.parameters.to_string(),
+        delivered: false,
+        reason: Some(reason.to_string()),
+    };
+    let recorded = crate::store::Store::open(crate::store::default_path())
+        .and_then(|store| store.record_undelivered(&delivery));
+    if let Err(err) = recorded {
+        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", report.name);
+    }
+}
+
+/// The ids of the task runs the server has recorded for a flow run.
+pub(crate) async fn recorded_task_runs(
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<std::collections::HashSet<Uuid>, ApiError> {
+    let filter = json!({
+        "flow_runs": { "id": { "any_": [flow_run] } },
+        "sort": "EXPECTED_START_TIME_ASC",
+    });
+    let rows = fetch_all(client, "/task_runs/filter", filter, sent).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|run| run["id"].as_str().and_then(|id| id.parse().ok()))
+        .collect())
+}
+
+pub(crate) async fn count_task_runs(
     client: &Client,
     flow_run: Uuid,
     sent: &mut Sent,
@@ -1083,31 +1169,9 @@ async fn resend_missing(
     outbox: &Outbox,
     sent: &mut Sent,
 ) -> u64 {
-    let mut recorded = std::collections::HashSet::new();
-    let mut offset = 0;
-    loop {
-        let body = json!({
-            "flow_runs": { "id": { "any_": [server.flow_run] } },
-            "sort": "EXPECTED_START_TIME_ASC",
-            "limit": 200,
-            "offset": offset,
-        });
-        let Ok(Value::Array(page)) = client
-            .send(Method::POST, "/task_runs/filter", Some(&body), sent)
-            .await
-        else {
-            return 0;
-        };
-        let n = page.len();
-        recorded.extend(
-            page.iter()
-                .filter_map(|run| run["id"].as_str().and_then(|id| id.parse::<Uuid>().ok())),
-        );
-        if n < 200 {
-            break;
-        }
-        offset += n;
-    }
+    let Ok(recorded) = recorded_task_runs(client, server.flow_run, sent).await else {
+        return 0;
+    };
     let missing: Vec<Value> = report
         .finished
         .iter()
@@ -1138,14 +1202,13 @@ mod tests {
             flow_run: Uuid::new_v4(),
         };
         let report = FlowRunReport {
-            name: "calm-heron".into(),
-            flow: "seed".into(),
             server: Some(server),
-            unreachable: None,
-            task_runs: HashMap::new(),
-            finished: Vec::new(),
-            aborted: false,
-            cancel_requested: false,
+            ..FlowRunReport::new(
+                Uuid::new_v4(),
+                "calm-heron".into(),
+                "seed".into(),
+                json!({}),
+            )
         };
         let start = State::running();
         let task_run = TaskRunReport {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use thiserror::Error;
 
-pub use query::{FlowRunRow, LogRow, StateRecord, TaskRunRow};
+pub use query::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow};
 pub use schema::SCHEMA_VERSION;
 pub use writer::HistoryRecorder;
 

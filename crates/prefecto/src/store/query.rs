@@ -109,10 +109,15 @@ type RawChunkLine = (
     Vec<(String, String, Option<String>, i64)>,
 );
 
-struct TaskRunRecord {
-    row: TaskRunRow,
-    created: i64,
-    history: Vec<StateRecord>,
+/// A task run with every state it went through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRunRecord {
+    /// The task run.
+    pub row: TaskRunRow,
+    /// When it was created (µs since the epoch).
+    pub created: i64,
+    /// Its states, oldest first.
+    pub history: Vec<StateRecord>,
 }
 
 impl From<RawChunkLine> for TaskRunRecord {
@@ -153,6 +158,23 @@ impl From<RawChunkLine> for TaskRunRecord {
                 .collect(),
         }
     }
+}
+
+/// A flow run's delivery to a Prefect server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The flow run's id here.
+    pub flow_run_id: String,
+    /// The server's API URL.
+    pub api_url: String,
+    /// The flow run's id on the server, if it was created there.
+    pub server_flow_run_id: Option<String>,
+    /// The flow call's parameters, as JSON.
+    pub parameters: String,
+    /// Whether the server has all of it.
+    pub delivered: bool,
+    /// Why not, if not.
+    pub reason: Option<String>,
 }
 
 /// One log line of a flow run.
@@ -250,6 +272,63 @@ impl Store {
 
     /// A flow run's task runs, from rows and chunks, with their histories,
     /// in creation order.
+    /// A flow run's task runs with their histories, in creation order.
+    pub fn task_runs_with_history(
+        &self,
+        flow_run_id: &str,
+    ) -> Result<Vec<TaskRunRecord>, StoreError> {
+        self.all_task_runs(flow_run_id)
+    }
+
+    /// Notes that a Prefect server did not get all of a flow run, so that
+    /// `prefecto flow-run sync` can deliver it later.
+    pub fn record_undelivered(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO prefect_delivery
+                    (flow_run_id, api_url, server_flow_run_id, parameters, delivered, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (flow_run_id) DO UPDATE SET
+                    api_url = excluded.api_url,
+                    server_flow_run_id = COALESCE(excluded.server_flow_run_id, server_flow_run_id),
+                    parameters = excluded.parameters,
+                    delivered = excluded.delivered,
+                    reason = excluded.reason",
+                params![
+                    delivery.flow_run_id,
+                    delivery.api_url,
+                    delivery.server_flow_run_id,
+                    delivery.parameters,
+                    delivery.delivered,
+                    delivery.reason
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// What is known of a flow run's delivery to a Prefect server.
+    pub fn delivery(&self, flow_run_id: &str) -> Result<Option<Delivery>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT flow_run_id, api_url, server_flow_run_id, parameters, delivered, reason
+                 FROM prefect_delivery WHERE flow_run_id = ?1",
+                params![flow_run_id],
+                |row| {
+                    Ok(Delivery {
+                        flow_run_id: row.get(0)?,
+                        api_url: row.get(1)?,
+                        server_flow_run_id: row.get(2)?,
+                        parameters: row.get(3)?,
+                        delivered: row.get(4)?,
+                        reason: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
     fn all_task_runs(&self, flow_run_id: &str) -> Result<Vec<TaskRunRecord>, StoreError> {
         let mut statement = self
             .conn

@@ -77,6 +77,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_run_chunks_by_flow_run ON task_run_chunks (flow_run_id);
     ",
+    // Version 4: flow runs a Prefect server did not get whole, for `prefecto flow-run sync`.
+    "
+    CREATE TABLE prefect_delivery (
+        flow_run_id        TEXT PRIMARY KEY,
+        api_url            TEXT NOT NULL,
+        server_flow_run_id TEXT,
+        parameters         TEXT NOT NULL DEFAULT '{}',
+        delivered          INTEGER NOT NULL DEFAULT 0,
+        reason             TEXT
+    );
+    ",
 ];
 
 /// The schema version this build writes and reads.

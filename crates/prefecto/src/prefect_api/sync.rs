@@ -1,0 +1,428 @@
+//! Delivering a flow run from the run history to a Prefect server: what
+//! `prefecto flow-run sync` does after an outage. Everything sent is an
+//! upsert or is checked against what the server has, so syncing twice, or
+//! syncing a run the server partly has, duplicates nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{json, Value};
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::client::{fetch_all, id_of};
+use super::reporter::{
+    count_task_runs, log_json, recorded_task_runs, task_run_event, FlowRunReport, ServerIds,
+    TaskRunReport,
+};
+use super::{task_run_id, ApiError, Client, Sent};
+use crate::future::TaskRunName;
+use crate::state::{State, StateType};
+use crate::store::{Delivery, Store, StoreError};
+
+/// Why a sync did not finish.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    /// The run history could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The server did not record every task run in time.
+    #[error("the server recorded {recorded} of the {expected} task runs of flow run '{flow_run}' within {waited_s} s; run the sync again")]
+    Incomplete {
+        /// The flow run's name.
+        flow_run: String,
+        /// Task runs the server has.
+        recorded: u64,
+        /// Task runs the run history has.
+        expected: u64,
+        /// How long the sync waited.
+        waited_s: u64,
+    },
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The flow run's id on the server.
+    pub server_flow_run_id: Uuid,
+    /// Whether the flow run had to be created there.
+    pub created: bool,
+    /// Task runs the server did not have before, now sent.
+    pub task_runs_sent: usize,
+    /// Log lines the server did not have before, now sent.
+    pub logs_sent: usize,
+    /// HTTP requests made.
+    pub requests: u64,
+}
+
+/// Delivers the flow run `name_or_id` of `store` to the server `client`
+/// talks to, and waits until the server has every task run.
+///
+/// ```no_run
+/// use prefecto::prefect_api::{sync_flow_run, ApiConfig, Client};
+/// use prefecto::store::{self, Store};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::new(ApiConfig::from_env()?.expect("PREFECT_API_URL is set"))?;
+/// let store = Store::open_existing(store::default_path())?;
+/// let report = sync_flow_run(&client, &store, "beryl-moth").await?;
+/// println!("sent {} task runs", report.task_runs_sent);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn sync_flow_run(
+    client: &Client,
+    store: &Store,
+    name_or_id: &str,
+) -> Result<SyncReport, SyncError> {
+    let mut sent = Sent::default();
+    let result = sync(client, store, name_or_id, &mut sent).await;
+    result.map(|mut report| {
+        report.requests = sent.requests;
+        report
+    })
+}
+
+async fn sync(
+    client: &Client,
+    store: &Store,
+    name_or_id: &str,
+    sent: &mut Sent,
+) -> Result<SyncReport, SyncError> {
+    let flow_run = store.flow_run(name_or_id)?;
+    let delivery = store.delivery(&flow_run.id)?;
+    let local_id: Uuid = flow_run.id.parse().unwrap_or_else(|_| Uuid::new_v4());
+    let parameters: Value = delivery
+        .as_ref()
+        .and_then(|d| serde_json::from_str(&d.parameters).ok())
+        .unwrap_or_else(|| json!({}));
+    client.check_with(sent).await?;
+
+    let flow: Value = client
+        .send(
+            Method::POST,
+            "/flows/",
+            Some(&json!({ "name": flow_run.flow })),
+            sent,
+        )
+        .await?;
+    let flow_id = id_of(client, &flow, "/flows/")?;
+
+    // The server's copy of the flow run: by the id noted when it was
+    // created, else by name (it may have been created just before an outage).
+    let mut server_run = None;
+    if let Some(id) = delivery.as_ref().and_then(|d| d.server_flow_run_id.clone()) {
+        match client
+            .send(Method::GET, &format!("/flow_runs/{id}"), None, sent)
+            .await
+        {
+            Ok(run) => server_run = Some(run),
+            Err(ApiError::Status { status: 404, .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if server_run.is_none() {
+        let found: Value = client
+            .send(
+                Method::POST,
+                "/flow_runs/filter",
+                Some(&json!({
+                    "flow_runs": { "name": { "any_": [flow_run.name] } },
+                    "flows": { "id": { "any_": [flow_id] } },
+                })),
+                sent,
+            )
+            .await?;
+        server_run = found.as_array().and_then(|runs| runs.first().cloned());
+    }
+    let created = server_run.is_none();
+    let server_run = match server_run {
+        Some(run) => run,
+        None => {
+            client
+                .send(
+                    Method::POST,
+                    "/flow_runs/",
+                    Some(&json!({
+                        "flow_id": flow_id,
+                        "name": flow_run.name,
+                        "parameters": parameters,
+                        "state": { "type": "PENDING", "name": "Pending" },
+                    })),
+                    sent,
+                )
+                .await?
+        }
+    };
+    let server_id = id_of(client, &server_run, "/flow_runs/")?;
+    let server = ServerIds {
+        flow: flow_id,
+        flow_run: server_id,
+    };
+
+    // The flow run's own state: replayed as it happened here. Forced, since
+    // this is history, not a proposal.
+    if server_run["state_type"].as_str() != Some(flow_run.state_type.as_str()) {
+        let history = store.state_history(&flow_run.id, None)?;
+        let server_type = server_run["state_type"].as_str().unwrap_or("PENDING");
+        if matches!(server_type, "PENDING" | "SCHEDULED") {
+            set_state(client, server_id, "RUNNING", "Running", None, sent).await?;
+        }
+        let last = history.last();
+        set_state(
+            client,
+            server_id,
+            &flow_run.state_type,
+            &flow_run.state_name,
+            last.and_then(|s| s.message.as_deref())
+                .or(flow_run.state_message.as_deref()),
+            sent,
+        )
+        .await?;
+    }
+
+    let mut report = FlowRunReport::new(
+        local_id,
+        flow_run.name.clone(),
+        flow_run.flow.clone(),
+        parameters.clone(),
+    );
+    report.server = Some(server);
+    let task_runs = task_run_reports(local_id, store.task_runs_with_history(&flow_run.id)?);
+    let expected = task_runs.len() as u64;
+
+    // Task runs: what the server lacks, paced as the reporter paces them.
+    let recorded = recorded_task_runs(client, server_id, sent).await?;
+    let missing: Vec<&TaskRunReport> = task_runs
+        .iter()
+        .filter(|run| !recorded.contains(&run.id))
+        .collect();
+    let task_runs_sent = missing.len();
+    let per_request = client.config().events_per_second.ceil().max(1.0) as usize;
+    for chunk in missing.chunks(per_request) {
+        let started = Instant::now();
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|run| task_run_event(server, &report, run))
+            .collect();
+        client
+            .send(Method::POST, "/events", Some(&Value::Array(events)), sent)
+            .await?;
+        let pace = Duration::from_secs_f64(chunk.len() as f64 / client.config().events_per_second);
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+    }
+
+    // Logs: those the server lacks, by time and text.
+    let have = server_logs(client, server_id, sent).await?;
+    let ids: HashMap<String, Uuid> = task_runs
+        .iter()
+        .map(|run| (run.run.to_string(), run.id))
+        .collect();
+    let mut logs = Vec::new();
+    for line in store.logs(&flow_run.id)? {
+        let key = (line.timestamp.timestamp_micros(), line.message.clone());
+        if have.contains(&key) {
+            continue;
+        }
+        let task_run_id = line
+            .task_run
+            .as_ref()
+            .and_then(|name| ids.get(name))
+            .copied();
+        let level = match line.level.as_str() {
+            "ERROR" | "CRITICAL" => tracing::Level::ERROR,
+            "WARNING" | "WARN" => tracing::Level::WARN,
+            "DEBUG" => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        };
+        if let Some(log) = log_json(
+            &report,
+            task_run_id,
+            level,
+            &line.logger,
+            &line.message,
+            line.timestamp,
+        ) {
+            logs.push(log);
+        }
+    }
+    let logs_sent = logs.len();
+    for chunk in logs.chunks(1_000) {
+        client
+            .send(
+                Method::POST,
+                "/logs/",
+                Some(&Value::Array(chunk.to_vec())),
+                sent,
+            )
+            .await?;
+    }
+
+    // Wait until the server has recorded them all; what it dropped goes again.
+    let wait = client.config().report_wait;
+    let deadline = Instant::now() + wait;
+    let mut last_resend = Instant::now();
+    loop {
+        let count = count_task_runs(client, server_id, sent).await?;
+        if count >= expected {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(SyncError::Incomplete {
+                flow_run: flow_run.name,
+                recorded: count,
+                expected,
+                waited_s: wait.as_secs(),
+            });
+        }
+        if last_resend.elapsed() >= Duration::from_secs(15) {
+            let recorded = recorded_task_runs(client, server_id, sent).await?;
+            let events: Vec<Value> = task_runs
+                .iter()
+                .filter(|run| !recorded.contains(&run.id))
+                .map(|run| task_run_event(server, &report, run))
+                .collect();
+            for chunk in events.chunks(per_request) {
+                client
+                    .send(
+                        Method::POST,
+                        "/events",
+                        Some(&Value::Array(chunk.to_vec())),
+                        sent,
+                    )
+                    .await?;
+            }
+            last_resend = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    store.record_undelivered(&Delivery {
+        flow_run_id: flow_run.id.clone(),
+        api_url: client.config().url.clone(),
+        server_flow_run_id: Some(server_id.to_string()),
+        parameters: parameters.to_string(),
+        delivered: true,
+        reason: None,
+    })?;
+    Ok(SyncReport {
+        server_flow_run_id: server_id,
+        created,
+        task_runs_sent,
+        logs_sent,
+        requests: 0,
+    })
+}
+
+async fn set_state(
+    client: &Client,
+    flow_run: Uuid,
+    state_type: &str,
+    name: &str,
+    message: Option<&str>,
+    sent: &mut Sent,
+) -> Result<(), ApiError> {
+    let body = json!({
+        "state": {
+            "type": state_type,
+            "name": name,
+            "message": message.unwrap_or_default(),
+            "state_details": { "transition_id": Uuid::new_v4() },
+        },
+        "force": true,
+    });
+    client
+        .send(
+            Method::POST,
+            &format!("/flow_runs/{flow_run}/set_state"),
+            Some(&body),
+            sent,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Task names from the store live as long as the process: a sync is short,
+/// and a flow run has few distinct tasks.
+fn intern(task: String, names: &mut HashMap<String, &'static str>) -> &'static str {
+    if let Some(name) = names.get(&task) {
+        return name;
+    }
+    let leaked: &'static str = Box::leak(task.clone().into_boxed_str());
+    names.insert(task, leaked);
+    leaked
+}
+
+fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn task_run_reports(
+    flow_run: Uuid,
+    records: Vec<crate::store::TaskRunRecord>,
+) -> Vec<TaskRunReport> {
+    let mut names = HashMap::new();
+    records
+        .into_iter()
+        .filter(|record| {
+            record.history.last().is_some_and(|s| {
+                StateType::from_api_str(&s.state_type).is_some_and(StateType::is_terminal)
+            })
+        })
+        .map(|record| {
+            let run = TaskRunName {
+                task: intern(record.row.task.clone(), &mut names),
+                index: record.row.index,
+            };
+            let state_of = |s: &crate::store::StateRecord| {
+                State::new(
+                    StateType::from_api_str(&s.state_type).unwrap_or(StateType::Completed),
+                    s.name.clone(),
+                    s.message.clone(),
+                )
+                .at(s.timestamp)
+            };
+            let n = record.history.len();
+            let latest = state_of(&record.history[n - 1]);
+            let previous = (n >= 2).then(|| state_of(&record.history[n - 2]));
+            TaskRunReport {
+                id: task_run_id(flow_run, run),
+                run,
+                spec: None,
+                created: time(record.created),
+                start: record.row.start_time,
+                end: record.row.end_time,
+                run_count: record.row.run_count,
+                previous,
+                latest,
+                submitted: record.history.iter().any(|s| s.state_type == "PENDING"),
+            }
+        })
+        .collect()
+}
+
+async fn server_logs(
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<HashSet<(i64, String)>, ApiError> {
+    let filter = json!({
+        "logs": { "flow_run_id": { "any_": [flow_run] } },
+        "sort": "TIMESTAMP_ASC",
+    });
+    let logs = fetch_all(client, "/logs/filter", filter, sent).await?;
+    Ok(logs
+        .iter()
+        .filter_map(|log| {
+            let when = log["timestamp"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())?
+                .timestamp_micros();
+            Some((when, log["message"].as_str()?.to_string()))
+        })
+        .collect())
+}
