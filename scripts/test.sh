@@ -90,6 +90,7 @@ export PREFECTO_HOME="$WORK/prefecto-home"
 unset PREFECT_API_URL PREFECT_API_KEY PREFECT_API_AUTH_STRING
 export PREFECT_PROFILES_PATH="$WORK/no-profiles.toml"
 
-# The Prefect tests run the examples and the prefecto command as a user does.
-cargo build --locked --workspace --bins --examples
+# The Prefect tests run the examples and the prefecto command as a user does:
+# build them first (as the tests build them, so nothing is built twice).
+cargo test --workspace --locked --no-run
 cargo test --workspace --locked "$@"
