@@ -635,10 +635,16 @@ impl OwnServer {
     fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let group = format!("-{}", process.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let kill = |signal: &str| {
+                let _ = Command::new("kill")
+                    .args([signal, "--", &group])
+                    .stderr(Stdio::null())
+                    .status();
+            };
+            kill("-TERM");
             let _ = process.wait();
             // Whatever of the group is left (uvicorn's workers).
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            kill("-KILL");
         }
     }
 }

@@ -220,6 +220,30 @@ impl Client {
         })
     }
 
+    /// [`Client::send`], trying again for as long as `budget` while the
+    /// server stays busy (a SQLite server can be locked for minutes under
+    /// load). A server that is down, or a refusal, ends it at once.
+    pub async fn send_patiently(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        budget: Duration,
+        sent: &mut Sent,
+    ) -> Result<Value, ApiError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            match self.send(method.clone(), path, body, sent).await {
+                Err(err @ ApiError::RetriesExhausted { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(target: "prefecto.engine", "Still trying: {err}");
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// A request whose answer's status matters more than its body: for
     /// concurrency slots, where 423 means "full, come back later".
     pub async fn send_raw(

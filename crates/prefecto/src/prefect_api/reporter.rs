@@ -501,7 +501,7 @@ impl Reporter {
                 Err(err) => {
                     tracing::warn!(
                         target: "prefecto.engine",
-                        "Flow run '{}' is not reported to Prefect: {err}. It runs on; {}",
+                        "Flow run '{}' is not reported to Prefect: {err}. It runs on. {}",
                         report.name,
                         kept_for_sync(&report.name)
                     );
@@ -574,10 +574,11 @@ impl Reporter {
                 None => {
                     let flow: Value = self
                         .client
-                        .send(
+                        .send_patiently(
                             Method::POST,
                             "/flows/",
                             Some(&json!({ "name": report.flow })),
+                            self.client.config().report_wait,
                             &mut sent,
                         )
                         .await?;
@@ -595,7 +596,13 @@ impl Reporter {
             });
             let run: Value = self
                 .client
-                .send(Method::POST, "/flow_runs/", Some(&body), &mut sent)
+                .send_patiently(
+                    Method::POST,
+                    "/flow_runs/",
+                    Some(&body),
+                    self.client.config().report_wait,
+                    &mut sent,
+                )
                 .await?;
             let flow_run = id_of(&self.client, &run, "/flow_runs/")?;
             Ok(ServerIds { flow, flow_run })
@@ -723,7 +730,15 @@ async fn set_flow_run_state(
         let mut state_json = state_json(state);
         state_json["state_details"] = json!({ "transition_id": Uuid::new_v4() });
         let body = json!({ "state": state_json, "force": false });
-        let result: Value = client.send(Method::POST, &path, Some(&body), sent).await?;
+        let result: Value = client
+            .send_patiently(
+                Method::POST,
+                &path,
+                Some(&body),
+                client.config().report_wait,
+                sent,
+            )
+            .await?;
         let reason = result["details"]["reason"]
             .as_str()
             .unwrap_or_default()
