@@ -186,6 +186,15 @@ impl FlowRunContext {
         task_run: Option<(TaskRunName, &'static crate::task::TaskSpec)>,
         state: &State,
     ) {
+        self.record_task_transition(task_run, state, None);
+    }
+
+    pub(crate) fn record_task_transition(
+        &self,
+        task_run: Option<(TaskRunName, &'static crate::task::TaskSpec)>,
+        state: &State,
+        times: Option<crate::recorder::RunTimes>,
+    ) {
         if self.recorders.is_empty() {
             return;
         }
@@ -193,6 +202,7 @@ impl FlowRunContext {
             flow_run: self.flow_run_ref(),
             task_run: task_run.map(|(name, _)| name),
             task: task_run.map(|(_, spec)| spec),
+            times,
             state,
         };
         for recorder in self.recorders.iter() {

@@ -61,6 +61,8 @@ pub struct TaskRunError {
 struct Slot<T> {
     state: State,
     value: Option<T>,
+    /// When it was announced (Pending), first ran, and how many times it ran.
+    times: Option<crate::recorder::RunTimes>,
 }
 
 /// What a task run's future and its engine share.
@@ -82,7 +84,11 @@ impl<T> RunShared<T> {
         Arc::new(RunShared {
             name,
             spec,
-            slot: Mutex::new(Slot { state, value: None }),
+            slot: Mutex::new(Slot {
+                state,
+                value: None,
+                times: None,
+            }),
             terminal: AtomicBool::new(terminal),
             finished: Notify::new(),
         })
@@ -103,6 +109,25 @@ impl<T> RunShared<T> {
         if !slot.state.is_terminal() {
             slot.state = state;
         }
+    }
+
+    /// Counts `state` into the run's times, and returns them: `None` for a
+    /// run never announced (an input a kill switch stopped before submission).
+    pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
+        let mut slot = self.slot();
+        if state.is_pending() && slot.times.is_none() {
+            slot.times = Some(crate::recorder::RunTimes {
+                created: state.system_time(),
+                started: None,
+                run_count: 0,
+            });
+        }
+        let times = slot.times.as_mut()?;
+        if state.is_running() {
+            times.started.get_or_insert(state.system_time());
+            times.run_count += 1;
+        }
+        Some(*times)
     }
 
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.

@@ -32,6 +32,19 @@ pub struct FlowRunRef<'a> {
     pub parameters: &'a serde_json::Value,
 }
 
+/// A task run's times so far: when it was created (announced Pending), when
+/// it first ran, and how many times its body ran. With these on every
+/// task-run transition, a recorder can keep only a run's last state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunTimes {
+    /// When it was created.
+    pub created: std::time::SystemTime,
+    /// When its body first started, if it has.
+    pub started: Option<std::time::SystemTime>,
+    /// How many times its body has started (retries included).
+    pub run_count: u32,
+}
+
 /// A run entered a new state.
 #[derive(Clone, Copy, Debug)]
 pub struct TransitionEvent<'a> {
@@ -41,6 +54,9 @@ pub struct TransitionEvent<'a> {
     pub task_run: Option<TaskRunName>,
     /// The task run's task: its tags and parameter names.
     pub task: Option<&'static crate::task::TaskSpec>,
+    /// The task run's times, this transition included; `None` for flow runs
+    /// and for inputs never submitted.
+    pub times: Option<RunTimes>,
     /// The new state, with its timestamp.
     pub state: &'a State,
 }

@@ -284,8 +284,16 @@ enum Attempt<T> {
 }
 
 fn transition<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State) {
-    ctx.record_transition(Some((shared.name, shared.spec)), &state);
+    record(ctx, shared, &state);
     shared.set_state(state);
+}
+
+/// Hands a task run's transition to the recorders, with its times.
+fn record<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: &State) {
+    if ctx.has_recorders() {
+        let times = shared.times_with(state);
+        ctx.record_task_transition(Some((shared.name, shared.spec)), state, times);
+    }
 }
 
 /// An attempt whose body has been handed over: a sync body to the pool, an
@@ -529,7 +537,7 @@ fn finish_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State, valu
     } else {
         implied_log!(name, ERROR, "Finished in state {}", state);
     }
-    ctx.record_transition(Some((name, shared.spec)), &state);
+    record(ctx, shared, &state);
     shared.finish(state, value);
 }
 

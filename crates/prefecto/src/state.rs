@@ -182,6 +182,9 @@ impl State {
     pub fn timestamp(&self) -> DateTime<Utc> {
         self.timestamp.into()
     }
+    pub(crate) fn system_time(&self) -> SystemTime {
+        self.timestamp
+    }
 
     /// Whether the run will not change state again.
     pub fn is_terminal(&self) -> bool {

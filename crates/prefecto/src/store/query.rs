@@ -134,6 +134,40 @@ impl From<RawChunkLine> for TaskRunRecord {
             run_count,
             history,
         ) = line;
+        let history = if history.is_empty() {
+            // Written whole at its end: Pending, Running (if it ran), the end.
+            let mut implied = vec![StateRecord {
+                state_type: "PENDING".to_string(),
+                name: "Pending".to_string(),
+                message: None,
+                timestamp: time(created),
+            }];
+            if let Some(start) = start {
+                implied.push(StateRecord {
+                    state_type: "RUNNING".to_string(),
+                    name: "Running".to_string(),
+                    message: None,
+                    timestamp: time(start),
+                });
+            }
+            implied.push(StateRecord {
+                state_type: state_type.clone(),
+                name: state_name.clone(),
+                message: state_message.clone(),
+                timestamp: time(end.unwrap_or(created)),
+            });
+            implied
+        } else {
+            history
+                .into_iter()
+                .map(|(state_type, name, message, micros)| StateRecord {
+                    state_type,
+                    name,
+                    message,
+                    timestamp: time(micros),
+                })
+                .collect()
+        };
         TaskRunRecord {
             row: TaskRunRow {
                 name: format!("{task}-{index}"),
@@ -147,15 +181,7 @@ impl From<RawChunkLine> for TaskRunRecord {
                 run_count,
             },
             created,
-            history: history
-                .into_iter()
-                .map(|(state_type, name, message, micros)| StateRecord {
-                    state_type,
-                    name,
-                    message,
-                    timestamp: time(micros),
-                })
-                .collect(),
+            history,
         }
     }
 }

@@ -19,7 +19,7 @@ use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
 use super::{hostname, Store, StoreError};
-use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
+use crate::recorder::{FlowRunRef, LogEvent, Recorder, RunTimes, TransitionEvent};
 use crate::state::{State, StateType};
 
 /// At most this many events go into one transaction.
@@ -59,6 +59,73 @@ fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
+fn system_micros(time: std::time::SystemTime) -> i64 {
+    micros(time.into())
+}
+
+/// A task run's times, as stored.
+#[derive(Clone, Copy)]
+struct TimesRow {
+    created: i64,
+    started: Option<i64>,
+    run_count: u32,
+}
+
+impl TimesRow {
+    fn of(times: &RunTimes) -> Self {
+        TimesRow {
+            created: system_micros(times.created),
+            started: times.started.map(system_micros),
+            run_count: times.run_count,
+        }
+    }
+}
+
+/// Task runs that are running, and not yet in the database: a task run is
+/// written once, when it ends, unless it runs long enough to be seen.
+/// Sharded by run number, so that lanes rarely meet on one lock.
+struct InFlight {
+    shards: Box<[std::sync::Mutex<FastMap<RunKey, InFlightRun>>]>,
+}
+
+struct InFlightRun {
+    created: i64,
+    started: i64,
+    written: bool,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        InFlight {
+            shards: (0..16)
+                .map(|_| std::sync::Mutex::new(FastMap::default()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, index: u64) -> std::sync::MutexGuard<'_, FastMap<RunKey, InFlightRun>> {
+        self.shards[index as usize % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs started at least `LINGER` ago and not yet written: marked written.
+    fn lingering(&self) -> Vec<(RunKey, i64, i64)> {
+        let cutoff = micros(Utc::now()) - LINGER.as_micros() as i64;
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, run) in shard.iter_mut() {
+                if !run.written && run.started <= cutoff {
+                    run.written = true;
+                    found.push((*key, run.created, run.started));
+                }
+            }
+        }
+        found
+    }
+}
+
 enum Event {
     FlowRun {
         id: Uuid,
@@ -71,6 +138,7 @@ enum Event {
         task: &'static str,
         index: u64,
         state: StateRow,
+        times: Option<TimesRow>,
     },
     Log {
         flow_run: Uuid,
@@ -98,6 +166,7 @@ enum Event {
 pub struct HistoryRecorder {
     sender: Sender<Event>,
     backlog: Arc<Backlog>,
+    in_flight: Arc<InFlight>,
     path: std::path::PathBuf,
     /// A connection of its own for cache look-ups, opened on first use.
     reader: std::sync::Mutex<Option<Store>>,
@@ -110,15 +179,18 @@ impl HistoryRecorder {
         let (sender, receiver) = mpsc::channel();
         let backlog = Arc::new(Backlog::default());
         let writer_backlog = backlog.clone();
+        let in_flight = Arc::new(InFlight::new());
+        let writer_in_flight = in_flight.clone();
         // The writer lives as long as the process: every flow run flushes
         // before it returns, so nothing waits in the channel at exit.
         std::thread::Builder::new()
             .name("prefecto-history".into())
-            .spawn(move || write_loop(store, receiver, &writer_backlog))
+            .spawn(move || write_loop(store, receiver, &writer_backlog, &writer_in_flight))
             .map_err(StoreError::WriterThread)?;
         Ok(HistoryRecorder {
             sender,
             backlog,
+            in_flight,
             path: path.to_path_buf(),
             reader: std::sync::Mutex::new(None),
         })
@@ -179,13 +251,39 @@ impl HistoryRecorder {
 
 impl Recorder for HistoryRecorder {
     fn on_transition(&self, event: &TransitionEvent<'_>) {
-        let state = StateRow::of(event.state);
+        let state = event.state;
+        if let (Some(run), Some(times)) = (event.task_run, event.times) {
+            // A run that starts and ends quickly costs one event, at its end:
+            // its Pending and Running states follow from its times.
+            let key = RunKey::Task(event.flow_run.id, run.task, run.index);
+            if state.is_pending() {
+                return;
+            }
+            if state.is_running() && times.run_count == 1 && state.name() == "Running" {
+                let times = TimesRow::of(&times);
+                self.in_flight.shard(run.index).insert(
+                    key,
+                    InFlightRun {
+                        created: times.created,
+                        started: times.started.unwrap_or(times.created),
+                        written: false,
+                    },
+                );
+                return;
+            }
+            if state.is_terminal() {
+                self.in_flight.shard(run.index).remove(&key);
+            }
+        }
+        let times = event.times.as_ref().map(TimesRow::of);
+        let state = StateRow::of(state);
         self.send(match event.task_run {
             Some(run) => Event::TaskRun {
                 flow_run: event.flow_run.id,
                 task: run.task,
                 index: run.index,
                 state,
+                times,
             },
             None => Event::FlowRun {
                 id: event.flow_run.id,
@@ -238,7 +336,7 @@ struct Unwritten {
     first_seen: Instant,
 }
 
-fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
+fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog, in_flight: &InFlight) {
     struct Gone<'a>(&'a Backlog);
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
@@ -259,14 +357,8 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
     let mut batch = Vec::with_capacity(1024);
     let mut closing = false;
     while !closing {
-        let first = if unwritten.is_empty() {
-            events
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-        } else {
-            events.recv_timeout(LINGER)
-        };
-        let first = match first {
+        // Wake at least twice per linger time, to write runs that are still going.
+        let first = match events.recv_timeout(LINGER / 2) {
             Ok(event) => event,
             Err(mpsc::RecvTimeoutError::Timeout) => Event::Tick,
             Err(mpsc::RecvTimeoutError::Disconnected) if unwritten.is_empty() => break,
@@ -297,6 +389,32 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
         let mut acks = Vec::new();
         let mut others = Vec::new();
         let now = Instant::now();
+        // Runs still going after the linger time: written as they stand.
+        for (key, created, started) in in_flight.lingering() {
+            if let RunKey::Task(..) = key {
+                let times = TimesRow {
+                    created,
+                    started: Some(started),
+                    run_count: 1,
+                };
+                let running = StateRow {
+                    state_type: StateType::Running,
+                    name: Cow::Borrowed("Running"),
+                    message: None,
+                    micros: started,
+                };
+                unwritten.insert(
+                    key,
+                    Unwritten {
+                        info: None,
+                        update: RunUpdate::new(&running, Some(times), true),
+                        first_seen: now - LINGER,
+                    },
+                );
+            }
+        }
+        // Finished task runs seen whole in this batch go straight into chunks.
+        let mut fast: FastMap<Uuid, (usize, String)> = FastMap::default();
         for event in batch.drain(..) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
@@ -311,6 +429,8 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
                     RunKey::Flow(id),
                     Some(FlowRunInfo { name, flow }),
                     &state,
+                    None,
+                    false,
                     now,
                 ),
                 Event::TaskRun {
@@ -318,13 +438,22 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
                     task,
                     index,
                     state,
-                } => fold(
-                    &mut unwritten,
-                    RunKey::Task(flow_run, task, index),
-                    None,
-                    &state,
-                    now,
-                ),
+                    times,
+                } => {
+                    let key = RunKey::Task(flow_run, task, index);
+                    let whole = state.state_type.is_terminal()
+                        && !unwritten.contains_key(&key)
+                        && !rows.contains(&key);
+                    if whole {
+                        let update = RunUpdate::new(&state, times, true);
+                        let (runs, body) = fast.entry(flow_run).or_default();
+                        *runs += 1;
+                        push_chunk_line(body, task, index, &update);
+                    } else {
+                        let synthesize = !rows.contains(&key);
+                        fold(&mut unwritten, key, None, &state, times, synthesize, now);
+                    }
+                }
                 other => others.push(other),
             }
         }
@@ -352,9 +481,15 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog) {
             as_rows: &as_rows,
             chunked: &chunked,
             unwritten: &unwritten,
+            fast: &fast,
         };
+        let idle = others.is_empty() && as_rows.is_empty() && chunked.is_empty() && fast.is_empty();
         let mut attempt = 0;
-        while let Err(err) = write_batch(&mut store, &due) {
+        while let Err(err) = if idle {
+            Ok(())
+        } else {
+            write_batch(&mut store, &due)
+        } {
             attempt += 1;
             // Another process may hold the lock past the busy timeout: try again a few times.
             if attempt < WRITE_ATTEMPTS && super::is_busy(&err) {
@@ -395,17 +530,26 @@ fn fold(
     key: RunKey,
     info: Option<FlowRunInfo>,
     state: &StateRow,
+    times: Option<TimesRow>,
+    synthesize: bool,
     now: Instant,
 ) {
-    let run = unwritten.entry(key).or_insert_with(|| Unwritten {
-        info: None,
-        update: RunUpdate::new(state),
-        first_seen: now,
-    });
-    if info.is_some() {
-        run.info = info;
+    match unwritten.entry(key) {
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            entry.insert(Unwritten {
+                info,
+                update: RunUpdate::new(state, times, synthesize),
+                first_seen: now,
+            });
+        }
+        std::collections::hash_map::Entry::Occupied(mut entry) => {
+            let run = entry.get_mut();
+            if info.is_some() {
+                run.info = info;
+            }
+            run.update.add(state, times);
+        }
     }
-    run.update.add(state);
 }
 
 /// A run's transitions since it was last written, folded into a single write.
@@ -416,24 +560,69 @@ struct RunUpdate {
     end: Option<i64>,
     run_count: i64,
     history: String,
+    /// Seen whole at its end, with nothing but what its times imply: its
+    /// history (Pending, Running, the end) is left for the reader to rebuild.
+    implied_only: bool,
 }
 
 impl RunUpdate {
-    fn new(state: &StateRow) -> Self {
-        RunUpdate {
+    /// A run's update starting with `state`. With `synthesize`, the Pending
+    /// and first Running states that `times` imply (and the engine did not
+    /// send) open the history.
+    fn new(state: &StateRow, times: Option<TimesRow>, synthesize: bool) -> Self {
+        let mut update = RunUpdate {
             latest: state.clone(),
-            created: state.micros,
+            created: times.map_or(state.micros, |t| t.created),
             start: None,
             end: None,
             run_count: 0,
             history: String::new(),
+            implied_only: false,
+        };
+        if let (Some(times), true, true) = (times, synthesize, state.state_type.is_terminal()) {
+            // The common case, a run that started and ended between two writes.
+            update.implied_only = true;
+            update.run_count = i64::from(times.run_count);
+            update.start = times.started;
+            update.end = Some(state.micros);
+            return update;
         }
+        if let (Some(times), true) = (times, synthesize) {
+            push_history_line(
+                &mut update.history,
+                &implied(StateType::Pending, "Pending", times.created),
+            );
+            match times.started {
+                Some(started)
+                    if !(state.state_type == StateType::Running && state.micros == started) =>
+                {
+                    push_history_line(
+                        &mut update.history,
+                        &implied(StateType::Running, "Running", started),
+                    );
+                }
+                _ => {}
+            }
+        }
+        update.add(state, times);
+        update
     }
 
-    fn add(&mut self, state: &StateRow) {
-        if state.state_type == StateType::Running {
-            self.start.get_or_insert(state.micros);
-            self.run_count += 1;
+    fn add(&mut self, state: &StateRow, times: Option<TimesRow>) {
+        debug_assert!(!self.implied_only, "a run seen whole gets no more states");
+        match times {
+            // The engine's count is the whole run's.
+            Some(times) => {
+                self.run_count = i64::from(times.run_count);
+                if self.start.is_none() {
+                    self.start = times.started;
+                }
+            }
+            None if state.state_type == StateType::Running => {
+                self.start.get_or_insert(state.micros);
+                self.run_count += 1;
+            }
+            None => {}
         }
         if state.state_type.is_terminal() {
             self.end = Some(state.micros);
@@ -443,26 +632,48 @@ impl RunUpdate {
     }
 }
 
+fn implied(state_type: StateType, name: &'static str, micros: i64) -> StateRow {
+    StateRow {
+        state_type,
+        name: Cow::Borrowed(name),
+        message: None,
+        micros,
+    }
+}
+
 /// Appends a finished task run to a chunk: one JSON array per line,
 /// `[task, index, type, name, message, created, start, end, run_count, [history...]]`.
 fn push_chunk_line(body: &mut String, task: &str, index: u64, update: &RunUpdate) {
-    use std::fmt::Write;
     let state = &update.latest;
+    let mut numbers = itoa::Buffer::new();
     body.push('[');
     push_json_str(body, task);
-    let _ = write!(body, ",{index},\"{}\",", state.state_type.as_api_str());
+    body.push(',');
+    body.push_str(numbers.format(index));
+    body.push_str(",\"");
+    body.push_str(state.state_type.as_api_str());
+    body.push_str("\",");
     push_json_str(body, &state.name);
     body.push(',');
     push_json_opt(body, state.message.as_deref());
-    let optional = |time: Option<i64>| time.map_or("null".to_string(), |t| t.to_string());
-    let _ = write!(
-        body,
-        ",{},{},{},{},[",
-        update.created,
-        optional(update.start),
-        optional(update.end),
-        update.run_count
-    );
+    for number in [
+        Some(update.created),
+        update.start,
+        update.end,
+        Some(update.run_count),
+    ] {
+        body.push(',');
+        match number {
+            Some(n) => body.push_str(numbers.format(n)),
+            None => body.push_str("null"),
+        }
+    }
+    body.push_str(",[");
+    if update.implied_only {
+        // An empty history: the reader rebuilds Pending, Running and the end.
+        body.push_str("]]\n");
+        return;
+    }
     // History lines are JSON arrays, and JSON strings never hold a raw
     // newline: joining them with commas makes an array of arrays.
     let lines = update.history.trim_end_matches('\n');
@@ -498,14 +709,15 @@ fn push_json_opt(out: &mut String, s: Option<&str>) {
 /// hand: this runs for every transition of every run, and the common line
 /// (no message, a plain name) needs no escaping.
 fn push_history_line(history: &mut String, state: &StateRow) {
-    use std::fmt::Write;
     history.push_str("[\"");
     history.push_str(state.state_type.as_api_str());
     history.push_str("\",");
     push_json_str(history, &state.name);
     history.push(',');
     push_json_opt(history, state.message.as_deref());
-    let _ = writeln!(history, ",{}]", state.micros);
+    history.push(',');
+    history.push_str(itoa::Buffer::new().format(state.micros));
+    history.push_str("]\n");
 }
 
 /// What one transaction writes.
@@ -517,6 +729,8 @@ struct Plan<'a> {
     /// Finished task runs, written into one chunk per flow run.
     chunked: &'a [RunKey],
     unwritten: &'a FastMap<RunKey, Unwritten>,
+    /// Chunks of task runs seen whole, by flow run.
+    fast: &'a FastMap<Uuid, (usize, String)>,
 }
 
 fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error> {
@@ -561,7 +775,7 @@ fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error
         *runs += 1;
         push_chunk_line(body, task, index, &plan.unwritten[key].update);
     }
-    for (flow_run, (runs, body)) in chunks {
+    for (flow_run, (runs, body)) in chunks.iter().chain(plan.fast.iter()) {
         tx.prepare_cached(
             "INSERT INTO task_run_chunks (flow_run_id, runs, body) VALUES (?1, ?2, ?3)",
         )?
@@ -569,7 +783,7 @@ fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error
             &*flow_run
                 .hyphenated()
                 .encode_lower(&mut Uuid::encode_buffer()),
-            runs as i64,
+            *runs as i64,
             body
         ])?;
     }
@@ -641,7 +855,7 @@ fn write_task_run(
             state_message = excluded.state_message,
             start_time = COALESCE(task_runs.start_time, excluded.start_time),
             end_time = COALESCE(excluded.end_time, task_runs.end_time),
-            run_count = task_runs.run_count + excluded.run_count,
+            run_count = MAX(task_runs.run_count, excluded.run_count),
             history = task_runs.history || excluded.history",
     )?
     .execute(params![
