@@ -154,14 +154,16 @@ fn active_profile() -> Result<Option<Profile>, ConfigError> {
             })
         }
     };
+    parse_profiles(&text, std::env::var("PREFECT_PROFILE").ok())
+        .map_err(|reason| ConfigError::Profiles { path, reason })
+}
+
+/// The settings of the profile `chosen` (else the file's `active` one).
+fn parse_profiles(text: &str, chosen: Option<String>) -> Result<Option<Profile>, String> {
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Profiles {
-            path: path.clone(),
-            reason: e.message().to_string(),
-        })?;
-    let active = std::env::var("PREFECT_PROFILE")
-        .ok()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let active = chosen
         .or_else(|| table.get("active")?.as_str().map(str::to_string))
         .unwrap_or_else(|| "ephemeral".to_string());
     let settings = table
@@ -183,6 +185,40 @@ mod tests {
         assert!(!format!("{config:?}").contains("pnu_secret"));
         config.auth = Auth::AuthString("admin:hunter2".into());
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_active_profile_is_read_as_prefect_writes_it() {
+        let text = r#"
+            active = "local"
+
+            [profiles.ephemeral]
+            PREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "true"
+
+            [profiles.local]
+            PREFECT_API_URL = "http://127.0.0.1:4200/api"
+            PREFECT_API_AUTH_STRING = "admin:pass"
+
+            [profiles.cloud]
+            PREFECT_API_URL = "https://api.prefect.cloud/api/accounts/a/workspaces/w"
+            PREFECT_API_KEY = "pnu_key"
+        "#;
+        let local = parse_profiles(text, None).unwrap().unwrap();
+        assert_eq!(
+            local.get("PREFECT_API_URL").as_deref(),
+            Some("http://127.0.0.1:4200/api")
+        );
+        assert_eq!(
+            local.get("PREFECT_API_AUTH_STRING").as_deref(),
+            Some("admin:pass")
+        );
+        // PREFECT_PROFILE picks another.
+        let cloud = parse_profiles(text, Some("cloud".into())).unwrap().unwrap();
+        assert_eq!(cloud.get("PREFECT_API_KEY").as_deref(), Some("pnu_key"));
+        assert!(parse_profiles(text, Some("missing".into()))
+            .unwrap()
+            .is_none());
+        assert!(parse_profiles("active = ", None).is_err());
     }
 
     #[test]
