@@ -4,8 +4,9 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -61,8 +62,27 @@ pub struct TaskRunError {
 struct Slot<T> {
     state: State,
     value: Option<T>,
-    /// When it was announced (Pending), first ran, and how many times it ran.
-    times: Option<crate::recorder::RunTimes>,
+}
+
+/// When a run was announced (Pending) and first ran, and how many times it
+/// ran. Atomics, not the slot's lock: they are counted on every transition
+/// that is recorded, and a run's transitions never race each other.
+#[derive(Default)]
+struct RunClock {
+    /// Nanoseconds since the epoch; 0 until announced.
+    created: AtomicU64,
+    /// Nanoseconds since the epoch; 0 until it first ran.
+    started: AtomicU64,
+    run_count: AtomicU32,
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos().max(1) as u64)
+}
+
+fn from_nanos(nanos: u64) -> Option<SystemTime> {
+    (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 /// What a task run's future and its engine share.
@@ -70,6 +90,7 @@ pub(crate) struct RunShared<T> {
     pub(crate) name: TaskRunName,
     pub(crate) spec: &'static crate::task::TaskSpec,
     slot: Mutex<Slot<T>>,
+    clock: RunClock,
     terminal: AtomicBool,
     finished: Notify,
 }
@@ -84,11 +105,8 @@ impl<T> RunShared<T> {
         Arc::new(RunShared {
             name,
             spec,
-            slot: Mutex::new(Slot {
-                state,
-                value: None,
-                times: None,
-            }),
+            slot: Mutex::new(Slot { state, value: None }),
+            clock: RunClock::default(),
             terminal: AtomicBool::new(terminal),
             finished: Notify::new(),
         })
@@ -114,20 +132,31 @@ impl<T> RunShared<T> {
     /// Counts `state` into the run's times, and returns them: `None` for a
     /// run never announced (an input a kill switch stopped before submission).
     pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
-        let mut slot = self.slot();
-        if state.is_pending() && slot.times.is_none() {
-            slot.times = Some(crate::recorder::RunTimes {
-                created: state.system_time(),
-                started: None,
-                run_count: 0,
-            });
+        let clock = &self.clock;
+        if state.is_pending() {
+            let _ = clock.created.compare_exchange(
+                0,
+                nanos(state.system_time()),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
-        let times = slot.times.as_mut()?;
+        let created = from_nanos(clock.created.load(Ordering::Relaxed))?;
+        let mut run_count = clock.run_count.load(Ordering::Relaxed);
         if state.is_running() {
-            times.started.get_or_insert(state.system_time());
-            times.run_count += 1;
+            let _ = clock.started.compare_exchange(
+                0,
+                nanos(state.system_time()),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            run_count = clock.run_count.fetch_add(1, Ordering::Relaxed) + 1;
         }
-        Some(*times)
+        Some(crate::recorder::RunTimes {
+            created,
+            started: from_nanos(clock.started.load(Ordering::Relaxed)),
+            run_count,
+        })
     }
 
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
@@ -383,6 +412,28 @@ mod tests {
     #[test]
     fn name_is_task_dash_index() {
         assert_eq!(name().to_string(), "add-3");
+    }
+
+    #[test]
+    fn a_run_counts_its_times() {
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        // Not announced: no times (an input stopped before submission).
+        assert_eq!(shared.times_with(&State::cancelled("x")), None);
+        let pending = State::pending();
+        let created = shared.times_with(&pending).unwrap();
+        assert_eq!((created.started, created.run_count), (None, 0));
+        let first = State::running();
+        let running = shared.times_with(&first).unwrap();
+        assert_eq!(running.created, created.created);
+        assert_eq!(running.started, Some(first.system_time()));
+        let retried = shared.times_with(&State::retrying()).unwrap();
+        assert_eq!(
+            retried.started,
+            Some(first.system_time()),
+            "the first start stays"
+        );
+        assert_eq!(retried.run_count, 2);
+        assert_eq!(shared.times_with(&State::completed()).unwrap().run_count, 2);
     }
 
     #[test]

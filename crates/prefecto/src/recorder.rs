@@ -193,8 +193,8 @@ pub fn implied_lines(run: &str, task: &str, state: &State, submitted: bool) -> V
     };
     if state.is_pending() {
         return vec![
-            flow_line(created_line(run, task)),
-            flow_line(submitted_line(run)),
+            flow_line(CreatedLine(run, task).to_string()),
+            flow_line(SubmittedLine(run).to_string()),
         ];
     }
     if state.is_terminal() && submitted {
@@ -202,22 +202,44 @@ pub fn implied_lines(run: &str, task: &str, state: &State, submitted: bool) -> V
             level: finished_level(state),
             logger: "prefecto.task_runs",
             about_task_run: true,
-            message: format!("Finished in state {state}"),
+            message: FinishedLine(state).to_string(),
         }];
     }
     Vec::new()
 }
 
-pub(crate) fn created_line(run: impl std::fmt::Display, task: &str) -> String {
-    format!("Created task run '{run}' for task '{task}'")
+// The texts of the implied lines, shared by the console (which formats them
+// only when its level shows them) and by whoever rebuilds them.
+
+/// `Created task run 'add-0' for task 'add'`.
+pub(crate) struct CreatedLine<'a, R>(pub R, pub &'a str);
+
+impl<R: std::fmt::Display> std::fmt::Display for CreatedLine<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Created task run '{}' for task '{}'", self.0, self.1)
+    }
 }
 
-pub(crate) fn submitted_line(run: impl std::fmt::Display) -> String {
-    format!("Submitted task run '{run}' for execution.")
+/// `Submitted task run 'add-0' for execution.`
+pub(crate) struct SubmittedLine<R>(pub R);
+
+impl<R: std::fmt::Display> std::fmt::Display for SubmittedLine<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Submitted task run '{}' for execution.", self.0)
+    }
+}
+
+/// `Finished in state Completed()`.
+pub(crate) struct FinishedLine<'a>(pub &'a State);
+
+impl std::fmt::Display for FinishedLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Finished in state {}", self.0)
+    }
 }
 
 /// Failures and crashes finish at ERROR, as in Prefect.
-pub(crate) fn finished_level(state: &State) -> Level {
+fn finished_level(state: &State) -> Level {
     if state.is_completed() || state.is_cancelled() {
         Level::INFO
     } else {

@@ -17,6 +17,7 @@ use crate::args::{MapArgs, MapError};
 use crate::context::{self, implied_log, task_log, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError, TaskRunName};
 use crate::progress::MapProgress;
+use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
 use crate::state::State;
 use crate::task::{panic_message, BodyError, Invocation, Task};
 
@@ -246,21 +247,8 @@ pub(crate) fn announce_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>) {
     if ctx.has_recorders() {
         transition(ctx, shared, State::pending());
     }
-    implied_log!(
-        ctx,
-        None,
-        INFO,
-        "Created task run '{}' for task '{}'",
-        name,
-        name.task
-    );
-    implied_log!(
-        ctx,
-        None,
-        INFO,
-        "Submitted task run '{}' for execution.",
-        name
-    );
+    implied_log!(ctx, None, INFO, "{}", CreatedLine(name, name.task));
+    implied_log!(ctx, None, INFO, "{}", SubmittedLine(name));
 }
 
 /// Ends a task run that was never submitted in `Cancelled`, so that every
@@ -374,28 +362,26 @@ pub(crate) fn start_attempt<T: Task>(
     };
     // A tagged run under Prefect's tag concurrency limits waits for its slot
     // before it is Running, so that its start time is when it really starts.
-    let limits = match ctx.tag_limits.as_ref() {
-        Some(limits) if !task.spec().tags.is_empty() => Some((
-            limits.clone(),
-            task.spec().tags,
-            crate::prefect_api::task_run_id(ctx.id, shared.name),
-        )),
-        _ => None,
+    let tagged = match ctx.tag_limits.as_ref() {
+        Some(limits) if !task.spec().tags.is_empty() => Some(TagWait {
+            limits: limits.clone(),
+            tags: task.spec().tags,
+            holder: crate::prefect_api::task_run_id(ctx.id, shared.name),
+            running,
+        }),
+        _ => {
+            transition(ctx, shared, running);
+            None
+        }
     };
-    let mut running = Some(running);
-    if limits.is_none() {
-        transition(ctx, shared, running.take().expect("not yet entered"));
-    }
     let body = match task.invoke(args) {
-        Invocation::Async(body) => match limits {
+        Invocation::Async(body) => match tagged {
             None => StartedBody::Async(body),
-            Some((limits, tags, holder)) => {
+            Some(wait) => {
                 let (ctx, shared) = (ctx.clone(), shared.clone());
                 StartedBody::Async(Box::pin(async move {
-                    let slot = limits.acquire(tags, holder).await;
-                    if let Some(running) = running {
-                        transition(&ctx, &shared, running.entered_now());
-                    }
+                    let slot = wait.limits.acquire(wait.tags, wait.holder).await;
+                    transition(&ctx, &shared, wait.running.entered_now());
                     let result = body.await;
                     if let Some(slot) = slot {
                         slot.release().await;
@@ -415,12 +401,11 @@ pub(crate) fn start_attempt<T: Task>(
                     let outcome = if worker_scope.is_cancelled() {
                         None
                     } else {
-                        let slot = limits.and_then(|(limits, tags, holder)| {
-                            limits.acquire_blocking(tags, holder)
+                        let slot = tagged.and_then(|wait| {
+                            let slot = wait.limits.acquire_blocking(wait.tags, wait.holder);
+                            transition(&worker_ctx, &worker_shared, wait.running.entered_now());
+                            slot
                         });
-                        if let Some(running) = running {
-                            transition(&worker_ctx, &worker_shared, running.entered_now());
-                        }
                         let outcome = context::with_thread_context(worker_ctx, || {
                             catch_unwind(AssertUnwindSafe(body))
                         });
@@ -440,6 +425,15 @@ pub(crate) fn start_attempt<T: Task>(
         retry_args,
         cache_key,
     }
+}
+
+/// A tagged run's wait for Prefect's tag concurrency slots, before which it
+/// is not yet Running: its start time is when it really starts.
+struct TagWait {
+    limits: Arc<crate::prefect_api::TagLimits>,
+    tags: &'static [&'static str],
+    holder: uuid::Uuid,
+    running: State,
 }
 
 /// Starts a run's first attempt, or finds its cached result.
@@ -533,9 +527,9 @@ fn finish_run<T>(ctx: &FlowRunContext, shared: &RunShared<T>, state: State, valu
     let name = shared.name;
     let state = state.entered_now();
     if state.is_completed() || state.is_cancelled() {
-        implied_log!(name, INFO, "Finished in state {}", state);
+        implied_log!(name, INFO, "{}", FinishedLine(&state));
     } else {
-        implied_log!(name, ERROR, "Finished in state {}", state);
+        implied_log!(name, ERROR, "{}", FinishedLine(&state));
     }
     record(ctx, shared, &state);
     shared.finish(state, value);

@@ -197,25 +197,7 @@ async fn sync(
     let expected = task_runs.len() as u64;
 
     // Task runs: what the server lacks, paced as the reporter paces them.
-    let recorded = recorded_task_runs(client, server_id, sent).await?;
-    let missing: Vec<&TaskRunReport> = task_runs
-        .iter()
-        .filter(|run| !recorded.contains(&run.id))
-        .collect();
-    let task_runs_sent = missing.len();
-    let per_request = client.config().events_per_second.ceil().max(1.0) as usize;
-    for chunk in missing.chunks(per_request) {
-        let started = Instant::now();
-        let events: Vec<Value> = chunk
-            .iter()
-            .map(|run| task_run_event(server, &report, run))
-            .collect();
-        client
-            .send(Method::POST, "/events", Some(&Value::Array(events)), sent)
-            .await?;
-        let pace = Duration::from_secs_f64(chunk.len() as f64 / client.config().events_per_second);
-        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
-    }
+    let task_runs_sent = send_missing(client, server, &report, &task_runs, sent).await?;
 
     // Logs: those the server lacks, by time and text.
     let have = server_logs(client, server_id, sent).await?;
@@ -281,22 +263,8 @@ async fn sync(
             });
         }
         if last_resend.elapsed() >= Duration::from_secs(15) {
-            let recorded = recorded_task_runs(client, server_id, sent).await?;
-            let events: Vec<Value> = task_runs
-                .iter()
-                .filter(|run| !recorded.contains(&run.id))
-                .map(|run| task_run_event(server, &report, run))
-                .collect();
-            for chunk in events.chunks(per_request) {
-                client
-                    .send(
-                        Method::POST,
-                        "/events",
-                        Some(&Value::Array(chunk.to_vec())),
-                        sent,
-                    )
-                    .await?;
-            }
+            // The server dropped some: send those again.
+            send_missing(client, server, &report, &task_runs, sent).await?;
             last_resend = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -316,6 +284,36 @@ async fn sync(
         logs_sent,
         requests: 0,
     })
+}
+
+/// Sends the task runs the server does not have, paced as the reporter
+/// paces its events; returns how many.
+async fn send_missing(
+    client: &Client,
+    server: ServerIds,
+    report: &FlowRunReport,
+    task_runs: &[TaskRunReport],
+    sent: &mut Sent,
+) -> Result<usize, ApiError> {
+    let recorded = recorded_task_runs(client, server.flow_run, sent).await?;
+    let missing: Vec<&TaskRunReport> = task_runs
+        .iter()
+        .filter(|run| !recorded.contains(&run.id))
+        .collect();
+    let rate = client.config().events_per_second;
+    for chunk in missing.chunks(rate.ceil().max(1.0) as usize) {
+        let started = Instant::now();
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|run| task_run_event(server, report, run))
+            .collect();
+        client
+            .send(Method::POST, "/events", Some(&Value::Array(events)), sent)
+            .await?;
+        let pace = Duration::from_secs_f64(chunk.len() as f64 / rate);
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+    }
+    Ok(missing.len())
 }
 
 async fn set_state(

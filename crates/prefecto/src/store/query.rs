@@ -289,7 +289,7 @@ impl Store {
             state.is_none_or(|s| row.state_type == s.to_uppercase() || row.state_name == s)
         };
         Ok(self
-            .all_task_runs(flow_run_id)?
+            .task_runs_with_history(flow_run_id)?
             .into_iter()
             .map(|record| record.row)
             .filter(wanted)
@@ -298,14 +298,6 @@ impl Store {
 
     /// A flow run's task runs, from rows and chunks, with their histories,
     /// in creation order.
-    /// A flow run's task runs with their histories, in creation order.
-    pub fn task_runs_with_history(
-        &self,
-        flow_run_id: &str,
-    ) -> Result<Vec<TaskRunRecord>, StoreError> {
-        self.all_task_runs(flow_run_id)
-    }
-
     /// Notes that a Prefect server did not get all of a flow run, so that
     /// `prefecto flow-run sync` can deliver it later.
     pub fn record_undelivered(&self, delivery: &Delivery) -> Result<(), StoreError> {
@@ -355,7 +347,12 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
-    fn all_task_runs(&self, flow_run_id: &str) -> Result<Vec<TaskRunRecord>, StoreError> {
+    /// A flow run's task runs with their histories, in creation order,
+    /// whether stored as rows or in chunks.
+    pub fn task_runs_with_history(
+        &self,
+        flow_run_id: &str,
+    ) -> Result<Vec<TaskRunRecord>, StoreError> {
         let mut statement = self
             .conn
             .prepare(
@@ -427,7 +424,7 @@ impl Store {
                 .optional(),
             Some((task, index)) => {
                 return Ok(self
-                    .all_task_runs(flow_run_id)?
+                    .task_runs_with_history(flow_run_id)?
                     .into_iter()
                     .find(|r| r.row.task == task && r.row.index == index)
                     .map(|r| r.history)
@@ -450,7 +447,7 @@ impl Store {
 
     fn implied_logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
         let mut lines = Vec::new();
-        for run in self.all_task_runs(flow_run_id)? {
+        for run in self.task_runs_with_history(flow_run_id)? {
             let mut submitted = false;
             for record in run.history {
                 let Some(state_type) = StateType::from_api_str(&record.state_type) else {

@@ -259,7 +259,8 @@ impl Recorder for HistoryRecorder {
             if state.is_pending() {
                 return;
             }
-            if state.is_running() && times.run_count == 1 && state.name() == "Running" {
+            // Its first start (retries count on from 2).
+            if state.is_running() && times.run_count == 1 {
                 let times = TimesRow::of(&times);
                 self.in_flight.shard(run.index).insert(
                     key,
@@ -650,12 +651,8 @@ fn push_chunk_line(body: &mut String, task: &str, index: u64, update: &RunUpdate
     push_json_str(body, task);
     body.push(',');
     body.push_str(numbers.format(index));
-    body.push_str(",\"");
-    body.push_str(state.state_type.as_api_str());
-    body.push_str("\",");
-    push_json_str(body, &state.name);
     body.push(',');
-    push_json_opt(body, state.message.as_deref());
+    push_state(body, state);
     for number in [
         Some(update.created),
         update.start,
@@ -686,6 +683,16 @@ fn push_chunk_line(body: &mut String, task: &str, index: u64, update: &RunUpdate
     body.push_str("]]\n");
 }
 
+/// `"TYPE","Name",message-or-null`: a state, as both line shapes hold it.
+fn push_state(out: &mut String, state: &StateRow) {
+    out.push('"');
+    out.push_str(state.state_type.as_api_str());
+    out.push_str("\",");
+    push_json_str(out, &state.name);
+    out.push(',');
+    push_json_opt(out, state.message.as_deref());
+}
+
 fn push_json_str(out: &mut String, s: &str) {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'_' || b == b'-')
@@ -709,12 +716,8 @@ fn push_json_opt(out: &mut String, s: Option<&str>) {
 /// hand: this runs for every transition of every run, and the common line
 /// (no message, a plain name) needs no escaping.
 fn push_history_line(history: &mut String, state: &StateRow) {
-    history.push_str("[\"");
-    history.push_str(state.state_type.as_api_str());
-    history.push_str("\",");
-    push_json_str(history, &state.name);
-    history.push(',');
-    push_json_opt(history, state.message.as_deref());
+    history.push('[');
+    push_state(history, state);
     history.push(',');
     history.push_str(itoa::Buffer::new().format(state.micros));
     history.push_str("]\n");
