@@ -214,7 +214,10 @@ fn main() {
         .position(|a| a == "--inputs")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
+    // `--history-only`: skip the engine table (profiling the history).
+    let history_only = args.iter().any(|a| a == "--history-only");
     let sizes: Vec<u64> = match (only_inputs, quick) {
+        _ if history_only => vec![],
         (Some(n), _) => vec![n],
         (None, true) => vec![10_000],
         (None, false) => vec![100_000, 1_000_000],

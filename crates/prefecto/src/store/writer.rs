@@ -3,21 +3,16 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-
-/// The writer's maps are keyed by run and touched for every transition: a
-/// fast hash matters here, and the keys are our own, not an attacker's.
-type FastHash = foldhash::fast::RandomState;
-type FastMap<K, V> = HashMap<K, V, FastHash>;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{Backlog, FastHash, FastMap, Outbox, RunningRun};
 use super::{hostname, Store, StoreError};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, RunTimes, TransitionEvent};
 use crate::state::{State, StateType};
@@ -26,18 +21,17 @@ use crate::state::{State, StateType};
 const MAX_BATCH: usize = 50_000;
 /// How many times a batch is tried when the database stays locked.
 const WRITE_ATTEMPTS: u64 = 5;
-/// Past this many events waiting for the writer, the engine waits for it:
-/// the engine can outpace the disk, and a long map must not queue without
-/// bound (an event is about 120 bytes).
-const MAX_QUEUED: usize = 1 << 18;
 /// A run still going after this long is written as it stands, so that the
 /// history shows what is running (and what was, should the process die).
 const LINGER: Duration = Duration::from_secs(1);
 /// How long the writer gathers events before it writes them.
 const GATHER: Duration = Duration::from_millis(20);
+/// How often the writer fetches the events waiting in the outbox's shards,
+/// so that a slow flow's runs reach the database without a full shard.
+const FETCH_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
-struct StateRow {
+pub(super) struct StateRow {
     state_type: StateType,
     name: Cow<'static, str>,
     message: Option<String>,
@@ -50,7 +44,7 @@ impl StateRow {
             state_type: state.state_type(),
             name: state.name_cow(),
             message: state.message().map(str::to_string),
-            micros: micros(state.timestamp()),
+            micros: system_micros(state.system_time()),
         }
     }
 }
@@ -59,13 +53,18 @@ fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
+/// Microseconds since the epoch, without chrono's calendar arithmetic: this
+/// runs for every transition.
 fn system_micros(time: std::time::SystemTime) -> i64 {
-    micros(time.into())
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => since.as_micros() as i64,
+        Err(before) => -(before.duration().as_micros() as i64),
+    }
 }
 
 /// A task run's times, as stored.
 #[derive(Clone, Copy)]
-struct TimesRow {
+pub(super) struct TimesRow {
     created: i64,
     started: Option<i64>,
     run_count: u32,
@@ -81,52 +80,7 @@ impl TimesRow {
     }
 }
 
-/// Task runs that are running, and not yet in the database: a task run is
-/// written once, when it ends, unless it runs long enough to be seen.
-/// Sharded by run number, so that lanes rarely meet on one lock.
-struct InFlight {
-    shards: Box<[std::sync::Mutex<FastMap<RunKey, InFlightRun>>]>,
-}
-
-struct InFlightRun {
-    created: i64,
-    started: i64,
-    written: bool,
-}
-
-impl InFlight {
-    fn new() -> Self {
-        InFlight {
-            shards: (0..16)
-                .map(|_| std::sync::Mutex::new(FastMap::default()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, index: u64) -> std::sync::MutexGuard<'_, FastMap<RunKey, InFlightRun>> {
-        self.shards[index as usize % self.shards.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs started at least `LINGER` ago and not yet written: marked written.
-    fn lingering(&self) -> Vec<(RunKey, i64, i64)> {
-        let cutoff = micros(Utc::now()) - LINGER.as_micros() as i64;
-        let mut found = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (key, run) in shard.iter_mut() {
-                if !run.written && run.started <= cutoff {
-                    run.written = true;
-                    found.push((*key, run.created, run.started));
-                }
-            }
-        }
-        found
-    }
-}
-
-enum Event {
+pub(super) enum Event {
     FlowRun {
         id: Uuid,
         name: String,
@@ -158,15 +112,11 @@ enum Event {
     },
     /// Answered once everything sent before it is committed.
     Flush(SyncSender<()>),
-    /// Not sent: the writer's own wake-up to write runs that linger.
-    Tick,
 }
 
 /// Records flow runs into the SQLite run history. Installed by default.
 pub struct HistoryRecorder {
-    sender: Sender<Event>,
-    backlog: Arc<Backlog>,
-    in_flight: Arc<InFlight>,
+    outbox: Arc<Outbox>,
     path: std::path::PathBuf,
     /// A connection of its own for cache look-ups, opened on first use.
     reader: std::sync::Mutex<Option<Store>>,
@@ -178,19 +128,16 @@ impl HistoryRecorder {
         let store = Store::open(path)?;
         let (sender, receiver) = mpsc::channel();
         let backlog = Arc::new(Backlog::default());
-        let writer_backlog = backlog.clone();
-        let in_flight = Arc::new(InFlight::new());
-        let writer_in_flight = in_flight.clone();
-        // The writer lives as long as the process: every flow run flushes
-        // before it returns, so nothing waits in the channel at exit.
+        let outbox = Arc::new(Outbox::new(sender, backlog.clone()));
+        let writer_outbox = Arc::downgrade(&outbox);
+        // The writer lives as long as the recorder: every flow run flushes
+        // before it returns, so nothing waits for it at exit.
         std::thread::Builder::new()
             .name("prefecto-history".into())
-            .spawn(move || write_loop(store, receiver, &writer_backlog, &writer_in_flight))
+            .spawn(move || write_loop(store, receiver, &backlog, &writer_outbox))
             .map_err(StoreError::WriterThread)?;
         Ok(HistoryRecorder {
-            sender,
-            backlog,
-            in_flight,
+            outbox,
             path: path.to_path_buf(),
             reader: std::sync::Mutex::new(None),
         })
@@ -224,7 +171,7 @@ impl HistoryRecorder {
     ) {
         let created = chrono::Utc::now().timestamp_micros();
         let expires = expiration.map(|e| created + e.as_micros() as i64);
-        self.send(Event::Result {
+        self.outbox.send_now(Event::Result {
             task,
             cache_key,
             value,
@@ -233,18 +180,11 @@ impl HistoryRecorder {
         });
     }
 
-    fn send(&self, event: Event) {
-        if self.backlog.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            self.backlog.wait_for_writer();
-        }
-        // A send fails only if the writer thread has died; it said why.
-        let _ = self.sender.send(event);
-    }
-
     /// Blocks until everything recorded so far is committed.
     pub fn flush(&self) {
         let (ack, done) = mpsc::sync_channel(1);
-        self.send(Event::Flush(ack));
+        self.outbox.drain();
+        self.outbox.send_now(Event::Flush(ack));
         let _ = done.recv();
     }
 }
@@ -252,81 +192,63 @@ impl HistoryRecorder {
 impl Recorder for HistoryRecorder {
     fn on_transition(&self, event: &TransitionEvent<'_>) {
         let state = event.state;
-        if let (Some(run), Some(times)) = (event.task_run, event.times) {
+        let Some(run) = event.task_run else {
+            self.outbox.send_now(Event::FlowRun {
+                id: event.flow_run.id,
+                name: event.flow_run.name.to_string(),
+                flow: event.flow_run.flow.to_string(),
+                state: StateRow::of(state),
+            });
+            return;
+        };
+        let key = RunKey::Task(event.flow_run.id, run.task, run.index);
+        let times = event.times.as_ref().map(TimesRow::of);
+        if let Some(times) = times {
             // A run that starts and ends quickly costs one event, at its end:
             // its Pending and Running states follow from its times.
-            let key = RunKey::Task(event.flow_run.id, run.task, run.index);
             if state.is_pending() {
                 return;
             }
             // Its first start (retries count on from 2).
             if state.is_running() && times.run_count == 1 {
-                let times = TimesRow::of(&times);
-                self.in_flight.shard(run.index).insert(
-                    key,
-                    InFlightRun {
-                        created: times.created,
-                        started: times.started.unwrap_or(times.created),
-                        written: false,
-                    },
-                );
+                let started = times.started.unwrap_or(times.created);
+                let running = RunningRun {
+                    created: times.created,
+                    started,
+                    written: false,
+                };
+                self.outbox.running(key, run.index, running);
                 return;
             }
-            if state.is_terminal() {
-                self.in_flight.shard(run.index).remove(&key);
-            }
         }
-        let times = event.times.as_ref().map(TimesRow::of);
-        let state = StateRow::of(state);
-        self.send(match event.task_run {
-            Some(run) => Event::TaskRun {
-                flow_run: event.flow_run.id,
-                task: run.task,
-                index: run.index,
-                state,
-                times,
-            },
-            None => Event::FlowRun {
-                id: event.flow_run.id,
-                name: event.flow_run.name.to_string(),
-                flow: event.flow_run.flow.to_string(),
-                state,
-            },
-        });
+        let ended = (times.is_some() && state.is_terminal()).then_some(key);
+        let event = Event::TaskRun {
+            flow_run: event.flow_run.id,
+            task: run.task,
+            index: run.index,
+            state: StateRow::of(state),
+            times,
+        };
+        self.outbox.push(ended, run.index, event);
     }
 
     fn on_log(&self, event: &LogEvent<'_>) {
-        self.send(Event::Log {
+        let task_run = event.task_run.map(|r| (r.task, r.index));
+        let log = Event::Log {
             flow_run: event.flow_run.id,
-            task_run: event.task_run.map(|r| (r.task, r.index)),
+            task_run,
             level: crate::logging::level_name(&event.level),
             logger: event.logger,
             message: event.message.to_string(),
             micros: micros(event.timestamp),
-        });
+        };
+        // With its task run's events: a shard's events keep their order.
+        self.outbox
+            .push(None, task_run.map_or(0, |(_, index)| index), log);
     }
 
     fn on_flow_run_end(&self, _flow_run: FlowRunRef<'_>) {
         self.flush();
-    }
-}
-
-/// How many events wait for the writer, and whether it is still there.
-#[derive(Default)]
-struct Backlog {
-    queued: AtomicUsize,
-    writer_gone: AtomicBool,
-}
-
-impl Backlog {
-    /// Blocks the sending thread until the writer has taken half the backlog:
-    /// rare, and what keeps memory bounded when the engine outpaces the disk.
-    fn wait_for_writer(&self) {
-        while self.queued.load(Ordering::Relaxed) > MAX_QUEUED / 2
-            && !self.writer_gone.load(Ordering::Relaxed)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 }
 
@@ -337,11 +259,16 @@ struct Unwritten {
     first_seen: Instant,
 }
 
-fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog, in_flight: &InFlight) {
+fn write_loop(
+    mut store: Store,
+    parcels: Receiver<Vec<Event>>,
+    backlog: &Backlog,
+    outbox: &Weak<Outbox>,
+) {
     struct Gone<'a>(&'a Backlog);
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
-            self.0.writer_gone.store(true, Ordering::Relaxed);
+            self.0.writer_gone();
         }
     }
     let _gone = Gone(backlog);
@@ -355,43 +282,52 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog, in_f
     // Task runs written as rows while they were still going: they stay rows.
     // Every other task run is written once, finished, into a chunk.
     let mut rows: HashSet<RunKey, FastHash> = HashSet::default();
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch: Vec<Event> = Vec::with_capacity(1024);
     let mut closing = false;
+    let mut next_fetch = Instant::now() + FETCH_EVERY;
     while !closing {
-        // Wake at least twice per linger time, to write runs that are still going.
-        let first = match events.recv_timeout(LINGER / 2) {
-            Ok(event) => event,
-            Err(mpsc::RecvTimeoutError::Timeout) => Event::Tick,
+        // Wake at least every fetch interval, for the events waiting in the
+        // outbox and the runs that are still going.
+        let wait = next_fetch.saturating_duration_since(Instant::now());
+        let first = match parcels.recv_timeout(wait) {
+            Ok(parcel) => parcel,
+            Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
             Err(mpsc::RecvTimeoutError::Disconnected) if unwritten.is_empty() => break,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 closing = true;
-                Event::Tick
+                Vec::new()
             }
         };
+        if Instant::now() >= next_fetch {
+            if let Some(outbox) = outbox.upgrade() {
+                outbox.drain();
+            }
+            next_fetch = Instant::now() + FETCH_EVERY;
+        }
         // Gather for a moment: a run's transitions then land together. A
         // flush ends the gathering at once.
         let deadline = Instant::now() + GATHER;
-        let mut flushing = closing || matches!(first, Event::Flush(_));
-        batch.push(first);
+        let is_flush = |parcel: &[Event]| parcel.iter().any(|e| matches!(e, Event::Flush(_)));
+        let mut flushing = closing || is_flush(&first);
+        batch.extend(first);
         while batch.len() < MAX_BATCH && !flushing {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(wait) {
-                Ok(event) => {
-                    flushing = matches!(event, Event::Flush(_));
-                    batch.push(event);
+            match parcels.recv_timeout(wait) {
+                Ok(parcel) => {
+                    flushing = is_flush(&parcel);
+                    batch.extend(parcel);
                 }
                 Err(_) => break,
             }
         }
-        backlog.queued.fetch_sub(
-            batch.iter().filter(|e| !matches!(e, Event::Tick)).count(),
-            Ordering::Relaxed,
-        );
+        backlog.taken(batch.len());
         let mut acks = Vec::new();
         let mut others = Vec::new();
         let now = Instant::now();
         // Runs still going after the linger time: written as they stand.
-        for (key, created, started) in in_flight.lingering() {
+        let cutoff = micros(Utc::now()) - LINGER.as_micros() as i64;
+        let lingering = outbox.upgrade().map(|o| o.lingering(cutoff));
+        for (key, created, started) in lingering.into_iter().flatten() {
             if let RunKey::Task(..) = key {
                 let times = TimesRow {
                     created,
@@ -419,7 +355,6 @@ fn write_loop(mut store: Store, events: Receiver<Event>, backlog: &Backlog, in_f
         for event in batch.drain(..) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
-                Event::Tick => {}
                 Event::FlowRun {
                     id,
                     name,
@@ -794,7 +729,7 @@ fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum RunKey {
+pub(super) enum RunKey {
     Flow(Uuid),
     Task(Uuid, &'static str, u64),
 }

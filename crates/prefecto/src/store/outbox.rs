@@ -1,0 +1,182 @@
+//! Where the engine leaves history events for the writer thread.
+//!
+//! A map of 100,000 quick task runs makes 100,000 events in a fraction of a
+//! second. Sent one by one, each would be a channel operation and, whenever
+//! the writer had caught up and gone to sleep, a system call to wake it: that
+//! cost more than the engine's own work per run. So events wait in shards,
+//! picked by task run, and travel to the writer a few hundred at a time. One
+//! run's events always take the same shard, and a shard's batches are sent
+//! under its lock, so the writer sees each run's events in order.
+//!
+//! The shards also hold the task runs that are running: a quick run is
+//! written once, at its end, and the writer looks here for runs that have
+//! been going long enough to be shown as they stand.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::writer::{Event, RunKey};
+
+/// The writer's and outbox's maps are keyed by run and touched for every
+/// transition: a fast hash matters here, and the keys are our own, not an
+/// attacker's.
+pub(super) type FastHash = foldhash::fast::RandomState;
+pub(super) type FastMap<K, V> = HashMap<K, V, FastHash>;
+
+/// A shard hands its events over once it holds this many.
+const PARCEL: usize = 256;
+/// Past this many events waiting for the writer, the engine waits for it:
+/// the engine can outpace the disk, and a long map must not queue without
+/// bound (an event is about 150 bytes).
+const MAX_QUEUED: usize = 1 << 18;
+
+/// A task run that is running and not yet written.
+pub(super) struct RunningRun {
+    /// When it was created and started, in microseconds since the epoch.
+    pub created: i64,
+    pub started: i64,
+    /// Already written as it stands (it lingered).
+    pub written: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    running: FastMap<RunKey, RunningRun>,
+    events: Vec<Event>,
+}
+
+pub(super) struct Outbox {
+    shards: Box<[Mutex<Shard>]>,
+    sender: Sender<Vec<Event>>,
+    backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    pub fn new(sender: Sender<Vec<Event>>, backlog: Arc<Backlog>) -> Self {
+        // Enough shards that engine threads rarely meet on one.
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (threads * 4).next_power_of_two().max(16);
+        Outbox {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            sender,
+            backlog,
+        }
+    }
+
+    fn shard(&self, index: u64) -> MutexGuard<'_, Shard> {
+        let shard = &self.shards[index as usize & (self.shards.len() - 1)];
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a task run is running: it is written when it ends, or
+    /// when it lingers.
+    pub fn running(&self, key: RunKey, index: u64, run: RunningRun) {
+        self.shard(index).running.insert(key, run);
+    }
+
+    /// Queues an event of the run numbered `index` (0 for the flow's own);
+    /// `ended` names a run that is no longer running.
+    pub fn push(&self, ended: Option<RunKey>, index: u64, event: Event) {
+        let sent = {
+            let mut shard = self.shard(index);
+            if let Some(key) = ended {
+                shard.running.remove(&key);
+            }
+            shard.events.push(event);
+            if shard.events.len() < PARCEL {
+                0
+            } else {
+                self.hand_over(&mut shard)
+            }
+        };
+        self.backlog.wait_if_full(sent);
+    }
+
+    /// Sends an event to the writer at once, behind everything queued so far
+    /// in no particular order with it (flow-run states, results).
+    pub fn send_now(&self, event: Event) {
+        self.backlog.queued.fetch_add(1, Ordering::Relaxed);
+        // A send fails only if the writer thread has died; it said why.
+        let _ = self.sender.send(vec![event]);
+        self.backlog.wait_if_full(1);
+    }
+
+    /// Hands every shard's events to the writer.
+    pub fn drain(&self) {
+        for index in 0..self.shards.len() {
+            self.hand_over(&mut self.shard(index as u64));
+        }
+    }
+
+    /// Sends a shard's events, under its lock: a later batch of the same
+    /// shard cannot overtake it. Returns how many were sent.
+    fn hand_over(&self, shard: &mut Shard) -> usize {
+        if shard.events.is_empty() {
+            return 0;
+        }
+        let parcel = std::mem::replace(&mut shard.events, Vec::with_capacity(PARCEL));
+        let count = parcel.len();
+        self.backlog.queued.fetch_add(count, Ordering::Relaxed);
+        let _ = self.sender.send(parcel);
+        count
+    }
+
+    /// Runs started at least `linger` ago and not yet written: marked written.
+    pub fn lingering(&self, cutoff_micros: i64) -> Vec<(RunKey, i64, i64)> {
+        let mut found = Vec::new();
+        for index in 0..self.shards.len() {
+            let mut shard = self.shard(index as u64);
+            for (key, run) in shard.running.iter_mut() {
+                if !run.written && run.started <= cutoff_micros {
+                    run.written = true;
+                    found.push((*key, run.created, run.started));
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // The writer goes on until the channel closes: it gets the rest.
+        self.drain();
+    }
+}
+
+/// How many events wait for the writer, and whether it is still there.
+#[derive(Default)]
+pub(super) struct Backlog {
+    queued: AtomicUsize,
+    writer_gone: AtomicBool,
+}
+
+impl Backlog {
+    /// The writer took `count` events.
+    pub fn taken(&self, count: usize) {
+        self.queued.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// The writer has stopped: nobody waits for it any more.
+    pub fn writer_gone(&self) {
+        self.writer_gone.store(true, Ordering::Relaxed);
+    }
+
+    /// Blocks the sending thread, if it just sent and too much is queued,
+    /// until the writer has taken half: rare, and what keeps memory bounded
+    /// when the engine outpaces the disk. Never called under a shard's lock,
+    /// which the writer may need.
+    fn wait_if_full(&self, sent: usize) {
+        if sent == 0 || self.queued.load(Ordering::Relaxed) < MAX_QUEUED {
+            return;
+        }
+        while self.queued.load(Ordering::Relaxed) > MAX_QUEUED / 2
+            && !self.writer_gone.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
