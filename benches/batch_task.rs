@@ -315,7 +315,7 @@ fn main() {
                 .unwrap();
             on = on.min(started.elapsed().as_secs_f64());
 
-            // Events queue while the writer (at a lower priority) catches up: count them.
+            // Events queue while the writer catches up: the peak heap counts them.
             peak_on = peak_on.max(m.peak_bytes_per_input);
             recorded_runs += history_inputs;
         }

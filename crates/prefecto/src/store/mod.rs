@@ -11,6 +11,7 @@
 //! written by a newer prefecto is an error, never a silent downgrade.
 
 mod outbox;
+mod pack;
 mod query;
 mod schema;
 mod writer;

@@ -1,10 +1,12 @@
 //! Reading the run history back: what the `prefecto` command shows.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{hostname, Store, StoreError};
+use super::{hostname, pack, Store, StoreError};
 use crate::recorder::implied_lines;
 use crate::state::{State, StateType};
 
@@ -122,64 +124,94 @@ pub struct TaskRunRecord {
 
 impl From<RawChunkLine> for TaskRunRecord {
     fn from(line: RawChunkLine) -> Self {
-        let (
+        let (task, index, state_type, name, message, created, start, end, run_count, history) =
+            line;
+        let history = history
+            .into_iter()
+            .map(|(state_type, name, message, micros)| StateRecord {
+                state_type,
+                name,
+                message,
+                timestamp: time(micros),
+            })
+            .collect();
+        let row = TaskRunRow {
+            name: format!("{task}-{index}"),
             task,
             index,
             state_type,
-            state_name,
-            state_message,
-            created,
-            start,
-            end,
+            state_name: name,
+            state_message: message,
+            start_time: start.map(time),
+            end_time: end.map(time),
             run_count,
-            history,
-        ) = line;
+        };
+        TaskRunRecord::finished(row, created, history, end)
+    }
+}
+
+impl TaskRunRecord {
+    fn from_packed(task: &str, run: pack::Run<'_>) -> Self {
+        let record = |state: pack::RunState<'_>, micros: i64| StateRecord {
+            state_type: state.state_type.as_api_str().to_string(),
+            name: state.name.into_owned(),
+            message: state.message.map(Cow::into_owned),
+            timestamp: time(micros),
+        };
+        let history = run
+            .history
+            .into_iter()
+            .map(|(state, micros)| record(state, micros))
+            .collect();
+        let row = TaskRunRow {
+            name: format!("{task}-{}", run.index),
+            task: task.to_string(),
+            index: run.index,
+            state_type: run.state.state_type.as_api_str().to_string(),
+            state_name: run.state.name.into_owned(),
+            state_message: run.state.message.map(Cow::into_owned),
+            start_time: run.start.map(time),
+            end_time: run.end.map(time),
+            run_count: run.run_count,
+        };
+        TaskRunRecord::finished(row, run.created, history, run.end)
+    }
+
+    /// A finished run; an empty history is the one its times imply, as a run
+    /// written whole at its end stores none: Pending, Running (if it ran), the end.
+    fn finished(
+        row: TaskRunRow,
+        created: i64,
+        history: Vec<StateRecord>,
+        end: Option<i64>,
+    ) -> Self {
         let history = if history.is_empty() {
-            // Written whole at its end: Pending, Running (if it ran), the end.
             let mut implied = vec![StateRecord {
                 state_type: "PENDING".to_string(),
                 name: "Pending".to_string(),
                 message: None,
                 timestamp: time(created),
             }];
-            if let Some(start) = start {
+            if let Some(start) = row.start_time {
                 implied.push(StateRecord {
                     state_type: "RUNNING".to_string(),
                     name: "Running".to_string(),
                     message: None,
-                    timestamp: time(start),
+                    timestamp: start,
                 });
             }
             implied.push(StateRecord {
-                state_type: state_type.clone(),
-                name: state_name.clone(),
-                message: state_message.clone(),
+                state_type: row.state_type.clone(),
+                name: row.state_name.clone(),
+                message: row.state_message.clone(),
                 timestamp: time(end.unwrap_or(created)),
             });
             implied
         } else {
             history
-                .into_iter()
-                .map(|(state_type, name, message, micros)| StateRecord {
-                    state_type,
-                    name,
-                    message,
-                    timestamp: time(micros),
-                })
-                .collect()
         };
         TaskRunRecord {
-            row: TaskRunRow {
-                name: format!("{task}-{index}"),
-                task,
-                index,
-                state_type,
-                state_name,
-                state_message,
-                start_time: start.map(time),
-                end_time: end.map(time),
-                run_count,
-            },
+            row,
             created,
             history,
         }
@@ -296,8 +328,6 @@ impl Store {
             .collect())
     }
 
-    /// A flow run's task runs, from rows and chunks, with their histories,
-    /// in creation order.
     /// Notes that a Prefect server did not get all of a flow run, so that
     /// `prefecto flow-run sync` can deliver it later.
     pub fn record_undelivered(&self, delivery: &Delivery) -> Result<(), StoreError> {
@@ -348,7 +378,7 @@ impl Store {
     }
 
     /// A flow run's task runs with their histories, in creation order,
-    /// whether stored as rows or in chunks.
+    /// whether stored as rows, in packs, or in chunks (older databases).
     pub fn task_runs_with_history(
         &self,
         flow_run_id: &str,
@@ -400,6 +430,26 @@ impl Store {
                     })?;
                 records.push(line.into());
             }
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT task, body FROM task_run_packs WHERE flow_run_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.sqlite(e))?;
+        let packs = statement
+            .query_map(params![flow_run_id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        for (task, body) in &packs {
+            let runs = pack::unpack(body).map_err(|e| StoreError::Corrupt {
+                path: self.path().to_path_buf(),
+                what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
+            })?;
+            records.extend(
+                runs.into_iter()
+                    .map(|run| TaskRunRecord::from_packed(task, run)),
+            );
         }
         records.sort_by(|a, b| {
             (a.created, &a.row.task, a.row.index).cmp(&(b.created, &b.row.task, b.row.index))

@@ -88,6 +88,18 @@ const MIGRATIONS: &[&str] = &[
         reason             TEXT
     );
     ",
+    // Version 5: finished task runs packed in a compact binary form, by flow
+    // run and task (see `pack.rs`): about a dozen bytes a run instead of a
+    // JSON line's hundred. Version 3's chunks stay readable.
+    "
+    CREATE TABLE task_run_packs (
+        flow_run_id TEXT NOT NULL,
+        task        TEXT NOT NULL,
+        runs        INTEGER NOT NULL,
+        body        BLOB NOT NULL
+    );
+    CREATE INDEX task_run_packs_by_flow_run ON task_run_packs (flow_run_id);
+    ",
 ];
 
 /// The schema version this build writes and reads.
@@ -174,6 +186,47 @@ mod tests {
             .unwrap();
         assert_eq!(results, 0);
         assert_eq!(store.flow_run("old-run").unwrap().flow, "f");
+    }
+
+    #[test]
+    fn task_runs_chunked_as_json_lines_stay_readable() {
+        let path = temp_db("chunks");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
+             VALUES ('x', 'chunked-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
+            [],
+        )
+        .unwrap();
+        // Two runs as version 3 wrote them: one seen whole, one retried.
+        let body = concat!(
+            r#"["add",0,"COMPLETED","Completed",null,100,110,120,1,[]]"#,
+            "\n",
+            r#"["add",1,"FAILED","Failed","boom",101,111,150,2,[["PENDING","Pending",null,101],"#,
+            r#"["RUNNING","Running",null,111],["SCHEDULED","AwaitingRetry","boom",120],"#,
+            r#"["RUNNING","Retrying",null,130],["FAILED","Failed","boom",150]]]"#,
+            "\n"
+        );
+        conn.execute(
+            "INSERT INTO task_run_chunks (flow_run_id, runs, body) VALUES ('x', 2, ?1)",
+            [body],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let runs = store.task_runs_with_history("x").unwrap();
+        assert_eq!(runs.len(), 2);
+        let names: Vec<_> = runs[0].history.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Pending", "Running", "Completed"]);
+        assert_eq!(runs[1].row.state_message.as_deref(), Some("boom"));
+        assert_eq!(runs[1].row.run_count, 2);
+        assert_eq!(runs[1].history.len(), 5);
+        assert_eq!(runs[1].history[2].name, "AwaitingRetry");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! thread of its own batches them into SQLite transactions.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Weak};
@@ -13,6 +13,7 @@ use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
 use super::outbox::{Backlog, FastHash, FastMap, Outbox, RunningRun};
+use super::pack::{self, Pack};
 use super::{hostname, Store, StoreError};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, RunTimes, TransitionEvent};
 use crate::state::{State, StateType};
@@ -280,7 +281,7 @@ fn write_loop(
     // written once, whole, instead of once per transition.
     let mut unwritten: FastMap<RunKey, Unwritten> = FastMap::default();
     // Task runs written as rows while they were still going: they stay rows.
-    // Every other task run is written once, finished, into a chunk.
+    // Every other task run is written once, finished, into a pack.
     let mut rows: HashSet<RunKey, FastHash> = HashSet::default();
     let mut batch: Vec<Event> = Vec::with_capacity(1024);
     let mut closing = false;
@@ -350,8 +351,8 @@ fn write_loop(
                 );
             }
         }
-        // Finished task runs seen whole in this batch go straight into chunks.
-        let mut fast: FastMap<Uuid, (usize, String)> = FastMap::default();
+        // Finished task runs seen whole in this batch go straight into packs.
+        let mut packs: FastMap<(Uuid, &'static str), Pack> = FastMap::default();
         for event in batch.drain(..) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
@@ -382,9 +383,8 @@ fn write_loop(
                         && !rows.contains(&key);
                     if whole {
                         let update = RunUpdate::new(&state, times, true);
-                        let (runs, body) = fast.entry(flow_run).or_default();
-                        *runs += 1;
-                        push_chunk_line(body, task, index, &update);
+                        let pack = packs.entry((flow_run, task)).or_default();
+                        pack.push(&update.packed(index));
                     } else {
                         let synthesize = !rows.contains(&key);
                         fold(&mut unwritten, key, None, &state, times, synthesize, now);
@@ -393,7 +393,7 @@ fn write_loop(
                 other => others.push(other),
             }
         }
-        let (mut as_rows, mut chunked) = (Vec::new(), Vec::new());
+        let (mut as_rows, mut packed) = (Vec::new(), Vec::new());
         for (key, run) in &unwritten {
             let finished = run.update.latest.state_type.is_terminal();
             let due = flushing
@@ -404,22 +404,26 @@ fn write_loop(
                 continue;
             }
             if finished && matches!(key, RunKey::Task(..)) && !rows.contains(key) {
-                chunked.push((run.update.created, *key));
+                packed.push((run.update.created, *key));
             } else {
                 as_rows.push(*key);
             }
         }
-        // Chunks list their runs in the order they were created.
-        chunked.sort_unstable_by_key(|&(created, key)| (created, key));
-        let chunked: Vec<RunKey> = chunked.into_iter().map(|(_, key)| key).collect();
+        // Packs list their runs in the order they were created.
+        packed.sort_unstable_by_key(|&(created, key)| (created, key));
+        for &(_, key) in &packed {
+            if let RunKey::Task(flow_run, task, index) = key {
+                let pack = packs.entry((flow_run, task)).or_default();
+                pack.push(&unwritten[&key].update.packed(index));
+            }
+        }
         let due = Plan {
             others: &others,
             as_rows: &as_rows,
-            chunked: &chunked,
             unwritten: &unwritten,
-            fast: &fast,
+            packs: &packs,
         };
-        let idle = others.is_empty() && as_rows.is_empty() && chunked.is_empty() && fast.is_empty();
+        let idle = others.is_empty() && as_rows.is_empty() && packs.is_empty();
         let mut attempt = 0;
         while let Err(err) = if idle {
             Ok(())
@@ -435,7 +439,7 @@ fn write_loop(
             tracing::warn!(
                 target: "prefecto.engine",
                 "Run history: {} run(s) and {} other event(s) could not be written to {}: {err}",
-                as_rows.len() + chunked.len(),
+                as_rows.len() + packs.values().map(Pack::runs).sum::<usize>(),
                 others.len(),
                 store.path().display()
             );
@@ -452,7 +456,7 @@ fn write_loop(
                 }
             }
         }
-        for key in &chunked {
+        for (_, key) in &packed {
             unwritten.remove(key);
         }
         for ack in acks {
@@ -495,13 +499,50 @@ struct RunUpdate {
     start: Option<i64>,
     end: Option<i64>,
     run_count: i64,
-    history: String,
+    history: Vec<StateRow>,
     /// Seen whole at its end, with nothing but what its times imply: its
     /// history (Pending, Running, the end) is left for the reader to rebuild.
     implied_only: bool,
 }
 
 impl RunUpdate {
+    /// The run as a pack holds it.
+    fn packed(&self, index: u64) -> pack::Run<'_> {
+        fn state(row: &StateRow) -> pack::RunState<'_> {
+            pack::RunState {
+                state_type: row.state_type,
+                name: Cow::Borrowed(&*row.name),
+                message: row.message.as_deref().map(Cow::Borrowed),
+            }
+        }
+        pack::Run {
+            index,
+            created: self.created,
+            start: self.start,
+            end: self.end,
+            run_count: self.run_count as u32,
+            state: state(&self.latest),
+            // Empty when implied: the reader rebuilds Pending, Running and the end.
+            history: if self.implied_only {
+                Vec::new()
+            } else {
+                self.history
+                    .iter()
+                    .map(|row| (state(row), row.micros))
+                    .collect()
+            },
+        }
+    }
+
+    /// Its history as stored in a row: one JSON array per line.
+    fn history_lines(&self) -> String {
+        let mut lines = String::new();
+        for state in &self.history {
+            push_history_line(&mut lines, state);
+        }
+        lines
+    }
+
     /// A run's update starting with `state`. With `synthesize`, the Pending
     /// and first Running states that `times` imply (and the engine did not
     /// send) open the history.
@@ -512,7 +553,7 @@ impl RunUpdate {
             start: None,
             end: None,
             run_count: 0,
-            history: String::new(),
+            history: Vec::new(),
             implied_only: false,
         };
         if let (Some(times), true, true) = (times, synthesize, state.state_type.is_terminal()) {
@@ -524,18 +565,16 @@ impl RunUpdate {
             return update;
         }
         if let (Some(times), true) = (times, synthesize) {
-            push_history_line(
-                &mut update.history,
-                &implied(StateType::Pending, "Pending", times.created),
-            );
+            update
+                .history
+                .push(implied(StateType::Pending, "Pending", times.created));
             match times.started {
                 Some(started)
                     if !(state.state_type == StateType::Running && state.micros == started) =>
                 {
-                    push_history_line(
-                        &mut update.history,
-                        &implied(StateType::Running, "Running", started),
-                    );
+                    update
+                        .history
+                        .push(implied(StateType::Running, "Running", started));
                 }
                 _ => {}
             }
@@ -563,7 +602,7 @@ impl RunUpdate {
         if state.state_type.is_terminal() {
             self.end = Some(state.micros);
         }
-        push_history_line(&mut self.history, state);
+        self.history.push(state.clone());
         self.latest = state.clone();
     }
 }
@@ -575,47 +614,6 @@ fn implied(state_type: StateType, name: &'static str, micros: i64) -> StateRow {
         message: None,
         micros,
     }
-}
-
-/// Appends a finished task run to a chunk: one JSON array per line,
-/// `[task, index, type, name, message, created, start, end, run_count, [history...]]`.
-fn push_chunk_line(body: &mut String, task: &str, index: u64, update: &RunUpdate) {
-    let state = &update.latest;
-    let mut numbers = itoa::Buffer::new();
-    body.push('[');
-    push_json_str(body, task);
-    body.push(',');
-    body.push_str(numbers.format(index));
-    body.push(',');
-    push_state(body, state);
-    for number in [
-        Some(update.created),
-        update.start,
-        update.end,
-        Some(update.run_count),
-    ] {
-        body.push(',');
-        match number {
-            Some(n) => body.push_str(numbers.format(n)),
-            None => body.push_str("null"),
-        }
-    }
-    body.push_str(",[");
-    if update.implied_only {
-        // An empty history: the reader rebuilds Pending, Running and the end.
-        body.push_str("]]\n");
-        return;
-    }
-    // History lines are JSON arrays, and JSON strings never hold a raw
-    // newline: joining them with commas makes an array of arrays.
-    let lines = update.history.trim_end_matches('\n');
-    for (i, line) in lines.split('\n').enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(line);
-    }
-    body.push_str("]]\n");
 }
 
 /// `"TYPE","Name",message-or-null`: a state, as both line shapes hold it.
@@ -664,11 +662,9 @@ struct Plan<'a> {
     others: &'a [Event],
     /// Flow runs, and task runs written as rows.
     as_rows: &'a [RunKey],
-    /// Finished task runs, written into one chunk per flow run.
-    chunked: &'a [RunKey],
     unwritten: &'a FastMap<RunKey, Unwritten>,
-    /// Chunks of task runs seen whole, by flow run.
-    fast: &'a FastMap<Uuid, (usize, String)>,
+    /// Finished task runs, packed by flow run and task.
+    packs: &'a FastMap<(Uuid, &'static str), Pack>,
 }
 
 fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error> {
@@ -704,25 +700,17 @@ fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error
             }
         }
     }
-    let mut chunks: HashMap<Uuid, (usize, String)> = HashMap::new();
-    for key in plan.chunked {
-        let RunKey::Task(flow_run, task, index) = *key else {
-            continue;
-        };
-        let (runs, body) = chunks.entry(flow_run).or_default();
-        *runs += 1;
-        push_chunk_line(body, task, index, &plan.unwritten[key].update);
-    }
-    for (flow_run, (runs, body)) in chunks.iter().chain(plan.fast.iter()) {
+    for ((flow_run, task), pack) in plan.packs {
         tx.prepare_cached(
-            "INSERT INTO task_run_chunks (flow_run_id, runs, body) VALUES (?1, ?2, ?3)",
+            "INSERT INTO task_run_packs (flow_run_id, task, runs, body) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
             &*flow_run
                 .hyphenated()
                 .encode_lower(&mut Uuid::encode_buffer()),
-            *runs as i64,
-            body
+            *task,
+            pack.runs() as i64,
+            pack.body()
         ])?;
     }
     tx.commit()
@@ -770,7 +758,7 @@ fn write_flow_run(
         update.end,
         hostname(),
         std::process::id(),
-        update.history,
+        update.history_lines(),
     ])?;
     Ok(())
 }
@@ -809,7 +797,7 @@ fn write_task_run(
         update.start,
         update.end,
         update.run_count,
-        update.history,
+        update.history_lines(),
     ])?;
     Ok(())
 }
