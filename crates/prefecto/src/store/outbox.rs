@@ -95,8 +95,9 @@ impl Outbox {
         self.backlog.wait_if_full(sent);
     }
 
-    /// Sends an event to the writer at once, behind everything queued so far
-    /// in no particular order with it (flow-run states, results).
+    /// Sends an event to the writer at once, ahead of what waits in the
+    /// shards: for events whose order against task runs' does not matter
+    /// (flow-run states, results, and the flush marker, sent after a drain).
     pub fn send_now(&self, event: Event) {
         self.backlog.queued.fetch_add(1, Ordering::Relaxed);
         // A send fails only if the writer thread has died; it said why.
@@ -178,5 +179,66 @@ impl Backlog {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn log(thread: u64, seq: usize) -> Event {
+        Event::Log {
+            flow_run: uuid::Uuid::nil(),
+            task_run: Some(("t", thread)),
+            level: "INFO",
+            logger: "test",
+            message: seq.to_string(),
+            micros: 0,
+        }
+    }
+
+    #[test]
+    fn every_event_arrives_once_and_each_runs_in_order_while_shards_are_drained() {
+        let (sender, receiver) = mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Arc::new(Outbox::new(sender, backlog.clone()));
+        const THREADS: u64 = 4;
+        const EACH: usize = 1000;
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let outbox = &outbox;
+                scope.spawn(move || {
+                    for seq in 0..EACH {
+                        outbox.push(None, thread, log(thread, seq));
+                    }
+                });
+            }
+            // The writer's periodic fetch, racing the pushes.
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    outbox.drain();
+                    std::thread::yield_now();
+                }
+            });
+        });
+        drop(outbox);
+        let mut next = [0usize; THREADS as usize];
+        let mut total = 0;
+        for event in receiver.iter().flatten() {
+            let Event::Log {
+                task_run: Some((_, thread)),
+                message,
+                ..
+            } = event
+            else {
+                panic!("only logs were sent");
+            };
+            assert_eq!(message, next[thread as usize].to_string());
+            next[thread as usize] += 1;
+            total += 1;
+        }
+        assert_eq!(total, THREADS as usize * EACH);
+        assert_eq!(backlog.queued.load(Ordering::Relaxed), total);
     }
 }
