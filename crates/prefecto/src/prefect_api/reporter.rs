@@ -925,40 +925,24 @@ async fn send_events(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters
             outbox.more.notified().await;
             continue;
         }
-        outbox
-            .events_in_flight
-            .store(batch.len() as u64, Ordering::Release);
         let started = Instant::now();
-        let mut sent = Sent::default();
-        let body = Value::Array(batch);
-        let result = client
-            .send(Method::POST, "/events", Some(&body), &mut sent)
-            .await;
-        counters.add(sent);
-        let Value::Array(batch) = body else {
-            unreachable!("built as an array")
-        };
-        match result {
-            Ok(_) => {
-                counters
-                    .events
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-            Err(err) => {
-                tracing::debug!(target: "prefecto.engine", "Task-run events not delivered yet: {err}");
-                {
-                    let mut events = lock(&outbox.events);
-                    for event in batch.into_iter().rev() {
-                        events.push_front(event);
-                    }
-                }
-                outbox.events_in_flight.store(0, Ordering::Release);
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
+        let count = batch.len();
+        let posted = post_batch(
+            &client,
+            &counters,
+            "/events",
+            batch,
+            &outbox.events,
+            &outbox.events_in_flight,
+            &counters.events,
+        )
+        .await;
+        if let Err(err) = posted {
+            tracing::debug!(target: "prefecto.engine", "Task-run events not delivered yet: {err}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
         }
-        outbox.events_in_flight.store(0, Ordering::Release);
-        let pace = Duration::from_secs_f64(batch.len() as f64 / rate);
+        let pace = Duration::from_secs_f64(count as f64 / rate);
         tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
     }
 }
@@ -984,36 +968,58 @@ async fn send_logs(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters>)
             if batch.is_empty() {
                 break;
             }
-            outbox
-                .logs_in_flight
-                .store(batch.len() as u64, Ordering::Release);
-            let mut sent = Sent::default();
-            let body = Value::Array(batch);
-            let result = client
-                .send(Method::POST, "/logs/", Some(&body), &mut sent)
-                .await;
-            counters.add(sent);
-            let Value::Array(batch) = body else {
-                unreachable!("built as an array")
-            };
-            let failed = result.is_err();
-            if failed {
-                let mut logs = lock(&outbox.logs);
-                for log in batch.into_iter().rev() {
-                    logs.push_front(log);
-                }
-                drop(logs);
-            } else {
-                counters
-                    .logs
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-            outbox.logs_in_flight.store(0, Ordering::Release);
-            if failed {
+            let posted = post_batch(
+                &client,
+                &counters,
+                "/logs/",
+                batch,
+                &outbox.logs,
+                &outbox.logs_in_flight,
+                &counters.logs,
+            )
+            .await;
+            if posted.is_err() {
                 break;
             }
         }
     }
+}
+
+/// Posts a batch of events or logs. While it is out, `in_flight` counts it,
+/// so that an empty outbox means everything was answered; if it fails, it
+/// goes back to the front of `queue` for the next try.
+async fn post_batch(
+    client: &Client,
+    counters: &Counters,
+    path: &str,
+    batch: Vec<Value>,
+    queue: &Mutex<VecDeque<Value>>,
+    in_flight: &AtomicU64,
+    delivered: &AtomicU64,
+) -> Result<(), ApiError> {
+    in_flight.store(batch.len() as u64, Ordering::Release);
+    let mut sent = Sent::default();
+    let body = Value::Array(batch);
+    let result = client
+        .send(Method::POST, path, Some(&body), &mut sent)
+        .await;
+    counters.add(sent);
+    let Value::Array(batch) = body else {
+        unreachable!("built as an array")
+    };
+    match &result {
+        Ok(_) => {
+            delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Err(_) => {
+            let mut queue = lock(queue);
+            for item in batch.into_iter().rev() {
+                queue.push_front(item);
+            }
+        }
+    }
+    in_flight.store(0, Ordering::Release);
+    result.map(drop)
 }
 
 /// Ends a flow run's report: waits until the server has every task run,

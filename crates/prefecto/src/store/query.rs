@@ -146,7 +146,7 @@ impl From<RawChunkLine> for TaskRunRecord {
             end_time: end.map(time),
             run_count,
         };
-        TaskRunRecord::finished(row, created, history, end)
+        TaskRunRecord::finished(row, created, history)
     }
 }
 
@@ -174,17 +174,12 @@ impl TaskRunRecord {
             end_time: run.end.map(time),
             run_count: run.run_count,
         };
-        TaskRunRecord::finished(row, run.created, history, run.end)
+        TaskRunRecord::finished(row, run.created, history)
     }
 
     /// A finished run; an empty history is the one its times imply, as a run
     /// written whole at its end stores none: Pending, Running (if it ran), the end.
-    fn finished(
-        row: TaskRunRow,
-        created: i64,
-        history: Vec<StateRecord>,
-        end: Option<i64>,
-    ) -> Self {
+    fn finished(row: TaskRunRow, created: i64, history: Vec<StateRecord>) -> Self {
         let history = if history.is_empty() {
             let mut implied = vec![StateRecord {
                 state_type: "PENDING".to_string(),
@@ -204,7 +199,7 @@ impl TaskRunRecord {
                 state_type: row.state_type.clone(),
                 name: row.state_name.clone(),
                 message: row.state_message.clone(),
-                timestamp: time(end.unwrap_or(created)),
+                timestamp: row.end_time.unwrap_or_else(|| time(created)),
             });
             implied
         } else {

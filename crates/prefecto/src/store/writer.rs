@@ -203,13 +203,13 @@ impl Recorder for HistoryRecorder {
             return;
         };
         let key = RunKey::Task(event.flow_run.id, run.task, run.index);
+        // A run that starts and ends quickly costs one event, at its end:
+        // its Pending and Running states follow from its times.
+        if event.times.is_some() && state.is_pending() {
+            return;
+        }
         let times = event.times.as_ref().map(TimesRow::of);
         if let Some(times) = times {
-            // A run that starts and ends quickly costs one event, at its end:
-            // its Pending and Running states follow from its times.
-            if state.is_pending() {
-                return;
-            }
             // Its first start (retries count on from 2).
             if state.is_running() && times.run_count == 1 {
                 let started = times.started.unwrap_or(times.created);
