@@ -201,7 +201,12 @@ fn main() {
     // Logs off: the figures are the engine's, not the console's. History off
     // but where measured: this table is the engine's own cost.
     prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
-    prefecto::store::disable();
+    Prefecto::builder()
+        .engine_only()
+        .build()
+        .unwrap()
+        .install()
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -295,23 +300,26 @@ fn main() {
     );
     let home = std::env::temp_dir().join(format!("prefecto-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
-    prefecto::store::set_home(&home);
+    let history_off = Prefecto::builder().engine_only().build().unwrap();
+    let history_on = Prefecto::builder()
+        .engine_only()
+        .history_in(&home)
+        .build()
+        .unwrap();
     let mut recorded_runs = 0;
     for (name, mode, sync_body) in [VARIANTS[2], VARIANTS[1]] {
         let (mut off, mut on, mut peak_on) = (f64::MAX, f64::MAX, 0f64);
         for _ in 0..repetitions {
-            prefecto::store::disable();
             let started = Instant::now();
             runtime
-                .block_on(batch_flow(history_inputs, mode, sync_body))
+                .block_on(history_off.scope_async(batch_flow(history_inputs, mode, sync_body)))
                 .unwrap();
             off = off.min(started.elapsed().as_secs_f64());
-            prefecto::store::enable();
             // Timed around the flow call, which returns once its history is
             // committed: the writer's work is in the figure.
             let started = Instant::now();
             let m = runtime
-                .block_on(batch_flow(history_inputs, mode, sync_body))
+                .block_on(history_on.scope_async(batch_flow(history_inputs, mode, sync_body)))
                 .unwrap();
             on = on.min(started.elapsed().as_secs_f64());
 

@@ -47,6 +47,13 @@ fn main() {
     if std::env::var_os("PREFECTO_LOGGING_LEVEL").is_none() {
         prefecto::logging::init(tracing::level_filters::LevelFilter::WARN);
     }
+    let prefecto = Prefecto::builder()
+        .console_logs(None)
+        .build()
+        .unwrap()
+        .install()
+        .unwrap();
+    let counters = || prefecto.prefect_counters().unwrap_or_default();
     let client = Client::new(ApiConfig::new(&url).unwrap()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,11 +72,11 @@ fn main() {
         "resent"
     );
     for (n, size) in [(1_000i64, 100usize), (10_000, 500)] {
-        let before = prefecto::prefect_api::counters().unwrap_or_default();
+        let before = counters();
         let started = Instant::now();
         let (name, body) = seed_workload(n, size).unwrap();
         let returned = started.elapsed().as_secs_f64();
-        let after = prefecto::prefect_api::counters().unwrap_or_default();
+        let after = counters();
         let mut sent = Sent::default();
         let run = runtime
             .block_on(client.send(

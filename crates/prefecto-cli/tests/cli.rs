@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use prefecto::prelude::*;
-use prefecto::store;
+use prefecto::settings::HOME_ENV;
 
 #[task]
 fn check(x: i64) -> Result<i64, String> {
@@ -34,9 +34,12 @@ fn history() -> &'static (PathBuf, String) {
     HISTORY.get_or_init(|| {
         let home = std::env::temp_dir().join(format!("prefecto-cli-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
-        assert!(store::set_home(&home));
-        prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
-        checks(vec![1, -2, 3, 4, 5]).unwrap_err();
+        let prefecto = Prefecto::builder()
+            .engine_only()
+            .history_in(&home)
+            .build()
+            .unwrap();
+        prefecto.scope(|| checks(vec![1, -2, 3, 4, 5])).unwrap_err();
         (home, FLOW_RUN_NAME.get().unwrap().clone())
     })
 }
@@ -44,7 +47,7 @@ fn history() -> &'static (PathBuf, String) {
 fn prefecto(home: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_prefecto"))
         .args(args)
-        .env(store::HOME_ENV, home)
+        .env(HOME_ENV, home)
         .output()
         .unwrap();
     (

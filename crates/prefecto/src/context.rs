@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::future::TaskRunName;
-use crate::recorder::{self, FlowRunRef, LogEvent, Recorder, TransitionEvent};
+use crate::names::TaskRunName;
+use crate::recorder::{FlowRunRef, LogEvent, RunTimes, TransitionEvent};
+use crate::seams::Seams;
 use crate::state::State;
+use crate::task::TaskSpec;
 
 /// A cancellation scope: every task run of one `map` or flow run shares one,
 /// and learns from it why it was cancelled.
@@ -94,11 +96,8 @@ pub(crate) struct FlowRunContext {
     /// Taken by whichever ends the flow run: its body, or a signal. Held
     /// while it records the end, so the other waits rather than exiting midway.
     ended: Mutex<bool>,
-    recorders: Arc<[Arc<dyn Recorder>]>,
-    /// The run history, also the store of persisted results.
-    pub(crate) history: Option<Arc<crate::store::HistoryRecorder>>,
-    /// The Prefect server's tag concurrency limits, when reporting to one.
-    pub(crate) tag_limits: Option<Arc<crate::prefect_api::TagLimits>>,
+    /// Where its history goes, its cached results, its slots, its progress.
+    pub(crate) seams: Arc<Seams>,
 }
 
 impl FlowRunContext {
@@ -109,23 +108,21 @@ impl FlowRunContext {
         parameters: serde_json::Value,
         handle: Handle,
         max_workers: Option<usize>,
+        seams: Arc<Seams>,
     ) -> Arc<Self> {
-        let history = crate::store::history_recorder();
         Arc::new(FlowRunContext {
             id,
             name,
             flow,
             parameters,
             handle,
-            max_workers,
+            max_workers: max_workers.or(seams.max_workers),
             pool: OnceLock::new(),
             scope: CancelScope::root(),
             tracker: TaskTracker::new(),
             run_counts: Mutex::new(HashMap::new()),
             ended: Mutex::new(false),
-            recorders: recorder::installed(history.clone()),
-            history,
-            tag_limits: crate::prefect_api::reporter().map(|r| r.tag_limits()),
+            seams,
         })
     }
 
@@ -133,7 +130,7 @@ impl FlowRunContext {
     pub(crate) fn pool(&self) -> Result<&rayon::ThreadPool, &str> {
         self.pool
             .get_or_init(|| {
-                crate::runner::thread_pool(self.max_workers)
+                thread_pool(self.max_workers)
                     .map_err(|e| format!("The thread pool for sync task runs could not start: {e}"))
             })
             .as_ref()
@@ -178,12 +175,12 @@ impl FlowRunContext {
     }
 
     pub(crate) fn has_recorders(&self) -> bool {
-        !self.recorders.is_empty()
+        !self.seams.recorders.is_empty()
     }
 
     pub(crate) fn record_transition(
         &self,
-        task_run: Option<(TaskRunName, &'static crate::task::TaskSpec)>,
+        task_run: Option<(TaskRunName, &'static TaskSpec)>,
         state: &State,
     ) {
         self.record_task_transition(task_run, state, None);
@@ -191,11 +188,11 @@ impl FlowRunContext {
 
     pub(crate) fn record_task_transition(
         &self,
-        task_run: Option<(TaskRunName, &'static crate::task::TaskSpec)>,
+        task_run: Option<(TaskRunName, &'static TaskSpec)>,
         state: &State,
-        times: Option<crate::recorder::RunTimes>,
+        times: Option<RunTimes>,
     ) {
-        if self.recorders.is_empty() {
+        if !self.has_recorders() {
             return;
         }
         let event = TransitionEvent {
@@ -205,7 +202,7 @@ impl FlowRunContext {
             times,
             state,
         };
-        for recorder in self.recorders.iter() {
+        for recorder in self.seams.recorders.iter() {
             recorder.on_transition(&event);
         }
     }
@@ -225,13 +222,13 @@ impl FlowRunContext {
             message,
             timestamp: chrono::Utc::now(),
         };
-        for recorder in self.recorders.iter() {
+        for recorder in self.seams.recorders.iter() {
             recorder.on_log(&event);
         }
     }
 
     pub(crate) fn record_end(&self) {
-        for recorder in self.recorders.iter() {
+        for recorder in self.seams.recorders.iter() {
             recorder.on_flow_run_end(self.flow_run_ref());
         }
     }
@@ -256,7 +253,7 @@ macro_rules! flow_log {
 macro_rules! task_log {
     ($ctx:expr, $run:expr, $level:ident, $($arg:tt)+) => {{
         let ctx: &$crate::context::FlowRunContext = &$ctx;
-        let run: $crate::future::TaskRunName = $run;
+        let run: $crate::names::TaskRunName = $run;
         ::tracing::event!(target: "prefecto.task_runs", ::tracing::Level::$level, task_run = %run, $($arg)+);
         if ctx.has_recorders() {
             ctx.record_log(Some(run), ::tracing::Level::$level, "prefecto.task_runs", &format!($($arg)+));
@@ -276,7 +273,7 @@ macro_rules! implied_log {
         }
     }};
     ($run:expr, $level:ident, $($arg:tt)+) => {{
-        let run: $crate::future::TaskRunName = $run;
+        let run: $crate::names::TaskRunName = $run;
         ::tracing::event!(target: "prefecto.task_runs", ::tracing::Level::$level, task_run = %run, $($arg)+);
     }};
 }
@@ -345,20 +342,48 @@ pub(crate) fn own_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Task runs outside any flow run: on prefecto's own runtime, with a pool of
-/// their own, kept for the life of the process.
+/// their own, one context per set of seams, kept for the life of the process.
 fn outside_any_flow() -> Arc<FlowRunContext> {
-    static CONTEXT: OnceLock<Arc<FlowRunContext>> = OnceLock::new();
-    CONTEXT
-        .get_or_init(|| {
-            crate::logging::install_default();
-            FlowRunContext::new(
-                Uuid::new_v4(),
-                String::new(),
-                String::new(),
-                serde_json::Value::Object(Default::default()),
-                own_runtime().handle().clone(),
-                None,
-            )
-        })
-        .clone()
+    static CONTEXTS: Mutex<Vec<Arc<FlowRunContext>>> = Mutex::new(Vec::new());
+    let seams = crate::seams::current();
+    let mut contexts = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = contexts.iter().find(|ctx| Arc::ptr_eq(&ctx.seams, &seams)) {
+        return ctx.clone();
+    }
+    let ctx = FlowRunContext::new(
+        Uuid::new_v4(),
+        String::new(),
+        String::new(),
+        serde_json::Value::Object(Default::default()),
+        own_runtime().handle().clone(),
+        None,
+        seams,
+    );
+    contexts.push(ctx.clone());
+    ctx
+}
+
+/// Builds the bounded pool that runs sync task bodies: `max_workers`
+/// threads, else one per core.
+pub(crate) fn thread_pool(
+    max_workers: Option<usize>,
+) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    let workers = max_workers
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("prefecto-worker-{i}"))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_is_bounded() {
+        let pool = thread_pool(Some(3)).unwrap();
+        assert_eq!(pool.current_num_threads(), 3);
+    }
 }

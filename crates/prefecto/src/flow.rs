@@ -134,10 +134,13 @@ fn begin(
     handle: tokio::runtime::Handle,
     parameters: Parameters,
 ) -> (Arc<FlowRunContext>, AdoptedParameters) {
-    crate::logging::install_default();
-    // A flow run a Prefect worker created for us (PREFECT__FLOW_RUN_ID) is
-    // adopted: its id, its name and its parameters come from the server.
-    let adopted = crate::prefect_api::adopt_from_env(spec.name);
+    let seams = crate::seams::current();
+    // A flow run created for us elsewhere (by a Prefect worker) is adopted:
+    // its id, its name and its parameters come from there.
+    let adopted = seams
+        .adopter
+        .as_ref()
+        .and_then(|adopter| adopter.adopt(spec.name));
     let (id, name, parameters, adopted_parameters) = match adopted {
         Some(run) => (
             run.id,
@@ -164,6 +167,7 @@ fn begin(
         parameters,
         handle,
         spec.max_workers,
+        seams,
     );
     ctx.record_transition(None, &State::pending());
     tracing::info!(
@@ -174,10 +178,15 @@ fn begin(
     );
     if ctx.has_recorders() {
         let message = format!("Created flow run '{}' for flow '{}'", ctx.name, ctx.flow);
-        ctx.record_log(None, tracing::Level::INFO, crate::logging::ENGINE, &message);
+        ctx.record_log(
+            None,
+            tracing::Level::INFO,
+            crate::recorder::ENGINE,
+            &message,
+        );
     }
     ctx.record_transition(None, &State::running());
-    crate::signals::flow_run_started(&ctx);
+    crate::flow_runs::started(&ctx);
     (ctx, adopted_parameters)
 }
 
@@ -187,7 +196,7 @@ fn end<T>(
     ctx: &FlowRunContext,
     outcome: std::thread::Result<Result<T, BodyError>>,
 ) -> Result<T, FlowRunError> {
-    crate::signals::flow_run_ended(ctx);
+    crate::flow_runs::ended(ctx);
     let (state, value) = match outcome {
         _ if ctx.scope.is_cancelled() => (State::cancelled(ctx.scope.reason()), None),
         Ok(Ok(value)) => (State::completed(), Some(value)),

@@ -11,22 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::blocking::block_on;
+use crate::names::TaskRunName;
 use crate::state::State;
-
-/// A task run's name, `{task}-{k}`, formatted only when shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TaskRunName {
-    /// The task's name.
-    pub task: &'static str,
-    /// The run's number among this task's runs in its flow run, from 0.
-    pub index: u64,
-}
-
-impl fmt::Display for TaskRunName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.task, self.index)
-    }
-}
 
 /// A task run did not complete, so it has no value. The error carries its final state.
 ///
@@ -264,7 +251,7 @@ impl<T> PrefectFuture<T> {
 
     /// Blocks the calling thread until the run is terminal, and returns that state.
     pub fn wait(&self) -> State {
-        crate::runner::block_on(self.shared.wait());
+        block_on(self.shared.wait());
         self.state()
     }
 
@@ -276,7 +263,7 @@ impl<T> PrefectFuture<T> {
 
     /// Blocks until the run is terminal; its value, or an error with its final state.
     pub fn result(self) -> Result<T, TaskRunError> {
-        crate::runner::block_on(self.shared.wait());
+        block_on(self.shared.wait());
         self.shared.take_outcome()
     }
 
@@ -336,7 +323,7 @@ impl<T> PrefectFutureList<T> {
 
     /// Blocks until every run is terminal; their states, in input order.
     pub fn wait(&self) -> Vec<State> {
-        crate::runner::block_on(self.wait_async())
+        block_on(self.wait_async())
     }
 
     /// Waits until every run is terminal; their states, in input order.
@@ -356,7 +343,7 @@ impl<T> PrefectFutureList<T> {
     /// Blocks until every run is terminal; all values in input order, or the
     /// error of the first run (in input order) that did not complete.
     pub fn results(self) -> Result<Vec<T>, TaskRunError> {
-        crate::runner::block_on(self.results_async())
+        block_on(self.results_async())
     }
 
     /// Waits until every run is terminal; all values in input order, or the

@@ -51,61 +51,94 @@
 //! (`#[flow(max_workers = 8)]`, or `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one
 //! per core); async bodies run on the Tokio runtime.
 //!
-//! Logging goes through `tracing`: see [`logging`]. Every state transition and
-//! engine log line is handed to the installed [`recorder`]s, the first of which
-//! is the SQLite run history of [`store`] that the `prefecto` command reads.
-//! Tasks with `cache_key` and `persist_result` resume from stored results; a
-//! terminal shows a [`progress`] bar; SIGINT and SIGTERM end flow runs
-//! `Cancelled` ([`signals`]).
+//! # How it is put together
 //!
-//! With `PREFECT_API_URL` set, [`prefect_api`] also reports every flow run to
-//! a Prefect 3 server, task runs as paced event batches, and honours its tag
-//! concurrency limits; [`prefect_api::sync_flow_run`] delivers later what an
-//! outage kept from it.
+//! The engine (tasks, flows, futures, [`BatchTask`](concurrency::BatchTask))
+//! knows only seams: [`Recorder`]s hear every transition and log line, a
+//! [`ResultStore`] keeps cached results, a [`SlotLimiter`] grants concurrency
+//! slots, a [`ProgressDisplay`] shows long maps, a [`FlowRunAdopter`] may hand
+//! a flow call a run created elsewhere. [`Prefecto`], the composition root,
+//! fills them in: by default from the environment ([`Settings`]), at the
+//! first flow call; or as the program builds it with [`Prefecto::builder`].
+//!
+//! Each part that fills a seam is a Cargo feature, all on by default:
+//!
+//! | feature | part |
+//! | --- | --- |
+//! | `history` | the SQLite run history of [`store`] that the `prefecto` command reads, and resume from cached results |
+//! | `prefect` | [`prefect_api`]: reporting to a Prefect 3 server, its tag concurrency limits, adopting runs a Prefect worker created |
+//! | `progress` | [`progress_bar`]: a progress bar for long maps in a terminal |
+//! | `signals` | SIGINT and SIGTERM end flow runs `Cancelled` (Unix; Ctrl-C elsewhere) |
+//!
+//! With `default-features = false` the engine runs alone, with Prefect-format
+//! console logs ([`logging`]).
 
 // Lets the macros' `::prefecto::` paths resolve inside this crate's own tests.
 extern crate self as prefecto;
 
+// The engine: it knows only the seams below, never the parts that fill them.
+mod adopt;
 pub mod args;
+mod blocking;
 pub mod concurrency;
 mod context;
 pub mod flow;
+pub mod flow_runs;
 pub mod future;
-pub mod logging;
 mod names;
 mod parameters;
-pub mod prefect_api;
 pub mod progress;
 pub mod recorder;
+mod result_store;
 pub mod runner;
-pub mod signals;
+mod seams;
+pub mod settings;
+mod slot_limiter;
 pub mod state;
-pub mod store;
 pub mod task;
 
+// The parts that fill the seams, each behind its Cargo feature.
+pub mod logging;
+#[cfg(feature = "prefect")]
+pub mod prefect_api;
+#[cfg(feature = "progress")]
+pub mod progress_bar;
+#[cfg(feature = "signals")]
+mod signals;
+#[cfg(feature = "history")]
+pub mod store;
+
+// The composition root: puts the parts into the seams.
+mod builder;
+
+pub use adopt::{AdoptedFlowRun, FlowRunAdopter};
 pub use args::{unmapped, MapError, Unmapped};
+pub use builder::{Prefecto, PrefectoBuilder, SetupError};
 pub use flow::FlowRunError;
-pub use future::{PrefectFuture, PrefectFutureList, TaskRunError, TaskRunName};
+pub use future::{PrefectFuture, PrefectFutureList, TaskRunError};
+pub use names::TaskRunName;
 pub use prefecto_macros::{flow, task};
+pub use progress::{MapProgress, ProgressDisplay};
+pub use recorder::Recorder;
+pub use result_store::ResultStore;
+pub use settings::Settings;
+pub use slot_limiter::{BoxFuture, Slot, SlotLimiter, SlotRequest};
 pub use state::{State, StateType};
 pub use task::Task;
 
 /// Everything a flow file needs: `use prefecto::prelude::*;`.
 pub mod prelude {
-    pub use crate::args::{unmapped, Unmapped};
+    pub use crate::args::{unmapped, MapError, Unmapped};
+    pub use crate::builder::Prefecto;
     pub use crate::concurrency::{
-        AnyFailedSwitch, BatchMode, BatchTask, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
+        AnyFailedSwitch, BatchError, BatchMode, BatchTask, CountSwitch, InputOutcome, KillSwitch,
+        KillSwitchError, RateSwitch,
     };
     pub use crate::flow::FlowRunError;
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
-    pub use crate::parameters::{
-        Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
-    };
     pub use crate::state::{State, StateType};
     pub use crate::task::Task;
     pub use prefecto_macros::{flow, task};
-    pub use serde_json::{Map as JsonMap, Value as JsonValue};
-    pub use std::marker::PhantomData;
 }
 
 /// The README's examples, run as doc tests.
@@ -117,12 +150,11 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::args::{MapArgs, MapError};
-    pub use crate::flow::{run_async, run_sync, FlowSpec};
+    pub use crate::flow::{AdoptedParameters, FlowSpec, Parameters};
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
     pub use crate::parameters::{
         Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
     };
-    pub use crate::runner::{call, call_async, map, submit};
     pub use crate::task::{BodyError, Invocation, Task, TaskSpec};
     pub use serde_json;
     pub use serde_json::{Map as JsonMap, Value as JsonValue};
@@ -132,4 +164,60 @@ pub mod __private {
     pub use std::pin::Pin;
     pub use std::result::Result;
     pub use std::time::Duration;
+
+    // The entry points: each installs the default set-up first, if the
+    // program installed none, then enters the engine.
+    use crate::builder::ensure_installed;
+
+    pub fn run_sync<T, F>(
+        spec: &'static FlowSpec,
+        parameters: Parameters,
+        body: F,
+    ) -> Result<T, crate::FlowRunError>
+    where
+        F: FnOnce(AdoptedParameters) -> Result<T, BodyError> + Send,
+        T: Send,
+    {
+        ensure_installed();
+        crate::flow::run_sync(spec, parameters, body)
+    }
+
+    pub async fn run_async<T, F, Fut>(
+        spec: &'static FlowSpec,
+        parameters: Parameters,
+        body: F,
+    ) -> Result<T, crate::FlowRunError>
+    where
+        F: FnOnce(AdoptedParameters) -> Fut,
+        Fut: Future<Output = Result<T, BodyError>>,
+    {
+        ensure_installed();
+        crate::flow::run_async(spec, parameters, body).await
+    }
+
+    pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
+        ensure_installed();
+        crate::runner::submit(task, args)
+    }
+
+    pub fn map<T: Task, M: MapArgs<T::Args>>(
+        task: &T,
+        args: M,
+    ) -> Result<PrefectFutureList<T::Output>, MapError> {
+        ensure_installed();
+        crate::runner::map(task, args)
+    }
+
+    pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
+        ensure_installed();
+        crate::runner::call(task, args)
+    }
+
+    pub fn call_async<T: Task>(
+        task: &T,
+        args: T::Args,
+    ) -> Pin<Box<dyn Future<Output = Result<T::Output, TaskRunError>> + Send>> {
+        ensure_installed();
+        crate::runner::call_async(task, args)
+    }
 }

@@ -1,11 +1,13 @@
 //! Console logs in Prefect's format, `HH:MM:SS.mmm | LEVEL   | logger - message`,
 //! through `tracing`.
 //!
-//! The first flow run installs [`PrefectFormat`] as the global subscriber
-//! unless one is already set, at the level named by `PREFECTO_LOGGING_LEVEL`
-//! (`DEBUG`, `INFO` (the default), `WARNING`, `ERROR`, or `OFF`). Install your
-//! own subscriber first to take over; [`init`] and [`init_with_writer`] set
-//! ours up explicitly.
+//! [`Prefecto::install`](crate::Prefecto::install) (which the first flow call
+//! does, if the program did not) installs [`PrefectFormat`] as the global
+//! subscriber unless one is already set, at the level named by
+//! `PREFECTO_LOGGING_LEVEL` (`DEBUG`, `INFO` (the default), `WARNING`,
+//! `ERROR`, or `OFF`) or by the builder's `console_logs`. Install your own
+//! subscriber first to take over; [`init`] and [`init_with_writer`] set ours
+//! up explicitly.
 //!
 //! The engine logs to three targets, as Prefect's loggers:
 //! `prefecto.engine`, `prefecto.flow_runs` (with a `flow_run` field, shown as
@@ -13,24 +15,15 @@
 //! field, shown as `Task run 'add-0' - ...`).
 
 use std::fmt;
-use std::sync::Once;
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The logger of engine-wide lines, such as flow run creation.
-pub const ENGINE: &str = "prefecto.engine";
-/// The logger of lines about one flow run.
-pub const FLOW_RUNS: &str = "prefecto.flow_runs";
-/// The logger of lines about one task run.
-pub const TASK_RUNS: &str = "prefecto.task_runs";
-
-/// The environment variable that sets the console log level.
-pub const LEVEL_ENV: &str = "PREFECTO_LOGGING_LEVEL";
+pub use crate::recorder::{ENGINE, FLOW_RUNS, TASK_RUNS};
 
 /// Formats events as Prefect's console handler does.
 ///
@@ -47,17 +40,6 @@ pub const LEVEL_ENV: &str = "PREFECTO_LOGGING_LEVEL";
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PrefectFormat;
-
-/// Prefect's level names, padded as its format's `%(levelname)-7s`.
-pub(crate) fn level_name(level: &Level) -> &'static str {
-    match *level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARNING",
-        Level::ERROR => "ERROR",
-    }
-}
 
 #[derive(Default)]
 struct Fields {
@@ -109,7 +91,7 @@ where
             writer,
             "{} | {:<7} | ",
             chrono::Local::now().format("%H:%M:%S%.3f"),
-            level_name(metadata.level())
+            crate::recorder::level_name(metadata.level())
         )?;
         match (&fields.task_run, &fields.flow_run) {
             (Some(task_run), _) => write!(writer, "Task run '{task_run}' - ")?,
@@ -117,33 +99,6 @@ where
             (None, None) => write!(writer, "{} - ", metadata.target())?,
         }
         writeln!(writer, "{}{}", fields.message, fields.extra)
-    }
-}
-
-/// Parses a Prefect-style level name; `None` if it is not one.
-pub fn parse_level(name: &str) -> Option<LevelFilter> {
-    match name.trim().to_ascii_uppercase().as_str() {
-        "TRACE" => Some(LevelFilter::TRACE),
-        "DEBUG" => Some(LevelFilter::DEBUG),
-        "INFO" => Some(LevelFilter::INFO),
-        "WARN" | "WARNING" => Some(LevelFilter::WARN),
-        "ERROR" | "CRITICAL" => Some(LevelFilter::ERROR),
-        "OFF" | "NONE" => Some(LevelFilter::OFF),
-        _ => None,
-    }
-}
-
-/// The level `PREFECTO_LOGGING_LEVEL` asks for, or INFO.
-pub fn level_from_env() -> LevelFilter {
-    match std::env::var(LEVEL_ENV) {
-        Ok(name) => parse_level(&name).unwrap_or_else(|| {
-            eprintln!(
-                "prefecto: {LEVEL_ENV}={name:?} is not a level \
-                 (TRACE, DEBUG, INFO, WARNING, ERROR, OFF); using INFO"
-            );
-            LevelFilter::INFO
-        }),
-        Err(_) => LevelFilter::INFO,
     }
 }
 
@@ -160,7 +115,10 @@ pub fn level_from_env() -> LevelFilter {
 /// ```
 pub fn init(level: LevelFilter) -> bool {
     // Lines go above any progress bar rather than through it.
-    init_with_writer(level, crate::progress::ConsoleWriter)
+    #[cfg(feature = "progress")]
+    return init_with_writer(level, crate::progress_bar::ConsoleWriter);
+    #[cfg(not(feature = "progress"))]
+    return init_with_writer(level, std::io::stderr);
 }
 
 /// As [`init`], writing to any `tracing_subscriber` writer.
@@ -184,17 +142,6 @@ where
         .with(targets)
         .try_init()
         .is_ok()
-}
-
-/// Called at every flow run start: installs the default console logs once,
-/// unless the program has its own subscriber.
-pub(crate) fn install_default() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if !tracing::dispatcher::has_been_set() {
-            init(level_from_env());
-        }
-    });
 }
 
 #[cfg(test)]
@@ -254,13 +201,5 @@ mod tests {
         assert_eq!(time.len(), "01:31:51.012".len(), "{time}");
         assert_eq!(&time[2..3], ":");
         assert_eq!(&time[8..9], ".");
-    }
-
-    #[test]
-    fn parses_prefect_level_names() {
-        assert_eq!(parse_level("debug"), Some(LevelFilter::DEBUG));
-        assert_eq!(parse_level("WARNING"), Some(LevelFilter::WARN));
-        assert_eq!(parse_level("CRITICAL"), Some(LevelFilter::ERROR));
-        assert_eq!(parse_level("loud"), None);
     }
 }

@@ -1,6 +1,33 @@
-//! Prefect-style run names: an adjective and an animal, as `beryl-moth`.
+//! Run names: flow runs get Prefect-style names (an adjective and an animal,
+//! as `beryl-moth`), task runs `{task}-{k}`, and each task run a stable id.
+
+use std::fmt;
 
 use rand::seq::SliceRandom;
+
+/// A task run's name, `{task}-{k}`, formatted only when shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskRunName {
+    /// The task's name.
+    pub task: &'static str,
+    /// The run's number among this task's runs in its flow run, from 0.
+    pub index: u64,
+}
+
+impl fmt::Display for TaskRunName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.task, self.index)
+    }
+}
+
+impl TaskRunName {
+    /// The run's id on a Prefect server: derived from its flow run and its
+    /// name, so that every part that speaks of the run (a concurrency slot
+    /// held for it, its events) agrees on it without asking the others.
+    pub fn id_in(self, flow_run: uuid::Uuid) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&flow_run, self.to_string().as_bytes())
+    }
+}
 
 const ADJECTIVES: &[&str] = &[
     "amber",

@@ -10,14 +10,19 @@
 //! than the runs. A recorder that shows logs rebuilds them with
 //! [`implied_lines`] when it needs them.
 
-use std::sync::{Arc, RwLock};
-
 use chrono::{DateTime, Utc};
 use tracing::Level;
 use uuid::Uuid;
 
-use crate::future::TaskRunName;
+use crate::names::TaskRunName;
 use crate::state::State;
+
+/// The logger of engine-wide lines, such as flow run creation.
+pub const ENGINE: &str = "prefecto.engine";
+/// The logger of lines about one flow run.
+pub const FLOW_RUNS: &str = "prefecto.flow_runs";
+/// The logger of lines about one task run.
+pub const TASK_RUNS: &str = "prefecto.task_runs";
 
 /// Which flow run an event belongs to.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +83,8 @@ pub struct LogEvent<'a> {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Receives the history of every flow run started after it was installed.
+/// Receives the history of every flow run of the [`Prefecto`](crate::Prefecto)
+/// it was added to.
 ///
 /// Calls come from the engine's threads as events happen, so a recorder must
 /// be quick: queue the event and do slow work elsewhere.
@@ -86,7 +92,7 @@ pub struct LogEvent<'a> {
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use prefecto::prelude::*;
-/// use prefecto::recorder::{self, Recorder, TransitionEvent};
+/// use prefecto::recorder::{Recorder, TransitionEvent};
 ///
 /// #[derive(Default)]
 /// struct Finished(Mutex<Vec<String>>);
@@ -110,8 +116,8 @@ pub struct LogEvent<'a> {
 /// }
 ///
 /// let finished = Arc::new(Finished::default());
-/// recorder::install(finished.clone());
-/// recorded().unwrap();
+/// let prefecto = Prefecto::builder().engine_only().recorder(finished.clone()).build().unwrap();
+/// prefecto.scope(|| recorded()).unwrap();
 /// assert_eq!(*finished.0.lock().unwrap(), ["noop-0 Completed()"]);
 /// ```
 pub trait Recorder: Send + Sync + 'static {
@@ -124,33 +130,6 @@ pub trait Recorder: Send + Sync + 'static {
 
     /// The flow run has ended and no more events will come for it: flush.
     fn on_flow_run_end(&self, _flow_run: FlowRunRef<'_>) {}
-}
-
-static INSTALLED: RwLock<Vec<Arc<dyn Recorder>>> = RwLock::new(Vec::new());
-
-/// Adds a recorder for every flow run started from now on, in this process.
-pub fn install(recorder: Arc<dyn Recorder>) {
-    INSTALLED
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push(recorder);
-}
-
-/// The recorders a new flow run will report to: the run history (unless it
-/// is off), the Prefect server (if one is configured), then those installed.
-pub(crate) fn installed(
-    history: Option<Arc<crate::store::HistoryRecorder>>,
-) -> Arc<[Arc<dyn Recorder>]> {
-    let history = history.map(|h| h as Arc<dyn Recorder>);
-    let prefect = crate::prefect_api::reporter().map(|r| r as Arc<dyn Recorder>);
-    let installed = INSTALLED
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    history
-        .into_iter()
-        .chain(prefect)
-        .chain(installed.iter().cloned())
-        .collect()
 }
 
 /// A log line that a task run's transition implies.
@@ -235,6 +214,17 @@ pub(crate) struct FinishedLine<'a>(pub &'a State);
 impl std::fmt::Display for FinishedLine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Finished in state {}", self.0)
+    }
+}
+
+/// Prefect's name for a level, as logs show and store it.
+pub(crate) fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
     }
 }
 

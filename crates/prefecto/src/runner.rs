@@ -14,35 +14,15 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 
 use crate::args::{MapArgs, MapError};
+use crate::blocking::block_on;
 use crate::context::{self, implied_log, task_log, CancelScope, FlowRunContext};
-use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError, TaskRunName};
+use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunError};
+use crate::names::TaskRunName;
 use crate::progress::MapProgress;
 use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
+use crate::slot_limiter::{SlotLimiter, SlotRequest};
 use crate::state::State;
 use crate::task::{panic_message, BodyError, Invocation, Task};
-
-/// The environment variable that sets the default number of worker threads
-/// for sync task bodies.
-pub const MAX_WORKERS_ENV: &str = "PREFECTO_TASK_RUNNER_MAX_WORKERS";
-
-/// Builds the bounded pool that runs sync task bodies: `max_workers` threads,
-/// else `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one per core.
-pub(crate) fn thread_pool(
-    max_workers: Option<usize>,
-) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
-    let workers = max_workers
-        .or_else(|| {
-            std::env::var(MAX_WORKERS_ENV)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .thread_name(|i| format!("prefecto-worker-{i}"))
-        .build()
-}
 
 /// Submits one task run of `task` in the caller's flow run: what the
 /// generated `task.submit(..)` calls, with the arguments as a tuple.
@@ -67,18 +47,6 @@ pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
     let index = ctx.reserve_run_names(task.spec().name, 1);
     let scope = ctx.scope.clone();
     spawn_run(&ctx, task, args, index, &scope)
-}
-
-/// Blocks the calling thread on `future`. On a worker of a multi-threaded
-/// runtime the worker first hands its other tasks to another thread, so the
-/// runs being waited for can still make progress.
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| futures::executor::block_on(future))
-        }
-        _ => futures::executor::block_on(future),
-    }
 }
 
 /// A plain `map` of more inputs than this shows a progress bar.
@@ -111,10 +79,12 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
     let first = ctx.reserve_run_names(task.spec().name, inputs.len());
     let scope = ctx.scope.clone();
     // More than a handful of inputs gets a progress bar, in a terminal.
-    let progress = (inputs.len() > PROGRESS_ABOVE)
-        .then(|| MapProgress::start(task.spec().name, inputs.len(), 0))
-        .flatten()
-        .map(Arc::new);
+    let progress = match &ctx.seams.progress {
+        Some(display) if inputs.len() > PROGRESS_ABOVE => {
+            display.start_map(task.spec().name, inputs.len(), 0)
+        }
+        _ => None,
+    };
     let futures = inputs
         .into_iter()
         .zip(first..)
@@ -216,7 +186,7 @@ fn spawn_run_on<T: Task>(
     args: T::Args,
     index: u64,
     scope: &Arc<CancelScope>,
-    progress: Option<&Arc<MapProgress>>,
+    progress: Option<&Arc<dyn MapProgress>>,
 ) -> PrefectFuture<T::Output> {
     let shared = new_run(task, index);
     announce_run(ctx, &shared);
@@ -225,7 +195,7 @@ fn spawn_run_on<T: Task>(
     let engine = async move {
         drive_run(&ctx_, &task_, args, &shared_, &scope_).await;
         if let Some(progress) = progress {
-            progress.finished(&shared_.state());
+            progress.run_finished(&shared_.state());
         }
     };
     ctx.tracker.spawn_on(engine, handle);
@@ -304,27 +274,16 @@ enum StartedBody<T> {
     Cached(T),
 }
 
-/// `PREFECTO_REFRESH_CACHE=true` runs every caching task's body again.
-fn refresh_all_caches() -> bool {
-    static REFRESH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *REFRESH.get_or_init(|| {
-        std::env::var("PREFECTO_REFRESH_CACHE")
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
-            .unwrap_or(false)
-    })
-}
-
 /// The persisted result for the run's cache key, if there is a valid one.
 fn cached_value<T: Task>(ctx: &FlowRunContext, task: &T, key: &str) -> Option<T::Output> {
-    if task.spec().refresh_cache || refresh_all_caches() {
+    if task.spec().refresh_cache || ctx.seams.refresh_cache {
         return None;
     }
-    let stored = ctx.history.as_ref()?.cached_result(task.spec().name, key)?;
+    let stored = ctx
+        .seams
+        .result_store
+        .as_ref()?
+        .get(task.spec().name, key)?;
     task.restore(&stored)
 }
 
@@ -362,11 +321,13 @@ pub(crate) fn start_attempt<T: Task>(
     };
     // A tagged run under Prefect's tag concurrency limits waits for its slot
     // before it is Running, so that its start time is when it really starts.
-    let tagged = match ctx.tag_limits.as_ref() {
-        Some(limits) if !task.spec().tags.is_empty() => Some(TagWait {
-            limits: limits.clone(),
-            tags: task.spec().tags,
-            holder: crate::prefect_api::task_run_id(ctx.id, shared.name),
+    let tagged = match ctx.seams.slot_limiter.as_ref() {
+        Some(limiter) if !task.spec().tags.is_empty() => Some(SlotWait {
+            limiter: limiter.clone(),
+            request: SlotRequest {
+                tags: task.spec().tags,
+                task_run_id: shared.name.id_in(ctx.id),
+            },
             running,
         }),
         _ => {
@@ -380,7 +341,7 @@ pub(crate) fn start_attempt<T: Task>(
             Some(wait) => {
                 let (ctx, shared) = (ctx.clone(), shared.clone());
                 StartedBody::Async(Box::pin(async move {
-                    let slot = wait.limits.acquire(wait.tags, wait.holder).await;
+                    let slot = wait.limiter.acquire(wait.request).await;
                     transition(&ctx, &shared, wait.running.entered_now());
                     let result = body.await;
                     if let Some(slot) = slot {
@@ -402,7 +363,9 @@ pub(crate) fn start_attempt<T: Task>(
                         None
                     } else {
                         let slot = tagged.and_then(|wait| {
-                            let slot = wait.limits.acquire_blocking(wait.tags, wait.holder);
+                            // A pool thread is outside any runtime: it may block here.
+                            let slot =
+                                futures::executor::block_on(wait.limiter.acquire(wait.request));
                             transition(&worker_ctx, &worker_shared, wait.running.entered_now());
                             slot
                         });
@@ -410,7 +373,7 @@ pub(crate) fn start_attempt<T: Task>(
                             catch_unwind(AssertUnwindSafe(body))
                         });
                         if let Some(slot) = slot {
-                            slot.release_blocking();
+                            futures::executor::block_on(slot.release());
                         }
                         Some(outcome)
                     };
@@ -427,12 +390,11 @@ pub(crate) fn start_attempt<T: Task>(
     }
 }
 
-/// A tagged run's wait for Prefect's tag concurrency slots, before which it
-/// is not yet Running: its start time is when it really starts.
-struct TagWait {
-    limits: Arc<crate::prefect_api::TagLimits>,
-    tags: &'static [&'static str],
-    holder: uuid::Uuid,
+/// A tagged run's wait for its concurrency slots, before which it is not
+/// yet Running: its start time is when it really starts.
+struct SlotWait {
+    limiter: Arc<dyn SlotLimiter>,
+    request: SlotRequest,
     running: State,
 }
 
@@ -482,9 +444,9 @@ pub(crate) async fn drive_started<T: Task>(
             match finish_attempt(ctx, started.body, spec.timeout, scope).await {
                 Attempt::Cached(value) => break (State::cached(), Some(value)),
                 Attempt::Completed(value) => {
-                    if let (Some(key), Some(history)) = (cache_key, &ctx.history) {
+                    if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
                         if let Some(stored) = task.persist(&value) {
-                            history.persist_result(spec.name, key, stored, spec.cache_expiration);
+                            store.put(spec.name, key, stored, spec.cache_expiration);
                         }
                     }
                     break (State::completed(), Some(value));
@@ -629,12 +591,6 @@ pub(crate) async fn wait_for_task_runs(ctx: &FlowRunContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pool_size_is_bounded() {
-        let pool = thread_pool(Some(3)).unwrap();
-        assert_eq!(pool.current_num_threads(), 3);
-    }
 
     #[test]
     fn panics_become_crashed() {

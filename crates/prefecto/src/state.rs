@@ -157,11 +157,13 @@ impl State {
     pub fn name(&self) -> &str {
         &self.name
     }
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
     pub(crate) fn name_cow(&self) -> Cow<'static, str> {
         self.name.clone()
     }
 
     /// The same state, entered at `time`: a state read back from the history.
+    #[cfg_attr(not(all(feature = "history", feature = "prefect")), allow(dead_code))]
     pub(crate) fn at(mut self, time: DateTime<Utc>) -> Self {
         self.timestamp = time.into();
         self

@@ -15,8 +15,7 @@ fn home() -> &'static PathBuf {
         let home =
             std::env::temp_dir().join(format!("prefecto-history-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
-        assert!(store::set_home(&home));
-        common::quiet();
+        common::install_with(|builder| builder.history_in(&home));
         home
     })
 }

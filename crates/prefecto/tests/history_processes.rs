@@ -30,7 +30,7 @@ fn spawn_child(role: &str, home: &Path) -> Child {
             "1",
         ])
         .env(CHILD_ENV, role)
-        .env(store::HOME_ENV, home)
+        .env(prefecto::settings::HOME_ENV, home)
         .env("PREFECTO_LOGGING_LEVEL", "WARNING")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -18,10 +18,26 @@ use serde_json::{json, Value};
 
 const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
 
+const API_URL_ENV: &str = "PREFECTO_TEST_PREFECT_API_URL";
+
 fn api_url() -> String {
-    std::env::var("PREFECTO_TEST_PREFECT_API_URL").expect(
-        "these tests need a Prefect server: run them with scripts/test.sh, which starts one",
-    )
+    std::env::var(API_URL_ENV).expect("checked by server_available")
+}
+
+/// Whether the Prefect servers these tests need were started for them. A
+/// plain `cargo test` has none: each test then says how to run it and
+/// passes; `scripts/test.sh` starts them and sets
+/// `PREFECTO_TEST_REQUIRE_SERVERS`, so that there a missing server fails.
+fn server_available(test: &str) -> bool {
+    if std::env::var_os(API_URL_ENV).is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PREFECTO_TEST_REQUIRE_SERVERS").is_none(),
+        "{API_URL_ENV} is not set, but the servers were required"
+    );
+    eprintln!("skipped {test}: it needs real Prefect 3.9.1 servers; run scripts/test.sh, which starts them");
+    false
 }
 
 /// The server's API, for checking what it recorded.
@@ -170,6 +186,9 @@ fn by_name(task_runs: &[Value]) -> std::collections::BTreeMap<String, Value> {
 
 #[test]
 fn the_batch_add_example_shows_on_the_server() {
+    if !server_available("the_batch_add_example_shows_on_the_server") {
+        return;
+    }
     let api = Api::open();
     let output = run(example("batch_add", &api_url()));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -237,6 +256,9 @@ fn the_batch_add_example_shows_on_the_server() {
 
 #[test]
 fn the_kill_switch_example_reports_every_input() {
+    if !server_available("the_kill_switch_example_reports_every_input") {
+        return;
+    }
     let api = Api::open();
     let output = run(example("kill_switch", &api_url()));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -279,6 +301,9 @@ fn five_thousand() -> usize {
 
 #[test]
 fn five_thousand_task_runs_all_arrive() {
+    if !server_available("five_thousand_task_runs_all_arrive") {
+        return;
+    }
     let api = Api::open();
     let started = Instant::now();
     let output = run(child_process("five_thousand", &api_url()));
@@ -326,6 +351,9 @@ fn long_running() -> usize {
 
 #[test]
 fn cancelling_from_the_api_stops_the_flow() {
+    if !server_available("cancelling_from_the_api_stops_the_flow") {
+        return;
+    }
     let api = Api::open();
     let mut command = child_process("long_running", &api_url());
     command
@@ -376,6 +404,9 @@ fn cancelling_from_the_api_stops_the_flow() {
 
 #[test]
 fn bad_configuration_gives_one_clear_message_without_the_secret() {
+    if !server_available("bad_configuration_gives_one_clear_message_without_the_secret") {
+        return;
+    }
     // Nothing listens on port 9 of loopback.
     let output = run(example("batch_add", "http://127.0.0.1:9/api"));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -448,6 +479,9 @@ fn run_example_quiet(name: &str, url: &str) -> String {
 
 #[test]
 fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
+    if !server_available("a_flow_run_created_on_the_server_is_adopted_with_its_parameters") {
+        return;
+    }
     let api = Api::open();
     let flow = api.post("/flows/", json!({ "name": "squares" }));
     let name = format!("adopted-by-rust-{}", std::process::id());
@@ -526,6 +560,9 @@ async fn ten_queries() -> usize {
 
 #[test]
 fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
+    if !server_available("a_tag_concurrency_limit_holds_tagged_task_runs_to_it") {
+        return;
+    }
     let api = Api::open();
     // Set the limit, whether or not an earlier run left one.
     let existing = api.runtime.block_on(api.client.send_raw(
@@ -673,6 +710,9 @@ fn through_an_outage() -> usize {
 
 #[test]
 fn a_server_outage_loses_nothing_and_sync_duplicates_nothing() {
+    if !server_available("a_server_outage_loses_nothing_and_sync_duplicates_nothing") {
+        return;
+    }
     let mut server = OwnServer::start("outage");
     let api = Api::new(&server.url());
     let home = server.home.join("prefecto-home");
@@ -770,7 +810,9 @@ fn child() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("five_thousand") => {
             assert_eq!(five_thousand().unwrap(), 5_000);
-            let counters = prefecto::prefect_api::counters().unwrap();
+            let counters = Prefecto::installed()
+                .and_then(Prefecto::prefect_counters)
+                .expect("the first flow call installed a reporter");
             println!("requests: {}", counters.requests);
         }
         Ok("through_an_outage") => {

@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prefecto::prelude::*;
-use prefecto::store;
 
 fn setup() {
     static HOME: OnceLock<()> = OnceLock::new();
@@ -16,8 +15,7 @@ fn setup() {
         let home =
             std::env::temp_dir().join(format!("prefecto-resume-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
-        assert!(store::set_home(&home));
-        common::quiet();
+        common::install_with(|builder| builder.history_in(&home));
     });
 }
 

@@ -8,12 +8,13 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
+use super::outcome::InputOutcome;
 use crate::args::{MapArgs, MapError};
+use crate::blocking::block_on;
 use crate::context::{self, flow_log, CancelScope, FlowRunContext};
-use crate::future::{PrefectFuture, PrefectFutureList, RunShared, TaskRunName};
+use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
 use crate::progress::MapProgress;
 use crate::runner::{announce_run, cancel_unsubmitted, drive_started, new_run, start_run, Started};
-use crate::state::State;
 use crate::task::Task;
 
 type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
@@ -28,19 +29,6 @@ pub enum BatchMode {
     /// Keep `size` runs in flight and start the next input as soon as any one
     /// finishes, so one straggler does not stall a whole batch.
     SlidingWindow,
-}
-
-/// What became of one input of a [`BatchTask::map`] that a kill switch stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputOutcome<T> {
-    /// The input's position in the map.
-    pub index: usize,
-    /// The task run created for it.
-    pub task_run: TaskRunName,
-    /// Its final state: `Cancelled` for inputs that were never submitted.
-    pub state: State,
-    /// Its value, if it completed.
-    pub value: Option<T>,
 }
 
 /// Why a [`BatchTask::map`] returned no futures.
@@ -202,7 +190,7 @@ impl<T: Task> BatchTask<T> {
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        crate::runner::block_on(self.map_async(args))
+        block_on(self.map_async(args))
     }
 
     /// As [`map`](Self::map), for async flows.
@@ -230,7 +218,7 @@ impl<T: Task> BatchTask<T> {
                         batches
                     );
                     if let Some(progress) = &map.progress {
-                        progress.batch(batch);
+                        progress.batch_started(batch);
                     }
                     let end = (batch * self.size).min(total);
                     // One lane per input of the batch: each usually takes one input.
@@ -272,7 +260,7 @@ struct MapRun<T: Task> {
     tripped: OnceLock<(String, String)>,
     lanes_running: AtomicUsize,
     lanes_done: Notify,
-    progress: Option<MapProgress>,
+    progress: Option<Arc<dyn MapProgress>>,
 }
 
 /// An input taken from the queue: started already (a sync body, queued on
@@ -297,7 +285,10 @@ impl<T: Task> MapRun<T> {
             BatchMode::Strict => inputs.len().div_ceil(batch.size),
             BatchMode::SlidingWindow => 0,
         };
-        let progress = MapProgress::start(batch.task.spec().name, inputs.len(), batches);
+        let progress =
+            ctx.seams.progress.as_ref().and_then(|display| {
+                display.start_map(batch.task.spec().name, inputs.len(), batches)
+            });
         let runs = (first..)
             .take(inputs.len())
             .map(|index| new_run(&batch.task, index))
@@ -454,7 +445,7 @@ impl<T: Task> MapRun<T> {
         }
         let state = run.state();
         if let Some(progress) = &self.progress {
-            progress.finished(&state);
+            progress.run_finished(&state);
         }
         let Some(switch) = &self.switch else {
             return;

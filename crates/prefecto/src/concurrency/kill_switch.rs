@@ -4,7 +4,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use super::batch_task::InputOutcome;
+use super::outcome::InputOutcome;
 use crate::state::State;
 
 /// A [`BatchTask`](super::BatchTask) or kill switch was given arguments it cannot work with.

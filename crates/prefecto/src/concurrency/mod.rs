@@ -4,8 +4,10 @@
 
 mod batch_task;
 mod kill_switch;
+mod outcome;
 
-pub use batch_task::{BatchError, BatchMode, BatchTask, InputOutcome};
+pub use batch_task::{BatchError, BatchMode, BatchTask};
 pub use kill_switch::{
     AnyFailedSwitch, ConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };
+pub use outcome::InputOutcome;

@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use uuid::Uuid;
 
 use super::{Client, Sent};
+use crate::slot_limiter::{BoxFuture, Slot, SlotLimiter, SlotRequest};
 
 /// How long a lease lasts unless renewed (the SDK's default; the server
 /// takes 60 to 86,400 s).
@@ -28,13 +29,13 @@ pub(crate) struct TagLimits {
     /// The reporter's runtime, where the HTTP requests run.
     runtime: Handle,
     unlimited: Mutex<HashMap<&'static [&'static str], Instant>>,
-    counters: Arc<super::reporter::Counters>,
+    counters: Arc<super::counters::Counters>,
 }
 
 /// A slot of every limit of a task run's tags, held while it runs. Dropped
-/// without [`Slot::release`] (the run was cancelled, or panicked), it still
+/// without [`TagSlot::release`] (the run was cancelled, or panicked), it still
 /// gives the slot back, in the background.
-pub(crate) struct Slot {
+pub(crate) struct TagSlot {
     lease: Option<Uuid>,
     renewal: tokio::task::JoinHandle<()>,
     limits: Arc<TagLimits>,
@@ -44,7 +45,7 @@ impl TagLimits {
     pub(crate) fn new(
         client: Client,
         runtime: Handle,
-        counters: Arc<super::reporter::Counters>,
+        counters: Arc<super::counters::Counters>,
     ) -> Arc<Self> {
         Arc::new(TagLimits {
             client,
@@ -67,7 +68,7 @@ impl TagLimits {
         self: &Arc<Self>,
         tags: &'static [&'static str],
         holder: Uuid,
-    ) -> Option<Slot> {
+    ) -> Option<TagSlot> {
         if tags.is_empty() || self.known_unlimited(tags) {
             return None;
         }
@@ -79,20 +80,11 @@ impl TagLimits {
             .flatten()
     }
 
-    /// [`TagLimits::acquire`] for a thread outside any runtime (a pool thread).
-    pub(crate) fn acquire_blocking(
-        self: &Arc<Self>,
-        tags: &'static [&'static str],
-        holder: Uuid,
-    ) -> Option<Slot> {
-        futures::executor::block_on(self.acquire(tags, holder))
-    }
-
     async fn acquire_here(
         self: Arc<Self>,
         tags: &'static [&'static str],
         holder: Uuid,
-    ) -> Option<Slot> {
+    ) -> Option<TagSlot> {
         let names: Vec<String> = tags.iter().map(|tag| format!("tag:{tag}")).collect();
         let body = json!({
             "names": names,
@@ -144,7 +136,7 @@ impl TagLimits {
         }
     }
 
-    fn granted(self: Arc<Self>, tags: &'static [&'static str], value: Value) -> Option<Slot> {
+    fn granted(self: Arc<Self>, tags: &'static [&'static str], value: Value) -> Option<TagSlot> {
         let lease = value["lease_id"].as_str().and_then(|id| id.parse().ok());
         let limited = value["limits"].as_array().is_some_and(|l| !l.is_empty());
         if !limited {
@@ -160,7 +152,7 @@ impl TagLimits {
         }
         let lease: Uuid = lease?;
         let renewal = self.runtime.spawn(self.clone().renew(lease));
-        Some(Slot {
+        Some(TagSlot {
             lease: Some(lease),
             renewal,
             limits: self,
@@ -209,7 +201,7 @@ impl TagLimits {
     }
 }
 
-impl Slot {
+impl TagSlot {
     /// Gives the slots back.
     pub(crate) async fn release(mut self) {
         self.renewal.abort();
@@ -218,19 +210,33 @@ impl Slot {
             let _ = self.limits.runtime.spawn(limits.release_lease(lease)).await;
         }
     }
-
-    /// [`Slot::release`] for a thread outside any runtime.
-    pub(crate) fn release_blocking(self) {
-        futures::executor::block_on(self.release());
-    }
 }
 
-impl Drop for Slot {
+impl Drop for TagSlot {
     fn drop(&mut self) {
         self.renewal.abort();
         if let Some(lease) = self.lease.take() {
             let limits = self.limits.clone();
             self.limits.runtime.spawn(limits.release_lease(lease));
         }
+    }
+}
+
+/// Prefect's tag concurrency limits as the engine sees them.
+pub(crate) struct TagLimiter(pub(crate) Arc<TagLimits>);
+
+impl SlotLimiter for TagLimiter {
+    fn acquire(&self, request: SlotRequest) -> BoxFuture<Option<Box<dyn Slot>>> {
+        let limits = self.0.clone();
+        Box::pin(async move {
+            let slot = limits.acquire(request.tags, request.task_run_id).await?;
+            Some(Box::new(slot) as Box<dyn Slot>)
+        })
+    }
+}
+
+impl Slot for TagSlot {
+    fn release(self: Box<Self>) -> BoxFuture<()> {
+        Box::pin(TagSlot::release(*self))
     }
 }

@@ -12,7 +12,8 @@
 //! or a bounded wait has passed; what was not delivered is named in a warning.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,11 @@ use tracing::Level;
 use uuid::Uuid;
 
 use super::client::{fetch_all, id_of};
+use super::counters::{Counters, ReportCounters};
 use super::limits::TagLimits;
-use super::{task_run_id, Adopted, ApiConfig, ApiError, Client, ConfigError, Sent};
-use crate::future::TaskRunName;
+use super::{ApiConfig, ApiError, Client, ConfigError, Sent, FLOW_RUN_ID_ENV};
+use crate::adopt::{AdoptedFlowRun, FlowRunAdopter};
+use crate::names::TaskRunName;
 use crate::recorder::{implied_lines, FlowRunRef, LogEvent, Recorder, TransitionEvent};
 use crate::state::State;
 use crate::task::TaskSpec;
@@ -40,47 +43,6 @@ const LOG_INTERVAL: Duration = Duration::from_millis(1_500);
 /// After everything is sent, how long a count that does not grow is trusted
 /// before the missing task runs are sent again.
 const SETTLE: Duration = Duration::from_secs(15);
-
-/// What the reporter has cost so far, in this process.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReportCounters {
-    /// HTTP requests sent, retries included.
-    pub requests: u64,
-    /// Of those, retries of a failed request.
-    pub retries: u64,
-    /// Task-run events sent.
-    pub events: u64,
-    /// Of those, events sent again because the server had not recorded them.
-    pub resent_events: u64,
-    /// Log lines sent.
-    pub logs: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    requests: AtomicU64,
-    retries: AtomicU64,
-    events: AtomicU64,
-    resent_events: AtomicU64,
-    logs: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(&self, sent: Sent) {
-        self.requests.fetch_add(sent.requests, Ordering::Relaxed);
-        self.retries.fetch_add(sent.retries, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> ReportCounters {
-        ReportCounters {
-            requests: self.requests.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            resent_events: self.resent_events.load(Ordering::Relaxed),
-            logs: self.logs.load(Ordering::Relaxed),
-        }
-    }
-}
 
 enum Msg {
     FlowState {
@@ -111,7 +73,7 @@ enum Msg {
     Adopt {
         flow_run: Uuid,
         flow: String,
-        reply: std::sync::mpsc::SyncSender<Result<Adopted, ApiError>>,
+        reply: std::sync::mpsc::SyncSender<Result<AdoptedFlowRun, ApiError>>,
     },
 }
 
@@ -130,11 +92,15 @@ pub struct PrefectReporter {
     counters: Arc<Counters>,
     config: ApiConfig,
     limits: Arc<TagLimits>,
+    /// `PREFECT__FLOW_RUN_ID` is taken by the first flow call only.
+    adopted: AtomicBool,
 }
 
 impl PrefectReporter {
     /// Starts reporting to the server `config` names, on a thread of its own.
-    pub fn start(config: ApiConfig) -> Result<Self, ConfigError> {
+    /// What the server cannot take is noted in the run history at `history`
+    /// (its database file), for `prefecto flow-run sync` to deliver later.
+    pub fn start(config: ApiConfig, history: Option<&Path>) -> Result<Self, ConfigError> {
         let client = Client::new(config.clone())?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
@@ -144,21 +110,25 @@ impl PrefectReporter {
             .build()
             .map_err(|e| ConfigError::Client(e.to_string()))?;
         let limits = TagLimits::new(client.clone(), runtime.handle().clone(), counters.clone());
+        let history: Option<Arc<Path>> = history.map(Arc::from);
         std::thread::Builder::new()
             .name("prefecto-report".into())
-            .spawn(move || runtime.block_on(Reporter::new(client, reporter_counters).run(receiver)))
+            .spawn(move || {
+                runtime.block_on(Reporter::new(client, reporter_counters, history).run(receiver))
+            })
             .map_err(|e| ConfigError::Client(e.to_string()))?;
         Ok(PrefectReporter {
             sender,
             counters,
             config,
             limits,
+            adopted: AtomicBool::new(false),
         })
     }
 
-    /// The server's tag concurrency limits.
-    pub(crate) fn tag_limits(&self) -> Arc<TagLimits> {
-        self.limits.clone()
+    /// The server's tag concurrency limits, as the engine asks for slots.
+    pub(crate) fn slot_limiter(&self) -> super::limits::TagLimiter {
+        super::limits::TagLimiter(self.limits.clone())
     }
 
     /// What reporting has cost so far.
@@ -172,7 +142,7 @@ impl PrefectReporter {
     }
 
     /// Takes over a flow run that exists on the server: its name and parameters.
-    pub(crate) fn adopt(&self, flow_run: Uuid, flow: &str) -> Result<Adopted, ApiError> {
+    fn adopt_run(&self, flow_run: Uuid, flow: &str) -> Result<AdoptedFlowRun, ApiError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.send(Msg::Adopt {
             flow_run,
@@ -186,6 +156,31 @@ impl PrefectReporter {
                 reason: "no answer within 120 s".to_string(),
             })
         })
+    }
+}
+
+/// The flow run a Prefect worker started this process for
+/// (`PREFECT__FLOW_RUN_ID`) is taken by the first flow call, as Python's
+/// entrypoint takes it.
+impl FlowRunAdopter for PrefectReporter {
+    fn adopt(&self, flow: &str) -> Option<AdoptedFlowRun> {
+        let id = std::env::var(FLOW_RUN_ID_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        if self.adopted.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let warn = |why: String| {
+            tracing::warn!(target: "prefecto.engine", "{FLOW_RUN_ID_ENV} is set to {id:?}, but {why}: flow '{flow}' runs as a new flow run.");
+            None
+        };
+        let Ok(server_id) = id.parse::<Uuid>() else {
+            return warn("that is not a flow-run id".to_string());
+        };
+        match self.adopt_run(server_id, flow) {
+            Ok(adopted) => Some(adopted),
+            Err(err) => warn(format!("the flow run could not be read: {err}")),
+        }
     }
 }
 
@@ -253,6 +248,8 @@ pub(crate) struct TaskRunReport {
 }
 
 /// A flow run being reported.
+// Its id and parameters are what the run history's note of an undelivered run needs.
+#[cfg_attr(not(feature = "history"), allow(dead_code))]
 pub(crate) struct FlowRunReport {
     /// Its id here, in the run history.
     id: Uuid,
@@ -272,6 +269,8 @@ pub(crate) struct FlowRunReport {
     /// A flow-run state the server stopped (ABORT): no more proposals.
     aborted: bool,
     cancel_requested: bool,
+    /// The run history that keeps what the server did not get, if one does.
+    history: Option<Arc<Path>>,
 }
 
 impl FlowRunReport {
@@ -288,6 +287,7 @@ impl FlowRunReport {
             finished: Vec::new(),
             aborted: false,
             cancel_requested: false,
+            history: None,
         }
     }
 }
@@ -330,13 +330,16 @@ struct Reporter {
     flow_ids: HashMap<String, Uuid>,
     /// Whether the server has answered as a Prefect server should.
     checked: bool,
+    /// The run history's database, where undelivered runs are noted.
+    history: Option<Arc<Path>>,
 }
 
 impl Reporter {
-    fn new(client: Client, counters: Arc<Counters>) -> Self {
+    fn new(client: Client, counters: Arc<Counters>, history: Option<Arc<Path>>) -> Self {
         Reporter {
             client,
             counters,
+            history,
             outbox: Arc::new(Outbox::default()),
             runs: HashMap::new(),
             flow_ids: HashMap::new(),
@@ -430,7 +433,7 @@ impl Reporter {
         lock(&self.outbox.logs).push_back(log);
     }
 
-    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<Adopted, ApiError> {
+    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<AdoptedFlowRun, ApiError> {
         let mut sent = Sent::default();
         let result = async {
             if !self.checked {
@@ -475,11 +478,10 @@ impl Reporter {
                 )
             },
         );
-        Ok(Adopted {
-            id: flow_run,
-            name,
-            parameters,
-        })
+        if let Some(report) = self.runs.get_mut(&flow_run) {
+            report.history = self.history.clone();
+        }
+        Ok(AdoptedFlowRun::new(flow_run, name, parameters))
     }
 
     async fn flow_state(
@@ -496,6 +498,7 @@ impl Reporter {
         }
         if !self.runs.contains_key(&id) {
             let mut report = FlowRunReport::new(id, name, flow, parameters.clone());
+            report.history = self.history.clone();
             match self.create_flow_run(&report, &parameters, &state).await {
                 Ok(ids) => report.server = Some(ids),
                 Err(err) => {
@@ -503,7 +506,7 @@ impl Reporter {
                         target: "prefecto.engine",
                         "Flow run '{}' is not reported to Prefect: {err}. It runs on. {}",
                         report.name,
-                        kept_for_sync(&report.name)
+                        kept_for_sync(&report)
                     );
                     report.unreachable = Some(err);
                 }
@@ -627,7 +630,7 @@ impl Reporter {
             .task_runs
             .entry(run)
             .or_insert_with(|| TaskRunReport {
-                id: task_run_id(flow_run, run),
+                id: run.id_in(flow_run),
                 run,
                 spec,
                 created: state.timestamp(),
@@ -700,7 +703,7 @@ impl Reporter {
             if let Ok(run) = run {
                 if run["state_type"] == "CANCELLING" {
                     report.cancel_requested = true;
-                    crate::signals::cancel_flow_run(
+                    crate::flow_runs::cancel(
                         *id,
                         "The flow run was cancelled from Prefect (it was set to CANCELLING)."
                             .to_string(),
@@ -1109,7 +1112,7 @@ async fn finish(
             target: "prefecto.engine",
             "Prefect does not have all of flow run '{}': {reason}. {}",
             report.name,
-            kept_for_sync(&report.name)
+            kept_for_sync(&report)
         );
         keep_for_sync(&report, &client, Some(server), &reason);
     }
@@ -1123,21 +1126,23 @@ async fn finish(
 }
 
 /// What the warning says about the run history's copy.
-fn kept_for_sync(name: &str) -> String {
-    if crate::store::history_recorder().is_some() {
+fn kept_for_sync(report: &FlowRunReport) -> String {
+    if report.history.is_some() {
         format!(
-            "The local run history keeps it: `prefecto flow-run sync {name}` delivers it later."
+            "The local run history keeps it: `prefecto flow-run sync {}` delivers it later.",
+            report.name
         )
     } else {
-        "The local run history is off (PREFECTO_HISTORY), so it is not kept.".to_string()
+        "The local run history is off, so it is not kept.".to_string()
     }
 }
 
 /// Notes in the run history that the server does not have the whole run.
+#[cfg(feature = "history")]
 fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerIds>, reason: &str) {
-    if crate::store::history_recorder().is_none() {
+    let Some(history) = &report.history else {
         return;
-    }
+    };
     let delivery = crate::store::Delivery {
         flow_run_id: report.id.to_string(),
         api_url: client.config().url.clone(),
@@ -1146,12 +1151,16 @@ fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerI
         delivered: false,
         reason: Some(reason.to_string()),
     };
-    let recorded = crate::store::Store::open(crate::store::default_path())
-        .and_then(|store| store.record_undelivered(&delivery));
+    let recorded =
+        crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
     if let Err(err) = recorded {
         tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", report.name);
     }
 }
+
+/// Without the run history there is nowhere to keep it.
+#[cfg(not(feature = "history"))]
+fn keep_for_sync(_: &FlowRunReport, _: &Client, _: Option<ServerIds>, _: &str) {}
 
 /// The ids of the task runs the server has recorded for a flow run.
 pub(crate) async fn recorded_task_runs(

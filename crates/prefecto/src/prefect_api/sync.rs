@@ -17,8 +17,8 @@ use super::reporter::{
     count_task_runs, log_json, recorded_task_runs, task_run_event, FlowRunReport, ServerIds,
     TaskRunReport,
 };
-use super::{task_run_id, ApiError, Client, Sent};
-use crate::future::TaskRunName;
+use super::{ApiError, Client, Sent};
+use crate::names::TaskRunName;
 use crate::state::{State, StateType};
 use crate::store::{Delivery, Store, StoreError};
 
@@ -388,7 +388,7 @@ fn task_run_reports(
             let latest = state_of(&record.history[n - 1]);
             let previous = (n >= 2).then(|| state_of(&record.history[n - 2]));
             TaskRunReport {
-                id: task_run_id(flow_run, run),
+                id: run.id_in(flow_run),
                 run,
                 spec: None,
                 created: time(record.created),

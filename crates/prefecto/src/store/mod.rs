@@ -4,34 +4,34 @@
 //! `$PREFECTO_HOME/prefecto.db` (`~/.prefecto` by default) through a
 //! background writer that batches them into transactions, off the engine's hot
 //! path. A flow run's history is flushed before its flow call returns.
-//! `PREFECTO_HISTORY=off`, or [`disable`], turns recording off.
+//! `PREFECTO_HISTORY=off`, or `history(false)` on the
+//! [`Prefecto`](crate::Prefecto) builder, turns recording off.
 //!
 //! The database is in WAL mode with a busy timeout, so several processes can
 //! run flows against it at once. Its schema has a version; opening a database
 //! written by a newer prefecto is an error, never a silent downgrade.
 
+mod event;
+mod fold;
+mod history_recorder;
 mod outbox;
 mod pack;
 mod query;
 mod schema;
+mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rusqlite::Connection;
 use thiserror::Error;
 
+pub use history_recorder::HistoryRecorder;
 pub use query::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow};
 pub use schema::SCHEMA_VERSION;
-pub use writer::HistoryRecorder;
 
-/// The environment variable naming prefecto's home folder.
-pub const HOME_ENV: &str = "PREFECTO_HOME";
-/// The environment variable that turns history off (`off`, `false`, `0`).
-pub const HISTORY_ENV: &str = "PREFECTO_HISTORY";
 /// The database's file name inside the home folder.
 pub const DB_FILE: &str = "prefecto.db";
 
@@ -104,10 +104,10 @@ pub enum StoreError {
 /// }
 ///
 /// let home = std::env::temp_dir().join(format!("prefecto-doc-{}", std::process::id()));
-/// store::set_home(&home);
-/// let name = my_flow().unwrap();
+/// let prefecto = Prefecto::builder().engine_only().history_in(&home).build().unwrap();
+/// let name = prefecto.scope(|| my_flow()).unwrap();
 ///
-/// let store = Store::open_existing(store::default_path()).unwrap();
+/// let store = Store::open_existing(home.join(store::DB_FILE)).unwrap();
 /// let run = store.flow_run(&name).unwrap();
 /// assert_eq!(run.state_type, "COMPLETED");
 /// let task_runs = store.task_runs(&run.id, None).unwrap();
@@ -204,78 +204,10 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// The home folder: `PREFECTO_HOME`, else `~/.prefecto`.
-pub fn home() -> PathBuf {
-    if let Some(home) = HOME_OVERRIDE.get() {
-        return home.clone();
-    }
-    match std::env::var_os(HOME_ENV) {
-        Some(home) if !home.is_empty() => PathBuf::from(home),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join(".prefecto"),
-    }
-}
-
-/// The database path: `home()/prefecto.db`.
+/// The database of the home folder the environment names:
+/// `$PREFECTO_HOME/prefecto.db`, else `~/.prefecto/prefecto.db`.
 pub fn default_path() -> PathBuf {
-    home().join(DB_FILE)
-}
-
-static HOME_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
-static DISABLED: AtomicBool = AtomicBool::new(false);
-
-/// Uses `home` instead of `PREFECTO_HOME` for this process; must come before
-/// the first flow run. Returns false if the history was already opened.
-pub fn set_home(home: impl Into<PathBuf>) -> bool {
-    HOME_OVERRIDE.set(home.into()).is_ok() && HISTORY.get().is_none()
-}
-
-/// Turns recording off for flow runs started from now on, in this process.
-pub fn disable() {
-    DISABLED.store(true, Ordering::Relaxed);
-}
-
-/// Turns recording back on (unless `PREFECTO_HISTORY=off`).
-pub fn enable() {
-    DISABLED.store(false, Ordering::Relaxed);
-}
-
-fn disabled_by_env() -> bool {
-    std::env::var(HISTORY_ENV)
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "false" | "0" | "no"
-            )
-        })
-        .unwrap_or(false)
-}
-
-static HISTORY: OnceLock<Option<Arc<HistoryRecorder>>> = OnceLock::new();
-
-/// The history recorder for a new flow run, opened on first use; `None` when
-/// history is off or the database cannot be opened (said once, as a warning).
-pub(crate) fn history_recorder() -> Option<Arc<HistoryRecorder>> {
-    if DISABLED.load(Ordering::Relaxed) {
-        return None;
-    }
-    HISTORY
-        .get_or_init(|| {
-            if disabled_by_env() {
-                return None;
-            }
-            let path = default_path();
-            match HistoryRecorder::start(&path) {
-                Ok(recorder) => Some(Arc::new(recorder)),
-                Err(err) => {
-                    tracing::warn!(target: "prefecto.engine", "Run history is off: {err}");
-                    None
-                }
-            }
-        })
-        .clone()
+    crate::settings::Settings::from_env().home.join(DB_FILE)
 }
 
 /// This machine's name, for telling whether a run's process is still alive.

@@ -18,7 +18,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::writer::{Event, RunKey};
+use super::event::{Event, RunKey};
 
 /// The writer's and outbox's maps are keyed by run and touched for every
 /// transition: a fast hash matters here, and the keys are our own, not an

@@ -503,7 +503,7 @@ impl Store {
                 for line in implied_lines(&run.row.name, &run.row.task, &state, submitted) {
                     lines.push(LogRow {
                         timestamp: record.timestamp,
-                        level: crate::logging::level_name(&line.level).to_string(),
+                        level: crate::recorder::level_name(&line.level).to_string(),
                         logger: line.logger.to_string(),
                         task_run: line.about_task_run.then(|| run.row.name.clone()),
                         message: line.message,
@@ -593,5 +593,28 @@ fn process_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }
+    process_exists(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 only asks whether the process exists; EPERM says it does,
+    // under another user.
+    // SAFETY: kill with signal 0 sends nothing and touches no memory.
+    unsafe { libc::kill(pid, 0) == 0 }
+    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Where liveness cannot be asked, a run is never taken for crashed.
+#[cfg(not(unix))]
+fn process_exists(_pid: u32) -> bool {
+    true
 }

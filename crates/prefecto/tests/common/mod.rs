@@ -4,13 +4,31 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use prefecto::recorder::{self, LogEvent, Recorder, TransitionEvent};
-use prefecto::{State, TaskRunName};
+use prefecto::recorder::{LogEvent, Recorder, TransitionEvent};
+use prefecto::{Prefecto, PrefectoBuilder, State, TaskRunName};
+use tracing::level_filters::LevelFilter;
 use uuid::Uuid;
 
-/// Tests check states, not the console: logs off, once per test binary.
+/// Installs the test binary's set-up, once: the environment's defaults with
+/// console logs off (tests check states, not the console) and the
+/// [`Recording`].
 pub fn quiet() {
-    prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
+    install_with(|builder| builder);
+}
+
+/// As [`quiet`], with changes to the builder; the first call of the binary wins.
+pub fn install_with(configure: impl FnOnce(PrefectoBuilder) -> PrefectoBuilder) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let builder = Prefecto::builder()
+            .console_logs(Some(LevelFilter::OFF))
+            .recorder(Recording::installed().clone());
+        configure(builder)
+            .build()
+            .expect("the test set-up builds")
+            .install()
+            .expect("nothing ran a flow before the test set-up");
+    });
 }
 
 /// The transitions of one flow run: `None` for the flow run's own.
@@ -44,14 +62,10 @@ impl Recorder for Recording {
 }
 
 impl Recording {
-    /// The recording installed for this test binary.
+    /// The recording of this test binary's set-up (see [`quiet`]).
     pub fn installed() -> &'static Arc<Recording> {
         static RECORDING: OnceLock<Arc<Recording>> = OnceLock::new();
-        RECORDING.get_or_init(|| {
-            let recording = Arc::new(Recording::default());
-            recorder::install(recording.clone());
-            recording
-        })
+        RECORDING.get_or_init(Default::default)
     }
 
     /// The transitions of one run of a flow run, in order: `None` for the flow run's own.
