@@ -27,6 +27,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Ctrl-C or a TERM ends the script through the EXIT trap, servers stopped.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 installed="$("$VENV/bin/python" -c 'import prefect; print(prefect.__version__)' 2>/dev/null || true)"
 if [ "$installed" != "$PREFECT_VERSION" ]; then
@@ -40,7 +43,9 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server NAME [ENV=VALUE...]: starts a server, prints its API URL.
+# start_server NAME [ENV=VALUE...]: starts a server and sets SERVER_URL to
+# its API URL. Not called in $(...): a subshell would keep the pid from
+# SERVER_PIDS, and the cleanup would leave the server running.
 start_server() {
     local name="$1"; shift
     local port home
@@ -55,7 +60,7 @@ start_server() {
         setsid "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" \
         >"$WORK/$name.log" 2>&1 &
     SERVER_PIDS+=("$!")
-    echo "http://127.0.0.1:$port/api"
+    SERVER_URL="http://127.0.0.1:$port/api"
 }
 
 wait_healthy() {
@@ -71,14 +76,18 @@ wait_healthy() {
     exit 1
 }
 
-OPEN_URL="$(start_server open)"
+start_server open
+OPEN_URL="$SERVER_URL"
 AUTH_STRING="prefecto:test-secret"
-AUTH_URL="$(start_server auth PREFECT_SERVER_API_AUTH_STRING="$AUTH_STRING")"
+start_server auth PREFECT_SERVER_API_AUTH_STRING="$AUTH_STRING"
+AUTH_URL="$SERVER_URL"
 wait_healthy "$OPEN_URL" open
 wait_healthy "$AUTH_URL" auth "$AUTH_STRING"
 echo "== Prefect $PREFECT_VERSION servers: $OPEN_URL (open), $AUTH_URL (basic auth)"
 
-# The integration tests read these; every other test runs embedded.
+# The integration tests read these; every other test runs embedded. Here a
+# missing server fails the Prefect tests instead of skipping them.
+export PREFECTO_TEST_REQUIRE_SERVERS=1
 export PREFECTO_TEST_PREFECT_API_URL="$OPEN_URL"
 export PREFECTO_TEST_PREFECT_AUTH_URL="$AUTH_URL"
 export PREFECTO_TEST_PREFECT_AUTH_STRING="$AUTH_STRING"
@@ -94,3 +103,8 @@ export PREFECT_PROFILES_PATH="$WORK/no-profiles.toml"
 # build them first (as the tests build them, so nothing is built twice).
 cargo test --workspace --locked --no-run
 cargo test --workspace --locked "$@"
+
+# The engine alone, without the optional parts (history, Prefect client,
+# progress bar, signals): it must build and pass on its own.
+echo "== the engine alone (--no-default-features)"
+cargo test -p prefecto --no-default-features --locked "$@"

@@ -8,6 +8,7 @@
 //!
 //! ```
 //! use prefecto::prelude::*;
+//! use prefecto::logging::LevelFilter;
 //!
 //! #[task]
 //! fn add(a: i64, b: i64) -> i64 {
@@ -21,8 +22,8 @@
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     Prefecto::builder()
-//!         .history(false)      // no SQLite run history
-//!         .console_logs(None)  // keep the program's own `tracing` subscriber
+//!         .engine_only()          // no history, Prefect client, progress bar or signals
+//!         .console_logs(Some(LevelFilter::WARN))
 //!         .max_workers(4)
 //!         .build()?
 //!         .install()?;

@@ -17,13 +17,14 @@
 use std::fmt;
 
 use tracing::field::{Field, Visit};
-use tracing::level_filters::LevelFilter;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 pub use crate::recorder::{ENGINE, FLOW_RUNS, TASK_RUNS};
+/// The level filter that [`init`] and the builder's `console_logs` take.
+pub use tracing::level_filters::LevelFilter;
 
 /// Formats events as Prefect's console handler does.
 ///
