@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{ApiConfig, ApiError, Auth, ConfigError};
@@ -139,6 +140,38 @@ impl Client {
         body: Option<&Value>,
         sent: &mut Sent,
     ) -> Result<T, ApiError> {
+        let body = body.map(|body| self.encode(path, body)).transpose()?;
+        self.exchange(method, path, body, sent).await
+    }
+
+    /// [`Client::send`] with a typed payload, parsing the answer as `T`.
+    pub async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        sent: &mut Sent,
+    ) -> Result<T, ApiError> {
+        let body = self.encode(path, body)?;
+        self.exchange(method, path, Some(body), sent).await
+    }
+
+    /// The payload as JSON bytes, encoded once for every try.
+    fn encode<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Vec<u8>, ApiError> {
+        serde_json::to_vec(body).map_err(|e| ApiError::Status {
+            url: self.url(path),
+            status: 0,
+            body: format!("the request could not be encoded as JSON: {e}"),
+        })
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        sent: &mut Sent,
+    ) -> Result<T, ApiError> {
         let url = self.url(path);
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -147,8 +180,10 @@ impl Client {
             }
             sent.requests += 1;
             let mut request = self.http.request(method.clone(), &url);
-            if let Some(body) = body {
-                request = request.json(body);
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             let wait = match request.send().await {
                 Err(e) if e.is_connect() => {
@@ -223,17 +258,17 @@ impl Client {
     /// [`Client::send`], trying again for as long as `budget` while the
     /// server stays busy (a SQLite server can be locked for minutes under
     /// load). A server that is down, or a refusal, ends it at once.
-    pub async fn send_patiently(
+    pub async fn send_patiently<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: &B,
         budget: Duration,
         sent: &mut Sent,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<T, ApiError> {
         let deadline = tokio::time::Instant::now() + budget;
         loop {
-            match self.send(method.clone(), path, body, sent).await {
+            match self.send_json(method.clone(), path, body, sent).await {
                 Err(err @ ApiError::RetriesExhausted { .. })
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -246,11 +281,11 @@ impl Client {
 
     /// A request whose answer's status matters more than its body: for
     /// concurrency slots, where 423 means "full, come back later".
-    pub async fn send_raw(
+    pub async fn send_raw<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: &Value,
+        body: &B,
         sent: &mut Sent,
     ) -> Result<(u16, Option<Duration>, Value), ApiError> {
         let url = self.url(path);
@@ -277,40 +312,27 @@ impl Client {
 }
 
 /// Every row a `/filter` endpoint has for `filter`, a page of 200 at a time.
-pub(crate) async fn fetch_all(
+pub(crate) async fn fetch_all<F: Serialize, T: DeserializeOwned>(
     client: &Client,
     path: &str,
-    filter: Value,
+    filter: &F,
     sent: &mut Sent,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<T>, ApiError> {
     const PAGE: usize = 200;
     let mut rows = Vec::new();
     loop {
-        let mut body = filter.clone();
-        body["limit"] = PAGE.into();
-        body["offset"] = rows.len().into();
-        let page: Value = client.send(Method::POST, path, Some(&body), sent).await?;
-        let page = match page {
-            Value::Array(page) => page,
-            _ => Vec::new(),
+        let body = super::schemas::Page {
+            filter,
+            limit: PAGE,
+            offset: rows.len(),
         };
+        let page: Vec<T> = client.send_json(Method::POST, path, &body, sent).await?;
         let n = page.len();
         rows.extend(page);
         if n < PAGE {
             return Ok(rows);
         }
     }
-}
-
-/// The id in a created or read object.
-pub(crate) fn id_of(client: &Client, value: &Value, path: &str) -> Result<uuid::Uuid, ApiError> {
-    value["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| ApiError::NotPrefect {
-            url: client.url(path),
-            detail: "its answer has no id".to_string(),
-        })
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
-use super::{Client, Sent};
+use super::schemas::{DecrementWithLease, Holder, IncrementWithLease, LeaseGranted, RenewLease};
+use super::{ApiError, Client, Sent};
 use crate::slot_limiter::{BoxFuture, Slot, SlotLimiter, SlotRequest};
 
 /// How long a lease lasts unless renewed (the SDK's default; the server
@@ -86,13 +87,16 @@ impl TagLimits {
         holder: Uuid,
     ) -> Option<TagSlot> {
         let names: Vec<String> = tags.iter().map(|tag| format!("tag:{tag}")).collect();
-        let body = json!({
-            "names": names,
-            "slots": 1,
-            "mode": "concurrency",
-            "lease_duration": LEASE.as_secs(),
-            "holder": { "type": "task_run", "id": holder },
-        });
+        let body = IncrementWithLease {
+            names: names.clone(),
+            slots: 1,
+            mode: "concurrency",
+            lease_duration: LEASE.as_secs(),
+            holder: Holder {
+                kind: "task_run",
+                id: holder,
+            },
+        };
         let mut failures = 0;
         loop {
             let mut sent = Sent::default();
@@ -137,8 +141,9 @@ impl TagLimits {
     }
 
     fn granted(self: Arc<Self>, tags: &'static [&'static str], value: Value) -> Option<TagSlot> {
-        let lease = value["lease_id"].as_str().and_then(|id| id.parse().ok());
-        let limited = value["limits"].as_array().is_some_and(|l| !l.is_empty());
+        let granted: LeaseGranted = serde_json::from_value(value).ok()?;
+        let lease = granted.lease_id;
+        let limited = !granted.limits.is_empty();
         if !limited {
             self.unlimited
                 .lock()
@@ -162,7 +167,9 @@ impl TagLimits {
     /// Renews the lease at 75% of its duration, as the SDK does, until aborted.
     async fn renew(self: Arc<Self>, lease: Uuid) {
         let path = format!("/v2/concurrency_limits/leases/{lease}/renew");
-        let body = json!({ "lease_duration": LEASE.as_secs() });
+        let body = RenewLease {
+            lease_duration: LEASE.as_secs(),
+        };
         loop {
             tokio::time::sleep(LEASE.mul_f64(0.75)).await;
             let mut sent = Sent::default();
@@ -182,14 +189,14 @@ impl TagLimits {
     }
 
     async fn release_lease(self: Arc<Self>, lease: Uuid) {
-        let body = json!({ "lease_id": lease });
+        let body = DecrementWithLease { lease_id: lease };
         let mut sent = Sent::default();
-        let released = self
+        let released: Result<Value, ApiError> = self
             .client
-            .send(
+            .send_json(
                 Method::POST,
                 "/v2/concurrency_limits/decrement-with-lease",
-                Some(&body),
+                &body,
                 &mut sent,
             )
             .await;

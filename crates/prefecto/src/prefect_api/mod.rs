@@ -8,12 +8,17 @@
 //! When a flow run ends, the reporter reads back what the server recorded
 //! and sends again what is missing.
 
+mod actor;
 mod client;
 mod config;
 mod counters;
+mod delivery;
 mod error;
 mod limits;
+mod reconcile;
+mod report;
 mod reporter;
+mod schemas;
 #[cfg(feature = "history")]
 mod sync;
 

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::client::{fetch_all, id_of};
-use super::reporter::{
-    count_task_runs, log_json, recorded_task_runs, task_run_event, FlowRunReport, ServerIds,
-    TaskRunReport,
+use super::client::fetch_all;
+use super::reconcile::{count_task_runs, recorded_task_runs};
+use super::report::{log_create, task_run_event, FlowRunReport, ServerIds, TaskRunReport};
+use super::schemas::{
+    AnyOf, ByFlowRunId, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed,
+    LogRead, LogsOfFlowRun, SetState, StateCreate, WithId,
 };
 use super::{ApiError, Client, Sent};
 use crate::names::TaskRunName;
@@ -100,25 +102,27 @@ async fn sync(
     let parameters: Value = delivery
         .as_ref()
         .and_then(|d| serde_json::from_str(&d.parameters).ok())
-        .unwrap_or_else(|| json!({}));
+        .unwrap_or_else(|| Value::Object(Default::default()));
     client.check_with(sent).await?;
 
-    let flow: Value = client
-        .send(
+    let flow: WithId = client
+        .send_json(
             Method::POST,
             "/flows/",
-            Some(&json!({ "name": flow_run.flow })),
+            &FlowCreate {
+                name: &flow_run.flow,
+            },
             sent,
         )
         .await?;
-    let flow_id = id_of(client, &flow, "/flows/")?;
+    let flow_id = flow.id;
 
     // The server's copy of the flow run: by the id noted when it was
     // created, else by name (it may have been created just before an outage).
-    let mut server_run = None;
+    let mut server_run: Option<FlowRunRead> = None;
     if let Some(id) = delivery.as_ref().and_then(|d| d.server_flow_run_id.clone()) {
         match client
-            .send(Method::GET, &format!("/flow_runs/{id}"), None, sent)
+            .send_as(Method::GET, &format!("/flow_runs/{id}"), None, sent)
             .await
         {
             Ok(run) => server_run = Some(run),
@@ -127,39 +131,44 @@ async fn sync(
         }
     }
     if server_run.is_none() {
-        let found: Value = client
-            .send(
+        let found: Vec<FlowRunRead> = client
+            .send_json(
                 Method::POST,
                 "/flow_runs/filter",
-                Some(&json!({
-                    "flow_runs": { "name": { "any_": [flow_run.name] } },
-                    "flows": { "id": { "any_": [flow_id] } },
-                })),
+                &FlowRunsNamed {
+                    flow_runs: ByName {
+                        name: AnyOf::one(&flow_run.name),
+                    },
+                    flows: ById {
+                        id: AnyOf::one(flow_id),
+                    },
+                },
                 sent,
             )
             .await?;
-        server_run = found.as_array().and_then(|runs| runs.first().cloned());
+        server_run = found.into_iter().next();
     }
     let created = server_run.is_none();
     let server_run = match server_run {
         Some(run) => run,
         None => {
             client
-                .send(
+                .send_json(
                     Method::POST,
                     "/flow_runs/",
-                    Some(&json!({
-                        "flow_id": flow_id,
-                        "name": flow_run.name,
-                        "parameters": parameters,
-                        "state": { "type": "PENDING", "name": "Pending" },
-                    })),
+                    &FlowRunCreate {
+                        flow_id,
+                        name: &flow_run.name,
+                        parameters: &parameters,
+                        state: StateCreate::new("PENDING", "Pending", ""),
+                        tags: [],
+                    },
                     sent,
                 )
                 .await?
         }
     };
-    let server_id = id_of(client, &server_run, "/flow_runs/")?;
+    let server_id = server_run.id;
     let server = ServerIds {
         flow: flow_id,
         flow_run: server_id,
@@ -167,9 +176,9 @@ async fn sync(
 
     // The flow run's own state: replayed as it happened here. Forced, since
     // this is history, not a proposal.
-    if server_run["state_type"].as_str() != Some(flow_run.state_type.as_str()) {
+    if server_run.state_type.as_deref() != Some(flow_run.state_type.as_str()) {
         let history = store.state_history(&flow_run.id, None)?;
-        let server_type = server_run["state_type"].as_str().unwrap_or("PENDING");
+        let server_type = server_run.state_type.as_deref().unwrap_or("PENDING");
         if matches!(server_type, "PENDING" | "SCHEDULED") {
             set_state(client, server_id, "RUNNING", "Running", None, sent).await?;
         }
@@ -222,11 +231,11 @@ async fn sync(
             "DEBUG" => tracing::Level::DEBUG,
             _ => tracing::Level::INFO,
         };
-        if let Some(log) = log_json(
+        if let Some(log) = log_create(
             &report,
             task_run_id,
             level,
-            &line.logger,
+            line.logger.clone(),
             &line.message,
             line.timestamp,
         ) {
@@ -235,13 +244,8 @@ async fn sync(
     }
     let logs_sent = logs.len();
     for chunk in logs.chunks(1_000) {
-        client
-            .send(
-                Method::POST,
-                "/logs/",
-                Some(&Value::Array(chunk.to_vec())),
-                sent,
-            )
+        let _: Value = client
+            .send_json(Method::POST, "/logs/", chunk, sent)
             .await?;
     }
 
@@ -303,12 +307,12 @@ async fn send_missing(
     let rate = client.config().events_per_second;
     for chunk in missing.chunks(rate.ceil().max(1.0) as usize) {
         let started = Instant::now();
-        let events: Vec<Value> = chunk
+        let events: Vec<Event> = chunk
             .iter()
             .map(|run| task_run_event(server, report, run))
             .collect();
-        client
-            .send(Method::POST, "/events", Some(&Value::Array(events)), sent)
+        let _: Value = client
+            .send_json(Method::POST, "/events", &events, sent)
             .await?;
         let pace = Duration::from_secs_f64(chunk.len() as f64 / rate);
         tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
@@ -324,20 +328,13 @@ async fn set_state(
     message: Option<&str>,
     sent: &mut Sent,
 ) -> Result<(), ApiError> {
-    let body = json!({
-        "state": {
-            "type": state_type,
-            "name": name,
-            "message": message.unwrap_or_default(),
-            "state_details": { "transition_id": Uuid::new_v4() },
-        },
-        "force": true,
-    });
-    client
-        .send(
+    let mut state = StateCreate::new(state_type.to_string(), name, message.unwrap_or_default());
+    state.state_details.transition_id = Some(Uuid::new_v4());
+    let _: Value = client
+        .send_json(
             Method::POST,
             &format!("/flow_runs/{flow_run}/set_state"),
-            Some(&body),
+            &SetState { state, force: true },
             sent,
         )
         .await?;
@@ -408,19 +405,15 @@ async fn server_logs(
     flow_run: Uuid,
     sent: &mut Sent,
 ) -> Result<HashSet<(i64, String)>, ApiError> {
-    let filter = json!({
-        "logs": { "flow_run_id": { "any_": [flow_run] } },
-        "sort": "TIMESTAMP_ASC",
-    });
-    let logs = fetch_all(client, "/logs/filter", filter, sent).await?;
+    let filter = LogsOfFlowRun {
+        logs: ByFlowRunId {
+            flow_run_id: AnyOf::one(flow_run),
+        },
+        sort: "TIMESTAMP_ASC",
+    };
+    let logs: Vec<LogRead> = fetch_all(client, "/logs/filter", &filter, sent).await?;
     Ok(logs
-        .iter()
-        .filter_map(|log| {
-            let when = log["timestamp"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())?
-                .timestamp_micros();
-            Some((when, log["message"].as_str()?.to_string()))
-        })
+        .into_iter()
+        .map(|log| (log.timestamp.timestamp_micros(), log.message))
         .collect())
 }

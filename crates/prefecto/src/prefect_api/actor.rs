@@ -1,0 +1,505 @@
+//! The reporter's thread: the actor that owns every reported flow run. It
+//! creates flow runs, proposes their states one request at a time, turns
+//! finished task runs into events and log lines for delivery, and watches for
+//! cancellation asked for on the server.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::Level;
+use uuid::Uuid;
+
+use super::counters::Counters;
+use super::delivery::{send_events, send_logs, Outbox};
+use super::reconcile::{finish, kept_for_sync};
+use super::report::{log_create, task_run_event, FlowRunReport, ServerIds, TaskRunReport};
+use super::schemas::{
+    FlowCreate, FlowRunCreate, FlowRunRead, OrchestrationResult, SetState, StateCreate, WithId,
+};
+use super::{ApiError, Client, Sent};
+use crate::adopt::AdoptedFlowRun;
+use crate::names::TaskRunName;
+use crate::recorder::implied_lines;
+use crate::state::State;
+use crate::task::TaskSpec;
+
+/// What the engine's threads tell the reporter's.
+pub(super) enum Msg {
+    FlowState {
+        id: Uuid,
+        name: String,
+        flow: String,
+        parameters: Value,
+        state: State,
+    },
+    TaskState {
+        flow_run: Uuid,
+        run: TaskRunName,
+        spec: Option<&'static TaskSpec>,
+        state: State,
+    },
+    Log {
+        flow_run: Uuid,
+        task_run: Option<TaskRunName>,
+        level: Level,
+        logger: &'static str,
+        message: String,
+        timestamp: DateTime<Utc>,
+    },
+    End {
+        flow_run: Uuid,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+    Adopt {
+        flow_run: Uuid,
+        flow: String,
+        reply: std::sync::mpsc::SyncSender<Result<AdoptedFlowRun, ApiError>>,
+    },
+}
+
+/// The reporter's own thread: it owns every flow run's report and talks to
+/// the server, one flow-run request at a time.
+pub(super) struct Reporter {
+    client: Client,
+    counters: Arc<Counters>,
+    outbox: Arc<Outbox>,
+    runs: HashMap<Uuid, FlowRunReport>,
+    flow_ids: HashMap<String, Uuid>,
+    /// Whether the server has answered as a Prefect server should.
+    checked: bool,
+    /// The run history's database, where undelivered runs are noted.
+    history: Option<Arc<Path>>,
+}
+
+impl Reporter {
+    pub(super) fn new(client: Client, counters: Arc<Counters>, history: Option<Arc<Path>>) -> Self {
+        Reporter {
+            client,
+            counters,
+            history,
+            outbox: Arc::new(Outbox::default()),
+            runs: HashMap::new(),
+            flow_ids: HashMap::new(),
+            checked: false,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Msg>) {
+        tokio::spawn(send_events(
+            self.client.clone(),
+            self.outbox.clone(),
+            self.counters.clone(),
+        ));
+        tokio::spawn(send_logs(
+            self.client.clone(),
+            self.outbox.clone(),
+            self.counters.clone(),
+        ));
+        let mut poll = tokio::time::interval(self.client.config().cancel_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = receiver.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => break,
+                },
+                _ = poll.tick() => self.poll_cancellation().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::FlowState {
+                id,
+                name,
+                flow,
+                parameters,
+                state,
+            } => self.flow_state(id, name, flow, parameters, state).await,
+            Msg::TaskState {
+                flow_run,
+                run,
+                spec,
+                state,
+            } => self.task_state(flow_run, run, spec, state),
+            Msg::Log {
+                flow_run,
+                task_run,
+                level,
+                logger,
+                message,
+                timestamp,
+            } => {
+                let Some(report) = self.runs.get(&flow_run) else {
+                    return;
+                };
+                let task_run_id = task_run
+                    .and_then(|r| report.task_runs.get(&r))
+                    .map(|t| t.id);
+                if let Some(log) =
+                    log_create(report, task_run_id, level, logger, &message, timestamp)
+                {
+                    self.outbox.push_logs([log]);
+                }
+            }
+            Msg::Adopt {
+                flow_run,
+                flow,
+                reply,
+            } => {
+                let adopted = self.adopt(flow_run, flow).await;
+                let _ = reply.send(adopted);
+            }
+            Msg::End { flow_run, done } => {
+                let Some(report) = self.runs.remove(&flow_run) else {
+                    let _ = done.send(());
+                    return;
+                };
+                tokio::spawn(finish(
+                    report,
+                    self.client.clone(),
+                    self.outbox.clone(),
+                    self.counters.clone(),
+                    done,
+                ));
+            }
+        }
+    }
+
+    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<AdoptedFlowRun, ApiError> {
+        let mut sent = Sent::default();
+        let result = async {
+            if !self.checked {
+                self.client.check_with(&mut sent).await?;
+                self.checked = true;
+            }
+            let run: FlowRunRead = self
+                .client
+                .send_as(
+                    Method::GET,
+                    &format!("/flow_runs/{flow_run}"),
+                    None,
+                    &mut sent,
+                )
+                .await?;
+            Ok((run.flow_id, run.name, run.parameters))
+        }
+        .await;
+        self.counters.add(sent);
+        let (flow_id, name, parameters) = result?;
+        self.runs.insert(
+            flow_run,
+            FlowRunReport {
+                server: Some(ServerIds {
+                    flow: flow_id,
+                    flow_run,
+                }),
+                ..FlowRunReport::new(
+                    flow_run,
+                    name.clone(),
+                    flow,
+                    Value::Object(parameters.clone()),
+                )
+            },
+        );
+        if let Some(report) = self.runs.get_mut(&flow_run) {
+            report.history = self.history.clone();
+        }
+        Ok(AdoptedFlowRun::new(flow_run, name, parameters))
+    }
+
+    async fn flow_state(
+        &mut self,
+        id: Uuid,
+        name: String,
+        flow: String,
+        parameters: Value,
+        state: State,
+    ) {
+        if self.runs.contains_key(&id) && state.is_pending() {
+            // An adopted run is on the server already, Pending or Scheduled.
+            return;
+        }
+        if !self.runs.contains_key(&id) {
+            let mut report = FlowRunReport::new(id, name, flow, parameters.clone());
+            report.history = self.history.clone();
+            match self.create_flow_run(&report, &parameters, &state).await {
+                Ok(ids) => report.server = Some(ids),
+                Err(err) => {
+                    tracing::warn!(
+                        target: "prefecto.engine",
+                        "Flow run '{}' is not reported to Prefect: {err}. It runs on. {}",
+                        report.name,
+                        kept_for_sync(&report)
+                    );
+                    report.unreachable = Some(err);
+                }
+            }
+            self.runs.insert(id, report);
+            if state.is_pending() {
+                return;
+            }
+        }
+        let client = self.client.clone();
+        let counters = self.counters.clone();
+        let Some(report) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let Some(server) = report.server else {
+            return;
+        };
+        if report.aborted {
+            return;
+        }
+        let mut sent = Sent::default();
+        let result = set_flow_run_state(&client, server.flow_run, &state, &mut sent).await;
+        counters.add(sent);
+        match result {
+            Ok(Orchestration::Accepted) => {}
+            Ok(Orchestration::Rejected(current)) => tracing::debug!(
+                target: "prefecto.engine",
+                "Prefect kept flow run '{}' in state {current} instead of {}.",
+                report.name,
+                state.name()
+            ),
+            Ok(Orchestration::Aborted(reason)) => {
+                tracing::warn!(
+                    target: "prefecto.engine",
+                    "Prefect refused state {} for flow run '{}': {reason}",
+                    state.name(),
+                    report.name
+                );
+                report.aborted = true;
+            }
+            Err(err) => {
+                tracing::debug!(
+                    target: "prefecto.engine",
+                    "Could not report state {} of flow run '{}' to Prefect: {err}",
+                    state.name(),
+                    report.name
+                );
+                report.undelivered_state = true;
+            }
+        }
+    }
+
+    async fn create_flow_run(
+        &mut self,
+        report: &FlowRunReport,
+        parameters: &Value,
+        state: &State,
+    ) -> Result<ServerIds, ApiError> {
+        let mut sent = Sent::default();
+        let result = async {
+            if !self.checked {
+                // One question first, so that a wrong URL or key gets one clear answer.
+                self.client.check_with(&mut sent).await?;
+                self.checked = true;
+            }
+            let flow = match self.flow_ids.get(&report.flow) {
+                Some(id) => *id,
+                None => {
+                    let flow: WithId = self
+                        .client
+                        .send_patiently(
+                            Method::POST,
+                            "/flows/",
+                            &FlowCreate { name: &report.flow },
+                            self.client.config().report_wait,
+                            &mut sent,
+                        )
+                        .await?;
+                    self.flow_ids.insert(report.flow.clone(), flow.id);
+                    flow.id
+                }
+            };
+            let body = FlowRunCreate {
+                flow_id: flow,
+                name: &report.name,
+                parameters,
+                state: StateCreate::of(state),
+                tags: [],
+            };
+            let run: WithId = self
+                .client
+                .send_patiently(
+                    Method::POST,
+                    "/flow_runs/",
+                    &body,
+                    self.client.config().report_wait,
+                    &mut sent,
+                )
+                .await?;
+            Ok(ServerIds {
+                flow,
+                flow_run: run.id,
+            })
+        }
+        .await;
+        self.counters.add(sent);
+        result
+    }
+
+    fn task_state(
+        &mut self,
+        flow_run: Uuid,
+        run: TaskRunName,
+        spec: Option<&'static TaskSpec>,
+        state: State,
+    ) {
+        let Some(report) = self.runs.get_mut(&flow_run) else {
+            return;
+        };
+        let first = !report.task_runs.contains_key(&run);
+        let task_run = report
+            .task_runs
+            .entry(run)
+            .or_insert_with(|| TaskRunReport {
+                id: run.id_in(flow_run),
+                run,
+                spec,
+                created: state.timestamp(),
+                start: None,
+                end: None,
+                run_count: 0,
+                previous: None,
+                latest: state.clone(),
+                submitted: false,
+            });
+        task_run.submitted |= state.is_pending();
+        if state.is_running() {
+            task_run.start.get_or_insert(state.timestamp());
+            task_run.run_count += 1;
+        }
+        if state.is_terminal() {
+            task_run.end = Some(state.timestamp());
+        }
+        if !first {
+            task_run.previous = Some(std::mem::replace(&mut task_run.latest, state.clone()));
+        }
+        let run_name = run.to_string();
+        let lines = implied_lines(&run_name, run.task, &state, task_run.submitted);
+        let task_run_id = task_run.id;
+        let finished = state.is_terminal();
+        let mut logs = Vec::new();
+        for line in lines {
+            let id = line.about_task_run.then_some(task_run_id);
+            if let Some(log) = log_create(
+                report,
+                id,
+                line.level,
+                line.logger,
+                &line.message,
+                state.timestamp(),
+            ) {
+                logs.push(log);
+            }
+        }
+        if finished {
+            report.finished.push(run);
+            if let Some(server) = report.server {
+                let event = task_run_event(server, report, &report.task_runs[&run]);
+                self.outbox.push_events([event]);
+            }
+        }
+        self.outbox.push_logs(logs);
+    }
+
+    async fn poll_cancellation(&mut self) {
+        for (id, report) in self.runs.iter_mut() {
+            let Some(server) = report.server else {
+                continue;
+            };
+            if report.cancel_requested {
+                continue;
+            }
+            let mut sent = Sent::default();
+            let run: Result<FlowRunRead, ApiError> = self
+                .client
+                .send_as(
+                    Method::GET,
+                    &format!("/flow_runs/{}", server.flow_run),
+                    None,
+                    &mut sent,
+                )
+                .await;
+            self.counters.add(sent);
+            if let Ok(run) = run {
+                if run.state_type.as_deref() == Some("CANCELLING") {
+                    report.cancel_requested = true;
+                    crate::flow_runs::cancel(
+                        *id,
+                        "The flow run was cancelled from Prefect (it was set to CANCELLING)."
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+enum Orchestration {
+    Accepted,
+    Rejected(String),
+    Aborted(String),
+}
+
+/// Proposes a flow-run state, as the SDK does: a fresh transition id each
+/// time (which makes a retried request harmless), WAIT honoured.
+async fn set_flow_run_state(
+    client: &Client,
+    flow_run: Uuid,
+    state: &State,
+    sent: &mut Sent,
+) -> Result<Orchestration, ApiError> {
+    let path = format!("/flow_runs/{flow_run}/set_state");
+    for _ in 0..10 {
+        let mut proposed = StateCreate::of(state);
+        proposed.state_details.transition_id = Some(Uuid::new_v4());
+        let body = SetState {
+            state: proposed,
+            force: false,
+        };
+        let result: OrchestrationResult = client
+            .send_patiently(
+                Method::POST,
+                &path,
+                &body,
+                client.config().report_wait,
+                sent,
+            )
+            .await?;
+        let reason = result.details.reason.unwrap_or_default();
+        match result.status.as_deref() {
+            Some("ACCEPT") => return Ok(Orchestration::Accepted),
+            Some("REJECT") => {
+                let current = result
+                    .state
+                    .and_then(|s| s.name)
+                    .unwrap_or_else(|| "?".to_string());
+                return Ok(Orchestration::Rejected(format!("{current} ({reason})")));
+            }
+            Some("ABORT") => return Ok(Orchestration::Aborted(reason)),
+            Some("WAIT") => {
+                let delay = result.details.delay_seconds.unwrap_or(1.0);
+                tokio::time::sleep(Duration::from_secs_f64(delay.clamp(0.1, 30.0))).await;
+            }
+            other => {
+                return Err(ApiError::NotPrefect {
+                    url: format!("{}{path}", client.config().url),
+                    detail: format!("an orchestration result with status {other:?}"),
+                })
+            }
+        }
+    }
+    Ok(Orchestration::Aborted(
+        "the server kept answering WAIT".to_string(),
+    ))
+}

@@ -1,0 +1,211 @@
+//! Reconciliation at a flow run's end: the reporter reads back how many task
+//! runs the server recorded, sends again what it dropped, and names in one
+//! warning (and notes in the run history) what it could not deliver.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use uuid::Uuid;
+
+use super::client::fetch_all;
+use super::counters::Counters;
+use super::delivery::Outbox;
+use super::report::{task_run_event, FlowRunReport, ServerIds};
+use super::schemas::{Event, TaskRunsOfFlowRun, WithId};
+use super::{ApiError, Client, Sent};
+
+/// After everything is sent, how long a count that does not grow is trusted
+/// before the missing task runs are sent again.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// Ends a flow run's report: waits until the server has every task run,
+/// sending again what it lost, within the report wait.
+pub(super) async fn finish(
+    report: FlowRunReport,
+    client: Client,
+    outbox: Arc<Outbox>,
+    counters: Arc<Counters>,
+    done: std::sync::mpsc::SyncSender<()>,
+) {
+    let deadline = Instant::now() + client.config().report_wait;
+    let expected = report.finished.len() as u64;
+    let Some(server) = report.server else {
+        // Its one warning was given when the server could not take it.
+        let reason = report
+            .unreachable
+            .as_ref()
+            .map_or_else(|| "not created".to_string(), |e| e.to_string());
+        keep_for_sync(&report, &client, None, &reason);
+        let _ = done.send(());
+        return;
+    };
+    let mut sent = Sent::default();
+    let mut last_count = None;
+    let mut settled_since = Instant::now();
+    let mut missing = expected;
+    loop {
+        if !outbox.is_empty() {
+            settled_since = Instant::now();
+        } else {
+            let count = count_task_runs(&client, server.flow_run, &mut sent).await;
+            match count {
+                Ok(count) if count >= expected => {
+                    missing = 0;
+                    break;
+                }
+                Ok(count) => {
+                    missing = expected - count;
+                    if last_count != Some(count) {
+                        last_count = Some(count);
+                        settled_since = Instant::now();
+                    } else if settled_since.elapsed() >= SETTLE {
+                        // The server's queue is empty and the count still short:
+                        // it dropped events. Send those again, with new ids.
+                        let resent =
+                            resend_missing(&client, &report, server, &outbox, &mut sent).await;
+                        counters.resent_events.fetch_add(resent, Ordering::Relaxed);
+                        settled_since = Instant::now();
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(target: "prefecto.engine", "Cannot count task runs yet: {err}")
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    counters.add(sent);
+    let lines_left = !outbox.is_empty();
+    if missing > 0 || lines_left || report.undelivered_state {
+        let counted = match last_count {
+            Some(count) => format!("the server has {count} of its {expected} task run(s)"),
+            None if missing == 0 => format!("the server has its {expected} task run(s)"),
+            None => format!(
+                "the server could not be asked how many of its {expected} task run(s) it has"
+            ),
+        };
+        let reason = format!(
+            "after {} s, {counted}{}{}",
+            client.config().report_wait.as_secs(),
+            if lines_left {
+                "; events or log lines are still unsent"
+            } else {
+                ""
+            },
+            if report.undelivered_state {
+                "; its state was not delivered"
+            } else {
+                ""
+            },
+        );
+        tracing::warn!(
+            target: "prefecto.engine",
+            "Prefect does not have all of flow run '{}': {reason}. {}",
+            report.name,
+            kept_for_sync(&report)
+        );
+        keep_for_sync(&report, &client, Some(server), &reason);
+    }
+    let c = counters.snapshot();
+    tracing::debug!(
+        target: "prefecto.engine",
+        "Prefect reporting so far: {} HTTP requests ({} retries), {} task-run events ({} sent again), {} log lines.",
+        c.requests, c.retries, c.events, c.resent_events, c.logs
+    );
+    let _ = done.send(());
+}
+
+/// What the warning says about the run history's copy.
+pub(super) fn kept_for_sync(report: &FlowRunReport) -> String {
+    if report.history.is_some() {
+        format!(
+            "The local run history keeps it: `prefecto flow-run sync {}` delivers it later.",
+            report.name
+        )
+    } else {
+        "The local run history is off, so it is not kept.".to_string()
+    }
+}
+
+/// Notes in the run history that the server does not have the whole run.
+#[cfg(feature = "history")]
+fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerIds>, reason: &str) {
+    let Some(history) = &report.history else {
+        return;
+    };
+    let delivery = crate::store::Delivery {
+        flow_run_id: report.id.to_string(),
+        api_url: client.config().url.clone(),
+        server_flow_run_id: server.map(|s| s.flow_run.to_string()),
+        parameters: report.parameters.to_string(),
+        delivered: false,
+        reason: Some(reason.to_string()),
+    };
+    let recorded =
+        crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
+    if let Err(err) = recorded {
+        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", report.name);
+    }
+}
+
+/// Without the run history there is nowhere to keep it.
+#[cfg(not(feature = "history"))]
+fn keep_for_sync(_: &FlowRunReport, _: &Client, _: Option<ServerIds>, _: &str) {}
+
+/// The ids of the task runs the server has recorded for a flow run.
+pub(crate) async fn recorded_task_runs(
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<HashSet<Uuid>, ApiError> {
+    let filter = TaskRunsOfFlowRun {
+        sort: Some("EXPECTED_START_TIME_ASC"),
+        ..TaskRunsOfFlowRun::new(flow_run)
+    };
+    let rows: Vec<WithId> = fetch_all(client, "/task_runs/filter", &filter, sent).await?;
+    Ok(rows.into_iter().map(|run| run.id).collect())
+}
+
+pub(crate) async fn count_task_runs(
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<u64, ApiError> {
+    client
+        .send_json(
+            Method::POST,
+            "/task_runs/count",
+            &TaskRunsOfFlowRun::new(flow_run),
+            sent,
+        )
+        .await
+}
+
+/// Reads back the task-run ids the server has and queues events for the rest.
+async fn resend_missing(
+    client: &Client,
+    report: &FlowRunReport,
+    server: ServerIds,
+    outbox: &Outbox,
+    sent: &mut Sent,
+) -> u64 {
+    let Ok(recorded) = recorded_task_runs(client, server.flow_run, sent).await else {
+        return 0;
+    };
+    let missing: Vec<Event> = report
+        .finished
+        .iter()
+        .filter_map(|run| report.task_runs.get(run))
+        .filter(|task_run| !recorded.contains(&task_run.id))
+        .map(|task_run| task_run_event(server, report, task_run))
+        .collect();
+    let resent = missing.len() as u64;
+    outbox.push_events(missing);
+    resent
+}
