@@ -1,0 +1,213 @@
+//! The engine of a task run: states, retries, timeouts, panics and cancellation.
+//!
+//! Each task run is one Tokio task that walks the run through its states.
+//! Async bodies run on the Tokio runtime; sync bodies run on the flow run's
+//! bounded pool of OS threads (as Prefect's `ThreadPoolTaskRunner(max_workers)`),
+//! so a CPU-bound body never blocks the runtime and never gets a thread of its own.
+//!
+//! This file holds what `#[task]` calls (`submit`, `map`, calling the task);
+//! [`transitions`] records a run's states, [`attempt`] starts and awaits one
+//! attempt of its body, and [`drive`] walks it through its attempts to its end.
+
+mod attempt;
+mod drive;
+mod transitions;
+
+pub(crate) use attempt::{start_run, Started};
+pub(crate) use drive::{drive_run, drive_started};
+pub(crate) use transitions::{announce_run, cancel_unsubmitted, new_run};
+
+use std::sync::Arc;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::args::{MapArgs, MapError};
+use crate::blocking::block_on;
+use crate::context::{self, CancelScope, FlowRunContext};
+use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
+use crate::progress::MapProgress;
+use crate::task::Task;
+
+/// Submits one task run of `task` in the caller's flow run: what the
+/// generated `task.submit(..)` calls, with the arguments as a tuple.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn one() -> i64 {
+///     prefecto::runner::submit(&add, (1, 2)).result().unwrap()
+/// }
+///
+/// assert_eq!(one().unwrap(), 3);
+/// ```
+pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
+    let ctx = context::current();
+    let index = ctx.reserve_run_names(task.spec().name, 1);
+    let scope = ctx.scope.clone();
+    spawn_run(&ctx, task, args, index, &scope)
+}
+
+/// A plain `map` of more inputs than this shows a progress bar.
+const PROGRESS_ABOVE: usize = 8;
+
+/// Submits one task run per input, in input order: what `task.map(..)` calls.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn many() -> Vec<i64> {
+///     let futures = prefecto::runner::map(&add, (vec![1, 2], unmapped(10))).unwrap();
+///     futures.results().unwrap()
+/// }
+///
+/// assert_eq!(many().unwrap(), vec![11, 12]);
+/// ```
+pub fn map<T: Task, M: MapArgs<T::Args>>(
+    task: &T,
+    args: M,
+) -> Result<PrefectFutureList<T::Output>, MapError> {
+    let inputs = args.into_inputs(task.spec().param_names)?;
+    let ctx = context::current();
+    let first = ctx.reserve_run_names(task.spec().name, inputs.len());
+    let scope = ctx.scope.clone();
+    // More than a handful of inputs gets a progress bar, in a terminal.
+    let progress = match &ctx.seams.progress {
+        Some(display) if inputs.len() > PROGRESS_ABOVE => {
+            display.start_map(task.spec().name, inputs.len(), 0)
+        }
+        _ => None,
+    };
+    let futures = inputs
+        .into_iter()
+        .zip(first..)
+        .map(|(args, index)| {
+            spawn_run_on(
+                &ctx,
+                &ctx.handle,
+                task,
+                args,
+                index,
+                &scope,
+                progress.as_ref(),
+            )
+        })
+        .collect();
+    Ok(PrefectFutureList::new(futures))
+}
+
+/// Runs `task` as a task run and blocks until it is terminal: what calling a sync task does.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn halve(x: u32) -> Result<u32, String> {
+///     if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+/// }
+///
+/// #[flow]
+/// fn halves() -> (u32, String) {
+///     let half = prefecto::runner::call(&halve, (8,)).unwrap();
+///     let odd = halve(3).unwrap_err(); // the same, through the task value
+///     (half, odd.to_string())
+/// }
+///
+/// assert_eq!(halves().unwrap(), (4, "Task run 'halve-1' finished in state Failed('3 is odd')".to_string()));
+/// ```
+///
+/// Called from async code on a current-thread runtime, the run's engine goes
+/// to prefecto's own runtime: the caller's cannot run it while it waits.
+pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
+    let on_current_thread_runtime = matches!(
+        Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(RuntimeFlavor::CurrentThread)
+    );
+    if !on_current_thread_runtime {
+        return block_on(submit(task, args).result_async());
+    }
+    let ctx = context::current();
+    let index = ctx.reserve_run_names(task.spec().name, 1);
+    let scope = ctx.scope.clone();
+    let handle = context::own_runtime().handle().clone();
+    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None);
+    futures::executor::block_on(future.result_async())
+}
+
+/// Runs `task` as a task run: what calling an async task does.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// async fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// #[flow]
+/// async fn doubled() -> u32 {
+///     prefecto::runner::call_async(&double, (4,)).await.unwrap() + double(1).await.unwrap()
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(doubled().await.unwrap(), 10);
+/// # });
+/// ```
+pub fn call_async<T: Task>(
+    task: &T,
+    args: T::Args,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T::Output, TaskRunError>> + Send>> {
+    Box::pin(submit(task, args).result_async())
+}
+
+/// Creates the task run `{task}-{index}` and starts its engine on the flow run's runtime.
+pub(crate) fn spawn_run<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    task: &T,
+    args: T::Args,
+    index: u64,
+    scope: &Arc<CancelScope>,
+) -> PrefectFuture<T::Output> {
+    spawn_run_on(ctx, &ctx.handle, task, args, index, scope, None)
+}
+
+/// As [`spawn_run`], with the engine on the given runtime.
+fn spawn_run_on<T: Task>(
+    ctx: &Arc<FlowRunContext>,
+    handle: &Handle,
+    task: &T,
+    args: T::Args,
+    index: u64,
+    scope: &Arc<CancelScope>,
+    progress: Option<&Arc<dyn MapProgress>>,
+) -> PrefectFuture<T::Output> {
+    let shared = new_run(task, index);
+    announce_run(ctx, &shared);
+    let (ctx_, task_, shared_, scope_) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
+    let progress = progress.cloned();
+    let engine = async move {
+        drive_run(&ctx_, &task_, args, &shared_, &scope_).await;
+        if let Some(progress) = progress {
+            progress.run_finished(&shared_.state());
+        }
+    };
+    ctx.tracker.spawn_on(engine, handle);
+    PrefectFuture::new(shared)
+}
+
+/// Drains a runtime's task runs: used by flows before they end.
+pub(crate) async fn wait_for_task_runs(ctx: &FlowRunContext) {
+    ctx.tracker.close();
+    ctx.tracker.wait().await;
+}
