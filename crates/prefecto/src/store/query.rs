@@ -96,21 +96,6 @@ fn parse_history(history: &str) -> Vec<StateRecord> {
         .collect()
 }
 
-/// A task run as a line of a chunk holds it: task, index, state type, name and
-/// message, created, start and end (µs), run count, history.
-type RawChunkLine = (
-    String,
-    u64,
-    String,
-    String,
-    Option<String>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    u32,
-    Vec<(String, String, Option<String>, i64)>,
-);
-
 /// A task run with every state it went through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRunRecord {
@@ -120,34 +105,6 @@ pub struct TaskRunRecord {
     pub created: i64,
     /// Its states, oldest first.
     pub history: Vec<StateRecord>,
-}
-
-impl From<RawChunkLine> for TaskRunRecord {
-    fn from(line: RawChunkLine) -> Self {
-        let (task, index, state_type, name, message, created, start, end, run_count, history) =
-            line;
-        let history = history
-            .into_iter()
-            .map(|(state_type, name, message, micros)| StateRecord {
-                state_type,
-                name,
-                message,
-                timestamp: time(micros),
-            })
-            .collect();
-        let row = TaskRunRow {
-            name: format!("{task}-{index}"),
-            task,
-            index,
-            state_type,
-            state_name: name,
-            state_message: message,
-            start_time: start.map(time),
-            end_time: end.map(time),
-            run_count,
-        };
-        TaskRunRecord::finished(row, created, history)
-    }
 }
 
 impl TaskRunRecord {
@@ -174,12 +131,13 @@ impl TaskRunRecord {
             end_time: run.end.map(time),
             run_count: run.run_count,
         };
-        TaskRunRecord::finished(row, run.created, history)
+        TaskRunRecord::with_history(row, run.created, history)
     }
 
-    /// A finished run; an empty history is the one its times imply, as a run
-    /// written whole at its end stores none: Pending, Running (if it ran), the end.
-    fn finished(row: TaskRunRow, created: i64, history: Vec<StateRecord>) -> Self {
+    /// A run and its history; an empty history is the one its times imply,
+    /// as a run written whole at its end stores none: Pending, Running (if
+    /// it ran), the end.
+    fn with_history(row: TaskRunRow, created: i64, history: Vec<StateRecord>) -> Self {
         let history = if history.is_empty() {
             let mut implied = vec![StateRecord {
                 state_type: "PENDING".to_string(),
@@ -373,7 +331,7 @@ impl Store {
     }
 
     /// A flow run's task runs with their histories, in creation order,
-    /// whether stored as rows, in packs, or in chunks (older databases).
+    /// whether stored as rows or in packs.
     pub fn task_runs_with_history(
         &self,
         flow_run_id: &str,
@@ -390,42 +348,22 @@ impl Store {
             .query_map(params![flow_run_id], |row| {
                 let task: String = row.get(0)?;
                 let index = row.get::<_, i64>(1)? as u64;
-                Ok(TaskRunRecord {
-                    row: TaskRunRow {
-                        name: format!("{task}-{index}"),
-                        task,
-                        index,
-                        state_type: row.get(2)?,
-                        state_name: row.get(3)?,
-                        state_message: row.get(4)?,
-                        start_time: row.get::<_, Option<i64>>(6)?.map(time),
-                        end_time: row.get::<_, Option<i64>>(7)?.map(time),
-                        run_count: row.get(8)?,
-                    },
-                    created: row.get(5)?,
-                    history: parse_history(&row.get::<_, String>(9)?),
-                })
+                let task_run = TaskRunRow {
+                    name: format!("{task}-{index}"),
+                    task,
+                    index,
+                    state_type: row.get(2)?,
+                    state_name: row.get(3)?,
+                    state_message: row.get(4)?,
+                    start_time: row.get::<_, Option<i64>>(6)?.map(time),
+                    end_time: row.get::<_, Option<i64>>(7)?.map(time),
+                    run_count: row.get(8)?,
+                };
+                let history = parse_history(&row.get::<_, String>(9)?);
+                Ok(TaskRunRecord::with_history(task_run, row.get(5)?, history))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
-        let mut statement = self
-            .conn
-            .prepare("SELECT body FROM task_run_chunks WHERE flow_run_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.sqlite(e))?;
-        let bodies = statement
-            .query_map(params![flow_run_id], |row| row.get::<_, String>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.sqlite(e))?;
-        for body in &bodies {
-            for line in body.lines() {
-                let line: RawChunkLine =
-                    serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
-                        path: self.path().to_path_buf(),
-                        what: format!("a task-run chunk of flow run {flow_run_id}: {e}"),
-                    })?;
-                records.push(line.into());
-            }
-        }
         let mut statement = self
             .conn
             .prepare("SELECT task, body FROM task_run_packs WHERE flow_run_id = ?1 ORDER BY rowid")

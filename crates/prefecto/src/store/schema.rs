@@ -2,17 +2,25 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::StoreError;
 
+/// One step of the schema: SQL, or (for moving data between forms) Rust.
+enum Migration {
+    Sql(&'static str),
+    Rust(fn(&Transaction<'_>) -> rusqlite::Result<()>),
+}
+
+use Migration::{Rust, Sql};
+
 /// Each entry takes the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // Version 1. Times are Unix microseconds. `history` holds every state
     // transition of the run, one JSON array per line:
     // [type, name, message, timestamp]. A run's transitions are appended in
     // one write per batch rather than a row each.
-    "
+    Sql("
     CREATE TABLE flow_runs (
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL,
@@ -55,9 +63,9 @@ const MIGRATIONS: &[&str] = &[
         timestamp   INTEGER NOT NULL
     );
     CREATE INDEX logs_by_flow_run ON logs (flow_run_id);
-    ",
+    "),
     // Version 2: persisted results, by task and cache key, for resuming.
-    "
+    Sql("
     CREATE TABLE results (
         task      TEXT NOT NULL,
         cache_key TEXT NOT NULL,
@@ -66,19 +74,19 @@ const MIGRATIONS: &[&str] = &[
         expires   INTEGER,
         PRIMARY KEY (task, cache_key)
     ) WITHOUT ROWID;
-    ",
+    "),
     // Version 3: finished task runs stored many to a row. At a million runs a
     // row each costs more than the runs; a chunk is one JSON line per run.
-    "
+    Sql("
     CREATE TABLE task_run_chunks (
         flow_run_id TEXT NOT NULL,
         runs        INTEGER NOT NULL,
         body        TEXT NOT NULL
     );
     CREATE INDEX task_run_chunks_by_flow_run ON task_run_chunks (flow_run_id);
-    ",
+    "),
     // Version 4: flow runs a Prefect server did not get whole, for `prefecto flow-run sync`.
-    "
+    Sql("
     CREATE TABLE prefect_delivery (
         flow_run_id        TEXT PRIMARY KEY,
         api_url            TEXT NOT NULL,
@@ -87,11 +95,11 @@ const MIGRATIONS: &[&str] = &[
         delivered          INTEGER NOT NULL DEFAULT 0,
         reason             TEXT
     );
-    ",
+    "),
     // Version 5: finished task runs packed in a compact binary form, by flow
     // run and task (see `pack.rs`): about a dozen bytes a run instead of a
-    // JSON line's hundred. Version 3's chunks stay readable.
-    "
+    // JSON line's hundred.
+    Sql("
     CREATE TABLE task_run_packs (
         flow_run_id TEXT NOT NULL,
         task        TEXT NOT NULL,
@@ -99,7 +107,10 @@ const MIGRATIONS: &[&str] = &[
         body        BLOB NOT NULL
     );
     CREATE INDEX task_run_packs_by_flow_run ON task_run_packs (flow_run_id);
-    ",
+    "),
+    // Version 6: version 3's JSON chunks become plain task-run rows, which
+    // every reader reads; the chunk table goes, and its reader with it.
+    Rust(unchunk),
 ];
 
 /// The schema version this build writes and reads.
@@ -127,11 +138,76 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         });
     }
     for migration in &MIGRATIONS[found as usize..] {
-        tx.execute_batch(migration).map_err(sqlite)?;
+        match migration {
+            Sql(sql) => tx.execute_batch(sql),
+            Rust(step) => step(&tx),
+        }
+        .map_err(sqlite)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     tx.commit().map_err(sqlite)
+}
+
+/// A task run as a line of a version-3 chunk holds it: task, index, state
+/// type, name and message, created, start and end (µs), run count, history.
+type ChunkLine = (
+    String,
+    u64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    u32,
+    Vec<(String, String, Option<String>, i64)>,
+);
+
+/// Version 6: every line of every chunk becomes a `task_runs` row, its
+/// history in the rows' form (one JSON array a line; empty when its times
+/// imply it, as in a pack).
+fn unchunk(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let chunks: Vec<(String, String)> = tx
+        .prepare("SELECT flow_run_id, body FROM task_run_chunks ORDER BY rowid")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut insert = tx.prepare(
+        "INSERT OR IGNORE INTO task_runs (flow_run_id, task, idx, state_type, state_name,
+             state_message, created, start_time, end_time, run_count, history)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for (flow_run_id, body) in &chunks {
+        for line in body.lines() {
+            let unreadable = |e: serde_json::Error| {
+                rusqlite::Error::ToSqlConversionFailure(
+                    format!("a task-run chunk of flow run {flow_run_id}: {e}").into(),
+                )
+            };
+            let (task, index, state_type, name, message, created, start, end, run_count, states): ChunkLine =
+                serde_json::from_str(line).map_err(unreadable)?;
+            let mut history = String::new();
+            for state in &states {
+                history.push_str(&serde_json::to_string(state).map_err(unreadable)?);
+                history.push('\n');
+            }
+            insert.execute(params![
+                flow_run_id,
+                task,
+                index as i64,
+                state_type,
+                name,
+                message,
+                created,
+                start,
+                end,
+                run_count,
+                history
+            ])?;
+        }
+    }
+    drop(insert);
+    tx.execute_batch("DROP TABLE task_run_chunks;")
 }
 
 #[cfg(test)]
@@ -165,7 +241,10 @@ mod tests {
         let path = temp_db("older");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        let Sql(first) = MIGRATIONS[0] else {
+            unreachable!("version 1 is SQL")
+        };
+        conn.execute_batch(first).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         conn.execute(
             "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
@@ -189,12 +268,15 @@ mod tests {
     }
 
     #[test]
-    fn task_runs_chunked_as_json_lines_stay_readable() {
+    fn task_runs_chunked_as_json_lines_are_migrated_to_rows() {
         let path = temp_db("chunks");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         for migration in &MIGRATIONS[..4] {
-            conn.execute_batch(migration).unwrap();
+            let Sql(sql) = migration else {
+                unreachable!("versions 1 to 4 are SQL")
+            };
+            conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", 4).unwrap();
         conn.execute(
@@ -227,6 +309,16 @@ mod tests {
         assert_eq!(runs[1].row.run_count, 2);
         assert_eq!(runs[1].history.len(), 5);
         assert_eq!(runs[1].history[2].name, "AwaitingRetry");
+        assert_eq!(runs[1].history[2].message.as_deref(), Some("boom"));
+        let chunk_tables: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'task_run_chunks'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(chunk_tables, 0, "the chunk table is gone");
     }
 
     #[test]
