@@ -162,7 +162,12 @@ pub(crate) fn returns(output: &ReturnType) -> Returns {
 
 pub(crate) fn convert_body_output(returns: &Returns) -> TokenStream2 {
     if returns.is_result {
-        quote!(__out.map_err(::prefecto::__private::BodyError::from_display))
+        // The body's own error is kept for `source()` where it is an error.
+        quote!(__out.map_err(|__error| {
+            #[allow(unused_imports)]
+            use ::prefecto::__private::{ToBodyError as _, ToBodyErrorFallback as _};
+            (&::prefecto::__private::BodyErrorOf::new(__error)).prefecto_body_error()
+        }))
     } else {
         quote!(::prefecto::__private::Result::Ok(__out))
     }

@@ -5,14 +5,13 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use futures::FutureExt;
-use thiserror::Error;
 use uuid::Uuid;
 
 use crate::context::{self, flow_log, FlowRunContext};
 use crate::names::generate_run_name;
 use crate::runner::wait_for_task_runs;
 use crate::state::State;
-use crate::task::{panic_message, BodyError};
+use crate::task::{panic_message, BodyError, ErrorSource};
 
 /// A flow's name and options, fixed at compile time by `#[flow]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,20 +38,23 @@ pub struct FlowSpec {
 /// assert_eq!(state.message(), Some("Flow run encountered an error: no data for today"));
 /// assert!(err.to_string().starts_with("Flow run '"));
 /// ```
-#[derive(Debug, Error)]
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum FlowRunError {
-    /// The flow run ended `Failed` (the body returned an error) or `Crashed` (it panicked).
-    #[error("Flow run '{flow_run}' of flow '{flow}' finished in state {state}")]
+    /// The flow run ended `Failed` (the body returned an error), `Crashed`
+    /// (it panicked) or `Cancelled` (by a signal, a kill switch's flow-level
+    /// cancel, or the Prefect server).
     Finished {
         /// The flow run's name.
         flow_run: String,
         /// The flow's name.
         flow: String,
         /// Its final state, with the reason as its message.
-        state: State,
+        state: Box<State>,
+        /// The body's own error, when it returned one: `source()` gives it, to downcast.
+        source: Option<ErrorSource>,
     },
     /// The async runtime for the flow run could not start.
-    #[error("Flow '{flow}' could not start its {what}: {message}")]
     Startup {
         /// The flow's name.
         flow: String,
@@ -62,11 +64,49 @@ pub enum FlowRunError {
         message: String,
     },
     /// An async flow was awaited outside a Tokio runtime.
-    #[error("Async flow '{flow}' must be awaited inside a Tokio runtime (for example under #[tokio::main])")]
     NoRuntime {
         /// The flow's name.
         flow: String,
     },
+}
+
+impl std::fmt::Display for FlowRunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlowRunError::Finished {
+                flow_run,
+                flow,
+                state,
+                ..
+            } => write!(
+                f,
+                "Flow run '{flow_run}' of flow '{flow}' finished in state {state}"
+            ),
+            FlowRunError::Startup {
+                flow,
+                what,
+                message,
+            } => write!(f, "Flow '{flow}' could not start its {what}: {message}"),
+            FlowRunError::NoRuntime { flow } => write!(
+                f,
+                "Async flow '{flow}' must be awaited inside a Tokio runtime \
+                 (for example under #[tokio::main])"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FlowRunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // The error itself, not the `Arc` that shares it: so that it downcasts.
+            FlowRunError::Finished {
+                source: Some(error),
+                ..
+            } => Some(&**error as &(dyn std::error::Error + 'static)),
+            _ => None,
+        }
+    }
 }
 
 impl FlowRunError {
@@ -197,13 +237,20 @@ fn end<T>(
     outcome: std::thread::Result<Result<T, BodyError>>,
 ) -> Result<T, FlowRunError> {
     crate::flow_runs::ended(ctx);
+    let mut source = None;
     let (state, value) = match outcome {
         _ if ctx.scope.is_cancelled() => (State::cancelled(ctx.scope.reason()), None),
         Ok(Ok(value)) => (State::completed(), Some(value)),
-        Ok(Err(BodyError(message))) => (
-            State::failed(format!("Flow run encountered an error: {message}")),
-            None,
-        ),
+        Ok(Err(BodyError {
+            message,
+            source: error,
+        })) => {
+            source = error;
+            (
+                State::failed(format!("Flow run encountered an error: {message}")),
+                None,
+            )
+        }
         Err(panic) => (
             State::crashed(format!(
                 "Flow run panicked: {}",
@@ -227,11 +274,12 @@ fn end<T>(
         _ => Err(FlowRunError::Finished {
             flow_run: ctx.name.clone(),
             flow: ctx.flow.clone(),
-            state: if recorded.is_some() {
+            state: Box::new(if recorded.is_some() {
                 state
             } else {
                 State::cancelled(ctx.scope.reason())
-            },
+            }),
+            source,
         }),
     }
 }

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::blocking::block_on;
 use crate::names::TaskRunName;
 use crate::state::State;
+use crate::task::ErrorSource;
 
 /// A task run did not complete, so it has no value. The error carries its final state.
 ///
@@ -37,18 +37,77 @@ use crate::state::State;
 ///     "Task run 'parse-0' finished in state Failed('invalid digit found in string')"
 /// );
 /// ```
-#[derive(Debug, Clone, Error, PartialEq)]
-#[error("Task run '{task_run}' finished in state {state}")]
+///
+/// When the body returned an error, [`source`](std::error::Error::source)
+/// gives that error itself, to downcast:
+///
+/// ```
+/// use std::error::Error;
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn parse(s: String) -> Result<i64, std::num::ParseIntError> {
+///     s.parse()
+/// }
+///
+/// #[flow]
+/// fn kind() -> std::num::IntErrorKind {
+///     let err = parse("".into()).unwrap_err();
+///     let parse_error: &std::num::ParseIntError = err.source().unwrap().downcast_ref().unwrap();
+///     parse_error.kind().clone()
+/// }
+///
+/// assert_eq!(kind().unwrap(), std::num::IntErrorKind::Empty);
+/// ```
+#[derive(Debug, Clone)]
 pub struct TaskRunError {
     /// The task run's name.
     pub task_run: String,
     /// Its final state.
     pub state: State,
+    /// The body's own error, when it returned one.
+    source: Option<ErrorSource>,
+}
+
+impl fmt::Display for TaskRunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Task run '{}' finished in state {}",
+            self.task_run, self.state
+        )
+    }
+}
+
+impl std::error::Error for TaskRunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The error itself, not the `Arc` that shares it: so that it downcasts.
+        self.source
+            .as_deref()
+            .map(|error| error as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl TaskRunError {
+    /// The body's own error, when it returned one (the same as `source()`,
+    /// keeping `Send + Sync`).
+    pub fn body_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+/// Two errors are equal when they name the same run in the same state.
+impl PartialEq for TaskRunError {
+    fn eq(&self, other: &Self) -> bool {
+        self.task_run == other.task_run && self.state == other.state
+    }
 }
 
 struct Slot<T> {
     state: State,
     value: Option<T>,
+    /// The body's error, for a run that failed with one.
+    error: Option<ErrorSource>,
 }
 
 /// When a run was announced (Pending) and first ran, and how many times it
@@ -92,7 +151,11 @@ impl<T> RunShared<T> {
         Arc::new(RunShared {
             name,
             spec,
-            slot: Mutex::new(Slot { state, value: None }),
+            slot: Mutex::new(Slot {
+                state,
+                value: None,
+                error: None,
+            }),
             clock: RunClock::default(),
             terminal: AtomicBool::new(terminal),
             finished: Notify::new(),
@@ -146,6 +209,11 @@ impl<T> RunShared<T> {
         })
     }
 
+    /// Keeps the body's error for the run's `TaskRunError`; before [`finish`](Self::finish).
+    pub(crate) fn keep_error(&self, error: ErrorSource) {
+        self.slot().error = Some(error);
+    }
+
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
     pub(crate) fn finish(&self, state: State, value: Option<T>) {
         debug_assert!(state.is_terminal());
@@ -194,6 +262,7 @@ impl<T> RunShared<T> {
                 } else {
                     slot.state.clone()
                 },
+                source: slot.error.clone(),
             }),
         }
     }

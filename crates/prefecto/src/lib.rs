@@ -141,9 +141,15 @@ pub mod prelude {
     pub use prefecto_macros::{flow, task};
 }
 
-/// The README's examples, run as doc tests.
+/// The README's examples, run as doc tests (they use the default features).
 #[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "history",
+    feature = "prefect",
+    feature = "progress",
+    feature = "signals"
+))]
 pub struct ReadmeDoctests;
 
 /// What the macros' expansions use. Not a public API.
@@ -155,7 +161,9 @@ pub mod __private {
     pub use crate::parameters::{
         Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
     };
-    pub use crate::task::{BodyError, Invocation, Task, TaskSpec};
+    pub use crate::task::{
+        BodyError, BodyErrorOf, Invocation, Task, TaskSpec, ToBodyError, ToBodyErrorFallback,
+    };
     pub use serde_json;
     pub use serde_json::{Map as JsonMap, Value as JsonValue};
     pub use std::boxed::Box;

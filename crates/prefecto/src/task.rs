@@ -46,14 +46,78 @@ impl TaskSpec {
     }
 }
 
-/// Why one attempt of a task body did not produce a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyError(pub String);
+/// The error a task or flow body returned, shared by everyone who reads it.
+pub type ErrorSource = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why one attempt of a task body did not produce a value: the text its state
+/// shows, and the body's own error where it is one, kept for `source()`.
+#[derive(Debug, Clone)]
+pub struct BodyError {
+    /// The error's text, as the run's state shows it.
+    pub message: String,
+    /// The body's own error, if it converts into one.
+    pub source: Option<ErrorSource>,
+}
 
 impl BodyError {
-    /// Takes any displayable error (every `std::error::Error` is one).
+    /// Takes any displayable value, keeping only its text.
     pub fn from_display(error: impl fmt::Display) -> Self {
-        BodyError(error.to_string())
+        BodyError {
+            message: error.to_string(),
+            source: None,
+        }
+    }
+
+    /// Takes an error (or a `String`, an `anyhow::Error`, a boxed error),
+    /// keeping it for `source()` and downcasting.
+    pub fn from_error(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        let error: Box<dyn std::error::Error + Send + Sync + 'static> = error.into();
+        BodyError {
+            message: error.to_string(),
+            source: Some(error.into()),
+        }
+    }
+}
+
+/// What `#[task]` and `#[flow]` wrap a body's `Err` value in to pick the
+/// conversion: [`ToBodyError`] keeps an error as a source,
+/// [`ToBodyErrorFallback`] keeps the text of anything displayable. The
+/// first that applies wins (autoref specialisation, as for parameters).
+#[doc(hidden)]
+pub struct BodyErrorOf<E>(std::cell::Cell<Option<E>>);
+
+impl<E> BodyErrorOf<E> {
+    #[doc(hidden)]
+    pub fn new(error: E) -> Self {
+        BodyErrorOf(std::cell::Cell::new(Some(error)))
+    }
+
+    fn take(&self) -> E {
+        self.0.take().expect("a body's error is converted once")
+    }
+}
+
+#[doc(hidden)]
+pub trait ToBodyError {
+    fn prefecto_body_error(&self) -> BodyError;
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>> ToBodyError for BodyErrorOf<E> {
+    fn prefecto_body_error(&self) -> BodyError {
+        BodyError::from_error(self.take())
+    }
+}
+
+#[doc(hidden)]
+pub trait ToBodyErrorFallback {
+    fn prefecto_body_error(&self) -> BodyError;
+}
+
+impl<E: fmt::Display> ToBodyErrorFallback for &BodyErrorOf<E> {
+    fn prefecto_body_error(&self) -> BodyError {
+        BodyError::from_display(self.take())
     }
 }
 

@@ -192,3 +192,67 @@ fn each_transition_has_a_timestamp() {
         .all(|w| w[0].timestamp() <= w[1].timestamp()));
     assert_eq!(history.last().unwrap(), &state);
 }
+
+#[test]
+fn a_task_run_error_keeps_the_bodys_own_error() {
+    common::quiet();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime.block_on(failing_lookup()).unwrap();
+    let source = std::error::Error::source(&err).expect("the body's error");
+    let not_found: &NotFound = source.downcast_ref().expect("the very NotFound");
+    assert_eq!(not_found.0, "k1");
+    assert_eq!(err.state.message(), Some("no row for key \"k1\""));
+    assert!(err.body_error().is_some());
+}
+
+/// Displays, but is no `std::error::Error`: only its text can be kept.
+struct Plain;
+
+impl std::fmt::Display for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plain trouble")
+    }
+}
+
+#[task(retries = 1)]
+fn plain() -> Result<u8, Plain> {
+    Err(Plain)
+}
+
+#[task]
+fn stringly(x: u8) -> Result<u8, String> {
+    Err(format!("{x} is not welcome"))
+}
+
+#[flow]
+fn error_kinds() -> (TaskRunError, TaskRunError) {
+    (plain().unwrap_err(), stringly(7).unwrap_err())
+}
+
+#[test]
+fn errors_that_are_only_text_keep_their_text() {
+    common::quiet();
+    let (plain_err, string_err) = error_kinds().unwrap();
+    assert!(std::error::Error::source(&plain_err).is_none());
+    assert_eq!(plain_err.state.message(), Some("plain trouble"));
+    // A String is kept as an error too, with its text.
+    let source = std::error::Error::source(&string_err).unwrap();
+    assert_eq!(source.to_string(), "7 is not welcome");
+    assert_eq!(string_err.state.message(), Some("7 is not welcome"));
+}
+
+#[flow]
+fn failing_flow() -> Result<u8, NotFound> {
+    Err(NotFound("flow-key".into()))
+}
+
+#[test]
+fn a_flow_run_error_keeps_the_bodys_own_error() {
+    common::quiet();
+    let err = failing_flow().unwrap_err();
+    assert!(err.state().unwrap().is_failed());
+    let not_found: &NotFound = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref())
+        .expect("the flow body's NotFound");
+    assert_eq!(not_found.0, "flow-key");
+}

@@ -14,15 +14,16 @@ use crate::context::{self, CancelScope, FlowRunContext};
 use crate::future::RunShared;
 use crate::slot_limiter::{SlotLimiter, SlotRequest};
 use crate::state::State;
-use crate::task::{panic_message, BodyError, Invocation, Task};
+use crate::task::{panic_message, BodyError, ErrorSource, Invocation, Task};
 
 /// How one attempt of the body ended.
 pub(super) enum Attempt<T> {
     Completed(T),
     /// Found in the cache: the body did not run.
     Cached(T),
-    /// Failed or timed out: may be retried.
-    Failed(State),
+    /// Failed (with the body's own error, if it returned one) or timed out:
+    /// may be retried.
+    Failed(State, Option<ErrorSource>),
     /// Crashed or cancelled: final.
     Final(State),
 }
@@ -213,7 +214,7 @@ pub(super) fn timeout_message(timeout: Duration) -> String {
 pub(super) fn body_outcome<T>(outcome: std::thread::Result<Result<T, BodyError>>) -> Attempt<T> {
     match outcome {
         Ok(Ok(value)) => Attempt::Completed(value),
-        Ok(Err(BodyError(message))) => Attempt::Failed(State::failed(message)),
+        Ok(Err(BodyError { message, source })) => Attempt::Failed(State::failed(message), source),
         Err(panic) => Attempt::Final(State::crashed(format!(
             "Task run panicked: {}",
             panic_message(panic.as_ref())
@@ -237,7 +238,7 @@ pub(super) async fn finish_attempt<T: Send + 'static>(
             let timed = async {
                 match within(timeout, body).await {
                     Ok(outcome) => body_outcome(outcome),
-                    Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
+                    Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit)), None),
                 }
             };
             // The body is polled first, so a body that finishes at once never
@@ -256,7 +257,7 @@ pub(super) async fn finish_attempt<T: Send + 'static>(
                 "The worker thread running this task run stopped before it finished.",
             )),
             // The thread cannot be interrupted; its late result is dropped.
-            Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit))),
+            Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit)), None),
         },
     }
 }

@@ -52,7 +52,7 @@ pub(crate) async fn drive_started<T: Task>(
                     }
                     break (State::completed(), Some(value));
                 }
-                Attempt::Failed(failed) => {
+                Attempt::Failed(failed, source) => {
                     let message = failed.message().unwrap_or_default().to_string();
                     let Some(next_args) = retry_args else {
                         task_log!(
@@ -62,6 +62,9 @@ pub(crate) async fn drive_started<T: Task>(
                             "Task run failed with error: {} - Retries are exhausted",
                             message
                         );
+                        if let Some(source) = source {
+                            shared.keep_error(source);
+                        }
                         break (failed, None);
                     };
                     retries_done += 1;
