@@ -8,6 +8,7 @@ use thiserror::Error;
 
 /// Why a set of `map` arguments was refused. Nothing was submitted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MapError {
     /// Every argument was `unmapped`, so there is nothing to map over.
     #[error("Must provide at least one non-unmapped iterable.")]

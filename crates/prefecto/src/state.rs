@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 /// The kind of a [`State`], as Prefect's `StateType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StateType {
     /// Created, not yet running.
     Pending,

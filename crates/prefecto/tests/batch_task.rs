@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::Recording;
 use prefecto::concurrency::{
-    AnyFailedSwitch, BatchError, BatchMode, BatchTask, ConfigError, CountSwitch, KillSwitch,
+    AnyFailedSwitch, BatchConfigError, BatchError, BatchMode, BatchTask, CountSwitch, KillSwitch,
     KillSwitchError, RateSwitch,
 };
 use prefecto::prelude::*;
@@ -112,10 +112,10 @@ fn bad_arguments_are_errors() {
     );
     assert_eq!(
         BatchTask::new(add, 0).err(),
-        Some(ConfigError::ZeroBatchSize)
+        Some(BatchConfigError::ZeroBatchSize)
     );
     assert_eq!(
-        ConfigError::ZeroBatchSize.to_string(),
+        BatchConfigError::ZeroBatchSize.to_string(),
         "BatchTask size must be at least 1, got 0"
     );
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
-use super::kill_switch::{ConfigError, KillSwitch, KillSwitchError};
+use super::kill_switch::{BatchConfigError, KillSwitch, KillSwitchError};
 use super::outcome::InputOutcome;
 use crate::args::{MapArgs, MapError};
 use crate::blocking::block_on;
@@ -21,6 +21,7 @@ type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
 
 /// How a [`BatchTask`] keeps `size` task runs going.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchMode {
     /// The seed's behaviour: submit `size` inputs, wait until every one is
     /// terminal, then submit the next `size`.
@@ -32,6 +33,7 @@ pub enum BatchMode {
 }
 
 /// Why a [`BatchTask::map`] returned no futures.
+#[non_exhaustive]
 pub enum BatchError<T> {
     /// The arguments were refused; nothing ran.
     Map(MapError),
@@ -141,9 +143,9 @@ pub struct BatchTask<T: Task> {
 
 impl<T: Task> BatchTask<T> {
     /// Wraps `task` to run `size` inputs at a time; `size` must be at least 1.
-    pub fn new(task: T, size: usize) -> Result<Self, ConfigError> {
+    pub fn new(task: T, size: usize) -> Result<Self, BatchConfigError> {
         if size == 0 {
-            return Err(ConfigError::ZeroBatchSize);
+            return Err(BatchConfigError::ZeroBatchSize);
         }
         Ok(BatchTask {
             task,

@@ -9,7 +9,8 @@ use crate::state::State;
 
 /// A [`BatchTask`](super::BatchTask) or kill switch was given arguments it cannot work with.
 #[derive(Debug, Error, Clone, PartialEq)]
-pub enum ConfigError {
+#[non_exhaustive]
+pub enum BatchConfigError {
     /// `BatchTask::new(task, 0)`.
     #[error("BatchTask size must be at least 1, got 0")]
     ZeroBatchSize,
@@ -220,9 +221,9 @@ pub struct CountSwitch {
 
 impl CountSwitch {
     /// A switch that trips at `max_count` failures; `max_count` must be at least 1.
-    pub fn new(max_count: usize) -> Result<Self, ConfigError> {
+    pub fn new(max_count: usize) -> Result<Self, BatchConfigError> {
         if max_count == 0 {
-            return Err(ConfigError::ZeroMaxCount);
+            return Err(BatchConfigError::ZeroMaxCount);
         }
         Ok(CountSwitch {
             max_count,
@@ -275,9 +276,9 @@ pub struct RateSwitch {
 
 impl RateSwitch {
     /// `max_fail_rate` must be within 0..=1.
-    pub fn new(min_sample: usize, max_fail_rate: f64) -> Result<Self, ConfigError> {
+    pub fn new(min_sample: usize, max_fail_rate: f64) -> Result<Self, BatchConfigError> {
         if !(0.0..=1.0).contains(&max_fail_rate) {
-            return Err(ConfigError::RateOutOfRange(max_fail_rate));
+            return Err(BatchConfigError::RateOutOfRange(max_fail_rate));
         }
         Ok(RateSwitch {
             min_sample,
@@ -370,17 +371,20 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        assert_eq!(CountSwitch::new(0).unwrap_err(), ConfigError::ZeroMaxCount);
+        assert_eq!(
+            CountSwitch::new(0).unwrap_err(),
+            BatchConfigError::ZeroMaxCount
+        );
         for rate in [-0.1, 1.01, f64::NAN, f64::INFINITY] {
             assert!(matches!(
                 RateSwitch::new(1, rate),
-                Err(ConfigError::RateOutOfRange(_))
+                Err(BatchConfigError::RateOutOfRange(_))
             ));
         }
         assert!(RateSwitch::new(0, 0.0).is_ok());
         assert!(RateSwitch::new(0, 1.0).is_ok());
         assert_eq!(
-            ConfigError::RateOutOfRange(2.0).to_string(),
+            BatchConfigError::RateOutOfRange(2.0).to_string(),
             "RateSwitch max_fail_rate must be between 0 and 1, got 2"
         );
     }

@@ -8,6 +8,6 @@ mod outcome;
 
 pub use batch_task::{BatchError, BatchMode, BatchTask};
 pub use kill_switch::{
-    AnyFailedSwitch, ConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
+    AnyFailedSwitch, BatchConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };
 pub use outcome::InputOutcome;

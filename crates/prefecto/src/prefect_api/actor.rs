@@ -16,7 +16,7 @@ use tracing::Level;
 use uuid::Uuid;
 
 use super::counters::Counters;
-use super::delivery::{send_events, send_logs, Outbox};
+use super::delivery::{send_events, send_logs, DeliveryQueue};
 use super::reconcile::{finish, kept_for_sync};
 use super::report::{log_create, task_run_event, FlowRunReport, ServerIds, TaskRunReport};
 use super::schemas::{
@@ -68,7 +68,7 @@ pub(super) enum Msg {
 pub(super) struct Reporter {
     client: Client,
     counters: Arc<Counters>,
-    outbox: Arc<Outbox>,
+    outbox: Arc<DeliveryQueue>,
     runs: HashMap<Uuid, FlowRunReport>,
     flow_ids: HashMap<String, Uuid>,
     /// Whether the server has answered as a Prefect server should.
@@ -83,7 +83,7 @@ impl Reporter {
             client,
             counters,
             history,
-            outbox: Arc::new(Outbox::default()),
+            outbox: Arc::new(DeliveryQueue::default()),
             runs: HashMap::new(),
             flow_ids: HashMap::new(),
             checked: false,

@@ -16,6 +16,7 @@ use super::ConfigError;
 /// assert_eq!(format!("{auth:?}"), "ApiKey(<redacted>)");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Auth {
     /// No credentials (a local server).
     None,

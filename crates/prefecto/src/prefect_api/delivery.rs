@@ -23,7 +23,7 @@ const MAX_LOG_BYTES_PER_REQUEST: usize = 1_000_000;
 const LOG_INTERVAL: Duration = Duration::from_millis(1_500);
 /// Events and logs waiting to be sent, shared with their senders.
 #[derive(Default)]
-pub(super) struct Outbox {
+pub(super) struct DeliveryQueue {
     events: Mutex<VecDeque<Event>>,
     logs: Mutex<VecDeque<LogCreate>>,
     /// Events taken by the sender and not yet answered.
@@ -32,7 +32,7 @@ pub(super) struct Outbox {
     more: Notify,
 }
 
-impl Outbox {
+impl DeliveryQueue {
     /// Nothing queued, and nothing sent that is not yet answered.
     pub(super) fn is_empty(&self) -> bool {
         lock(&self.events).is_empty()
@@ -60,7 +60,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The event writer: one paced stream of `POST /events`. A server on SQLite
 /// records events far slower than it accepts them and drops what overflows
 /// its queue, without telling: the pace is what keeps the queue short.
-pub(super) async fn send_events(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters>) {
+pub(super) async fn send_events(
+    client: Client,
+    outbox: Arc<DeliveryQueue>,
+    counters: Arc<Counters>,
+) {
     let rate = client.config().events_per_second;
     // One request a second at the default rate: few requests, small queue.
     let per_request = (rate.ceil() as usize).clamp(1, 5_000);
@@ -97,7 +101,7 @@ pub(super) async fn send_events(client: Client, outbox: Arc<Outbox>, counters: A
 }
 
 /// The log writer: a batch every 1.5 s, at most 1,000 lines or about 1 MB.
-pub(super) async fn send_logs(client: Client, outbox: Arc<Outbox>, counters: Arc<Counters>) {
+pub(super) async fn send_logs(client: Client, outbox: Arc<DeliveryQueue>, counters: Arc<Counters>) {
     let mut tick = tokio::time::interval(LOG_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

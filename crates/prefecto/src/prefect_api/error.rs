@@ -13,6 +13,7 @@ use thiserror::Error;
 /// assert!(refused.to_string().contains("check PREFECT_API_KEY or PREFECT_API_AUTH_STRING"));
 /// ```
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// Nothing answered at the URL: wrong host or port, or the server is down.
     #[error("cannot reach the Prefect server at {url}: {reason}")]
@@ -87,6 +88,7 @@ impl ApiError {
 /// assert!(matches!(err, ConfigError::BadUrl { .. }));
 /// ```
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `PREFECT_API_URL` is not an http(s) URL.
     #[error("PREFECT_API_URL {url:?} is not an http:// or https:// URL")]

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::client::fetch_all;
 use super::counters::Counters;
-use super::delivery::Outbox;
+use super::delivery::DeliveryQueue;
 use super::report::{task_run_event, FlowRunReport, ServerIds};
 use super::schemas::{Event, TaskRunsOfFlowRun, WithId};
 use super::{ApiError, Client, Sent};
@@ -26,7 +26,7 @@ const SETTLE: Duration = Duration::from_secs(15);
 pub(super) async fn finish(
     report: FlowRunReport,
     client: Client,
-    outbox: Arc<Outbox>,
+    outbox: Arc<DeliveryQueue>,
     counters: Arc<Counters>,
     done: std::sync::mpsc::SyncSender<()>,
 ) {
@@ -192,7 +192,7 @@ async fn resend_missing(
     client: &Client,
     report: &FlowRunReport,
     server: ServerIds,
-    outbox: &Outbox,
+    outbox: &DeliveryQueue,
     sent: &mut Sent,
 ) -> u64 {
     let Ok(recorded) = recorded_task_runs(client, server.flow_run, sent).await else {

@@ -26,6 +26,7 @@ use crate::store::{Delivery, Store, StoreError};
 
 /// Why a sync did not finish.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SyncError {
     /// The run history could not be read.
     #[error(transparent)]

@@ -103,7 +103,7 @@ pub(super) enum RunKey {
 }
 
 /// What a flow run's row holds beside its states.
-pub(super) struct FlowRunInfo {
+pub(super) struct FlowRunNames {
     pub(super) name: String,
     pub(super) flow: String,
 }

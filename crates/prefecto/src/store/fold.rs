@@ -4,14 +4,14 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use super::event::{FlowRunInfo, RunKey, StateRow, TimesRow};
+use super::event::{FlowRunNames, RunKey, StateRow, TimesRow};
 use super::outbox::FastMap;
 use super::pack;
 use crate::state::StateType;
 
 /// A run's transitions not yet written.
 pub(super) struct Unwritten {
-    pub(super) info: Option<FlowRunInfo>,
+    pub(super) info: Option<FlowRunNames>,
     pub(super) update: RunUpdate,
     pub(super) first_seen: Instant,
 }
@@ -20,7 +20,7 @@ pub(super) struct Unwritten {
 pub(super) fn fold(
     unwritten: &mut FastMap<RunKey, Unwritten>,
     key: RunKey,
-    info: Option<FlowRunInfo>,
+    info: Option<FlowRunNames>,
     state: &StateRow,
     times: Option<TimesRow>,
     synthesize: bool,

@@ -37,6 +37,7 @@ pub const DB_FILE: &str = "prefecto.db";
 
 /// Why the run history could not be opened or read.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The home folder could not be created.
     #[error("cannot create the prefecto home folder {path}: {source}")]

@@ -4,7 +4,7 @@
 use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
-use super::event::{Event, FlowRunInfo, RunKey};
+use super::event::{Event, FlowRunNames, RunKey};
 use super::fold::{RunUpdate, Unwritten};
 use super::outbox::FastMap;
 use super::pack::Pack;
@@ -73,7 +73,7 @@ pub(super) fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusq
 fn write_flow_run(
     tx: &Transaction<'_>,
     id: Uuid,
-    info: Option<&FlowRunInfo>,
+    info: Option<&FlowRunNames>,
     update: &RunUpdate,
 ) -> Result<(), rusqlite::Error> {
     let state = &update.latest;

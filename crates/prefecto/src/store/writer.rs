@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::event::{micros, Event, FlowRunInfo, RunKey, StateRow, TimesRow};
+use super::event::{micros, Event, FlowRunNames, RunKey, StateRow, TimesRow};
 use super::fold::{fold, RunUpdate, Unwritten};
 use super::outbox::{Backlog, FastHash, FastMap, Outbox};
 use super::pack::Pack;
@@ -136,7 +136,7 @@ pub(super) fn write_loop(
                 } => fold(
                     &mut unwritten,
                     RunKey::Flow(id),
-                    Some(FlowRunInfo { name, flow }),
+                    Some(FlowRunNames { name, flow }),
                     &state,
                     None,
                     false,
