@@ -16,7 +16,7 @@ async fn fetch(item: u32) -> u32 {
 }
 
 #[flow]
-async fn compare() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn compare() -> Result<(), prefecto::Error> {
     let items: Vec<u32> = (0..100).collect();
     for batch in [
         BatchTask::new(fetch, 10)?,

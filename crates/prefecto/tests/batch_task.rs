@@ -449,3 +449,48 @@ async fn map_async_in_an_async_flow() {
     common::quiet();
     assert_eq!(async_batch().await.unwrap(), (11..18).collect::<Vec<_>>());
 }
+
+#[task]
+fn non_negative(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[flow]
+fn with_one_error_type(size: usize, inputs: Vec<i64>) -> Result<Vec<i64>, prefecto::Error> {
+    let batch = BatchTask::new(non_negative, size)?.with_kill_switch(AnyFailedSwitch::new());
+    Ok(batch.map((inputs,))?.results()?)
+}
+
+#[test]
+fn every_happy_path_error_converts_into_one_type() {
+    common::quiet();
+    assert_eq!(with_one_error_type(2, vec![1, 2]).unwrap(), vec![1, 2]);
+
+    let zero = with_one_error_type(0, vec![1]).unwrap_err();
+    let inner = std::error::Error::source(&zero).and_then(|e| e.downcast_ref::<prefecto::Error>());
+    assert!(
+        matches!(
+            inner,
+            Some(prefecto::Error::BatchConfig(
+                BatchConfigError::ZeroBatchSize
+            ))
+        ),
+        "{zero:?}"
+    );
+
+    let tripped = with_one_error_type(1, vec![1, -2, 3]).unwrap_err();
+    let Some(prefecto::Error::KillSwitch(err)) =
+        std::error::Error::source(&tripped).and_then(|e| e.downcast_ref::<prefecto::Error>())
+    else {
+        panic!("a kill switch error: {tripped:?}");
+    };
+    // The states of every input come through `?`; the values stay behind.
+    assert_eq!(err.outcomes.len(), 3);
+    assert_eq!(err.completed_inputs(), vec![0]);
+    assert_eq!(err.failed_inputs(), vec![1]);
+    assert_eq!(err.cancelled_inputs(), vec![2]);
+}

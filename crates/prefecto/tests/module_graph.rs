@@ -16,6 +16,7 @@ const ENGINE: &[&str] = &[
     "blocking",
     "concurrency",
     "context",
+    "error",
     "flow",
     "flow_runs",
     "future",

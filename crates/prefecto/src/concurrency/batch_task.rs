@@ -103,7 +103,7 @@ impl<T> BatchError<T> {
 /// }
 ///
 /// #[flow]
-/// fn my_flow() -> Result<Vec<i64>, Box<dyn std::error::Error + Send + Sync>> {
+/// fn my_flow() -> Result<Vec<i64>, prefecto::Error> {
 ///     let batch_add = BatchTask::new(add, 2)?;
 ///     Ok(batch_add.map((vec![1, 2, 3, 4], vec![2, 3, 4, 5]))?.results()?)
 /// }

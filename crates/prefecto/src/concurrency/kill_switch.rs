@@ -61,6 +61,25 @@ impl<T> KillSwitchError<T> {
         }
     }
 
+    /// The same error without the values: every input's state, for an
+    /// error that must not carry `T` (such as [`crate::Error`]).
+    pub fn without_values(self) -> KillSwitchError {
+        KillSwitchError {
+            switch: self.switch,
+            reason: self.reason,
+            outcomes: self
+                .outcomes
+                .into_iter()
+                .map(|outcome| InputOutcome {
+                    index: outcome.index,
+                    task_run: outcome.task_run,
+                    state: outcome.state,
+                    value: outcome.value.map(drop),
+                })
+                .collect(),
+        }
+    }
+
     /// The values of the inputs that completed, `None` for the rest, in input order.
     pub fn partial_results(&self) -> Vec<Option<&T>> {
         self.outcomes.iter().map(|o| o.value.as_ref()).collect()
