@@ -40,7 +40,9 @@ fn seed_workload(n: i64, size: usize) -> (String, f64) {
 
 fn main() {
     let Ok(url) = std::env::var("PREFECT_API_URL") else {
-        println!("prefect_report: set PREFECT_API_URL to a local Prefect server (prefect server start) to run it.");
+        println!(
+            "prefect_report: set PREFECT_API_URL to a local Prefect server (prefect server start) to run it."
+        );
         return;
     };
     // Logs at WARNING, as a big map would run; the lines still go to the server.

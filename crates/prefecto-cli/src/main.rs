@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use prefecto::store::{self, FlowRunRow, Store, StoreError, TaskRunRow};
 use serde_json::json;
 
-use table::{duration, local_time, Table};
+use table::{Table, duration, local_time};
 
 #[derive(Parser)]
 #[command(
@@ -218,7 +218,7 @@ fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Sync { run, output }) => {
-            use prefecto::prefect_api::{sync_flow_run, ApiConfig, Client};
+            use prefecto::prefect_api::{ApiConfig, Client, sync_flow_run};
             let config = ApiConfig::from_env()?.ok_or(CliError::NoServer)?;
             let url = config.url.clone();
             let client = Client::new(config)?;

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use prefecto::store::{FlowRunRow, LogRow, TaskRunRow};
-use svg::node::element::{Line, Rectangle, Text, Title};
 use svg::Document;
+use svg::node::element::{Line, Rectangle, Text, Title};
 
 const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 110.0;

@@ -71,7 +71,7 @@ pub(crate) fn seconds(option: &MetaNameValue) -> syn::Result<u64> {
                     option_name(option),
                     option_name(option)
                 ),
-            ))
+            ));
         }
     };
     if !secs.is_finite() || secs < 0.0 {

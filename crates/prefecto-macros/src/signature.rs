@@ -115,7 +115,7 @@ pub(crate) fn check_owned(ty: &Type) -> syn::Result<()> {
                         match arg {
                             GenericArgument::Type(t) => check_owned(t)?,
                             GenericArgument::Lifetime(l) if l.ident != "static" => {
-                                return borrowed(l.span())
+                                return borrowed(l.span());
                             }
                             _ => {}
                         }
@@ -136,7 +136,7 @@ pub(crate) fn returns(output: &ReturnType) -> Returns {
             return Returns {
                 output: syn::parse_quote!(()),
                 is_result: false,
-            }
+            };
         }
         ReturnType::Type(_, ty) => (**ty).clone(),
     };

@@ -133,7 +133,7 @@ fn common_len(lengths: &[Option<usize>], param_names: &[&'static str]) -> Result
                     expected: want,
                     param: name(i),
                     actual: len,
-                })
+                });
             }
             Some(_) => {}
         }

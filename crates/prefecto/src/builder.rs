@@ -53,7 +53,7 @@ use crate::settings::Settings;
 use crate::slot_limiter::SlotLimiter;
 
 #[cfg(feature = "history")]
-use crate::store::{HistoryRecorder, StoreError, DB_FILE};
+use crate::store::{DB_FILE, HistoryRecorder, StoreError};
 
 #[cfg(feature = "prefect")]
 use crate::prefect_api::{ApiConfig, ConfigError, PrefectReporter, ReportCounters};

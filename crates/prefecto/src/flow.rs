@@ -1,17 +1,17 @@
 //! Flow runs: what calling a `#[flow]` function does.
 
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 use futures::FutureExt;
 use uuid::Uuid;
 
-use crate::context::{self, flow_log, FlowRunContext};
+use crate::context::{self, FlowRunContext, flow_log};
 use crate::names::generate_run_name;
 use crate::runner::wait_for_task_runs;
 use crate::state::State;
-use crate::task::{panic_message, BodyError, ErrorSource};
+use crate::task::{BodyError, ErrorSource, panic_message};
 
 /// A flow's name and options, fixed at compile time by `#[flow]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

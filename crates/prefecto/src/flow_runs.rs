@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::context::{flow_log, FlowRunContext};
+use crate::context::{FlowRunContext, flow_log};
 use crate::state::State;
 
 static ACTIVE: Mutex<Vec<Weak<FlowRunContext>>> = Mutex::new(Vec::new());

@@ -113,7 +113,7 @@ pub mod store;
 mod builder;
 
 pub use adopt::{AdoptedFlowRun, FlowRunAdopter};
-pub use args::{unmapped, MapError, Unmapped};
+pub use args::{MapError, Unmapped, unmapped};
 pub use builder::{Prefecto, PrefectoBuilder, SetupError};
 pub use error::Error;
 pub use flow::FlowRunError;
@@ -130,7 +130,7 @@ pub use task::Task;
 
 /// Everything a flow file needs: `use prefecto::prelude::*;`.
 pub mod prelude {
-    pub use crate::args::{unmapped, MapError, Unmapped};
+    pub use crate::args::{MapError, Unmapped, unmapped};
     pub use crate::builder::Prefecto;
     pub use crate::concurrency::{
         AnyFailedSwitch, BatchError, BatchMode, BatchTask, CountSwitch, InputOutcome, KillSwitch,

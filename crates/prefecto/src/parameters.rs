@@ -11,8 +11,8 @@
 use std::any::type_name;
 use std::marker::PhantomData;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// A parameter on its way to JSON.

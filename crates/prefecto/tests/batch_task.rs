@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Recording;
+use prefecto::MapError;
 use prefecto::concurrency::{
     AnyFailedSwitch, BatchConfigError, BatchError, BatchMode, BatchTask, CountSwitch, KillSwitch,
     KillSwitchError, RateSwitch,
 };
 use prefecto::prelude::*;
-use prefecto::MapError;
 
 #[task]
 fn add(a: i64, b: i64) -> i64 {
@@ -163,11 +163,13 @@ fn count_switch_trips_across_batches() {
     }
     assert!(err.cancelled_inputs().ends_with(&[6, 7]));
     for i in [6, 7] {
-        assert!(err.outcomes[i]
-            .state
-            .message()
-            .unwrap()
-            .contains("before submission"));
+        assert!(
+            err.outcomes[i]
+                .state
+                .message()
+                .unwrap()
+                .contains("before submission")
+        );
     }
     let logs = recording.logs(flow_run);
     assert!(
@@ -301,11 +303,13 @@ fn a_trip_cancels_async_runs_in_flight_and_starts_nothing_more() {
                 "{message}"
             );
         }
-        assert!(err.outcomes[4]
-            .state
-            .message()
-            .unwrap()
-            .contains("before submission"));
+        assert!(
+            err.outcomes[4]
+                .state
+                .message()
+                .unwrap()
+                .contains("before submission")
+        );
         // Every input has a recorded task run that ended in the state the error reports.
         let recorded = recording.final_task_states(flow_run);
         assert_eq!(recorded.len(), 12);

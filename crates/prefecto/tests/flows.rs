@@ -53,11 +53,7 @@ fn the_flow_name_can_be_set() {
 
 #[flow]
 fn body_error(fail: bool) -> Result<u8, std::num::ParseIntError> {
-    if fail {
-        "x".parse()
-    } else {
-        Ok(1)
-    }
+    if fail { "x".parse() } else { Ok(1) }
 }
 
 #[test]

@@ -93,9 +93,10 @@ fn a_flow_run_is_recorded_before_the_flow_returns() {
         "{messages:?}"
     );
     assert!(messages.contains(&"Created task run 'parse-0' for task 'parse'"));
-    assert!(logs
-        .iter()
-        .any(|l| l.task_run.as_deref() == Some("parse-2") && l.message.contains("Retry 1/1")));
+    assert!(
+        logs.iter()
+            .any(|l| l.task_run.as_deref() == Some("parse-2") && l.message.contains("Retry 1/1"))
+    );
     assert_eq!(messages.last(), Some(&"Finished in state Completed()"));
 }
 
@@ -117,10 +118,12 @@ fn failed_flow_runs_keep_their_reason_and_can_be_filtered() {
         failed[0].state_message.as_deref(),
         Some("Flow run encountered an error: upstream is down")
     );
-    assert!(store
-        .flow_runs(100, Some("COMPLETED"), Some("failing"))
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .flow_runs(100, Some("COMPLETED"), Some("failing"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -165,10 +165,11 @@ fn a_killed_process_leaves_its_runs_crashed() {
     let store = Store::open_existing(&db).unwrap();
     let run = store.flow_run(&running.id).unwrap();
     assert_eq!(run.state_name, "Crashed");
-    assert!(run
-        .state_message
-        .unwrap()
-        .contains(&format!("pid {}", running.pid)));
+    assert!(
+        run.state_message
+            .unwrap()
+            .contains(&format!("pid {}", running.pid))
+    );
     let task_runs = store.task_runs(&running.id, None).unwrap();
     assert_eq!(task_runs.len(), 1);
     assert_eq!(task_runs[0].state_name, "Crashed");
@@ -235,9 +236,10 @@ fn sigint_and_sigterm_cancel_the_flow_run_and_keep_every_outcome() {
             .count();
         assert!(completed >= 4);
         assert_eq!(completed + cancelled, 200, "no run left pending or running");
-        assert!(task_runs.iter().any(|r| r
-            .state_message
-            .as_deref()
-            .is_some_and(|m| m.ends_with("It was never submitted."))));
+        assert!(task_runs.iter().any(|r| {
+            r.state_message
+                .as_deref()
+                .is_some_and(|m| m.ends_with("It was never submitted."))
+        }));
     }
 }

@@ -96,8 +96,10 @@ fn the_seed_example_logs_as_prefect_does() {
             .unwrap();
         assert!(finished < batch_2, "{output}");
     }
-    assert!(lines
-        .last()
-        .unwrap()
-        .ends_with("Finished in state Completed()"));
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("Finished in state Completed()")
+    );
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use prefecto::prelude::*;
 use prefecto::MapError;
+use prefecto::prelude::*;
 
 #[task]
 fn add(a: i64, b: i64) -> i64 {

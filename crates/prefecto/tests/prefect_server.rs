@@ -14,7 +14,7 @@ use prefecto::concurrency::BatchTask;
 use prefecto::prefect_api::{ApiConfig, Auth, Client, Sent};
 use prefecto::prelude::*;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
 
@@ -36,7 +36,9 @@ fn server_available(test: &str) -> bool {
         std::env::var_os("PREFECTO_TEST_REQUIRE_SERVERS").is_none(),
         "{API_URL_ENV} is not set, but the servers were required"
     );
-    eprintln!("skipped {test}: it needs real Prefect 3.9.1 servers; run scripts/test.sh, which starts them");
+    eprintln!(
+        "skipped {test}: it needs real Prefect 3.9.1 servers; run scripts/test.sh, which starts them"
+    );
     false
 }
 
@@ -277,10 +279,12 @@ fn the_kill_switch_example_reports_every_input() {
     assert_eq!(runs.len(), 6, "every input is on the server: {runs:?}");
     assert_eq!(runs["add-0"]["state_type"], "COMPLETED");
     assert_eq!(runs["add-1"]["state_type"], "FAILED");
-    assert!(runs["add-1"]["state"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("invalid digit"));
+    assert!(
+        runs["add-1"]["state"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid digit")
+    );
     for never_submitted in ["add-2", "add-3", "add-4", "add-5"] {
         let run = &runs[never_submitted];
         assert_eq!(run["state_type"], "CANCELLED", "{run}");

@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prefecto::prelude::*;
@@ -79,10 +79,12 @@ fn a_second_run_executes_only_what_did_not_complete() {
     let err = process_all(items(|i| (350..355).contains(&i))).unwrap_err();
     let err = match err.state() {
         Some(state) => {
-            assert!(state
-                .message()
-                .unwrap()
-                .contains("Kill switch AnyFailedSwitch tripped"));
+            assert!(
+                state
+                    .message()
+                    .unwrap()
+                    .contains("Kill switch AnyFailedSwitch tripped")
+            );
             state.clone()
         }
         None => panic!("{err}"),

@@ -2,8 +2,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::Recording;
@@ -187,9 +187,11 @@ fn each_transition_has_a_timestamp() {
     let history = recording.task_run_history(flow_run, "divide-0");
     let names: Vec<&str> = history.iter().map(State::name).collect();
     assert_eq!(names, ["Pending", "Running", "Completed"]);
-    assert!(history
-        .windows(2)
-        .all(|w| w[0].timestamp() <= w[1].timestamp()));
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].timestamp() <= w[1].timestamp())
+    );
     assert_eq!(history.last().unwrap(), &state);
 }
 

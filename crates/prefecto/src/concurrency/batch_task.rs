@@ -11,10 +11,10 @@ use super::kill_switch::{BatchConfigError, KillSwitch, KillSwitchError};
 use super::outcome::InputOutcome;
 use crate::args::{MapArgs, MapError};
 use crate::blocking::block_on;
-use crate::context::{self, flow_log, CancelScope, FlowRunContext};
+use crate::context::{self, CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
 use crate::progress::MapProgress;
-use crate::runner::{announce_run, cancel_unsubmitted, drive_started, new_run, start_run, Started};
+use crate::runner::{Started, announce_run, cancel_unsubmitted, drive_started, new_run, start_run};
 use crate::task::Task;
 
 type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
@@ -459,9 +459,13 @@ impl<T: Task> MapRun<T> {
         }
         let (name, reason) = (switch.name(), switch.reason());
         flow_log!(
-            self.ctx, ERROR,
+            self.ctx,
+            ERROR,
             "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
-            name, run.name, reason, self.task.spec().name
+            name,
+            run.name,
+            reason,
+            self.task.spec().name
         );
         // Tripped first, so that no lane takes another input once runs are being cancelled.
         let _ = self.tripped.set((name.clone(), reason.clone()));

@@ -344,12 +344,16 @@ mod tests {
 
     #[test]
     fn any_failed_trips_on_failed_and_crashed() {
-        assert!(AnyFailedSwitch::new()
-            .raise_if_triggered(&State::failed("x"))
-            .is_err());
-        assert!(AnyFailedSwitch::new()
-            .raise_if_triggered(&State::crashed("x"))
-            .is_err());
+        assert!(
+            AnyFailedSwitch::new()
+                .raise_if_triggered(&State::failed("x"))
+                .is_err()
+        );
+        assert!(
+            AnyFailedSwitch::new()
+                .raise_if_triggered(&State::crashed("x"))
+                .is_err()
+        );
         let mut switch = AnyFailedSwitch::new();
         for state in [State::completed(), State::cancelled("x"), State::running()] {
             assert!(switch.raise_if_triggered(&state).is_ok());

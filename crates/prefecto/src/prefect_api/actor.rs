@@ -16,9 +16,9 @@ use tracing::Level;
 use uuid::Uuid;
 
 use super::counters::Counters;
-use super::delivery::{send_events, send_logs, DeliveryQueue};
+use super::delivery::{DeliveryQueue, send_events, send_logs};
 use super::reconcile::{finish, kept_for_sync};
-use super::report::{log_create, task_run_event, FlowRunReport, ServerIds, TaskRunReport};
+use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
     FlowCreate, FlowRunCreate, FlowRunRead, OrchestrationResult, SetState, StateCreate, WithId,
 };
@@ -495,7 +495,7 @@ async fn set_flow_run_state(
                 return Err(ApiError::NotPrefect {
                     url: format!("{}{path}", client.config().url),
                     detail: format!("an orchestration result with status {other:?}"),
-                })
+                });
             }
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{ApiConfig, ApiError, Auth, ConfigError};
@@ -225,7 +225,7 @@ impl Client {
                             return Err(ApiError::Unauthorized {
                                 url,
                                 status: status.as_u16(),
-                            })
+                            });
                         }
                         StatusCode::REQUEST_TIMEOUT
                         | StatusCode::TOO_MANY_REQUESTS
@@ -239,7 +239,7 @@ impl Client {
                                 url,
                                 status: status.as_u16(),
                                 body: truncate(&text),
-                            })
+                            });
                         }
                     }
                 }

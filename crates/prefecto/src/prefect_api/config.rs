@@ -152,7 +152,7 @@ fn active_profile() -> Result<Option<Profile>, ConfigError> {
             return Err(ConfigError::Profiles {
                 path,
                 reason: e.to_string(),
-            })
+            });
         }
     };
     parse_profiles(&text, std::env::var("PREFECT_PROFILE").ok())
@@ -216,9 +216,11 @@ mod tests {
         // PREFECT_PROFILE picks another.
         let cloud = parse_profiles(text, Some("cloud".into())).unwrap().unwrap();
         assert_eq!(cloud.get("PREFECT_API_KEY").as_deref(), Some("pnu_key"));
-        assert!(parse_profiles(text, Some("missing".into()))
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_profiles(text, Some("missing".into()))
+                .unwrap()
+                .is_none()
+        );
         assert!(parse_profiles("active = ", None).is_err());
     }
 

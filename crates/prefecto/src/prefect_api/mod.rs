@@ -28,7 +28,7 @@ pub use counters::ReportCounters;
 pub use error::{ApiError, ConfigError};
 pub use reporter::PrefectReporter;
 #[cfg(feature = "history")]
-pub use sync::{sync_flow_run, SyncError, SyncReport};
+pub use sync::{SyncError, SyncReport, sync_flow_run};
 
 /// The environment variable a Prefect worker sets to the flow run it started us for.
 pub const FLOW_RUN_ID_ENV: &str = "PREFECT__FLOW_RUN_ID";

@@ -3,8 +3,8 @@
 //! warning (and notes in the run history) what it could not deliver.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::client::fetch_all;
 use super::counters::Counters;
 use super::delivery::DeliveryQueue;
-use super::report::{task_run_event, FlowRunReport, ServerIds};
+use super::report::{FlowRunReport, ServerIds, task_run_event};
 use super::schemas::{Event, TaskRunsOfFlowRun, WithId};
 use super::{ApiError, Client, Sent};
 

@@ -11,11 +11,11 @@ use serde_json::Value;
 use tracing::Level;
 use uuid::Uuid;
 
-use super::schemas::{
-    timestamp, EmpiricalPolicy, Empty, Event, Intended, LogCreate, RelatedResource, StateCreate,
-    TaskRunEventPayload, TaskRunPayload, TaskRunResource,
-};
 use super::ApiError;
+use super::schemas::{
+    EmpiricalPolicy, Empty, Event, Intended, LogCreate, RelatedResource, StateCreate,
+    TaskRunEventPayload, TaskRunPayload, TaskRunResource, timestamp,
+};
 use crate::names::TaskRunName;
 use crate::state::State;
 use crate::task::TaskSpec;

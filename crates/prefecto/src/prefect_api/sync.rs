@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::client::fetch_all;
 use super::reconcile::{count_task_runs, recorded_task_runs};
-use super::report::{log_create, task_run_event, FlowRunReport, ServerIds, TaskRunReport};
+use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
     AnyOf, ByFlowRunId, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed,
     LogRead, LogsOfFlowRun, SetState, StateCreate, WithId,
@@ -35,7 +35,9 @@ pub enum SyncError {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The server did not record every task run in time.
-    #[error("the server recorded {recorded} of the {expected} task runs of flow run '{flow_run}' within {waited_s} s; run the sync again")]
+    #[error(
+        "the server recorded {recorded} of the {expected} task runs of flow run '{flow_run}' within {waited_s} s; run the sync again"
+    )]
     Incomplete {
         /// The flow run's name.
         flow_run: String,

@@ -2,7 +2,7 @@
 //! to the pool, an async one made ready to poll), then awaited under the
 //! run's timeout and cancellation.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::context::{self, CancelScope, FlowRunContext};
 use crate::future::RunShared;
 use crate::slot_limiter::{SlotLimiter, SlotRequest};
 use crate::state::State;
-use crate::task::{panic_message, BodyError, ErrorSource, Invocation, Task};
+use crate::task::{BodyError, ErrorSource, Invocation, Task, panic_message};
 
 /// How one attempt of the body ended.
 pub(super) enum Attempt<T> {

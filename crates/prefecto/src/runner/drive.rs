@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::attempt::{finish_attempt, start_attempt, start_run, Attempt, Started};
+use super::attempt::{Attempt, Started, finish_attempt, start_attempt, start_run};
 use super::transitions::{finish_run, transition};
-use crate::context::{task_log, CancelScope, FlowRunContext};
+use crate::context::{CancelScope, FlowRunContext, task_log};
 use crate::future::RunShared;
 use crate::state::State;
 use crate::task::Task;
@@ -38,54 +38,58 @@ pub(crate) async fn drive_started<T: Task>(
     let name = shared.name;
     let mut retries_done = 0u32;
     let mut started = first;
-    let (state, value) =
-        loop {
-            let retry_args = started.retry_args.take();
-            let cache_key = started.cache_key.take();
-            match finish_attempt(ctx, started.body, spec.timeout, scope).await {
-                Attempt::Cached(value) => break (State::cached(), Some(value)),
-                Attempt::Completed(value) => {
-                    if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
-                        if let Some(stored) = task.persist(&value) {
-                            store.put(spec.name, key, stored, spec.cache_expiration);
-                        }
+    let (state, value) = loop {
+        let retry_args = started.retry_args.take();
+        let cache_key = started.cache_key.take();
+        match finish_attempt(ctx, started.body, spec.timeout, scope).await {
+            Attempt::Cached(value) => break (State::cached(), Some(value)),
+            Attempt::Completed(value) => {
+                if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
+                    if let Some(stored) = task.persist(&value) {
+                        store.put(spec.name, key, stored, spec.cache_expiration);
                     }
-                    break (State::completed(), Some(value));
                 }
-                Attempt::Failed(failed, source) => {
-                    let message = failed.message().unwrap_or_default().to_string();
-                    let Some(next_args) = retry_args else {
-                        task_log!(
-                            ctx,
-                            name,
-                            ERROR,
-                            "Task run failed with error: {} - Retries are exhausted",
-                            message
-                        );
-                        if let Some(source) = source {
-                            shared.keep_error(source);
-                        }
-                        break (failed, None);
-                    };
-                    retries_done += 1;
-                    task_log!(
-                    ctx, name, WARN,
-                    "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
-                    message, retries_done, spec.retries, spec.retry_delay.as_secs_f64()
-                );
-                    transition(ctx, shared, State::awaiting_retry(message));
-                    // Boxed for the same reason as the timeout: retries are rare.
-                    if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await
-                        || scope.is_cancelled()
-                    {
-                        break (State::cancelled(scope.reason()), None);
-                    }
-                    started =
-                        start_attempt(ctx, task, next_args, shared, scope, retries_done, cache_key);
-                }
-                Attempt::Final(state) => break (state, None),
+                break (State::completed(), Some(value));
             }
-        };
+            Attempt::Failed(failed, source) => {
+                let message = failed.message().unwrap_or_default().to_string();
+                let Some(next_args) = retry_args else {
+                    task_log!(
+                        ctx,
+                        name,
+                        ERROR,
+                        "Task run failed with error: {} - Retries are exhausted",
+                        message
+                    );
+                    if let Some(source) = source {
+                        shared.keep_error(source);
+                    }
+                    break (failed, None);
+                };
+                retries_done += 1;
+                task_log!(
+                    ctx,
+                    name,
+                    WARN,
+                    "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
+                    message,
+                    retries_done,
+                    spec.retries,
+                    spec.retry_delay.as_secs_f64()
+                );
+                transition(ctx, shared, State::awaiting_retry(message));
+                // Boxed for the same reason as the timeout: retries are rare.
+                if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await
+                    || scope.is_cancelled()
+                {
+                    break (State::cancelled(scope.reason()), None);
+                }
+                started =
+                    start_attempt(ctx, task, next_args, shared, scope, retries_done, cache_key);
+            }
+            Attempt::Final(state) => break (state, None),
+        }
+    };
     finish_run(ctx, shared, state, value);
 }
 

@@ -13,7 +13,7 @@ mod attempt;
 mod drive;
 mod transitions;
 
-pub(crate) use attempt::{start_run, Started};
+pub(crate) use attempt::{Started, start_run};
 pub(crate) use drive::{drive_run, drive_started};
 pub(crate) use transitions::{announce_run, cancel_unsubmitted, new_run};
 

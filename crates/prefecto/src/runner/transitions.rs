@@ -1,7 +1,7 @@
 //! A task run's transitions: each is handed to the recorders with the
 //! run's times, then set on the run its future reads.
 
-use crate::context::{implied_log, FlowRunContext};
+use crate::context::{FlowRunContext, implied_log};
 use crate::future::RunShared;
 use crate::names::TaskRunName;
 use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};

@@ -3,12 +3,12 @@
 //! of cached task results.
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 
 use rusqlite::params;
 
-use super::event::{micros, Event, RunKey, StateRow, TimesRow};
+use super::event::{Event, RunKey, StateRow, TimesRow, micros};
 use super::outbox::{Backlog, Outbox, RunningRun};
 use super::writer::write_loop;
 use super::{Store, StoreError};

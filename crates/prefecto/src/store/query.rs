@@ -3,10 +3,10 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{hostname, pack, Store, StoreError};
+use super::{Store, StoreError, hostname, pack};
 use crate::recorder::implied_lines;
 use crate::state::{State, StateType};
 
@@ -223,8 +223,7 @@ fn flow_run_row(row: &Row<'_>) -> rusqlite::Result<FlowRunRow> {
     })
 }
 
-const FLOW_RUN_COLUMNS: &str =
-    "id, name, flow, state_type, state_name, state_message, created, start_time, end_time, host, pid";
+const FLOW_RUN_COLUMNS: &str = "id, name, flow, state_type, state_name, state_message, created, start_time, end_time, host, pid";
 
 impl Store {
     /// The newest flow runs first, optionally of one state type (any case) or flow.
@@ -411,7 +410,7 @@ impl Store {
                     .into_iter()
                     .find(|r| r.row.task == task && r.row.index == index)
                     .map(|r| r.history)
-                    .unwrap_or_default())
+                    .unwrap_or_default());
             }
         }
         .map_err(|e| self.sqlite(e))?;

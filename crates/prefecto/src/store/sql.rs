@@ -1,14 +1,14 @@
 //! The SQL of one write: flow runs and lingering task runs as rows, finished
 //! task runs in packs, logs and results, in one transaction.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
 use super::event::{Event, FlowRunNames, RunKey};
 use super::fold::{RunUpdate, Unwritten};
 use super::outbox::FastMap;
 use super::pack::Pack;
-use super::{hostname, Store};
+use super::{Store, hostname};
 
 /// What one transaction writes.
 pub(super) struct Plan<'a> {

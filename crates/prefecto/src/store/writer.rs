@@ -4,19 +4,19 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::mpsc::{self, Receiver};
 use std::sync::Weak;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::event::{micros, Event, FlowRunNames, RunKey, StateRow, TimesRow};
-use super::fold::{fold, RunUpdate, Unwritten};
+use super::Store;
+use super::event::{Event, FlowRunNames, RunKey, StateRow, TimesRow, micros};
+use super::fold::{RunUpdate, Unwritten, fold};
 use super::outbox::{Backlog, FastHash, FastMap, Outbox};
 use super::pack::Pack;
-use super::sql::{write_batch, Plan};
-use super::Store;
+use super::sql::{Plan, write_batch};
 use crate::state::StateType;
 
 /// At most this many events go into one transaction.
