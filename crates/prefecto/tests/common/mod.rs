@@ -31,6 +31,33 @@ pub fn install_with(configure: impl FnOnce(PrefectoBuilder) -> PrefectoBuilder) 
     });
 }
 
+/// A set-up with a run history of its own, in a fresh folder: for the tests
+/// that read the history back. Their flows run under `prefecto.scope(..)`.
+#[cfg(feature = "history")]
+pub struct HistoryHome {
+    /// The history's folder (its database is `home/prefecto.db`).
+    pub home: std::path::PathBuf,
+    /// Records into it, and nothing else.
+    pub prefecto: Prefecto,
+}
+
+#[cfg(feature = "history")]
+impl HistoryHome {
+    /// A fresh one, in a folder named after `name` and this process.
+    pub fn new(name: &str) -> Self {
+        quiet();
+        let home =
+            std::env::temp_dir().join(format!("prefecto-{name}-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let prefecto = Prefecto::builder()
+            .engine_only()
+            .history_in(&home)
+            .build()
+            .expect("the history opens");
+        HistoryHome { home, prefecto }
+    }
+}
+
 /// The transitions of one flow run: `None` for the flow run's own.
 type Transitions = Vec<(Option<TaskRunName>, State)>;
 

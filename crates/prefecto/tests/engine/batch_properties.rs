@@ -1,6 +1,6 @@
 //! Properties of the batching logic, for any number of inputs and any size.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,13 +1,13 @@
 //! Flow runs: names, final states, runtimes and the pool for sync tasks.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Recording;
+use crate::common::Recording;
 use prefecto::prelude::*;
 
 #[task]

@@ -1,7 +1,7 @@
 //! Resume: a run whose task and cache key completed before returns the
 //! persisted result instead of running again.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use prefecto::prelude::*;
 
-fn setup() {
-    static HOME: OnceLock<()> = OnceLock::new();
-    HOME.get_or_init(|| {
-        let home =
-            std::env::temp_dir().join(format!("prefecto-resume-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        common::install_with(|builder| builder.history_in(&home));
-    });
+/// Runs flows that keep their results in a history of these tests' own.
+fn recorded<R>(flow_call: impl FnOnce() -> R) -> R {
+    static HISTORY: OnceLock<common::HistoryHome> = OnceLock::new();
+    HISTORY
+        .get_or_init(|| common::HistoryHome::new("resume"))
+        .prefecto
+        .scope(flow_call)
 }
 
 static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
@@ -73,10 +72,9 @@ fn items(bad: impl Fn(usize) -> bool) -> Vec<String> {
 
 #[test]
 fn a_second_run_executes_only_what_did_not_complete() {
-    setup();
     EXECUTIONS.store(0, Ordering::SeqCst);
     // Batch 4 (inputs 300..400) holds bad inputs: the switch trips there.
-    let err = process_all(items(|i| (350..355).contains(&i))).unwrap_err();
+    let err = recorded(|| process_all(items(|i| (350..355).contains(&i)))).unwrap_err();
     let err = match err.state() {
         Some(state) => {
             assert!(
@@ -100,14 +98,17 @@ fn a_second_run_executes_only_what_did_not_complete() {
 
     // The bad inputs are fixed and the flow runs again.
     EXECUTIONS.store(0, Ordering::SeqCst);
-    let results = process_all(items(|_| false)).unwrap();
+    let results = recorded(|| process_all(items(|_| false))).unwrap();
     assert_eq!(results, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
     // Exactly the inputs that did not complete ran; the rest came from the cache.
     assert_eq!(EXECUTIONS.load(Ordering::SeqCst), 1000 - completed);
 
     // A third run executes nothing.
     EXECUTIONS.store(0, Ordering::SeqCst);
-    assert_eq!(process_all(items(|_| false)).unwrap().len(), 1000);
+    assert_eq!(
+        recorded(|| process_all(items(|_| false))).unwrap().len(),
+        1000
+    );
     assert_eq!(EXECUTIONS.load(Ordering::SeqCst), 0);
 }
 
@@ -142,10 +143,9 @@ fn cached_states(x: u32) -> Vec<(String, u32)> {
 
 #[test]
 fn cached_results_expire_and_can_be_refreshed() {
-    setup();
     let x = 7_000 + std::process::id() % 1000;
     EXPIRING.store(0, Ordering::SeqCst);
-    let first = cached_states(x).unwrap();
+    let first = recorded(|| cached_states(x)).unwrap();
     assert_eq!(
         first,
         [
@@ -153,7 +153,7 @@ fn cached_results_expire_and_can_be_refreshed() {
             ("Completed".to_string(), x + 2)
         ]
     );
-    let second = cached_states(x).unwrap();
+    let second = recorded(|| cached_states(x)).unwrap();
     // The cached run says so in its state; the refreshing task ran again.
     assert_eq!(
         second,
@@ -164,7 +164,7 @@ fn cached_results_expire_and_can_be_refreshed() {
     );
     assert_eq!(EXPIRING.load(Ordering::SeqCst), 1 + 200);
     std::thread::sleep(Duration::from_millis(300));
-    let third = cached_states(x).unwrap();
+    let third = recorded(|| cached_states(x)).unwrap();
     assert_eq!(
         third[0],
         ("Completed".to_string(), x + 1),

@@ -1,6 +1,6 @@
 //! The SQLite run history: what a flow run leaves behind, read back through the store.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -8,16 +8,19 @@ use std::sync::OnceLock;
 use prefecto::prelude::*;
 use prefecto::store::{self, Store};
 
-/// One history home for this test binary, in a fresh temporary folder.
+/// The history these tests write and read, of their own.
+fn history() -> &'static common::HistoryHome {
+    static HISTORY: OnceLock<common::HistoryHome> = OnceLock::new();
+    HISTORY.get_or_init(|| common::HistoryHome::new("history"))
+}
+
 fn home() -> &'static PathBuf {
-    static HOME: OnceLock<PathBuf> = OnceLock::new();
-    HOME.get_or_init(|| {
-        let home =
-            std::env::temp_dir().join(format!("prefecto-history-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        common::install_with(|builder| builder.history_in(&home));
-        home
-    })
+    &history().home
+}
+
+/// Runs flows that record into this history.
+fn recorded<R>(flow_call: impl FnOnce() -> R) -> R {
+    history().prefecto.scope(flow_call)
 }
 
 fn open() -> Store {
@@ -40,7 +43,7 @@ fn parse_all(inputs: Vec<String>) -> (String, Vec<State>) {
 fn a_flow_run_is_recorded_before_the_flow_returns() {
     home();
     let inputs = ["1", "2", "x", "4"].map(String::from).to_vec();
-    let (name, states) = parse_all(inputs).unwrap();
+    let (name, states) = recorded(|| parse_all(inputs)).unwrap();
     assert_eq!(states.len(), 4);
 
     // No waiting: the flow call returned only once its history was committed.
@@ -108,7 +111,7 @@ fn failing() -> Result<u8, String> {
 #[test]
 fn failed_flow_runs_keep_their_reason_and_can_be_filtered() {
     home();
-    failing().unwrap_err();
+    recorded(failing).unwrap_err();
     let store = open();
     let failed = store
         .flow_runs(100, Some("failed"), Some("failing"))
@@ -172,7 +175,7 @@ async fn lingering() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_task_run_shows_running_then_finishes_once() {
     home();
-    let id = lingering().await.unwrap();
+    let id = history().prefecto.scope_async(lingering()).await.unwrap();
     let store = open();
     let task_runs = store.task_runs(&id, None).unwrap();
     assert_eq!(task_runs.len(), 1, "{task_runs:?}");

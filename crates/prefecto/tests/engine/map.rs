@@ -1,6 +1,6 @@
 //! `task.map` and `task.submit`: arguments, order, names and results.
 
-mod common;
+use crate::common;
 
 use prefecto::MapError;
 use prefecto::prelude::*;

@@ -1,12 +1,12 @@
 //! One task run's life: errors, panics, timeouts, retries and their states.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::Recording;
+use crate::common::Recording;
 use prefecto::prelude::*;
 
 #[task]

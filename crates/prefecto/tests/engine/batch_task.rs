@@ -1,14 +1,14 @@
 //! `BatchTask`: the original's behaviour, then kill switches that see every
 //! run, cancel what is in flight, and leave an outcome for every input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Recording;
+use crate::common::Recording;
 use prefecto::MapError;
 use prefecto::concurrency::{
     AnyFailedSwitch, BatchConfigError, BatchError, BatchMode, BatchTask, CountSwitch, KillSwitch,

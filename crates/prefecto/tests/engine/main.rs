@@ -1,0 +1,18 @@
+//! The engine's integration tests, in one binary so that the library is
+//! linked once: flows, task runs, maps, `BatchTask` and its properties, and
+//! (with the `history` feature) the run history and resume. They share the
+//! set-up `common::quiet` installs; those that need their own run under a
+//! `Prefecto::scope`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod batch_properties;
+mod batch_task;
+mod flows;
+#[cfg(feature = "history")]
+mod history;
+mod map;
+#[cfg(feature = "history")]
+mod resume;
+mod task_runs;
