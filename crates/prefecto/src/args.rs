@@ -83,6 +83,10 @@ impl<T> Column<'_, T> {
 
 /// Something that can stand for one parameter in `map`: any iterable of the
 /// parameter's type, or [`Unmapped`] of it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot stand for a `{T}` parameter in `map`",
+    label = "expected an iterable of `{T}`, or `unmapped(value)` of one `{T}`"
+)]
 pub trait MapArg<T> {
     /// Takes the argument apart into a column of inputs.
     fn into_column<'a>(self) -> Column<'a, T>
@@ -113,6 +117,12 @@ impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
 }
 
 /// The whole argument list of a `map`: a tuple with one [`MapArg`] per parameter.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the arguments of a `map` over a task taking `{Args}`",
+    label = "pass one argument per task parameter, in order, as a tuple",
+    note = "each argument is an iterable of its parameter's type, or `unmapped(value)`",
+    note = "a task with one parameter takes a one-element tuple: `task.map((inputs,))`"
+)]
 pub trait MapArgs<Args> {
     /// Checks the arguments against the rules and zips them into one tuple of
     /// arguments per input, in input order.

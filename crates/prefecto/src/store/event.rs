@@ -107,3 +107,18 @@ pub(super) struct FlowRunNames {
     pub(super) name: String,
     pub(super) flow: String,
 }
+
+/// The states a task run's times imply before its later ones: `Pending` when
+/// it was created and, if it ran, `Running` when it first started. A run
+/// written whole at its end stores none of them (its reader rebuilds them
+/// here); a run written while still going has them written out.
+pub(super) fn implied_states(created: i64, started: Option<i64>) -> impl Iterator<Item = StateRow> {
+    let state = |state_type: StateType, name: &'static str, micros: i64| StateRow {
+        state_type,
+        name: Cow::Borrowed(name),
+        message: None,
+        micros,
+    };
+    std::iter::once(state(StateType::Pending, "Pending", created))
+        .chain(started.map(|started| state(StateType::Running, "Running", started)))
+}

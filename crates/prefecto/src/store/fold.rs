@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use super::event::{FlowRunNames, RunKey, StateRow, TimesRow};
+use super::event::{FlowRunNames, RunKey, StateRow, TimesRow, implied_states};
 use super::outbox::FastMap;
 use super::pack;
 use crate::state::StateType;
@@ -117,19 +117,13 @@ impl RunUpdate {
             return update;
         }
         if let (Some(times), true) = (times, synthesize) {
+            // The state at hand may be that first Running itself.
+            let started = times.started.filter(|&started| {
+                !(state.state_type == StateType::Running && state.micros == started)
+            });
             update
                 .history
-                .push(implied(StateType::Pending, "Pending", times.created));
-            match times.started {
-                Some(started)
-                    if !(state.state_type == StateType::Running && state.micros == started) =>
-                {
-                    update
-                        .history
-                        .push(implied(StateType::Running, "Running", started));
-                }
-                _ => {}
-            }
+                .extend(implied_states(times.created, started));
         }
         update.add(state, times);
         update
@@ -156,15 +150,6 @@ impl RunUpdate {
         }
         self.history.push(state.clone());
         self.latest = state.clone();
-    }
-}
-
-pub(super) fn implied(state_type: StateType, name: &'static str, micros: i64) -> StateRow {
-    StateRow {
-        state_type,
-        name: Cow::Borrowed(name),
-        message: None,
-        micros,
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
+use super::event::implied_states;
 use super::{Store, StoreError, hostname, pack};
 use crate::recorder::implied_lines;
 use crate::state::{State, StateType};
@@ -139,27 +140,21 @@ impl TaskRunRecord {
     /// it ran), the end.
     fn with_history(row: TaskRunRow, created: i64, history: Vec<StateRecord>) -> Self {
         let history = if history.is_empty() {
-            let mut implied = vec![StateRecord {
-                state_type: "PENDING".to_string(),
-                name: "Pending".to_string(),
-                message: None,
-                timestamp: time(created),
-            }];
-            if let Some(start) = row.start_time {
-                implied.push(StateRecord {
-                    state_type: "RUNNING".to_string(),
-                    name: "Running".to_string(),
+            let started = row.start_time.map(|t| t.timestamp_micros());
+            implied_states(created, started)
+                .map(|state| StateRecord {
+                    state_type: state.state_type.as_api_str().to_string(),
+                    name: state.name.into_owned(),
                     message: None,
-                    timestamp: start,
-                });
-            }
-            implied.push(StateRecord {
-                state_type: row.state_type.clone(),
-                name: row.state_name.clone(),
-                message: row.state_message.clone(),
-                timestamp: row.end_time.unwrap_or_else(|| time(created)),
-            });
-            implied
+                    timestamp: time(state.micros),
+                })
+                .chain(std::iter::once(StateRecord {
+                    state_type: row.state_type.clone(),
+                    name: row.state_name.clone(),
+                    message: row.state_message.clone(),
+                    timestamp: row.end_time.unwrap_or_else(|| time(created)),
+                }))
+                .collect()
         } else {
             history
         };
