@@ -97,6 +97,7 @@ pub mod settings;
 mod slot_limiter;
 pub mod state;
 pub mod task;
+mod task_run_error;
 
 // The parts that fill the seams, each behind its Cargo feature.
 pub mod logging;

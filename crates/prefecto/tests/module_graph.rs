@@ -31,6 +31,7 @@ const ENGINE: &[&str] = &[
     "slot_limiter",
     "state",
     "task",
+    "task_run_error",
 ];
 
 /// The parts that fill the seams: they may name the engine and each other.

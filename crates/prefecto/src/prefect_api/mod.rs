@@ -15,6 +15,7 @@ mod counters;
 mod delivery;
 mod error;
 mod limits;
+mod orchestration;
 mod reconcile;
 mod report;
 mod reporter;

@@ -11,12 +11,14 @@
 //! run flows against it at once. Its schema has a version; opening a database
 //! written by a newer prefecto is an error, never a silent downgrade.
 
+mod crashed;
 mod event;
 mod fold;
 mod history_recorder;
 mod outbox;
 mod pack;
 mod query;
+mod rows;
 mod schema;
 mod sql;
 mod writer;
@@ -29,7 +31,7 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 pub use history_recorder::HistoryRecorder;
-pub use query::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow};
+pub use rows::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow};
 pub use schema::SCHEMA_VERSION;
 
 /// The database's file name inside the home folder.

@@ -1,0 +1,201 @@
+//! The run history's rows as the `prefecto` command and `flow-run sync` read
+//! them: flow runs, task runs with their states, logs, delivery notes.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::event::implied_states;
+use super::pack;
+
+/// One flow run, as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowRunRow {
+    /// Its id.
+    pub id: String,
+    /// Its name, such as `beryl-moth`.
+    pub name: String,
+    /// The flow's name.
+    pub flow: String,
+    /// Its state type, upper case as Prefect's API (`COMPLETED`).
+    pub state_type: String,
+    /// Its state name (`Completed`, `Failed`, ...).
+    pub state_name: String,
+    /// The state's message, if any.
+    pub state_message: Option<String>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it started running.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_time: Option<DateTime<Utc>>,
+    /// The machine it ran on.
+    pub host: String,
+    /// The process it ran in.
+    pub pid: u32,
+}
+
+/// One task run of a flow run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskRunRow {
+    /// Its name, `add-0`.
+    pub name: String,
+    /// The task's name.
+    pub task: String,
+    /// Its number among the task's runs in the flow run.
+    pub index: u64,
+    /// Its state type (`FAILED`).
+    pub state_type: String,
+    /// Its state name (`TimedOut`).
+    pub state_name: String,
+    /// The state's message: the error, for failures.
+    pub state_message: Option<String>,
+    /// When it first started running.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_time: Option<DateTime<Utc>>,
+    /// How many times its body ran (retries included).
+    pub run_count: u32,
+}
+
+impl TaskRunRow {
+    /// From start to end, if it ran and ended.
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        Some(self.end_time? - self.start_time?)
+    }
+}
+
+/// One state transition of a run, from its history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateRecord {
+    /// The state type (`RUNNING`).
+    pub state_type: String,
+    /// The state name (`Retrying`).
+    pub name: String,
+    /// The state's message, if any.
+    pub message: Option<String>,
+    /// When the run entered it.
+    pub timestamp: DateTime<Utc>,
+}
+
+pub(super) fn parse_history(history: &str) -> Vec<StateRecord> {
+    history
+        .lines()
+        .filter_map(|line| {
+            let (state_type, name, message, micros): (String, String, Option<String>, i64) =
+                serde_json::from_str(line).ok()?;
+            Some(StateRecord {
+                state_type,
+                name,
+                message,
+                timestamp: time(micros),
+            })
+        })
+        .collect()
+}
+
+/// A task run with every state it went through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRunRecord {
+    /// The task run.
+    pub row: TaskRunRow,
+    /// When it was created (µs since the epoch).
+    pub created: i64,
+    /// Its states, oldest first.
+    pub history: Vec<StateRecord>,
+}
+
+impl TaskRunRecord {
+    pub(super) fn from_packed(task: &str, run: pack::Run<'_>) -> Self {
+        let record = |state: pack::RunState<'_>, micros: i64| StateRecord {
+            state_type: state.state_type.as_api_str().to_string(),
+            name: state.name.into_owned(),
+            message: state.message.map(Cow::into_owned),
+            timestamp: time(micros),
+        };
+        let history = run
+            .history
+            .into_iter()
+            .map(|(state, micros)| record(state, micros))
+            .collect();
+        let row = TaskRunRow {
+            name: format!("{task}-{}", run.index),
+            task: task.to_string(),
+            index: run.index,
+            state_type: run.state.state_type.as_api_str().to_string(),
+            state_name: run.state.name.into_owned(),
+            state_message: run.state.message.map(Cow::into_owned),
+            start_time: run.start.map(time),
+            end_time: run.end.map(time),
+            run_count: run.run_count,
+        };
+        TaskRunRecord::with_history(row, run.created, history)
+    }
+
+    /// A run and its history; an empty history is the one its times imply,
+    /// as a run written whole at its end stores none: Pending, Running (if
+    /// it ran), the end.
+    pub(super) fn with_history(row: TaskRunRow, created: i64, history: Vec<StateRecord>) -> Self {
+        let history = if history.is_empty() {
+            let started = row.start_time.map(|t| t.timestamp_micros());
+            implied_states(created, started)
+                .map(|state| StateRecord {
+                    state_type: state.state_type.as_api_str().to_string(),
+                    name: state.name.into_owned(),
+                    message: None,
+                    timestamp: time(state.micros),
+                })
+                .chain(std::iter::once(StateRecord {
+                    state_type: row.state_type.clone(),
+                    name: row.state_name.clone(),
+                    message: row.state_message.clone(),
+                    timestamp: row.end_time.unwrap_or_else(|| time(created)),
+                }))
+                .collect()
+        } else {
+            history
+        };
+        TaskRunRecord {
+            row,
+            created,
+            history,
+        }
+    }
+}
+
+/// A flow run's delivery to a Prefect server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The flow run's id here.
+    pub flow_run_id: String,
+    /// The server's API URL.
+    pub api_url: String,
+    /// The flow run's id on the server, if it was created there.
+    pub server_flow_run_id: Option<String>,
+    /// The flow call's parameters, as JSON.
+    pub parameters: String,
+    /// Whether the server has all of it.
+    pub delivered: bool,
+    /// Why not, if not.
+    pub reason: Option<String>,
+}
+
+/// One log line of a flow run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogRow {
+    /// When it was logged.
+    pub timestamp: DateTime<Utc>,
+    /// Its level (`INFO`).
+    pub level: String,
+    /// Its logger.
+    pub logger: String,
+    /// The task run it is about, if any.
+    pub task_run: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+pub(super) fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
