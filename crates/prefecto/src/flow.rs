@@ -230,56 +230,74 @@ fn begin(
     (ctx, adopted_parameters)
 }
 
-/// Ends the flow run in the state its body's outcome calls for, or
-/// `Cancelled` if the flow run was cancelled (by a signal) while it ran.
-fn end<T>(
+/// How a flow run's body ended: its final state, its value if it completed,
+/// and its own error if it returned one. `Cancelled` if the flow run was
+/// cancelled (by a signal, say) while it ran.
+struct Settled<T> {
+    state: State,
+    value: Option<T>,
+    source: Option<ErrorSource>,
+}
+
+fn settle<T>(
     ctx: &FlowRunContext,
     outcome: std::thread::Result<Result<T, BodyError>>,
-) -> Result<T, FlowRunError> {
+) -> Settled<T> {
     crate::flow_runs::ended(ctx);
-    let mut source = None;
-    let (state, value) = match outcome {
-        _ if ctx.scope.is_cancelled() => (State::cancelled(ctx.scope.reason()), None),
-        Ok(Ok(value)) => (State::completed(), Some(value)),
-        Ok(Err(BodyError {
-            message,
-            source: error,
-        })) => {
-            source = error;
-            (
-                State::failed(format!("Flow run encountered an error: {message}")),
-                None,
-            )
-        }
+    let (state, value, source) = match outcome {
+        _ if ctx.scope.is_cancelled() => (State::cancelled(ctx.scope.reason()), None, None),
+        Ok(Ok(value)) => (State::completed(), Some(value), None),
+        Ok(Err(BodyError { message, source })) => (
+            State::failed(format!("Flow run encountered an error: {message}")),
+            None,
+            source,
+        ),
         Err(panic) => (
             State::crashed(format!(
                 "Flow run panicked: {}",
                 panic_message(panic.as_ref())
             )),
             None,
+            None,
         ),
     };
-    let recorded = ctx.end_once(|| {
+    Settled {
+        state,
+        value,
+        source,
+    }
+}
+
+/// Logs and records the flow run's end, then waits for its recorders to
+/// flush (the history's last commit, the Prefect server's read-back): this
+/// blocks. False if a signal had ended the run already.
+fn record_end(ctx: &FlowRunContext, state: &State) -> bool {
+    ctx.end_once(|| {
         if state.is_completed() {
             flow_log!(ctx, INFO, "Finished in state {}", state);
         } else {
             flow_log!(ctx, ERROR, "Finished in state {}", state);
         }
-        ctx.record_transition(None, &state);
+        ctx.record_transition(None, state);
         ctx.record_end();
-    });
-    match (recorded, value) {
-        (Some(()), Some(value)) => Ok(value),
+    })
+    .is_some()
+}
+
+/// The flow call's result, once its end is recorded (`recorded`).
+fn result<T>(ctx: &FlowRunContext, settled: Settled<T>, recorded: bool) -> Result<T, FlowRunError> {
+    match (recorded, settled.value) {
+        (true, Some(value)) => Ok(value),
         // Ended here without a value, or already ended by a signal (the process is exiting).
         _ => Err(FlowRunError::Finished {
             flow_run: ctx.name.clone(),
             flow: ctx.flow.clone(),
-            state: Box::new(if recorded.is_some() {
-                state
+            state: Box::new(if recorded {
+                settled.state
             } else {
                 State::cancelled(ctx.scope.reason())
             }),
-            source,
+            source: settled.source,
         }),
     }
 }
@@ -330,7 +348,9 @@ where
         catch_unwind(AssertUnwindSafe(|| body(adopted)))
     });
     runtime.block_on(wait_for_task_runs(&ctx));
-    end(&ctx, outcome)
+    let settled = settle(&ctx, outcome);
+    let recorded = record_end(&ctx, &settled.state);
+    result(&ctx, settled, recorded)
 }
 
 /// Runs an async flow body as a flow run: what calling an async `#[flow]` does.
@@ -354,5 +374,15 @@ where
     )
     .await;
     wait_for_task_runs(&ctx).await;
-    end(&ctx, outcome)
+    let settled = settle(&ctx, outcome);
+    // The recorders' flush blocks: on the blocking pool, not on a thread
+    // that runs the caller's other tasks (on a current-thread runtime, the only one).
+    let (end_ctx, state) = (ctx.clone(), settled.state.clone());
+    let recorded = match tokio::task::spawn_blocking(move || record_end(&end_ctx, &state)).await {
+        Ok(recorded) => recorded,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        // The runtime is shutting down: record here.
+        Err(_) => record_end(&ctx, &settled.state),
+    };
+    result(&ctx, settled, recorded)
 }

@@ -206,3 +206,71 @@ fn a_flow_run_waits_for_its_task_runs() {
     assert_eq!(states.len(), 3);
     assert!(states.values().all(State::is_completed), "{states:?}");
 }
+
+/// A recorder whose flush at a flow run's end can finish only if another task
+/// of the flow's runtime runs meanwhile: it waits (at most 5 s) for that task.
+struct FlushNeedsTheRuntime {
+    flushing: std::sync::atomic::AtomicBool,
+    answer: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl prefecto::Recorder for FlushNeedsTheRuntime {
+    fn on_transition(&self, _event: &prefecto::recorder::TransitionEvent<'_>) {}
+
+    fn on_flow_run_end(&self, _flow_run: prefecto::recorder::FlowRunRef<'_>) {
+        self.flushing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let answer = self.answer.lock().unwrap();
+        let answered = answer
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .is_ok();
+        self.answered
+            .store(answered, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[flow]
+async fn ends_at_once() -> u8 {
+    1
+}
+
+#[test]
+fn an_async_flows_end_leaves_its_runtime_free() {
+    use std::sync::atomic::Ordering::SeqCst;
+    common::quiet();
+    let (send, receive) = std::sync::mpsc::channel();
+    let recorder = Arc::new(FlushNeedsTheRuntime {
+        flushing: Default::default(),
+        answer: std::sync::Mutex::new(receive),
+        answered: Default::default(),
+    });
+    let prefecto = Prefecto::builder()
+        .engine_only()
+        .recorder(recorder.clone())
+        .build()
+        .unwrap();
+    // One thread for everything: if the flush blocked it, the helper below
+    // could not run, and the flush would give up after 5 s.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let value = runtime.block_on(async {
+        let watcher = recorder.clone();
+        let helper = tokio::spawn(async move {
+            while !watcher.flushing.load(SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let _ = send.send(());
+        });
+        let value = prefecto.scope_async(ends_at_once()).await.unwrap();
+        helper.await.unwrap();
+        value
+    });
+    assert_eq!(value, 1);
+    assert!(
+        recorder.answered.load(SeqCst),
+        "the flow's end blocked its runtime's only thread"
+    );
+}
