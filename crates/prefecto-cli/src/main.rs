@@ -173,7 +173,7 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::FlowRun(FlowRunCommand::Inspect { run, output }) => {
             let (store, flow_run) = open_flow_run(&run)?;
-            let task_runs = store.task_runs(&flow_run.id, None)?;
+            let task_runs = store.task_runs(flow_run.id, None)?;
             if output.json {
                 print_json(&json!({ "flow_run": flow_run, "task_runs": task_runs }));
                 return Ok(());
@@ -202,8 +202,8 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::FlowRun(FlowRunCommand::Timeline { run, output }) => {
             let (store, flow_run) = open_flow_run(&run)?;
-            let task_runs = store.task_runs(&flow_run.id, None)?;
-            let logs = store.logs(&flow_run.id)?;
+            let task_runs = store.task_runs(flow_run.id, None)?;
+            let logs = store.logs(flow_run.id)?;
             let document = timeline::render(&flow_run, &task_runs, &logs);
             svg::save(&output, &document).map_err(|source| CliError::Write {
                 path: output.clone(),
@@ -227,7 +227,8 @@ fn run(command: Command) -> Result<(), CliError> {
                 .enable_all()
                 .build()
                 .map_err(CliError::Runtime)?;
-            let report = runtime.block_on(sync_flow_run(&client, &store, &flow_run.id))?;
+            let report =
+                runtime.block_on(sync_flow_run(&client, &store, &flow_run.id.to_string()))?;
             if output.json {
                 print_json(&json!({
                     "flow_run": flow_run.name,
@@ -252,7 +253,7 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::FlowRun(FlowRunCommand::Logs { run, output }) => {
             let (store, flow_run) = open_flow_run(&run)?;
-            let logs = store.logs(&flow_run.id)?;
+            let logs = store.logs(flow_run.id)?;
             if output.json {
                 print_json(&logs);
             } else if logs.is_empty() {
@@ -282,7 +283,7 @@ fn run(command: Command) -> Result<(), CliError> {
             output,
         }) => {
             let (store, flow_run) = open_flow_run(&flow_run)?;
-            let task_runs = store.task_runs(&flow_run.id, state.as_deref())?;
+            let task_runs = store.task_runs(flow_run.id, state.as_deref())?;
             if output.json {
                 print_json(&task_runs);
             } else if task_runs.is_empty() {
@@ -318,7 +319,7 @@ fn flow_run_table(runs: &[FlowRunRow]) -> Table {
             run.state_name.clone(),
             run.start_time.map(local_time).unwrap_or_default(),
             duration(run.start_time, run.end_time),
-            run.id.clone(),
+            run.id.to_string(),
         ]);
     }
     table

@@ -134,7 +134,7 @@ pub fn render(flow_run: &FlowRunRow, task_runs: &[TaskRunRow], logs: &[LogRow]) 
                 .set("y", y + row_height * 0.1)
                 .set("width", (bar_end - bar_start).max(1.5))
                 .set("height", (row_height * 0.8).max(1.0))
-                .set("fill", colour(&run.state_type))
+                .set("fill", colour(run.state_type.as_api_str()))
                 .add(Title::new(tooltip)),
         );
         if row_height >= 9.0 {

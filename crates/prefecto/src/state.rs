@@ -256,6 +256,13 @@ fn write_python_repr(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     write!(f, "{quote}")
 }
 
+/// As Prefect's API writes it: `"COMPLETED"`.
+impl serde::Serialize for StateType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_api_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

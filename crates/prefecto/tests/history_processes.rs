@@ -119,8 +119,8 @@ fn two_processes_write_the_same_history() {
     assert_eq!(runs.len(), 2);
     assert_ne!(runs[0].pid, runs[1].pid);
     for run in runs {
-        assert_eq!(run.state_type, "COMPLETED");
-        let task_runs = store.task_runs(&run.id, Some("COMPLETED")).unwrap();
+        assert_eq!(run.state_type.as_api_str(), "COMPLETED");
+        let task_runs = store.task_runs(run.id, Some("COMPLETED")).unwrap();
         assert_eq!(
             task_runs.len() as u64,
             INPUTS,
@@ -147,11 +147,7 @@ fn a_killed_process_leaves_its_runs_crashed() {
                 .flow_runs(1, Some("RUNNING"), Some("never-ends"))
                 .unwrap();
             if let Some(run) = runs.into_iter().next() {
-                if !store
-                    .task_runs(&run.id, Some("RUNNING"))
-                    .unwrap()
-                    .is_empty()
-                {
+                if !store.task_runs(run.id, Some("RUNNING")).unwrap().is_empty() {
                     break run;
                 }
             }
@@ -163,17 +159,17 @@ fn a_killed_process_leaves_its_runs_crashed() {
     child.wait().unwrap();
 
     let store = Store::open_existing(&db).unwrap();
-    let run = store.flow_run(&running.id).unwrap();
+    let run = store.flow_run(&running.id.to_string()).unwrap();
     assert_eq!(run.state_name, "Crashed");
     assert!(
         run.state_message
             .unwrap()
             .contains(&format!("pid {}", running.pid))
     );
-    let task_runs = store.task_runs(&running.id, None).unwrap();
+    let task_runs = store.task_runs(running.id, None).unwrap();
     assert_eq!(task_runs.len(), 1);
     assert_eq!(task_runs[0].state_name, "Crashed");
-    let history = store.state_history(&running.id, Some(("hang", 0))).unwrap();
+    let history = store.state_history(running.id, Some(("hang", 0))).unwrap();
     let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["Pending", "Running", "Crashed"]);
 }
@@ -197,7 +193,7 @@ fn sigint_and_sigterm_cancel_the_flow_run_and_keep_every_outcome() {
                     .unwrap()
                     .pop()
                 {
-                    if store.task_runs(&run.id, Some("COMPLETED")).unwrap().len() >= 4 {
+                    if store.task_runs(run.id, Some("COMPLETED")).unwrap().len() >= 4 {
                         break run;
                     }
                 }
@@ -218,21 +214,21 @@ fn sigint_and_sigterm_cancel_the_flow_run_and_keep_every_outcome() {
         );
 
         let store = Store::open_existing(&db).unwrap();
-        let run = store.flow_run(&flow_run.id).unwrap();
+        let run = store.flow_run(&flow_run.id.to_string()).unwrap();
         assert_eq!(run.state_name, "Cancelled", "{run:?}");
         assert_eq!(
             run.state_message.as_deref(),
             Some(format!("The flow run was cancelled by SIG{signal}.").as_str())
         );
-        let task_runs = store.task_runs(&run.id, None).unwrap();
+        let task_runs = store.task_runs(run.id, None).unwrap();
         assert_eq!(task_runs.len(), 200, "every input has a task run");
         let completed = task_runs
             .iter()
-            .filter(|r| r.state_type == "COMPLETED")
+            .filter(|r| r.state_type == prefecto::StateType::Completed)
             .count();
         let cancelled = task_runs
             .iter()
-            .filter(|r| r.state_type == "CANCELLED")
+            .filter(|r| r.state_type == prefecto::StateType::Cancelled)
             .count();
         assert!(completed >= 4);
         assert_eq!(completed + cancelled, 200, "no run left pending or running");

@@ -140,9 +140,9 @@ fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerI
         return;
     };
     let delivery = crate::store::Delivery {
-        flow_run_id: report.id.to_string(),
+        flow_run_id: report.id,
         api_url: client.config().url.clone(),
-        server_flow_run_id: server.map(|s| s.flow_run.to_string()),
+        server_flow_run_id: server.map(|s| s.flow_run),
         parameters: report.parameters.to_string(),
         delivered: false,
         reason: Some(reason.to_string()),

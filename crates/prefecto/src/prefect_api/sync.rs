@@ -100,8 +100,8 @@ async fn sync(
     sent: &mut Sent,
 ) -> Result<SyncReport, SyncError> {
     let flow_run = store.flow_run(name_or_id)?;
-    let delivery = store.delivery(&flow_run.id)?;
-    let local_id: Uuid = flow_run.id.parse().unwrap_or_else(|_| Uuid::new_v4());
+    let delivery = store.delivery(flow_run.id)?;
+    let local_id = flow_run.id;
     let parameters: Value = delivery
         .as_ref()
         .and_then(|d| serde_json::from_str(&d.parameters).ok())
@@ -123,7 +123,7 @@ async fn sync(
     // The server's copy of the flow run: by the id noted when it was
     // created, else by name (it may have been created just before an outage).
     let mut server_run: Option<FlowRunRead> = None;
-    if let Some(id) = delivery.as_ref().and_then(|d| d.server_flow_run_id.clone()) {
+    if let Some(id) = delivery.as_ref().and_then(|d| d.server_flow_run_id) {
         match client
             .send_as(Method::GET, &format!("/flow_runs/{id}"), None, sent)
             .await
@@ -179,8 +179,8 @@ async fn sync(
 
     // The flow run's own state: replayed as it happened here. Forced, since
     // this is history, not a proposal.
-    if server_run.state_type.as_deref() != Some(flow_run.state_type.as_str()) {
-        let history = store.state_history(&flow_run.id, None)?;
+    if server_run.state_type.as_deref() != Some(flow_run.state_type.as_api_str()) {
+        let history = store.state_history(flow_run.id, None)?;
         let server_type = server_run.state_type.as_deref().unwrap_or("PENDING");
         if matches!(server_type, "PENDING" | "SCHEDULED") {
             set_state(client, server_id, "RUNNING", "Running", None, sent).await?;
@@ -189,7 +189,7 @@ async fn sync(
         set_state(
             client,
             server_id,
-            &flow_run.state_type,
+            flow_run.state_type.as_api_str(),
             &flow_run.state_name,
             last.and_then(|s| s.message.as_deref())
                 .or(flow_run.state_message.as_deref()),
@@ -205,7 +205,7 @@ async fn sync(
         parameters.clone(),
     );
     report.server = Some(server);
-    let task_runs = task_run_reports(local_id, store.task_runs_with_history(&flow_run.id)?);
+    let task_runs = task_run_reports(local_id, store.task_runs_with_history(flow_run.id)?);
     let expected = task_runs.len() as u64;
 
     // Task runs: what the server lacks, paced as the reporter paces them.
@@ -218,7 +218,7 @@ async fn sync(
         .map(|run| (run.run.to_string(), run.id))
         .collect();
     let mut logs = Vec::new();
-    for line in store.logs(&flow_run.id)? {
+    for line in store.logs(flow_run.id)? {
         let key = (line.timestamp.timestamp_micros(), line.message.clone());
         if have.contains(&key) {
             continue;
@@ -277,9 +277,9 @@ async fn sync(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     store.record_undelivered(&Delivery {
-        flow_run_id: flow_run.id.clone(),
+        flow_run_id: flow_run.id,
         api_url: client.config().url.clone(),
-        server_flow_run_id: Some(server_id.to_string()),
+        server_flow_run_id: Some(server_id),
         parameters: parameters.to_string(),
         delivered: true,
         reason: None,
@@ -367,9 +367,10 @@ fn task_run_reports(
     records
         .into_iter()
         .filter(|record| {
-            record.history.last().is_some_and(|s| {
-                StateType::from_api_str(&s.state_type).is_some_and(StateType::is_terminal)
-            })
+            record
+                .history
+                .last()
+                .is_some_and(|s| s.state_type.is_terminal())
         })
         .map(|record| {
             let run = TaskRunName {
@@ -377,12 +378,7 @@ fn task_run_reports(
                 index: record.row.index,
             };
             let state_of = |s: &crate::store::StateRecord| {
-                State::new(
-                    StateType::from_api_str(&s.state_type).unwrap_or(StateType::Completed),
-                    s.name.clone(),
-                    s.message.clone(),
-                )
-                .at(s.timestamp)
+                State::new(s.state_type, s.name.clone(), s.message.clone()).at(s.timestamp)
             };
             let n = record.history.len();
             let latest = state_of(&record.history[n - 1]);
@@ -397,7 +393,10 @@ fn task_run_reports(
                 run_count: record.row.run_count,
                 previous,
                 latest,
-                submitted: record.history.iter().any(|s| s.state_type == "PENDING"),
+                submitted: record
+                    .history
+                    .iter()
+                    .any(|s| s.state_type == StateType::Pending),
             }
         })
         .collect()

@@ -112,8 +112,8 @@ pub enum StoreError {
 ///
 /// let store = Store::open_existing(home.join(store::DB_FILE)).unwrap();
 /// let run = store.flow_run(&name).unwrap();
-/// assert_eq!(run.state_type, "COMPLETED");
-/// let task_runs = store.task_runs(&run.id, None).unwrap();
+/// assert_eq!(run.state_type.as_api_str(), "COMPLETED");
+/// let task_runs = store.task_runs(run.id, None).unwrap();
 /// assert_eq!(task_runs.len(), 2);
 /// assert_eq!(task_runs[1].name, "add-1");
 /// ```

@@ -2,8 +2,11 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
+use uuid::Uuid;
+
 use super::rows::{
-    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, parse_history, time,
+    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, optional_uuid_at,
+    parse_history, time, uuid_at,
 };
 use super::{Store, StoreError, pack};
 use crate::recorder::implied_lines;
@@ -11,7 +14,7 @@ use crate::state::{State, StateType};
 
 fn flow_run_row(row: &Row<'_>) -> rusqlite::Result<FlowRunRow> {
     Ok(FlowRunRow {
-        id: row.get(0)?,
+        id: uuid_at(row, 0)?,
         name: row.get(1)?,
         flow: row.get(2)?,
         state_type: row.get(3)?,
@@ -68,14 +71,16 @@ impl Store {
     /// type (any case) or state name.
     pub fn task_runs(
         &self,
-        flow_run_id: &str,
+        flow_run: Uuid,
         state: Option<&str>,
     ) -> Result<Vec<TaskRunRow>, StoreError> {
         let wanted = |row: &TaskRunRow| {
-            state.is_none_or(|s| row.state_type == s.to_uppercase() || row.state_name == s)
+            state.is_none_or(|s| {
+                row.state_type.as_api_str().eq_ignore_ascii_case(s) || row.state_name == s
+            })
         };
         Ok(self
-            .task_runs_with_history(flow_run_id)?
+            .task_runs_with_history(flow_run)?
             .into_iter()
             .map(|record| record.row)
             .filter(wanted)
@@ -97,9 +102,9 @@ impl Store {
                     delivered = excluded.delivered,
                     reason = excluded.reason",
                 params![
-                    delivery.flow_run_id,
+                    delivery.flow_run_id.to_string(),
                     delivery.api_url,
-                    delivery.server_flow_run_id,
+                    delivery.server_flow_run_id.map(|id| id.to_string()),
                     delivery.parameters,
                     delivery.delivered,
                     delivery.reason
@@ -110,7 +115,8 @@ impl Store {
     }
 
     /// What is known of a flow run's delivery to a Prefect server.
-    pub fn delivery(&self, flow_run_id: &str) -> Result<Option<Delivery>, StoreError> {
+    pub fn delivery(&self, flow_run: Uuid) -> Result<Option<Delivery>, StoreError> {
+        let flow_run_id = flow_run.to_string();
         self.conn
             .query_row(
                 "SELECT flow_run_id, api_url, server_flow_run_id, parameters, delivered, reason
@@ -118,9 +124,9 @@ impl Store {
                 params![flow_run_id],
                 |row| {
                     Ok(Delivery {
-                        flow_run_id: row.get(0)?,
+                        flow_run_id: uuid_at(row, 0)?,
                         api_url: row.get(1)?,
-                        server_flow_run_id: row.get(2)?,
+                        server_flow_run_id: optional_uuid_at(row, 2)?,
                         parameters: row.get(3)?,
                         delivered: row.get(4)?,
                         reason: row.get(5)?,
@@ -133,10 +139,8 @@ impl Store {
 
     /// A flow run's task runs with their histories, in creation order,
     /// whether stored as rows or in packs.
-    pub fn task_runs_with_history(
-        &self,
-        flow_run_id: &str,
-    ) -> Result<Vec<TaskRunRecord>, StoreError> {
+    pub fn task_runs_with_history(&self, flow_run: Uuid) -> Result<Vec<TaskRunRecord>, StoreError> {
+        let flow_run_id = flow_run.to_string();
         let mut statement = self
             .conn
             .prepare(
@@ -194,9 +198,10 @@ impl Store {
     /// Every state transition of a flow run (`task_run` `None`) or of one of its task runs.
     pub fn state_history(
         &self,
-        flow_run_id: &str,
+        flow_run: Uuid,
         task_run: Option<(&str, u64)>,
     ) -> Result<Vec<StateRecord>, StoreError> {
+        let flow_run_id = flow_run.to_string();
         let history: Option<String> = match task_run {
             None => self
                 .conn
@@ -208,7 +213,7 @@ impl Store {
                 .optional(),
             Some((task, index)) => {
                 return Ok(self
-                    .task_runs_with_history(flow_run_id)?
+                    .task_runs_with_history(flow_run)?
                     .into_iter()
                     .find(|r| r.row.task == task && r.row.index == index)
                     .map(|r| r.history)
@@ -221,22 +226,20 @@ impl Store {
 
     /// A flow run's log lines, oldest first: those stored, and those its task
     /// runs' transitions imply (see [`crate::recorder::implied_lines`]).
-    pub fn logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
-        let mut lines = self.stored_logs(flow_run_id)?;
-        lines.extend(self.implied_logs(flow_run_id)?);
+    pub fn logs(&self, flow_run: Uuid) -> Result<Vec<LogRow>, StoreError> {
+        let mut lines = self.stored_logs(flow_run)?;
+        lines.extend(self.implied_logs(flow_run)?);
         // Stable: lines of one instant keep their order.
         lines.sort_by_key(|line| line.timestamp);
         Ok(lines)
     }
 
-    fn implied_logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
+    fn implied_logs(&self, flow_run: Uuid) -> Result<Vec<LogRow>, StoreError> {
         let mut lines = Vec::new();
-        for run in self.task_runs_with_history(flow_run_id)? {
+        for run in self.task_runs_with_history(flow_run)? {
             let mut submitted = false;
             for record in run.history {
-                let Some(state_type) = StateType::from_api_str(&record.state_type) else {
-                    continue;
-                };
+                let state_type = record.state_type;
                 submitted |= state_type == StateType::Pending;
                 let state = State::new(state_type, record.name, record.message);
                 for line in implied_lines(&run.row.name, &run.row.task, &state, submitted) {
@@ -253,7 +256,8 @@ impl Store {
         Ok(lines)
     }
 
-    fn stored_logs(&self, flow_run_id: &str) -> Result<Vec<LogRow>, StoreError> {
+    fn stored_logs(&self, flow_run: Uuid) -> Result<Vec<LogRow>, StoreError> {
+        let flow_run_id = flow_run.to_string();
         let mut statement = self
             .conn
             .prepare(

@@ -4,22 +4,26 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use rusqlite::Row;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Type, ValueRef};
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::event::implied_states;
 use super::pack;
+use crate::state::StateType;
 
 /// One flow run, as listed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FlowRunRow {
     /// Its id.
-    pub id: String,
+    pub id: Uuid,
     /// Its name, such as `beryl-moth`.
     pub name: String,
     /// The flow's name.
     pub flow: String,
-    /// Its state type, upper case as Prefect's API (`COMPLETED`).
-    pub state_type: String,
+    /// Its state type (`COMPLETED` in JSON, as Prefect's API writes it).
+    pub state_type: StateType,
     /// Its state name (`Completed`, `Failed`, ...).
     pub state_name: String,
     /// The state's message, if any.
@@ -45,8 +49,8 @@ pub struct TaskRunRow {
     pub task: String,
     /// Its number among the task's runs in the flow run.
     pub index: u64,
-    /// Its state type (`FAILED`).
-    pub state_type: String,
+    /// Its state type (`FAILED` in JSON).
+    pub state_type: StateType,
     /// Its state name (`TimedOut`).
     pub state_name: String,
     /// The state's message: the error, for failures.
@@ -69,8 +73,8 @@ impl TaskRunRow {
 /// One state transition of a run, from its history.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StateRecord {
-    /// The state type (`RUNNING`).
-    pub state_type: String,
+    /// The state type (`RUNNING` in JSON).
+    pub state_type: StateType,
     /// The state name (`Retrying`).
     pub name: String,
     /// The state's message, if any.
@@ -86,7 +90,7 @@ pub(super) fn parse_history(history: &str) -> Vec<StateRecord> {
             let (state_type, name, message, micros): (String, String, Option<String>, i64) =
                 serde_json::from_str(line).ok()?;
             Some(StateRecord {
-                state_type,
+                state_type: StateType::from_api_str(&state_type)?,
                 name,
                 message,
                 timestamp: time(micros),
@@ -109,7 +113,7 @@ pub struct TaskRunRecord {
 impl TaskRunRecord {
     pub(super) fn from_packed(task: &str, run: pack::Run<'_>) -> Self {
         let record = |state: pack::RunState<'_>, micros: i64| StateRecord {
-            state_type: state.state_type.as_api_str().to_string(),
+            state_type: state.state_type,
             name: state.name.into_owned(),
             message: state.message.map(Cow::into_owned),
             timestamp: time(micros),
@@ -123,7 +127,7 @@ impl TaskRunRecord {
             name: format!("{task}-{}", run.index),
             task: task.to_string(),
             index: run.index,
-            state_type: run.state.state_type.as_api_str().to_string(),
+            state_type: run.state.state_type,
             state_name: run.state.name.into_owned(),
             state_message: run.state.message.map(Cow::into_owned),
             start_time: run.start.map(time),
@@ -141,13 +145,13 @@ impl TaskRunRecord {
             let started = row.start_time.map(|t| t.timestamp_micros());
             implied_states(created, started)
                 .map(|state| StateRecord {
-                    state_type: state.state_type.as_api_str().to_string(),
+                    state_type: state.state_type,
                     name: state.name.into_owned(),
                     message: None,
                     timestamp: time(state.micros),
                 })
                 .chain(std::iter::once(StateRecord {
-                    state_type: row.state_type.clone(),
+                    state_type: row.state_type,
                     name: row.state_name.clone(),
                     message: row.state_message.clone(),
                     timestamp: row.end_time.unwrap_or_else(|| time(created)),
@@ -168,11 +172,11 @@ impl TaskRunRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {
     /// The flow run's id here.
-    pub flow_run_id: String,
+    pub flow_run_id: Uuid,
     /// The server's API URL.
     pub api_url: String,
     /// The flow run's id on the server, if it was created there.
-    pub server_flow_run_id: Option<String>,
+    pub server_flow_run_id: Option<Uuid>,
     /// The flow call's parameters, as JSON.
     pub parameters: String,
     /// Whether the server has all of it.
@@ -198,4 +202,30 @@ pub struct LogRow {
 
 pub(super) fn time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// A state type as the history stores it (`COMPLETED`); an unknown one is an error.
+impl FromSql for StateType {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StateType::from_api_str(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown state type {text:?}").into()))
+    }
+}
+
+/// An id as the history stores it: hyphenated text.
+pub(super) fn uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(index)?;
+    text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
+}
+
+/// As [`uuid_at`], for a column that may be empty.
+pub(super) fn optional_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
+    let text: Option<String> = row.get(index)?;
+    text.map(|text| {
+        text.parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
+    })
+    .transpose()
 }

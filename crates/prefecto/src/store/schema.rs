@@ -248,7 +248,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 1).unwrap();
         conn.execute(
             "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
-             VALUES ('x', 'old-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
+             VALUES ('00000000-0000-4000-8000-00000000000a', 'old-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
             [],
         )
         .unwrap();
@@ -281,7 +281,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 4).unwrap();
         conn.execute(
             "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
-             VALUES ('x', 'chunked-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
+             VALUES ('00000000-0000-4000-8000-00000000000a', 'chunked-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
             [],
         )
         .unwrap();
@@ -295,13 +295,14 @@ mod tests {
             "\n"
         );
         conn.execute(
-            "INSERT INTO task_run_chunks (flow_run_id, runs, body) VALUES ('x', 2, ?1)",
+            "INSERT INTO task_run_chunks (flow_run_id, runs, body) VALUES ('00000000-0000-4000-8000-00000000000a', 2, ?1)",
             [body],
         )
         .unwrap();
         drop(conn);
         let store = Store::open(&path).unwrap();
-        let runs = store.task_runs_with_history("x").unwrap();
+        let id: uuid::Uuid = "00000000-0000-4000-8000-00000000000a".parse().unwrap();
+        let runs = store.task_runs_with_history(id).unwrap();
         assert_eq!(runs.len(), 2);
         let names: Vec<_> = runs[0].history.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["Pending", "Running", "Completed"]);

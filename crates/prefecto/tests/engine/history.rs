@@ -50,15 +50,15 @@ fn a_flow_run_is_recorded_before_the_flow_returns() {
     let store = open();
     let flow_run = store.flow_run(&name).unwrap();
     assert_eq!(flow_run.flow, "parse-all");
-    assert_eq!(flow_run.state_type, "COMPLETED");
+    assert_eq!(flow_run.state_type.as_api_str(), "COMPLETED");
     assert_eq!(flow_run.pid, std::process::id());
     assert!(flow_run.start_time.is_some() && flow_run.end_time.is_some());
 
-    let task_runs = store.task_runs(&flow_run.id, None).unwrap();
+    let task_runs = store.task_runs(flow_run.id, None).unwrap();
     let names: Vec<&str> = task_runs.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["parse-0", "parse-1", "parse-2", "parse-3"]);
     let failed = &task_runs[2];
-    assert_eq!(failed.state_type, "FAILED");
+    assert_eq!(failed.state_type.as_api_str(), "FAILED");
     assert_eq!(
         failed.state_message.as_deref(),
         Some("\"x\": invalid digit found in string")
@@ -72,24 +72,24 @@ fn a_flow_run_is_recorded_before_the_flow_returns() {
     assert_eq!(
         names(
             store
-                .state_history(&flow_run.id, Some(("parse", 2)))
+                .state_history(flow_run.id, Some(("parse", 2)))
                 .unwrap()
         ),
         ["Pending", "Running", "AwaitingRetry", "Retrying", "Failed"]
     );
     assert_eq!(
-        names(store.state_history(&flow_run.id, None).unwrap()),
+        names(store.state_history(flow_run.id, None).unwrap()),
         ["Pending", "Running", "Completed"]
     );
     let history = store
-        .state_history(&flow_run.id, Some(("parse", 0)))
+        .state_history(flow_run.id, Some(("parse", 0)))
         .unwrap();
     assert!(history.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
 
-    let only_failed = store.task_runs(&flow_run.id, Some("Failed")).unwrap();
+    let only_failed = store.task_runs(flow_run.id, Some("Failed")).unwrap();
     assert_eq!(only_failed.len(), 1);
 
-    let logs = store.logs(&flow_run.id).unwrap();
+    let logs = store.logs(flow_run.id).unwrap();
     let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
     assert!(
         messages.contains(&"Mapping 'parse' batch 2 of 2."),
@@ -149,7 +149,7 @@ async fn linger(x: u64) -> u64 {
 }
 
 #[flow]
-async fn lingering() -> String {
+async fn lingering() -> uuid::Uuid {
     let name = prefecto::flow::current_flow_run().unwrap().name;
     let long = linger.submit(7);
     // While it runs, the history shows it running (runs still going after a
@@ -161,7 +161,7 @@ async fn lingering() -> String {
             continue;
         };
         if !store
-            .task_runs(&flow_run.id, Some("RUNNING"))
+            .task_runs(flow_run.id, Some("RUNNING"))
             .unwrap()
             .is_empty()
         {
@@ -177,14 +177,14 @@ async fn a_long_task_run_shows_running_then_finishes_once() {
     home();
     let id = history().prefecto.scope_async(lingering()).await.unwrap();
     let store = open();
-    let task_runs = store.task_runs(&id, None).unwrap();
+    let task_runs = store.task_runs(id, None).unwrap();
     assert_eq!(task_runs.len(), 1, "{task_runs:?}");
     assert_eq!(task_runs[0].state_name, "Completed");
     assert_eq!(task_runs[0].run_count, 1);
-    let history = store.state_history(&id, Some(("linger", 0))).unwrap();
+    let history = store.state_history(id, Some(("linger", 0))).unwrap();
     let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["Pending", "Running", "Completed"]);
-    let logs = store.logs(&id).unwrap();
+    let logs = store.logs(id).unwrap();
     let finished: Vec<_> = logs
         .iter()
         .filter(|l| l.message == "Finished in state Completed()")
