@@ -18,9 +18,16 @@ pub use crate::task_run_error::TaskRunError;
 
 struct Slot<T> {
     state: State,
-    value: Option<T>,
-    /// The body's error, for a run that failed with one.
-    error: Option<ErrorSource>,
+    outcome: Outcome<T>,
+}
+
+/// What a finished run leaves besides its state. The error is boxed: it is
+/// rare, and a thin pointer keeps every run's slot as small as the value alone.
+enum Outcome<T> {
+    None,
+    Value(T),
+    /// The body's own error, for a run that failed with one.
+    Error(Box<ErrorSource>),
 }
 
 /// When a run was announced (Pending) and first ran, and how many times it
@@ -66,8 +73,7 @@ impl<T> RunShared<T> {
             spec,
             slot: Mutex::new(Slot {
                 state,
-                value: None,
-                error: None,
+                outcome: Outcome::None,
             }),
             clock: RunClock::default(),
             terminal: AtomicBool::new(terminal),
@@ -124,7 +130,7 @@ impl<T> RunShared<T> {
 
     /// Keeps the body's error for the run's `TaskRunError`; before [`finish`](Self::finish).
     pub(crate) fn keep_error(&self, error: ErrorSource) {
-        self.slot().error = Some(error);
+        self.slot().outcome = Outcome::Error(Box::new(error));
     }
 
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
@@ -133,7 +139,9 @@ impl<T> RunShared<T> {
         {
             let mut slot = self.slot();
             slot.state = state;
-            slot.value = value;
+            if let Some(value) = value {
+                slot.outcome = Outcome::Value(value);
+            }
         }
         self.terminal.store(true, Ordering::Release);
         self.finished.notify_waiters();
@@ -166,18 +174,26 @@ impl<T> RunShared<T> {
     /// The final outcome: the value if completed, else the state. Takes the value out.
     pub(crate) fn take_outcome(&self) -> Result<T, TaskRunError> {
         let mut slot = self.slot();
-        match (slot.state.is_completed(), slot.value.take()) {
-            (true, Some(value)) => Ok(value),
-            (completed, _) => Err(TaskRunError {
-                task_run: self.name.to_string(),
-                state: if completed {
-                    State::failed("The result of this task run was already taken.")
-                } else {
-                    slot.state.clone()
-                },
-                source: slot.error.clone(),
-            }),
-        }
+        let completed = slot.state.is_completed();
+        let source = match std::mem::replace(&mut slot.outcome, Outcome::None) {
+            Outcome::Value(value) if completed => return Ok(value),
+            Outcome::Error(error) => {
+                let source = (*error).clone();
+                // Kept, so that a second look at a failed run finds it too.
+                slot.outcome = Outcome::Error(error);
+                Some(source)
+            }
+            _ => None,
+        };
+        Err(TaskRunError {
+            task_run: self.name.to_string(),
+            state: if completed {
+                State::failed("The result of this task run was already taken.")
+            } else {
+                slot.state.clone()
+            },
+            source,
+        })
     }
 }
 

@@ -41,7 +41,10 @@
 //! A task body that returns `Err` ends `Failed`, one that panics ends
 //! `Crashed` (the flow and the other runs go on), and one that outlives its
 //! `timeout` ends `TimedOut` (a `Failed` state). `retries` and `retry_delay`
-//! run failed bodies again.
+//! run failed bodies again. A [`TaskRunError`]'s `source()` is the body's own
+//! error, to downcast; a flow returning `Result<T, `[`Error`]`>` uses `?` on
+//! every step of the way (a batch size, map arguments, a kill switch, a task
+//! run), without boxing.
 //!
 //! [`concurrency::BatchTask`] maps in bounded batches and stops early when a
 //! [`concurrency::KillSwitch`] trips, cancelling what is in flight and
