@@ -290,16 +290,7 @@ thread_local! {
 
 /// Runs `f` with `ctx` as this thread's flow run, restoring the previous one after.
 pub(crate) fn with_thread_context<R>(ctx: Arc<FlowRunContext>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<FlowRunContext>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            THREAD_CONTEXT.with(|slot| *slot.borrow_mut() = previous);
-        }
-    }
-    let previous = THREAD_CONTEXT.with(|slot| slot.borrow_mut().replace(ctx));
-    let _restore = Restore(previous);
-    f()
+    crate::thread_scope::with_value(&THREAD_CONTEXT, ctx, f)
 }
 
 /// Runs a future with `ctx` as its flow run.

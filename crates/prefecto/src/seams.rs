@@ -68,16 +68,7 @@ pub(crate) fn current() -> Arc<Seams> {
 
 /// Runs `f` with `seams` current on this thread.
 pub(crate) fn scope<R>(seams: Arc<Seams>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<Seams>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            SCOPED.with(|slot| *slot.borrow_mut() = previous);
-        }
-    }
-    let previous = SCOPED.with(|slot| slot.borrow_mut().replace(seams));
-    let _restore = Restore(previous);
-    f()
+    crate::thread_scope::with_value(&SCOPED, seams, f)
 }
 
 /// Runs `future` with `seams` current in it.

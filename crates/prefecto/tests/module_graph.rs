@@ -32,6 +32,7 @@ const ENGINE: &[&str] = &[
     "state",
     "task",
     "task_run_error",
+    "thread_scope",
 ];
 
 /// The parts that fill the seams: they may name the engine and each other.
