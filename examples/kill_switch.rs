@@ -25,7 +25,7 @@ fn my_flow() -> Result<Vec<i64>, KillSwitchError<i64>> {
             .results()
             .expect("no kill switch trip means all completed")),
         Err(err) => {
-            let err = err
+            let mut err = err
                 .into_kill_switch()
                 .expect("the arguments are valid, so only the switch can stop the map");
             println!("{err}");

@@ -126,7 +126,7 @@ impl<T> BatchError<T> {
 /// fn parse_all() -> Vec<usize> {
 ///     let batch = BatchTask::new(parse, 2).unwrap().with_kill_switch(AnyFailedSwitch::new());
 ///     let inputs = ["1", "x", "3", "4"].map(String::from);
-///     let err = batch.map((inputs,)).unwrap_err().into_kill_switch().unwrap();
+///     let mut err = batch.map((inputs,)).unwrap_err().into_kill_switch().unwrap();
 ///     assert_eq!(err.partial_results(), [Some(&1), None, None, None]);
 ///     err.cancelled_inputs()
 /// }
@@ -482,19 +482,19 @@ impl<T: Task> MapRun<T> {
         let Some((switch, reason)) = self.tripped.get().cloned() else {
             return Ok(PrefectFutureList::new(futures.collect()));
         };
-        let outcomes = futures
+        let (outcomes, values) = futures
             .enumerate()
-            .map(|(index, future)| InputOutcome {
-                index,
-                task_run: future.task_run_name(),
-                state: future.state(),
-                value: future.shared.take_outcome().ok(),
+            .map(|(index, future)| {
+                let outcome = InputOutcome {
+                    index,
+                    task_run: future.task_run_name(),
+                    state: future.state(),
+                };
+                (outcome, future.shared.take_outcome().ok())
             })
-            .collect();
-        Err(BatchError::KillSwitch(KillSwitchError {
-            switch,
-            reason,
-            outcomes,
-        }))
+            .unzip();
+        Err(BatchError::KillSwitch(KillSwitchError::of_map(
+            switch, reason, outcomes, values,
+        )))
     }
 }

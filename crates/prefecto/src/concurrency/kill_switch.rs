@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use sync_wrapper::SyncWrapper;
 use thiserror::Error;
 
 use super::outcome::InputOutcome;
@@ -39,6 +40,10 @@ pub enum BatchConfigError {
 ///     "Kill switch AnyFailedSwitch tripped: a task run finished in state Failed('bad input')"
 /// );
 /// ```
+///
+/// The error is `Send + Sync` whenever the values are `Send`, so `?` can box
+/// it (into `anyhow::Error`, say) whatever the task returns: the values are
+/// reached through `&mut self` or by value.
 #[derive(Error)]
 #[error("Kill switch {switch} tripped: {reason}")]
 pub struct KillSwitchError<T = ()> {
@@ -48,7 +53,10 @@ pub struct KillSwitchError<T = ()> {
     pub reason: String,
     /// One outcome per input of the map, in input order (empty when raised
     /// by [`KillSwitch::raise_if_triggered`] alone).
-    pub outcomes: Vec<InputOutcome<T>>,
+    pub outcomes: Vec<InputOutcome>,
+    /// The value of each input that completed, in input order. Only ever
+    /// reached exclusively, which makes the error `Sync` for any `Send` value.
+    values: SyncWrapper<Vec<Option<T>>>,
 }
 
 impl<T> KillSwitchError<T> {
@@ -58,36 +66,46 @@ impl<T> KillSwitchError<T> {
             switch: switch.into(),
             reason: reason.into(),
             outcomes: Vec::new(),
+            values: SyncWrapper::new(Vec::new()),
+        }
+    }
+
+    /// The error of a map the switch stopped: each input's outcome, and the
+    /// values of those that completed (`None` for the rest), in input order.
+    pub(crate) fn of_map(
+        switch: String,
+        reason: String,
+        outcomes: Vec<InputOutcome>,
+        values: Vec<Option<T>>,
+    ) -> Self {
+        KillSwitchError {
+            switch,
+            reason,
+            outcomes,
+            values: SyncWrapper::new(values),
         }
     }
 
     /// The same error without the values: every input's state, for an
     /// error that must not carry `T` (such as [`crate::Error`]).
     pub fn without_values(self) -> KillSwitchError {
-        KillSwitchError {
-            switch: self.switch,
-            reason: self.reason,
-            outcomes: self
-                .outcomes
-                .into_iter()
-                .map(|outcome| InputOutcome {
-                    index: outcome.index,
-                    task_run: outcome.task_run,
-                    state: outcome.state,
-                    value: outcome.value.map(drop),
-                })
-                .collect(),
-        }
+        let values = self
+            .values
+            .into_inner()
+            .into_iter()
+            .map(|value| value.map(drop))
+            .collect();
+        KillSwitchError::of_map(self.switch, self.reason, self.outcomes, values)
     }
 
     /// The values of the inputs that completed, `None` for the rest, in input order.
-    pub fn partial_results(&self) -> Vec<Option<&T>> {
-        self.outcomes.iter().map(|o| o.value.as_ref()).collect()
+    pub fn partial_results(&mut self) -> Vec<Option<&T>> {
+        self.values.get_mut().iter().map(Option::as_ref).collect()
     }
 
     /// As [`partial_results`](Self::partial_results), taking the values.
     pub fn into_partial_results(self) -> Vec<Option<T>> {
-        self.outcomes.into_iter().map(|o| o.value).collect()
+        self.values.into_inner()
     }
 
     /// The positions of the inputs whose runs ended in a state of this kind.

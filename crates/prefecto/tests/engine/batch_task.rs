@@ -215,7 +215,7 @@ fn sliding_window_trips_the_same_switch() {
     let accounted = err.completed_inputs().len() + 2 + err.cancelled_inputs().len();
     assert_eq!(accounted, 10);
     // Once one input is cancelled before submission, so is every later one.
-    let unsubmitted = |o: &prefecto::concurrency::InputOutcome<usize>| {
+    let unsubmitted = |o: &prefecto::concurrency::InputOutcome| {
         o.state
             .message()
             .is_some_and(|m| m.contains("before submission"))
@@ -377,7 +377,7 @@ fn sync_in_flight() -> KillSwitchError<usize> {
 #[test]
 fn sync_runs_in_flight_finish_and_keep_their_results() {
     common::quiet();
-    let err = sync_in_flight().unwrap();
+    let mut err = sync_in_flight().unwrap();
     assert_eq!(err.switch, "SignallingSwitch");
     assert_eq!(err.failed_inputs(), vec![0]);
     // Input 1 was running when the switch tripped: it ran to completion and its value is kept.
@@ -497,4 +497,70 @@ fn every_happy_path_error_converts_into_one_type() {
     assert_eq!(err.completed_inputs(), vec![0]);
     assert_eq!(err.failed_inputs(), vec![1]);
     assert_eq!(err.cancelled_inputs(), vec![2]);
+}
+
+/// `Send`, but not `Sync`: a value a kill switch's error must still carry
+/// through `?` into a boxed error.
+#[task]
+fn cell_unless_negative(x: i64) -> Result<std::cell::Cell<i64>, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(std::cell::Cell::new(x))
+    }
+}
+
+#[flow]
+fn boxed_kill_switch_error(
+    inputs: Vec<i64>,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let batch = BatchTask::new(cell_unless_negative, 1)?.with_kill_switch(AnyFailedSwitch::new());
+    Ok(batch.map((inputs,))?.len())
+}
+
+#[test]
+fn a_kill_switch_error_boxes_for_values_that_are_only_send() {
+    common::quiet();
+    let err = boxed_kill_switch_error(vec![1, -2, 3]).unwrap_err();
+    let boxed = std::error::Error::source(&err).expect("the body's error");
+    let batch: &BatchError<std::cell::Cell<i64>> = boxed.downcast_ref().expect("the BatchError");
+    let BatchError::KillSwitch(tripped) = batch else {
+        panic!("{batch:?}")
+    };
+    assert_eq!(tripped.failed_inputs(), vec![1]);
+    assert_eq!(tripped.cancelled_inputs(), vec![2]);
+}
+
+#[flow]
+fn cells_so_far(inputs: Vec<i64>) -> Vec<Option<i64>> {
+    let batch = BatchTask::new(cell_unless_negative, 1)
+        .unwrap()
+        .with_kill_switch(AnyFailedSwitch::new());
+    let mut err = batch
+        .map((inputs,))
+        .unwrap_err()
+        .into_kill_switch()
+        .unwrap();
+    let seen: Vec<Option<i64>> = err
+        .partial_results()
+        .into_iter()
+        .map(|cell| cell.map(std::cell::Cell::get))
+        .collect();
+    assert_eq!(
+        seen,
+        err.into_partial_results()
+            .into_iter()
+            .map(|cell| cell.map(std::cell::Cell::into_inner))
+            .collect::<Vec<_>>()
+    );
+    seen
+}
+
+#[test]
+fn partial_results_are_reached_through_exclusive_access() {
+    common::quiet();
+    assert_eq!(
+        cells_so_far(vec![4, -1, 5]).unwrap(),
+        vec![Some(4), None, None]
+    );
 }
