@@ -15,7 +15,24 @@ VENV="${PREFECTO_PREFECT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/prefecto/prefect-
 
 WORK="$(mktemp -d -t prefecto-tests.XXXXXX)"
 SERVER_PIDS=()
+# The step running now (cargo and the test processes under it), in a process
+# group of its own: bash runs a trap only once its foreground child ends, so
+# steps run in the background and are waited for, and a signal stops them.
+STEP_PID=""
+run() {
+    setsid "$@" &
+    STEP_PID=$!
+    local status=0
+    wait "$STEP_PID" || status=$?
+    STEP_PID=""
+    return "$status"
+}
 cleanup() {
+    if [ -n "$STEP_PID" ]; then
+        kill -TERM -- "-$STEP_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$STEP_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$STEP_PID" 2>/dev/null || true
+    fi
     for pid in "${SERVER_PIDS[@]}"; do
         # The server CLI runs uvicorn as a child: stop the whole group.
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -27,9 +44,11 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-# Ctrl-C or a TERM ends the script through the EXIT trap, servers stopped.
+# Ctrl-C or a TERM ends the script through the EXIT trap: the running step
+# and the servers are stopped.
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 installed="$("$VENV/bin/python" -c 'import prefect; print(prefect.__version__)' 2>/dev/null || true)"
 if [ "$installed" != "$PREFECT_VERSION" ]; then
@@ -101,10 +120,10 @@ export PREFECT_PROFILES_PATH="$WORK/no-profiles.toml"
 
 # The Prefect tests run the examples and the prefecto command as a user does:
 # build them first (as the tests build them, so nothing is built twice).
-cargo test --workspace --locked --no-run
-cargo test --workspace --locked "$@"
+run cargo test --workspace --locked --no-run
+run cargo test --workspace --locked "$@"
 
 # The engine alone, without the optional parts (history, Prefect client,
 # progress bar, signals): it must build and pass on its own.
 echo "== the engine alone (--no-default-features)"
-cargo test -p prefecto --no-default-features --locked "$@"
+run cargo test -p prefecto --no-default-features --locked "$@"
