@@ -303,19 +303,22 @@ pub(crate) async fn with_task_context<F: std::future::Future>(
 
 /// The flow run of the caller, or the context for task runs outside any flow.
 pub(crate) fn current() -> Arc<FlowRunContext> {
-    if let Ok(ctx) = TASK_CONTEXT.try_with(Arc::clone) {
-        return ctx;
-    }
-    if let Some(ctx) = THREAD_CONTEXT.with(|slot| slot.borrow().clone()) {
-        return ctx;
-    }
-    outside_any_flow()
+    inside().unwrap_or_else(outside_any_flow)
+}
+
+/// The context the caller runs in (a flow run, or task runs outside any
+/// flow), if it runs in one: set by the engine, never made here.
+fn inside() -> Option<Arc<FlowRunContext>> {
+    TASK_CONTEXT
+        .try_with(Arc::clone)
+        .ok()
+        .or_else(|| THREAD_CONTEXT.with(|slot| slot.borrow().clone()))
 }
 
 /// The flow run of the caller, if it is inside one.
 pub(crate) fn current_flow_run() -> Option<Arc<FlowRunContext>> {
-    let ctx = current();
-    ctx.is_flow_run().then_some(ctx)
+    // Asking must not start the context (and runtime) of task runs outside any flow.
+    inside().filter(|ctx| ctx.is_flow_run())
 }
 
 /// A runtime of prefecto's own, always driven by its own threads: it runs task
