@@ -121,7 +121,7 @@ async fn map_all<T: Task<Args = (u64,), Output = u64>>(
     mode: BatchMode,
 ) -> Vec<u64> {
     let batch = BatchTask::new(task, SIZE).unwrap().with_mode(mode);
-    let futures = batch.map_async((0..n,)).await.unwrap();
+    let futures = batch.map_async(0..n).await.unwrap();
     futures.results_async().await.unwrap()
 }
 
@@ -188,7 +188,7 @@ async fn straggler_flow(mode: BatchMode) -> (f64, f64) {
     let batch = BatchTask::new(straggle, 50).unwrap().with_mode(mode);
     let started = Instant::now();
     let results = batch
-        .map_async((0..2000u64,))
+        .map_async(0..2000u64)
         .await
         .unwrap()
         .results_async()

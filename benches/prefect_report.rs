@@ -27,7 +27,7 @@ fn seed_workload(n: i64, size: usize) -> (String, f64) {
     let started = Instant::now();
     let batch = BatchTask::new(add, size).unwrap();
     let sums = batch
-        .map(((0..n).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>()))
+        .map((0..n).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>())
         .unwrap()
         .results()
         .unwrap();

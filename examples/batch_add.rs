@@ -13,7 +13,7 @@ fn add(a: i64, b: i64) -> i64 {
 #[flow]
 fn my_flow() -> Result<Vec<i64>, prefecto::Error> {
     let batch_add = BatchTask::new(add, 2)?;
-    let futures = batch_add.map((vec![1, 2, 3, 4], vec![2, 3, 4, 5]))?;
+    let futures = batch_add.map(vec![1, 2, 3, 4], vec![2, 3, 4, 5])?;
     Ok(futures.results()?)
 }
 

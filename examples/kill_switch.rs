@@ -20,7 +20,7 @@ fn my_flow() -> Result<Vec<i64>, KillSwitchError<i64>> {
         .expect("2 is a valid batch size")
         .with_kill_switch(AnyFailedSwitch::new());
     let operands = ["2", "x", "4", "5", "6", "7"].map(String::from);
-    match batch_add.map((vec![1, 2, 3, 4, 5, 6], operands)) {
+    match batch_add.map(vec![1, 2, 3, 4, 5, 6], operands) {
         Ok(futures) => Ok(futures
             .results()
             .expect("no kill switch trip means all completed")),

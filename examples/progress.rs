@@ -19,7 +19,7 @@ async fn fetch(item: u32) -> Result<u32, String> {
 #[flow]
 async fn fetch_all() -> usize {
     let batch = BatchTask::new(fetch, 50).unwrap();
-    let futures = batch.map_async((0..2_000u32,)).await.unwrap();
+    let futures = batch.map_async(0..2_000u32).await.unwrap();
     let states = futures.wait_async().await;
     states.iter().filter(|s| s.is_completed()).count()
 }

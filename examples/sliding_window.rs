@@ -24,7 +24,7 @@ async fn compare() -> Result<(), prefecto::Error> {
     ] {
         let started = Instant::now();
         let results = batch
-            .map_async((items.clone(),))
+            .map_async(items.clone())
             .await?
             .results_async()
             .await?;

@@ -14,7 +14,7 @@ fn square(x: u64) -> u64 {
 #[flow]
 fn squares(n: u64, size: usize) -> Result<u64, prefecto::Error> {
     let batch = BatchTask::new(square, size)?;
-    Ok(batch.map((1..=n,))?.results()?.iter().sum())
+    Ok(batch.map(1..=n)?.results()?.iter().sum())
 }
 
 fn main() -> Result<(), FlowRunError> {

@@ -24,7 +24,7 @@ fn checks(inputs: Vec<i64>) -> Result<(), prefecto::concurrency::BatchError<i64>
     let batch = BatchTask::new(check, 2)
         .unwrap()
         .with_kill_switch(AnyFailedSwitch::new());
-    batch.map((inputs,))?;
+    batch.map(inputs)?;
     Ok(())
 }
 

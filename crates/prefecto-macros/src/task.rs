@@ -82,6 +82,9 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
     let idents: Vec<&Ident> = params.iter().map(|p| &p.ident).collect();
     let types: Vec<&Type> = params.iter().map(|p| &p.ty).collect();
     let param_names: Vec<String> = idents.iter().map(|i| i.to_string()).collect();
+    let map_generics: Vec<Ident> = (0..idents.len())
+        .map(|i| format_ident!("__PrefectoMapArg{}", i))
+        .collect();
     let returns = returns(&sig.output);
     let output = &returns.output;
     let convert = convert_body_output(&returns);
@@ -207,16 +210,17 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
                     ::prefecto::__private::submit(self, (#(#idents,)*))
                 }
 
-                /// Starts one task run per input, in input order. Pass one
-                /// argument per parameter, as a tuple: an iterable, or `unmapped(value)`.
-                pub fn map<__M: ::prefecto::__private::MapArgs<(#(#types,)*)>>(
+                /// Starts one task run per input, in input order: one argument
+                /// per parameter, each an iterable of inputs or `unmapped(value)`.
+                #[allow(clippy::too_many_arguments)]
+                pub fn map<#(#map_generics: ::prefecto::__private::MapArg<#types>),*>(
                     &self,
-                    args: __M,
+                    #(#idents: #map_generics),*
                 ) -> ::prefecto::__private::Result<
                     ::prefecto::__private::PrefectFutureList<#output>,
                     ::prefecto::__private::MapError,
                 > {
-                    ::prefecto::__private::map(self, args)
+                    ::prefecto::__private::map(self, (#(#idents,)*))
                 }
             }
 

@@ -42,7 +42,7 @@ pub enum MapError {
 ///
 /// #[flow]
 /// fn offset() -> Vec<i64> {
-///     add.map((unmapped(1), vec![2, 3, 4, 5])).unwrap().results().unwrap()
+///     add.map(unmapped(1), vec![2, 3, 4, 5]).unwrap().results().unwrap()
 /// }
 ///
 /// assert_eq!(offset().unwrap(), vec![3, 4, 5, 6]);
@@ -121,7 +121,7 @@ impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
     message = "`{Self}` is not the arguments of a `map` over a task taking `{Args}`",
     label = "pass one argument per task parameter, in order, as a tuple",
     note = "each argument is an iterable of its parameter's type, or `unmapped(value)`",
-    note = "a task with one parameter takes a one-element tuple: `task.map((inputs,))`"
+    note = "a task with one parameter takes a one-element tuple: `map_tuple((inputs,))`"
 )]
 pub trait MapArgs<Args> {
     /// Checks the arguments against the rules and zips them into one tuple of

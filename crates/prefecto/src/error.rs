@@ -24,7 +24,7 @@ use crate::future::TaskRunError;
 /// #[flow]
 /// fn my_flow() -> Result<Vec<i64>, prefecto::Error> {
 ///     let batch_add = BatchTask::new(add, 2)?;
-///     Ok(batch_add.map((vec![1, 2, 3, 4], vec![2, 3, 4, 5]))?.results()?)
+///     Ok(batch_add.map(vec![1, 2, 3, 4], vec![2, 3, 4, 5])?.results()?)
 /// }
 ///
 /// assert_eq!(my_flow().unwrap(), vec![3, 5, 7, 9]);

@@ -302,7 +302,7 @@ impl<T> fmt::Debug for PrefectFuture<T> {
 ///
 /// #[flow]
 /// fn squares() -> Vec<u64> {
-///     let futures = square.map((1..=4,)).unwrap();
+///     let futures = square.map(1..=4).unwrap();
 ///     assert_eq!(futures.len(), 4);
 ///     assert!(futures.wait().iter().all(|s| s.is_completed()));
 ///     futures.results().unwrap()

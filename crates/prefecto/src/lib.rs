@@ -19,7 +19,7 @@
 //! fn my_flow() -> Vec<i64> {
 //!     // One task run per input, 2 at a time; the batch lines log at DEBUG.
 //!     let batch_add = BatchTask::new(add, 2).unwrap();
-//!     batch_add.map((vec![1, 2, 3, 4], vec![2, 3, 4, 5])).unwrap().results().unwrap()
+//!     batch_add.map(vec![1, 2, 3, 4], vec![2, 3, 4, 5]).unwrap().results().unwrap()
 //! }
 //!
 //! fn main() {
@@ -29,7 +29,7 @@
 //!
 //! Within a flow:
 //! - `add.submit(1, 2)` starts one task run and returns a [`PrefectFuture`];
-//! - `add.map((a, b))` starts one per input and returns a [`PrefectFutureList`]
+//! - `add.map(a, b)` starts one per input and returns a [`PrefectFutureList`]
 //!   in input order; each argument is an iterable or [`unmapped`]`(value)`;
 //! - `add(1, 2)` runs one task run and returns its value (a future of it, for an
 //!   `async fn` task).
@@ -162,7 +162,7 @@ pub struct ReadmeDoctests;
 /// What the macros' expansions use. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::args::{MapArgs, MapError};
+    pub use crate::args::{MapArg, MapArgs, MapError};
     pub use crate::flow::{AdoptedParameters, FlowSpec, Parameters};
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
     pub use crate::parameters::{

@@ -40,7 +40,7 @@ use crate::state::State;
 ///
 /// #[flow]
 /// fn ids() {
-///     BatchTask::new(id, 2).unwrap().map((0..5,)).unwrap();
+///     BatchTask::new(id, 2).unwrap().map(0..5).unwrap();
 /// }
 ///
 /// let count = Arc::new(Count::default());

@@ -48,7 +48,7 @@ pub struct SlotRequest {
 ///
 /// #[flow]
 /// fn queries() -> Vec<u8> {
-///     query.map((vec![1, 2, 3],)).unwrap().results().unwrap()
+///     query.map(vec![1, 2, 3]).unwrap().results().unwrap()
 /// }
 ///
 /// let limiter = Arc::new(CountingLimiter::default());

@@ -52,7 +52,7 @@ async fn hang() {
 fn many_runs() -> u64 {
     let batch = BatchTask::new(double, 100).unwrap();
     batch
-        .map((0..INPUTS,))
+        .map(0..INPUTS)
         .unwrap()
         .results()
         .unwrap()
@@ -69,7 +69,7 @@ async fn slow(x: u64) -> u64 {
 #[flow]
 fn interrupted() -> usize {
     let batch = BatchTask::new(slow, 4).unwrap().sliding_window();
-    batch.map((0..200u64,)).unwrap().len()
+    batch.map(0..200u64).unwrap().len()
 }
 
 #[flow]

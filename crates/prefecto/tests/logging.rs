@@ -28,7 +28,7 @@ fn add(a: i64, b: i64) -> i64 {
 fn my_flow() -> (String, Vec<i64>) {
     let batch_add = BatchTask::new(add, 2).unwrap();
     let results = batch_add
-        .map((vec![1, 2, 3, 4], vec![2, 3, 4, 5]))
+        .map(vec![1, 2, 3, 4], vec![2, 3, 4, 5])
         .unwrap()
         .results()
         .unwrap();

@@ -300,7 +300,7 @@ fn increment(x: u64) -> u64 {
 #[flow]
 fn five_thousand() -> usize {
     let batch = BatchTask::new(increment, 500).unwrap();
-    batch.map((0..5_000u64,)).unwrap().results().unwrap().len()
+    batch.map(0..5_000u64).unwrap().results().unwrap().len()
 }
 
 #[test]
@@ -350,7 +350,7 @@ fn long_running() -> usize {
         prefecto::flow::current_flow_run().unwrap().name
     );
     let batch = BatchTask::new(sleepy, 5).unwrap().sliding_window();
-    batch.map((0..2_000u64,)).map(|f| f.len()).unwrap_or(0)
+    batch.map(0..2_000u64).map(|f| f.len()).unwrap_or(0)
 }
 
 #[test]
@@ -554,7 +554,7 @@ async fn query(x: u64) -> u64 {
 #[flow]
 async fn ten_queries() -> usize {
     query
-        .map((0..10u64,))
+        .map(0..10u64)
         .unwrap()
         .results_async()
         .await
@@ -709,7 +709,7 @@ fn through_an_outage() -> usize {
         prefecto::flow::current_flow_run().unwrap().name
     );
     let batch = BatchTask::new(steady, 10).unwrap().sliding_window();
-    batch.map((0..400u64,)).unwrap().results().unwrap().len()
+    batch.map(0..400u64).unwrap().results().unwrap().len()
 }
 
 #[test]

@@ -20,12 +20,12 @@ async fn step(i: u32) -> Result<u32, String> {
 #[flow]
 async fn steps() -> usize {
     let batch = BatchTask::new(step, 25).unwrap();
-    batch.map_async((0..200u32,)).await.unwrap().len()
+    batch.map_async(0..200u32).await.unwrap().len()
 }
 
 #[flow]
 async fn plain_steps() -> usize {
-    let futures = step.map((0..200u32,)).unwrap();
+    let futures = step.map(0..200u32).unwrap();
     futures.wait_async().await.len()
 }
 

@@ -1,6 +1,7 @@
 //! `BatchTask`: `map` in bounded batches, stopped early by a kill switch.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -105,7 +106,7 @@ impl<T> BatchError<T> {
 /// #[flow]
 /// fn my_flow() -> Result<Vec<i64>, prefecto::Error> {
 ///     let batch_add = BatchTask::new(add, 2)?;
-///     Ok(batch_add.map((vec![1, 2, 3, 4], vec![2, 3, 4, 5]))?.results()?)
+///     Ok(batch_add.map(vec![1, 2, 3, 4], vec![2, 3, 4, 5])?.results()?)
 /// }
 ///
 /// assert_eq!(my_flow().unwrap(), vec![3, 5, 7, 9]);
@@ -126,7 +127,7 @@ impl<T> BatchError<T> {
 /// fn parse_all() -> Vec<usize> {
 ///     let batch = BatchTask::new(parse, 2).unwrap().with_kill_switch(AnyFailedSwitch::new());
 ///     let inputs = ["1", "x", "3", "4"].map(String::from);
-///     let mut err = batch.map((inputs,)).unwrap_err().into_kill_switch().unwrap();
+///     let mut err = batch.map(inputs).unwrap_err().into_kill_switch().unwrap();
 ///     assert_eq!(err.partial_results(), [Some(&1), None, None, None]);
 ///     err.cancelled_inputs()
 /// }
@@ -134,11 +135,16 @@ impl<T> BatchError<T> {
 /// // Inputs 2 and 3 were never submitted: they are recorded as Cancelled.
 /// assert_eq!(parse_all().unwrap(), vec![2, 3]);
 /// ```
-pub struct BatchTask<T: Task> {
+///
+/// `Args` is always the task's own parameter tuple: it is a type parameter
+/// only so that `map` can take one argument per parameter, whatever the
+/// task's arity (see [`map`](Self::map)); write `BatchTask<T>`.
+pub struct BatchTask<T: Task, Args = <T as Task>::Args> {
     task: T,
     size: usize,
     mode: BatchMode,
     kill_switch: Option<SharedSwitch>,
+    args: PhantomData<fn(Args)>,
 }
 
 impl<T: Task> BatchTask<T> {
@@ -152,6 +158,7 @@ impl<T: Task> BatchTask<T> {
             size,
             mode: BatchMode::Strict,
             kill_switch: None,
+            args: PhantomData,
         })
     }
 
@@ -183,20 +190,38 @@ impl<T: Task> BatchTask<T> {
         self.mode
     }
 
-    /// Maps the task over the inputs in batches, blocking until every run is
-    /// terminal. Returns one future per input, in input order, or the
-    /// [`KillSwitchError`] with every input's outcome.
+    /// As [`map`](Self::map), with every argument in one tuple: for code
+    /// generic over the task, which cannot name its arity.
     ///
-    /// Call it from a sync flow; in async code use [`map_async`](Self::map_async).
-    pub fn map<M: MapArgs<T::Args>>(
+    /// ```
+    /// use prefecto::args::MapArgs;
+    /// use prefecto::prelude::*;
+    ///
+    /// fn first_batch<T: Task>(batch: &BatchTask<T>, args: impl MapArgs<T::Args>) -> usize {
+    ///     batch.map_tuple(args).map(|futures| futures.len()).unwrap_or(0)
+    /// }
+    ///
+    /// #[task]
+    /// fn add(a: i64, b: i64) -> i64 {
+    ///     a + b
+    /// }
+    ///
+    /// #[flow]
+    /// fn count() -> usize {
+    ///     first_batch(&BatchTask::new(add, 2).unwrap(), (vec![1, 2, 3], unmapped(1)))
+    /// }
+    ///
+    /// assert_eq!(count().unwrap(), 3);
+    /// ```
+    pub fn map_tuple<M: MapArgs<T::Args>>(
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        block_on(self.map_async(args))
+        block_on(self.map_tuple_async(args))
     }
 
-    /// As [`map`](Self::map), for async flows.
-    pub async fn map_async<M: MapArgs<T::Args>>(
+    /// As [`map_async`](Self::map_async), with every argument in one tuple.
+    pub async fn map_tuple_async<M: MapArgs<T::Args>>(
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {

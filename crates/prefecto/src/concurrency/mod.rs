@@ -2,6 +2,7 @@
 //!
 //! The names are the Python prefecto's, so a Prefect user recognises them.
 
+mod batch_map;
 mod batch_task;
 mod kill_switch;
 mod outcome;

@@ -102,7 +102,7 @@ pub enum StoreError {
 ///
 /// #[flow]
 /// fn my_flow() -> String {
-///     add.map((vec![1, 2], vec![3, 4])).unwrap().wait();
+///     add.map(vec![1, 2], vec![3, 4]).unwrap().wait();
 ///     prefecto::flow::current_flow_run().unwrap().name
 /// }
 ///

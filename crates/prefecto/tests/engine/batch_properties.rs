@@ -55,7 +55,7 @@ async fn run_traced(
     let n = yields.len();
     let batch = BatchTask::new(traced, size).unwrap().with_mode(mode);
     let futures = batch
-        .map_async((0..n, yields, unmapped(trace)))
+        .map_async(0..n, yields, unmapped(trace))
         .await
         .unwrap();
     let indices = futures.iter().map(|f| f.task_run_name().index).collect();
@@ -65,11 +65,7 @@ async fn run_traced(
 #[flow(max_workers = 4)]
 fn run_traced_sync(n: usize, size: usize, mode: BatchMode, trace: Arc<Trace>) -> Vec<usize> {
     let batch = BatchTask::new(traced_sync, size).unwrap().with_mode(mode);
-    batch
-        .map((0..n, unmapped(trace)))
-        .unwrap()
-        .results()
-        .unwrap()
+    batch.map(0..n, unmapped(trace)).unwrap().results().unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -35,7 +35,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[flow]
 fn batch_add(size: usize, a: Vec<i64>, b: Vec<i64>) -> Result<Vec<i64>, AnyError> {
-    Ok(BatchTask::new(add, size)?.map((a, b))?.results()?)
+    Ok(BatchTask::new(add, size)?.map(a, b)?.results()?)
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn maps_in_batches_as_the_original() {
 #[flow]
 fn batch_unmapped() -> Vec<i64> {
     let batch = BatchTask::new(add, 3).unwrap();
-    batch.map((unmapped(1), 2..6)).unwrap().results().unwrap()
+    batch.map(unmapped(1), 2..6).unwrap().results().unwrap()
 }
 
 #[test]
@@ -74,12 +74,12 @@ fn join4(a: String, b: u8, c: String, d: u8) -> String {
 fn batch_interleaved() -> Vec<String> {
     let batch = BatchTask::new(join4, 2).unwrap();
     batch
-        .map((
+        .map(
             unmapped("a".to_string()),
             1..=3u8,
             unmapped("c".to_string()),
             vec![7, 8, 9],
-        ))
+        )
         .unwrap()
         .results()
         .unwrap()
@@ -94,8 +94,8 @@ fn batches_with_several_unmapped_interleaved() {
 #[flow]
 fn batch_map_errors() -> Vec<String> {
     let batch = BatchTask::new(add, 2).unwrap();
-    let none = batch.map((unmapped(1), unmapped(2))).unwrap_err();
-    let unequal = batch.map((vec![1, 2, 3, 4], vec![1, 2, 3])).unwrap_err();
+    let none = batch.map(unmapped(1), unmapped(2)).unwrap_err();
+    let unequal = batch.map(vec![1, 2, 3, 4], vec![1, 2, 3]).unwrap_err();
     assert!(matches!(none, BatchError::Map(MapError::NoMappedIterable)));
     vec![none.to_string(), unequal.to_string()]
 }
@@ -136,7 +136,7 @@ fn count_switch_run(
         .with_mode(mode)
         .with_kill_switch(CountSwitch::new(2).unwrap());
     let err = batch
-        .map((0..n, fail))
+        .map(0..n, fail)
         .unwrap_err()
         .into_kill_switch()
         .unwrap();
@@ -231,7 +231,7 @@ fn rate_switch_run() -> KillSwitchError<usize> {
         .unwrap()
         .with_kill_switch(RateSwitch::new(4, 0.5).unwrap());
     batch
-        .map((0..10, failures_at(10, &[0, 2, 3])))
+        .map(0..10, failures_at(10, &[0, 2, 3]))
         .unwrap_err()
         .into_kill_switch()
         .unwrap()
@@ -273,7 +273,7 @@ fn cancel_in_flight(mode: BatchMode, probe: Arc<Probe>) -> (uuid::Uuid, KillSwit
         .with_mode(mode)
         .with_kill_switch(AnyFailedSwitch::new());
     let err = batch
-        .map((0..12, unmapped(probe)))
+        .map(0..12, unmapped(probe))
         .unwrap_err()
         .into_kill_switch()
         .unwrap();
@@ -371,7 +371,7 @@ fn sync_in_flight() -> KillSwitchError<usize> {
     let batch = BatchTask::new(sync_body, 6)
         .unwrap()
         .with_kill_switch(SignallingSwitch(AnyFailedSwitch::new()));
-    batch.map((0..8,)).unwrap_err().into_kill_switch().unwrap()
+    batch.map(0..8).unwrap_err().into_kill_switch().unwrap()
 }
 
 #[test]
@@ -397,7 +397,7 @@ fn sync_runs_in_flight_finish_and_keep_their_results() {
 #[flow]
 fn failing_flow() -> Result<Vec<usize>, AnyError> {
     let batch = BatchTask::new(checked, 2)?.with_kill_switch(AnyFailedSwitch::new());
-    Ok(batch.map((0..4, failures_at(4, &[1])))?.results()?)
+    Ok(batch.map(0..4, failures_at(4, &[1]))?.results()?)
 }
 
 #[test]
@@ -416,7 +416,7 @@ fn a_kill_switch_error_fails_the_flow_with_its_reason() {
 #[flow]
 fn no_trip_keeps_failed_futures() -> Vec<State> {
     let batch = BatchTask::new(checked, 2).unwrap();
-    let futures = batch.map((0..4, failures_at(4, &[1]))).unwrap();
+    let futures = batch.map(0..4, failures_at(4, &[1])).unwrap();
     futures.states()
 }
 
@@ -440,7 +440,7 @@ fn without_a_switch_failures_are_states_not_errors() {
 async fn async_batch() -> Vec<i64> {
     let batch = BatchTask::new(add, 3).unwrap().sliding_window();
     batch
-        .map_async((1..8, unmapped(10)))
+        .map_async(1..8, unmapped(10))
         .await
         .unwrap()
         .results_async()
@@ -466,7 +466,7 @@ fn non_negative(x: i64) -> Result<i64, String> {
 #[flow]
 fn with_one_error_type(size: usize, inputs: Vec<i64>) -> Result<Vec<i64>, prefecto::Error> {
     let batch = BatchTask::new(non_negative, size)?.with_kill_switch(AnyFailedSwitch::new());
-    Ok(batch.map((inputs,))?.results()?)
+    Ok(batch.map(inputs)?.results()?)
 }
 
 #[test]
@@ -515,7 +515,7 @@ fn boxed_kill_switch_error(
     inputs: Vec<i64>,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let batch = BatchTask::new(cell_unless_negative, 1)?.with_kill_switch(AnyFailedSwitch::new());
-    Ok(batch.map((inputs,))?.len())
+    Ok(batch.map(inputs)?.len())
 }
 
 #[test]
@@ -536,11 +536,7 @@ fn cells_so_far(inputs: Vec<i64>) -> Vec<Option<i64>> {
     let batch = BatchTask::new(cell_unless_negative, 1)
         .unwrap()
         .with_kill_switch(AnyFailedSwitch::new());
-    let mut err = batch
-        .map((inputs,))
-        .unwrap_err()
-        .into_kill_switch()
-        .unwrap();
+    let mut err = batch.map(inputs).unwrap_err().into_kill_switch().unwrap();
     let seen: Vec<Option<i64>> = err
         .partial_results()
         .into_iter()

@@ -156,7 +156,7 @@ async fn tick() -> u8 {
 
 #[flow(max_workers = 2)]
 fn pool_bound(occupancy: Arc<Occupancy>) -> u8 {
-    let blocking = busy.map((std::iter::repeat_n(occupancy, 40),)).unwrap();
+    let blocking = busy.map(std::iter::repeat_n(occupancy, 40)).unwrap();
     // While the pool is full of blocking bodies, the async runtime still makes progress.
     let ticked = tick().await_blocking();
     blocking.wait();
@@ -193,7 +193,7 @@ async fn never_awaited(x: u8) -> u8 {
 
 #[flow]
 fn forgets_its_futures() -> uuid::Uuid {
-    let _ = never_awaited.map((0..3u8,)).unwrap();
+    let _ = never_awaited.map(0..3u8).unwrap();
     common::flow_run_id()
 }
 

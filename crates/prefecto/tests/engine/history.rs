@@ -36,7 +36,7 @@ fn parse(s: String) -> Result<i64, String> {
 fn parse_all(inputs: Vec<String>) -> (String, Vec<State>) {
     let name = prefecto::flow::current_flow_run().unwrap().name;
     let batch = BatchTask::new(parse, 2).unwrap();
-    (name, batch.map((inputs,)).unwrap().wait())
+    (name, batch.map(inputs).unwrap().wait())
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn label(prefix: String, n: u32, suffix: char) -> String {
 
 #[flow]
 fn map_add(a: Vec<i64>, b: Vec<i64>) -> Result<Vec<i64>, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(add.map((a, b))?.results()?)
+    Ok(add.map(a, b)?.results()?)
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn empty_inputs_give_empty_results() {
 
 #[flow]
 fn map_unmapped() -> Vec<i64> {
-    add.map((unmapped(1), 2..6)).unwrap().results().unwrap()
+    add.map(unmapped(1), 2..6).unwrap().results().unwrap()
 }
 
 #[test]
@@ -54,8 +54,8 @@ fn unmapped_is_passed_to_every_call() {
 
 #[flow]
 fn map_errors() -> (MapError, MapError) {
-    let none = add.map((unmapped(1), unmapped(2))).unwrap_err();
-    let unequal = add.map((vec![1, 2, 3, 4], vec![1, 2, 3])).unwrap_err();
+    let none = add.map(unmapped(1), unmapped(2)).unwrap_err();
+    let unequal = add.map(vec![1, 2, 3, 4], vec![1, 2, 3]).unwrap_err();
     (none, unequal)
 }
 
@@ -76,7 +76,7 @@ fn bad_arguments_are_errors_that_say_why() {
 #[flow]
 fn interleaved_unmapped() -> Vec<String> {
     label
-        .map((unmapped("item-".to_string()), 1..=3u32, unmapped('!')))
+        .map(unmapped("item-".to_string()), 1..=3u32, unmapped('!'))
         .unwrap()
         .results()
         .unwrap()
@@ -94,7 +94,7 @@ fn several_unmapped_arguments_interleave() {
 #[flow]
 fn names_and_order() -> Vec<String> {
     let first = add.submit(0, 0);
-    let futures = add.map((0..5, unmapped(0))).unwrap();
+    let futures = add.map(0..5, unmapped(0)).unwrap();
     let mut names = vec![first.task_run_name().to_string()];
     names.extend(futures.iter().map(|f| f.task_run_name().to_string()));
     names
@@ -132,7 +132,7 @@ fn calling_a_task_runs_it_as_a_task_run() {
 async fn async_map() -> Vec<i64> {
     let direct = add_async(1, 1).await.unwrap();
     let mut all = add_async
-        .map((vec![1, 2], vec![10, 20]))
+        .map(vec![1, 2], vec![10, 20])
         .unwrap()
         .results_async()
         .await
@@ -152,6 +152,6 @@ async fn async_tasks_map_submit_and_call() {
 fn tasks_run_outside_a_flow() {
     common::quiet();
     assert_eq!(add(20, 22).unwrap(), 42);
-    let futures = add.map((vec![1], vec![1])).unwrap();
+    let futures = add.map(vec![1], vec![1]).unwrap();
     assert_eq!(futures.results().unwrap(), vec![2]);
 }

@@ -47,7 +47,7 @@ fn process_all(items: Vec<String>) -> Result<Vec<usize>, prefecto::concurrency::
     let batch = BatchTask::new(process, 100)
         .unwrap()
         .with_kill_switch(AnyFailedSwitch::new());
-    match batch.map((items,)) {
+    match batch.map(items) {
         Ok(futures) => Ok(futures.results().expect("every run completed")),
         Err(err) => {
             if let prefecto::concurrency::BatchError::KillSwitch(trip) = &err {

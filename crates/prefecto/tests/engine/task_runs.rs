@@ -19,7 +19,7 @@ fn panicking_run() -> (State, Vec<i64>) {
     let crashed = divide.submit(1, 0).wait();
     // The flow and the other task runs go on.
     let others = divide
-        .map((vec![10, 20], vec![2, 4]))
+        .map(vec![10, 20], vec![2, 4])
         .unwrap()
         .results()
         .unwrap();

@@ -13,11 +13,11 @@ fn double(x: i64) -> i64 {
 #[flow]
 fn wrong() {
     // One argument for two parameters.
-    let _ = add.map((vec![1, 2],));
-    // A one-parameter task given its iterable bare, not in a tuple.
-    let _ = double.map(vec![1, 2]);
+    let _ = add.map(vec![1, 2]);
+    // A BatchTask given three arguments for two parameters.
+    let _ = BatchTask::new(add, 2).unwrap().map(vec![1], vec![2], vec![3]);
     // Something that is no iterable at all.
-    let _ = double.map((7i64,));
+    let _ = double.map(7i64);
 }
 
 fn main() {}

@@ -7,7 +7,7 @@ fn add(a: i64, b: i64) -> i64 {
 
 #[flow]
 fn wrong() {
-    let _ = add.map((vec![1, 2], vec!["2", "3"]));
+    let _ = add.map(vec![1, 2], vec!["2", "3"]);
 }
 
 fn main() {}
