@@ -15,7 +15,7 @@ use crate::blocking::block_on;
 use crate::context::{self, CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
 use crate::progress::MapProgress;
-use crate::runner::{Started, announce_run, cancel_unsubmitted, drive_started, new_run, start_run};
+use crate::runner::{Started, TaskRun, new_run};
 use crate::task::Task;
 
 type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
@@ -403,26 +403,34 @@ impl<T: Task> MapRun<T> {
         let args = queue.inputs.next()?;
         let position = queue.next;
         queue.next += 1;
-        let run = &self.runs[position];
-        announce_run(&self.ctx, run);
+        let run = self.task_run(position);
+        run.announce();
         if self.task.spec().is_async {
             return Some((position, Submitted::Args(args)));
         }
-        let started = start_run(&self.ctx, &self.task, args, run, &self.scope);
-        Some((position, Submitted::Started(started)))
+        Some((position, Submitted::Started(run.start(args))))
+    }
+
+    fn task_run(&self, position: usize) -> TaskRun<'_, T> {
+        TaskRun {
+            ctx: &self.ctx,
+            task: &self.task,
+            shared: &self.runs[position],
+            scope: &self.scope,
+        }
     }
 
     /// Drives the run of `position`, then of each input it takes, until none is left.
     async fn lane(self: Arc<Self>, position: usize, submitted: Submitted<T>) {
         let mut next = Some((position, submitted));
         while let Some((position, submitted)) = next {
-            let run = &self.runs[position];
+            let run = self.task_run(position);
             let started = match submitted {
                 Submitted::Started(started) => started,
-                Submitted::Args(args) => start_run(&self.ctx, &self.task, args, run, &self.scope),
+                Submitted::Args(args) => run.start(args),
             };
-            drive_started(&self.ctx, &self.task, run, &self.scope, started).await;
-            self.observe(run);
+            run.drive_started(started).await;
+            self.observe(run.shared);
             next = self.submit_next();
         }
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -453,8 +461,8 @@ impl<T: Task> MapRun<T> {
             }
             None => format!("{} It was never submitted.", self.scope.reason()),
         };
-        for run in &self.runs[unsubmitted.clone()] {
-            cancel_unsubmitted(&self.ctx, run, &message);
+        for position in unsubmitted.clone() {
+            self.task_run(position).cancel_unsubmitted(&message);
         }
         flow_log!(
             self.ctx,

@@ -9,9 +9,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use super::transitions::transition;
+use super::task_run::TaskRun;
 use crate::context::{self, CancelScope, FlowRunContext};
-use crate::future::RunShared;
 use crate::slot_limiter::{SlotLimiter, SlotRequest};
 use crate::state::State;
 use crate::task::{BodyError, ErrorSource, Invocation, Task, panic_message};
@@ -48,123 +47,136 @@ pub(super) enum StartedBody<T> {
     Cached(T),
 }
 
-/// The persisted result for the run's cache key, if there is a valid one.
-pub(super) fn cached_value<T: Task>(
-    ctx: &FlowRunContext,
-    task: &T,
-    key: &str,
-) -> Option<T::Output> {
-    if task.spec().refresh_cache || ctx.seams.refresh_cache {
-        return None;
+impl<T: Task> TaskRun<'_, T> {
+    /// The persisted result for the run's cache key, if there is a valid one.
+    fn cached_value(&self, key: &str) -> Option<T::Output> {
+        let (ctx, task) = (self.ctx, self.task);
+        if task.spec().refresh_cache || ctx.seams.refresh_cache {
+            return None;
+        }
+        let stored = ctx
+            .seams
+            .result_store
+            .as_ref()?
+            .get(task.spec().name, key)?;
+        task.restore(&stored)
     }
-    let stored = ctx
-        .seams
-        .result_store
-        .as_ref()?
-        .get(task.spec().name, key)?;
-    task.restore(&stored)
-}
 
-/// Moves the run to `Running` (or `Retrying`) and starts one attempt.
-pub(crate) fn start_attempt<T: Task>(
-    ctx: &Arc<FlowRunContext>,
-    task: &T,
-    args: T::Args,
-    shared: &Arc<RunShared<T::Output>>,
-    scope: &Arc<CancelScope>,
-    retries_done: u32,
-    cache_key: Option<String>,
-) -> Started<T> {
-    if retries_done == 0 {
-        if let Some(value) = cache_key
-            .as_deref()
-            .and_then(|key| cached_value(ctx, task, key))
-        {
-            return Started {
-                body: StartedBody::Cached(value),
-                retry_args: None,
-                cache_key: None,
-            };
-        }
+    /// Starts the run's first attempt, or finds its cached result.
+    pub(crate) fn start(&self, args: T::Args) -> Started<T> {
+        let cache_key = self.task.cache_key(&args);
+        self.start_attempt(args, 0, cache_key)
     }
-    let running = if retries_done == 0 {
-        State::running()
-    } else {
-        State::retrying()
-    };
-    let retry_args = if retries_done < task.spec().retries {
-        task.retry_args(&args)
-    } else {
-        None
-    };
-    // A tagged run under Prefect's tag concurrency limits waits for its slot
-    // before it is Running, so that its start time is when it really starts.
-    let tagged = match ctx.seams.slot_limiter.as_ref() {
-        Some(limiter) if !task.spec().tags.is_empty() => Some(SlotWait {
-            limiter: limiter.clone(),
-            request: SlotRequest {
-                tags: task.spec().tags,
-                task_run_id: shared.name.id_in(ctx.id),
-            },
-            running,
-        }),
-        _ => {
-            transition(ctx, shared, running);
-            None
+
+    /// Moves the run to `Running` (or `Retrying`) and starts one attempt.
+    pub(super) fn start_attempt(
+        &self,
+        args: T::Args,
+        retries_done: u32,
+        cache_key: Option<String>,
+    ) -> Started<T> {
+        let (ctx, task, shared, scope) = (self.ctx, self.task, self.shared, self.scope);
+        if retries_done == 0 {
+            if let Some(value) = cache_key.as_deref().and_then(|key| self.cached_value(key)) {
+                return Started {
+                    body: StartedBody::Cached(value),
+                    retry_args: None,
+                    cache_key: None,
+                };
+            }
         }
-    };
-    let body = match task.invoke(args) {
-        Invocation::Async(body) => match tagged {
-            None => StartedBody::Async(body),
-            Some(wait) => {
-                let (ctx, shared) = (ctx.clone(), shared.clone());
-                StartedBody::Async(Box::pin(async move {
-                    let slot = wait.limiter.acquire(wait.request).await;
-                    transition(&ctx, &shared, wait.running.entered_now());
-                    let result = body.await;
-                    if let Some(slot) = slot {
-                        slot.release().await;
-                    }
-                    result
-                }))
+        let running = if retries_done == 0 {
+            State::running()
+        } else {
+            State::retrying()
+        };
+        let retry_args = if retries_done < task.spec().retries {
+            task.retry_args(&args)
+        } else {
+            None
+        };
+        // A tagged run under Prefect's tag concurrency limits waits for its slot
+        // before it is Running, so that its start time is when it really starts.
+        let tagged = match ctx.seams.slot_limiter.as_ref() {
+            Some(limiter) if !task.spec().tags.is_empty() => Some(SlotWait {
+                limiter: limiter.clone(),
+                request: SlotRequest {
+                    tags: task.spec().tags,
+                    task_run_id: shared.name.id_in(ctx.id),
+                },
+                running,
+            }),
+            _ => {
+                self.transition(running);
+                None
             }
-        },
-        Invocation::Sync(body) => match ctx.pool() {
-            Err(message) => StartedBody::Crashed(State::crashed(message)),
-            Ok(pool) => {
-                let (sender, receiver) = oneshot::channel();
-                let (worker_ctx, worker_scope) = (ctx.clone(), scope.clone());
-                let worker_shared = shared.clone();
-                pool.spawn(move || {
-                    // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
-                    let outcome = if worker_scope.is_cancelled() {
-                        None
-                    } else {
-                        let slot = tagged.and_then(|wait| {
-                            // A pool thread is outside any runtime: it may block here.
-                            let slot =
-                                futures::executor::block_on(wait.limiter.acquire(wait.request));
-                            transition(&worker_ctx, &worker_shared, wait.running.entered_now());
-                            slot
-                        });
-                        let outcome = context::with_thread_context(worker_ctx, || {
-                            catch_unwind(AssertUnwindSafe(body))
-                        });
+        };
+        let body = match task.invoke(args) {
+            Invocation::Async(body) => match tagged {
+                None => StartedBody::Async(body),
+                Some(wait) => {
+                    let (ctx, task, shared, scope) =
+                        (ctx.clone(), task.clone(), shared.clone(), scope.clone());
+                    StartedBody::Async(Box::pin(async move {
+                        let slot = wait.limiter.acquire(wait.request).await;
+                        let run = TaskRun {
+                            ctx: &ctx,
+                            task: &task,
+                            shared: &shared,
+                            scope: &scope,
+                        };
+                        run.transition(wait.running.entered_now());
+                        let result = body.await;
                         if let Some(slot) = slot {
-                            futures::executor::block_on(slot.release());
+                            slot.release().await;
                         }
-                        Some(outcome)
-                    };
-                    let _ = sender.send(outcome);
-                });
-                StartedBody::Sync(receiver)
-            }
-        },
-    };
-    Started {
-        body,
-        retry_args,
-        cache_key,
+                        result
+                    }))
+                }
+            },
+            Invocation::Sync(body) => match ctx.pool() {
+                Err(message) => StartedBody::Crashed(State::crashed(message)),
+                Ok(pool) => {
+                    let (sender, receiver) = oneshot::channel();
+                    let (ctx, task, shared, scope) =
+                        (ctx.clone(), task.clone(), shared.clone(), scope.clone());
+                    pool.spawn(move || {
+                        // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
+                        let outcome = if scope.is_cancelled() {
+                            None
+                        } else {
+                            let run = TaskRun {
+                                ctx: &ctx,
+                                task: &task,
+                                shared: &shared,
+                                scope: &scope,
+                            };
+                            let slot = tagged.and_then(|wait| {
+                                // A pool thread is outside any runtime: it may block here.
+                                let slot =
+                                    futures::executor::block_on(wait.limiter.acquire(wait.request));
+                                run.transition(wait.running.entered_now());
+                                slot
+                            });
+                            let outcome = context::with_thread_context(ctx.clone(), || {
+                                catch_unwind(AssertUnwindSafe(body))
+                            });
+                            if let Some(slot) = slot {
+                                futures::executor::block_on(slot.release());
+                            }
+                            Some(outcome)
+                        };
+                        let _ = sender.send(outcome);
+                    });
+                    StartedBody::Sync(receiver)
+                }
+            },
+        };
+        Started {
+            body,
+            retry_args,
+            cache_key,
+        }
     }
 }
 
@@ -174,18 +186,6 @@ pub(super) struct SlotWait {
     limiter: Arc<dyn SlotLimiter>,
     request: SlotRequest,
     running: State,
-}
-
-/// Starts a run's first attempt, or finds its cached result.
-pub(crate) fn start_run<T: Task>(
-    ctx: &Arc<FlowRunContext>,
-    task: &T,
-    args: T::Args,
-    shared: &Arc<RunShared<T::Output>>,
-    scope: &Arc<CancelScope>,
-) -> Started<T> {
-    let cache_key = task.cache_key(&args);
-    start_attempt(ctx, task, args, shared, scope, 0, cache_key)
 }
 
 /// Awaits `future`, or gives up after `limit` and returns the limit.

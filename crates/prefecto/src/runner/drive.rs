@@ -1,96 +1,84 @@
 //! Driving a task run to a terminal state: its attempts, the retries
 //! between them, and its end.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::attempt::{Attempt, Started, finish_attempt, start_attempt, start_run};
-use super::transitions::{finish_run, transition};
-use crate::context::{CancelScope, FlowRunContext, task_log};
-use crate::future::RunShared;
+use super::attempt::{Attempt, Started, finish_attempt};
+use super::task_run::TaskRun;
+use crate::context::{CancelScope, task_log};
 use crate::state::State;
 use crate::task::Task;
 
-/// Walks one task run through its states to a terminal one: the engine.
-pub(crate) async fn drive_run<T: Task>(
-    ctx: &Arc<FlowRunContext>,
-    task: &T,
-    args: T::Args,
-    shared: &Arc<RunShared<T::Output>>,
-    scope: &Arc<CancelScope>,
-) {
-    if scope.is_cancelled() {
-        return finish_run(ctx, shared, State::cancelled(scope.reason()), None);
+impl<T: Task> TaskRun<'_, T> {
+    /// Walks the run through its states to a terminal one: the engine.
+    pub(crate) async fn drive(&self, args: T::Args) {
+        if self.scope.is_cancelled() {
+            return self.finish(State::cancelled(self.scope.reason()), None);
+        }
+        let started = self.start(args);
+        self.drive_started(started).await;
     }
-    let started = start_run(ctx, task, args, shared, scope);
-    drive_started(ctx, task, shared, scope, started).await;
-}
 
-/// Drives a run whose first attempt has started, through retries, to a terminal state.
-pub(crate) async fn drive_started<T: Task>(
-    ctx: &Arc<FlowRunContext>,
-    task: &T,
-    shared: &Arc<RunShared<T::Output>>,
-    scope: &Arc<CancelScope>,
-    first: Started<T>,
-) {
-    let spec = task.spec();
-    let name = shared.name;
-    let mut retries_done = 0u32;
-    let mut started = first;
-    let (state, value) = loop {
-        let retry_args = started.retry_args.take();
-        let cache_key = started.cache_key.take();
-        match finish_attempt(ctx, started.body, spec.timeout, scope).await {
-            Attempt::Cached(value) => break (State::cached(), Some(value)),
-            Attempt::Completed(value) => {
-                if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
-                    if let Some(stored) = task.persist(&value) {
-                        store.put(spec.name, key, stored, spec.cache_expiration);
+    /// Drives a run whose first attempt has started, through retries, to a terminal state.
+    pub(crate) async fn drive_started(&self, first: Started<T>) {
+        let (ctx, task, scope) = (self.ctx, self.task, self.scope);
+        let spec = task.spec();
+        let name = self.name();
+        let mut retries_done = 0u32;
+        let mut started = first;
+        let (state, value) = loop {
+            let retry_args = started.retry_args.take();
+            let cache_key = started.cache_key.take();
+            match finish_attempt(ctx, started.body, spec.timeout, scope).await {
+                Attempt::Cached(value) => break (State::cached(), Some(value)),
+                Attempt::Completed(value) => {
+                    if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
+                        if let Some(stored) = task.persist(&value) {
+                            store.put(spec.name, key, stored, spec.cache_expiration);
+                        }
                     }
+                    break (State::completed(), Some(value));
                 }
-                break (State::completed(), Some(value));
-            }
-            Attempt::Failed(failed, source) => {
-                let message = failed.message().unwrap_or_default().to_string();
-                let Some(next_args) = retry_args else {
+                Attempt::Failed(failed, source) => {
+                    let message = failed.message().unwrap_or_default().to_string();
+                    let Some(next_args) = retry_args else {
+                        task_log!(
+                            ctx,
+                            name,
+                            ERROR,
+                            "Task run failed with error: {} - Retries are exhausted",
+                            message
+                        );
+                        if let Some(source) = source {
+                            self.shared.keep_error(source);
+                        }
+                        break (failed, None);
+                    };
+                    retries_done += 1;
                     task_log!(
                         ctx,
                         name,
-                        ERROR,
-                        "Task run failed with error: {} - Retries are exhausted",
-                        message
+                        WARN,
+                        "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
+                        message,
+                        retries_done,
+                        spec.retries,
+                        spec.retry_delay.as_secs_f64()
                     );
-                    if let Some(source) = source {
-                        shared.keep_error(source);
+                    self.transition(State::awaiting_retry(message));
+                    // Boxed for the same reason as the timeout: retries are rare.
+                    if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await
+                        || scope.is_cancelled()
+                    {
+                        break (State::cancelled(scope.reason()), None);
                     }
-                    break (failed, None);
-                };
-                retries_done += 1;
-                task_log!(
-                    ctx,
-                    name,
-                    WARN,
-                    "Task run failed with error: {} - Retry {}/{} will start {} second(s) from now",
-                    message,
-                    retries_done,
-                    spec.retries,
-                    spec.retry_delay.as_secs_f64()
-                );
-                transition(ctx, shared, State::awaiting_retry(message));
-                // Boxed for the same reason as the timeout: retries are rare.
-                if !Box::pin(sleep_unless_cancelled(spec.retry_delay, scope)).await
-                    || scope.is_cancelled()
-                {
-                    break (State::cancelled(scope.reason()), None);
+                    started = self.start_attempt(next_args, retries_done, cache_key);
                 }
-                started =
-                    start_attempt(ctx, task, next_args, shared, scope, retries_done, cache_key);
+                Attempt::Final(state) => break (state, None),
             }
-            Attempt::Final(state) => break (state, None),
-        }
-    };
-    finish_run(ctx, shared, state, value);
+        };
+        self.finish(state, value);
+    }
 }
 
 /// Sleeps, unless the scope is cancelled first. True if the sleep finished.

@@ -6,16 +6,16 @@
 //! so a CPU-bound body never blocks the runtime and never gets a thread of its own.
 //!
 //! This file holds what `#[task]` calls (`submit`, `map`, calling the task);
-//! [`transitions`] records a run's states, [`attempt`] starts and awaits one
-//! attempt of its body, and [`drive`] walks it through its attempts to its end.
+//! [`TaskRun`] is one run and records its transitions, [`attempt`] starts and
+//! awaits one attempt of its body, and [`drive`] walks it through its
+//! attempts to its end.
 
 mod attempt;
 mod drive;
-mod transitions;
+mod task_run;
 
-pub(crate) use attempt::{Started, start_run};
-pub(crate) use drive::{drive_run, drive_started};
-pub(crate) use transitions::{announce_run, cancel_unsubmitted, new_run};
+pub(crate) use attempt::Started;
+pub(crate) use task_run::{TaskRun, new_run};
 
 use std::sync::Arc;
 
@@ -193,16 +193,29 @@ fn spawn_run_on<T: Task>(
     progress: Option<&Arc<dyn MapProgress>>,
 ) -> PrefectFuture<T::Output> {
     let shared = new_run(task, index);
-    announce_run(ctx, &shared);
-    let (ctx_, task_, shared_, scope_) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
+    TaskRun {
+        ctx,
+        task,
+        shared: &shared,
+        scope,
+    }
+    .announce();
+    let (ctx, task, run_shared, scope) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
     let progress = progress.cloned();
+    let handle_ctx = ctx.clone();
     let engine = async move {
-        drive_run(&ctx_, &task_, args, &shared_, &scope_).await;
+        let run = TaskRun {
+            ctx: &ctx,
+            task: &task,
+            shared: &run_shared,
+            scope: &scope,
+        };
+        run.drive(args).await;
         if let Some(progress) = progress {
-            progress.run_finished(&shared_.state());
+            progress.run_finished(&run_shared.state());
         }
     };
-    ctx.tracker.spawn_on(engine, handle);
+    handle_ctx.tracker.spawn_on(engine, handle);
     PrefectFuture::new(shared)
 }
 

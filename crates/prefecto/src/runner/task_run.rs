@@ -1,0 +1,88 @@
+//! [`TaskRun`]: one task run as the engine drives it, and its transitions.
+//!
+//! The run's state and clock live in [`RunShared`], which its future reads;
+//! a `TaskRun` adds what it runs in (its flow run and cancel scope) and is
+//! the one place a transition is recorded, logged and set.
+
+use std::sync::Arc;
+
+use crate::context::{CancelScope, FlowRunContext, implied_log};
+use crate::future::RunShared;
+use crate::names::TaskRunName;
+use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
+use crate::state::State;
+use crate::task::Task;
+
+/// One task run of `task` in a flow run: borrowed from whoever drives it (a
+/// spawned engine, a map's lane), for as long as it drives it.
+pub(crate) struct TaskRun<'a, T: Task> {
+    pub(crate) ctx: &'a Arc<FlowRunContext>,
+    pub(crate) task: &'a T,
+    /// The state, clock and outcome its future reads.
+    pub(crate) shared: &'a Arc<RunShared<T::Output>>,
+    /// Cancelling it (a kill switch, the flow run's end) cancels the run.
+    pub(crate) scope: &'a Arc<CancelScope>,
+}
+
+/// A task run's state, `Pending`, not yet announced.
+pub(crate) fn new_run<T: Task>(task: &T, index: u64) -> Arc<RunShared<T::Output>> {
+    let name = TaskRunName {
+        task: task.spec().name,
+        index,
+    };
+    RunShared::new(name, task.spec(), State::pending())
+}
+
+impl<T: Task> TaskRun<'_, T> {
+    pub(crate) fn name(&self) -> TaskRunName {
+        self.shared.name
+    }
+
+    /// Records and logs the run's creation and submission, as it is submitted.
+    pub(crate) fn announce(&self) {
+        let name = self.name();
+        if self.ctx.has_recorders() {
+            self.transition(State::pending());
+        }
+        implied_log!(self.ctx, None, INFO, "{}", CreatedLine(name, name.task));
+        implied_log!(self.ctx, None, INFO, "{}", SubmittedLine(name));
+    }
+
+    /// Ends a run that was never submitted in `Cancelled`, so that every
+    /// input of a map has an outcome.
+    pub(crate) fn cancel_unsubmitted(&self, message: &str) {
+        // Straight to Cancelled: it was never submitted, so never Pending.
+        let cancelled = State::cancelled(message);
+        self.ctx
+            .record_transition(Some((self.name(), self.shared.spec)), &cancelled);
+        self.shared.finish(cancelled, None);
+    }
+
+    /// Moves the run to a non-terminal state.
+    pub(crate) fn transition(&self, state: State) {
+        self.record(&state);
+        self.shared.set_state(state);
+    }
+
+    /// Hands a transition to the recorders, with the run's times.
+    fn record(&self, state: &State) {
+        if self.ctx.has_recorders() {
+            let times = self.shared.times_with(state);
+            self.ctx
+                .record_task_transition(Some((self.name(), self.shared.spec)), state, times);
+        }
+    }
+
+    /// Moves the run to its terminal state, logs it, and wakes its waiters.
+    pub(crate) fn finish(&self, state: State, value: Option<T::Output>) {
+        let name = self.name();
+        let state = state.entered_now();
+        if state.is_completed() || state.is_cancelled() {
+            implied_log!(name, INFO, "{}", FinishedLine(&state));
+        } else {
+            implied_log!(name, ERROR, "{}", FinishedLine(&state));
+        }
+        self.record(&state);
+        self.shared.finish(state, value);
+    }
+}
