@@ -5,7 +5,8 @@
 //! is one `impl` per arity, told apart by the parameter tuple that
 //! `BatchTask` carries as its second type parameter.
 
-use super::batch_task::{BatchError, BatchTask};
+use super::batch_error::BatchError;
+use super::batch_task::BatchTask;
 use crate::args::MapArg;
 use crate::future::PrefectFutureList;
 use crate::task::Task;

@@ -2,12 +2,15 @@
 //!
 //! The names are the Python prefecto's, so a Prefect user recognises them.
 
+mod batch_error;
 mod batch_map;
 mod batch_task;
 mod kill_switch;
+mod map_run;
 mod outcome;
 
-pub use batch_task::{BatchError, BatchMode, BatchTask};
+pub use batch_error::BatchError;
+pub use batch_task::{BatchMode, BatchTask};
 pub use kill_switch::{
     AnyFailedSwitch, BatchConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };
