@@ -19,7 +19,7 @@ pub enum MapError {
          '{param}' is length {actual}."
     )]
     LengthMismatch {
-        /// The first mapped parameter, whose length sets the expectation.
+        /// The first mapped parameter by name, whose length sets the expectation.
         expected_param: &'static str,
         /// Its length.
         expected: usize,
@@ -129,28 +129,29 @@ pub trait MapArgs<Args> {
     fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<Args>, MapError>;
 }
 
-/// Checks the column lengths: the first mapped parameter sets the length.
+/// Checks the column lengths. As in Prefect, the mapped parameters are
+/// compared in the sorted order of their names: the first sets the length,
+/// and the first that differs is named.
 fn common_len(lengths: &[Option<usize>], param_names: &[&'static str]) -> Result<usize, MapError> {
     let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
-    let mut expected: Option<(usize, usize)> = None;
-    for (i, len) in lengths.iter().enumerate() {
-        let Some(len) = *len else { continue };
-        match expected {
-            None => expected = Some((i, len)),
-            Some((first, want)) if want != len => {
-                return Err(MapError::LengthMismatch {
-                    expected_param: name(first),
-                    expected: want,
-                    param: name(i),
-                    actual: len,
-                });
-            }
-            Some(_) => {}
-        }
+    let mut mapped: Vec<(&'static str, usize)> = lengths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, len)| len.map(|len| (name(i), len)))
+        .collect();
+    mapped.sort_by_key(|&(param, _)| param);
+    let Some(&(expected_param, expected)) = mapped.first() else {
+        return Err(MapError::NoMappedIterable);
+    };
+    match mapped.iter().find(|&&(_, len)| len != expected) {
+        Some(&(param, actual)) => Err(MapError::LengthMismatch {
+            expected_param,
+            expected,
+            param,
+            actual,
+        }),
+        None => Ok(expected),
     }
-    expected
-        .map(|(_, len)| len)
-        .ok_or(MapError::NoMappedIterable)
 }
 
 impl MapArgs<()> for () {

@@ -47,6 +47,7 @@ use tracing::level_filters::LevelFilter;
 
 use crate::progress::ProgressDisplay;
 use crate::recorder::Recorder;
+use crate::recorder_guard::PanicGuard;
 use crate::result_store::ResultStore;
 use crate::seams::{self, Seams};
 use crate::settings::Settings;
@@ -439,7 +440,8 @@ impl PrefectoBuilder {
         recorders.extend(self.recorders);
         Ok(Prefecto {
             seams: Arc::new(Seams {
-                recorders: recorders.into(),
+                // A recorder that panics is dropped, with a warning: the flow run goes on.
+                recorders: recorders.into_iter().map(PanicGuard::wrap).collect(),
                 result_store,
                 slot_limiter,
                 progress,

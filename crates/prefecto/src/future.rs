@@ -4,198 +4,12 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use tokio::sync::Notify;
-
-use crate::blocking::block_on;
 use crate::names::TaskRunName;
+pub(crate) use crate::run_shared::RunShared;
 use crate::state::State;
-use crate::task::ErrorSource;
 pub use crate::task_run_error::TaskRunError;
-
-struct Slot<T> {
-    state: State,
-    outcome: Outcome<T>,
-}
-
-/// What a finished run leaves besides its state. The error is boxed: it is
-/// rare, and a thin pointer keeps every run's slot as small as the value alone.
-enum Outcome<T> {
-    None,
-    Value(T),
-    /// The body's own error, for a run that failed with one.
-    Error(Box<ErrorSource>),
-}
-
-/// When a run was announced (Pending) and first ran, and how many times it
-/// ran. Atomics, not the slot's lock: they are counted on every transition
-/// that is recorded, and a run's transitions never race each other.
-#[derive(Default)]
-struct RunClock {
-    /// Nanoseconds since the epoch; 0 until announced.
-    created: AtomicU64,
-    /// Nanoseconds since the epoch; 0 until it first ran.
-    started: AtomicU64,
-    run_count: AtomicU32,
-}
-
-fn nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos().max(1) as u64)
-}
-
-fn from_nanos(nanos: u64) -> Option<SystemTime> {
-    (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos))
-}
-
-/// What a task run's future and its engine share.
-pub(crate) struct RunShared<T> {
-    pub(crate) name: TaskRunName,
-    pub(crate) spec: &'static crate::task::TaskSpec,
-    slot: Mutex<Slot<T>>,
-    clock: RunClock,
-    terminal: AtomicBool,
-    finished: Notify,
-}
-
-impl<T> RunShared<T> {
-    pub(crate) fn new(
-        name: TaskRunName,
-        spec: &'static crate::task::TaskSpec,
-        state: State,
-    ) -> Arc<Self> {
-        let terminal = state.is_terminal();
-        Arc::new(RunShared {
-            name,
-            spec,
-            slot: Mutex::new(Slot {
-                state,
-                outcome: Outcome::None,
-            }),
-            clock: RunClock::default(),
-            terminal: AtomicBool::new(terminal),
-            finished: Notify::new(),
-        })
-    }
-
-    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
-        // A panic while holding this lock cannot leave the slot half-written:
-        // every writer assigns whole fields.
-        self.slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Moves to a non-terminal state. Ignored once terminal: a run never leaves a terminal state.
-    pub(crate) fn set_state(&self, state: State) {
-        debug_assert!(!state.is_terminal());
-        let mut slot = self.slot();
-        if !slot.state.is_terminal() {
-            slot.state = state;
-        }
-    }
-
-    /// Counts `state` into the run's times, and returns them: `None` for a
-    /// run never announced (an input a kill switch stopped before submission).
-    pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
-        let clock = &self.clock;
-        if state.is_pending() {
-            let _ = clock.created.compare_exchange(
-                0,
-                nanos(state.system_time()),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        let created = from_nanos(clock.created.load(Ordering::Relaxed))?;
-        let mut run_count = clock.run_count.load(Ordering::Relaxed);
-        if state.is_running() {
-            let _ = clock.started.compare_exchange(
-                0,
-                nanos(state.system_time()),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            run_count = clock.run_count.fetch_add(1, Ordering::Relaxed) + 1;
-        }
-        Some(crate::recorder::RunTimes {
-            created,
-            started: from_nanos(clock.started.load(Ordering::Relaxed)),
-            run_count,
-        })
-    }
-
-    /// Keeps the body's error for the run's `TaskRunError`; before [`finish`](Self::finish).
-    pub(crate) fn keep_error(&self, error: ErrorSource) {
-        self.slot().outcome = Outcome::Error(Box::new(error));
-    }
-
-    /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
-    pub(crate) fn finish(&self, state: State, value: Option<T>) {
-        debug_assert!(state.is_terminal());
-        {
-            let mut slot = self.slot();
-            slot.state = state;
-            if let Some(value) = value {
-                slot.outcome = Outcome::Value(value);
-            }
-        }
-        self.terminal.store(true, Ordering::Release);
-        self.finished.notify_waiters();
-    }
-
-    pub(crate) fn state(&self) -> State {
-        self.slot().state.clone()
-    }
-
-    pub(crate) fn is_terminal(&self) -> bool {
-        self.terminal.load(Ordering::Acquire)
-    }
-
-    pub(crate) async fn wait(&self) {
-        if self.is_terminal() {
-            return;
-        }
-        loop {
-            let notified = self.finished.notified();
-            tokio::pin!(notified);
-            // Registering before the check closes the gap between checking and sleeping.
-            notified.as_mut().enable();
-            if self.is_terminal() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// The final outcome: the value if completed, else the state. Takes the value out.
-    pub(crate) fn take_outcome(&self) -> Result<T, TaskRunError> {
-        let mut slot = self.slot();
-        let completed = slot.state.is_completed();
-        let source = match std::mem::replace(&mut slot.outcome, Outcome::None) {
-            Outcome::Value(value) if completed => return Ok(value),
-            Outcome::Error(error) => {
-                let source = (*error).clone();
-                // Kept, so that a second look at a failed run finds it too.
-                slot.outcome = Outcome::Error(error);
-                Some(source)
-            }
-            _ => None,
-        };
-        Err(TaskRunError {
-            task_run: self.name.to_string(),
-            state: if completed {
-                State::failed("The result of this task run was already taken.")
-            } else {
-                slot.state.clone()
-            },
-            source,
-        })
-    }
-}
 
 /// The future of one task run, as returned by `submit` and `map`.
 ///
@@ -248,8 +62,14 @@ impl<T> PrefectFuture<T> {
     }
 
     /// Blocks the calling thread until the run is terminal, and returns that state.
+    ///
+    /// # Panics
+    ///
+    /// Inside a current-thread Tokio runtime, whose only thread the run
+    /// needs: use [`wait_async`](Self::wait_async) there.
     pub fn wait(&self) -> State {
-        block_on(self.shared.wait());
+        self.shared
+            .wait_blocking("PrefectFuture::wait", "wait_async().await");
         self.state()
     }
 
@@ -260,8 +80,13 @@ impl<T> PrefectFuture<T> {
     }
 
     /// Blocks until the run is terminal; its value, or an error with its final state.
+    ///
+    /// # Panics
+    ///
+    /// Inside a current-thread Tokio runtime, whose only thread the run
+    /// needs: use `.await` (or [`result_async`](Self::result_async)) there.
     pub fn result(self) -> Result<T, TaskRunError> {
-        block_on(self.shared.wait());
+        self.shared.wait_blocking("PrefectFuture::result", ".await");
         self.shared.take_outcome()
     }
 
@@ -320,8 +145,20 @@ impl<T> PrefectFutureList<T> {
     }
 
     /// Blocks until every run is terminal; their states, in input order.
+    ///
+    /// # Panics
+    ///
+    /// Inside a current-thread Tokio runtime, whose only thread the runs
+    /// need: use [`wait_async`](Self::wait_async) there.
     pub fn wait(&self) -> Vec<State> {
-        block_on(self.wait_async())
+        self.wait_blocking("PrefectFutureList::wait", "wait_async().await");
+        self.states()
+    }
+
+    fn wait_blocking(&self, call: &str, instead: &str) {
+        for future in &self.futures {
+            future.shared.wait_blocking(call, instead);
+        }
     }
 
     /// Waits until every run is terminal; their states, in input order.
@@ -340,8 +177,17 @@ impl<T> PrefectFutureList<T> {
 
     /// Blocks until every run is terminal; all values in input order, or the
     /// error of the first run (in input order) that did not complete.
+    ///
+    /// # Panics
+    ///
+    /// Inside a current-thread Tokio runtime, whose only thread the runs
+    /// need: use [`results_async`](Self::results_async) there.
     pub fn results(self) -> Result<Vec<T>, TaskRunError> {
-        block_on(self.results_async())
+        self.wait_blocking("PrefectFutureList::results", "results_async().await");
+        self.futures
+            .into_iter()
+            .map(|future| future.shared.take_outcome())
+            .collect()
     }
 
     /// Waits until every run is terminal; all values in input order, or the
@@ -384,41 +230,12 @@ impl<T> fmt::Debug for PrefectFutureList<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name() -> TaskRunName {
-        TaskRunName {
-            task: "add",
-            index: 3,
-        }
-    }
-
-    static ADD: crate::task::TaskSpec = crate::task::TaskSpec::new("add", &["a", "b"]);
+    use crate::run_shared::tests::{ADD, name};
+    use crate::state::State;
 
     #[test]
     fn name_is_task_dash_index() {
         assert_eq!(name().to_string(), "add-3");
-    }
-
-    #[test]
-    fn a_run_counts_its_times() {
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
-        // Not announced: no times (an input stopped before submission).
-        assert_eq!(shared.times_with(&State::cancelled("x")), None);
-        let pending = State::pending();
-        let created = shared.times_with(&pending).unwrap();
-        assert_eq!((created.started, created.run_count), (None, 0));
-        let first = State::running();
-        let running = shared.times_with(&first).unwrap();
-        assert_eq!(running.created, created.created);
-        assert_eq!(running.started, Some(first.system_time()));
-        let retried = shared.times_with(&State::retrying()).unwrap();
-        assert_eq!(
-            retried.started,
-            Some(first.system_time()),
-            "the first start stays"
-        );
-        assert_eq!(retried.run_count, 2);
-        assert_eq!(shared.times_with(&State::completed()).unwrap().run_count, 2);
     }
 
     #[test]

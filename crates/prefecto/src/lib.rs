@@ -92,8 +92,11 @@ pub mod future;
 mod names;
 mod parameters;
 pub mod progress;
+mod queued_body;
 pub mod recorder;
+mod recorder_guard;
 mod result_store;
+mod run_shared;
 pub mod runner;
 mod seams;
 pub mod settings;
@@ -139,7 +142,7 @@ pub mod prelude {
     pub use crate::builder::Prefecto;
     pub use crate::concurrency::{
         AnyFailedSwitch, BatchError, BatchMode, BatchTask, CountSwitch, InputOutcome, KillSwitch,
-        KillSwitchError, RateSwitch,
+        KillSwitchError, RateSwitch, SwitchOrder,
     };
     pub use crate::flow::FlowRunError;
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};

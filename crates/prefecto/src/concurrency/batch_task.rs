@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use super::batch_error::BatchError;
+use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::{BatchConfigError, KillSwitch};
 use super::map_run::{MapRun, SharedSwitch};
 use crate::args::MapArgs;
@@ -11,19 +12,6 @@ use crate::blocking::block_on;
 use crate::context::{self, flow_log};
 use crate::future::PrefectFutureList;
 use crate::task::Task;
-
-/// How a [`BatchTask`] keeps `size` task runs going.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BatchMode {
-    /// The seed's behaviour: submit `size` inputs, wait until every one is
-    /// terminal, then submit the next `size`.
-    #[default]
-    Strict,
-    /// Keep `size` runs in flight and start the next input as soon as any one
-    /// finishes, so one straggler does not stall a whole batch.
-    SlidingWindow,
-}
 
 /// Wraps a task to `map` it in batches of `size`: fewer runs at once, a gentler
 /// load on whatever the task calls, and failure detected early by a
@@ -78,6 +66,7 @@ pub struct BatchTask<T: Task, Args = <T as Task>::Args> {
     size: usize,
     mode: BatchMode,
     kill_switch: Option<SharedSwitch>,
+    switch_order: Option<SwitchOrder>,
     args: PhantomData<fn(Args)>,
 }
 
@@ -92,6 +81,7 @@ impl<T: Task> BatchTask<T> {
             size,
             mode: BatchMode::Strict,
             kill_switch: None,
+            switch_order: None,
             args: PhantomData,
         })
     }
@@ -112,6 +102,38 @@ impl<T: Task> BatchTask<T> {
     pub fn with_mode(mut self, mode: BatchMode) -> Self {
         self.mode = mode;
         self
+    }
+
+    /// Sets the order in which the kill switch is shown finished runs; by
+    /// default [`SwitchOrder::Input`] in strict mode and
+    /// [`SwitchOrder::Completion`] with a sliding window.
+    ///
+    /// ```
+    /// use prefecto::prelude::*;
+    ///
+    /// #[task]
+    /// fn id(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// let batch = BatchTask::new(id, 10).unwrap();
+    /// assert_eq!(batch.switch_order(), SwitchOrder::Input);
+    /// let batch = batch.sliding_window();
+    /// assert_eq!(batch.switch_order(), SwitchOrder::Completion);
+    /// let batch = batch.with_switch_order(SwitchOrder::Input);
+    /// assert_eq!(batch.switch_order(), SwitchOrder::Input);
+    /// ```
+    pub fn with_switch_order(mut self, order: SwitchOrder) -> Self {
+        self.switch_order = Some(order);
+        self
+    }
+
+    /// The order in which the kill switch is shown finished runs.
+    pub fn switch_order(&self) -> SwitchOrder {
+        self.switch_order.unwrap_or(match self.mode {
+            BatchMode::Strict => SwitchOrder::Input,
+            BatchMode::SlidingWindow => SwitchOrder::Completion,
+        })
     }
 
     /// The batch size.
@@ -151,7 +173,11 @@ impl<T: Task> BatchTask<T> {
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        block_on(self.map_tuple_async(args))
+        block_on(
+            self.map_tuple_async(args),
+            "BatchTask::map",
+            "map_async(..).await",
+        )
     }
 
     /// As [`map_async`](Self::map_async), with every argument in one tuple.
@@ -168,6 +194,7 @@ impl<T: Task> BatchTask<T> {
         let map = Arc::new(MapRun::new(
             &self.task,
             switch,
+            self.switch_order(),
             batches,
             context::current(),
             inputs,

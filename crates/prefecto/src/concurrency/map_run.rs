@@ -1,5 +1,6 @@
 //! [`MapRun`]: one `BatchTask` map in progress, run on lanes.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -7,13 +8,14 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use super::batch_error::BatchError;
+use super::batch_mode::SwitchOrder;
 use super::kill_switch::{KillSwitch, KillSwitchError};
 use super::outcome::InputOutcome;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
 use crate::progress::MapProgress;
 use crate::runner::{Started, TaskRun, new_run};
-use crate::task::Task;
+use crate::task::{Task, panic_message};
 
 /// A kill switch, shared by the maps of one `BatchTask`.
 pub(super) type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
@@ -30,6 +32,9 @@ pub(super) struct MapRun<T: Task> {
     task: T,
     scope: Arc<CancelScope>,
     switch: Option<SharedSwitch>,
+    switch_order: SwitchOrder,
+    /// In input order, the first input the switch has not been shown yet.
+    next_to_show: AtomicUsize,
     /// One per input, in input order, created `Pending` and announced when submitted.
     pub(super) runs: Vec<Arc<RunShared<T::Output>>>,
     queue: Mutex<Queue<T::Args>>,
@@ -60,6 +65,7 @@ impl<T: Task> MapRun<T> {
     pub(super) fn new(
         task: &T,
         switch: Option<SharedSwitch>,
+        switch_order: SwitchOrder,
         batches: usize,
         ctx: Arc<FlowRunContext>,
         inputs: Vec<T::Args>,
@@ -79,6 +85,8 @@ impl<T: Task> MapRun<T> {
             ctx,
             task: task.clone(),
             switch,
+            switch_order,
+            next_to_show: AtomicUsize::new(0),
             runs,
             queue: Mutex::new(Queue {
                 next: 0,
@@ -184,7 +192,7 @@ impl<T: Task> MapRun<T> {
                 Submitted::Args(args) => run.start(args),
             };
             run.drive_started(started).await;
-            self.observe(run.shared);
+            self.observe(position);
             next = self.submit_next();
         }
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -227,24 +235,59 @@ impl<T: Task> MapRun<T> {
         );
     }
 
-    /// Shows a finished run's state to the kill switch; on a trip, stops the map.
-    fn observe(&self, run: &RunShared<T::Output>) {
+    /// Counts a finished run into the progress bar, and shows the kill
+    /// switch what it is due to see: this run, in completion order; in input
+    /// order, every finished run not yet shown whose earlier inputs all were.
+    fn observe(&self, position: usize) {
         if self.progress.is_none() && self.switch.is_none() {
             return;
         }
-        let state = run.state();
         if let Some(progress) = &self.progress {
-            progress.run_finished(&state);
+            progress.run_finished(&self.runs[position].state());
         }
         let Some(switch) = &self.switch else {
             return;
         };
         let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
+        match self.switch_order {
+            SwitchOrder::Completion => self.show(&mut switch, position),
+            SwitchOrder::Input => {
+                // Only read and written under the switch's lock.
+                let mut next = self.next_to_show.load(Ordering::Relaxed);
+                while next < self.runs.len()
+                    && self.runs[next].is_terminal()
+                    && self.tripped.get().is_none()
+                {
+                    self.show(&mut switch, next);
+                    next += 1;
+                }
+                self.next_to_show.store(next, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Shows one finished run's state to the switch; on a trip, stops the map.
+    /// A switch that panics trips, with the panic as its reason: the map ends
+    /// rather than losing the lane that showed it.
+    fn show(&self, switch: &mut Box<dyn KillSwitch>, position: usize) {
         // Once tripped, the switch sees no more states: they are the trip's consequences.
-        if self.tripped.get().is_some() || !switch.should_flip_switch(&state) {
+        if self.tripped.get().is_some() {
             return;
         }
-        let (name, reason) = (switch.name(), switch.reason());
+        let run = &self.runs[position];
+        let state = run.state();
+        let verdict = catch_unwind(AssertUnwindSafe(|| switch.should_flip_switch(&state)));
+        let name = catch_unwind(AssertUnwindSafe(|| switch.name()))
+            .unwrap_or_else(|_| "KillSwitch".to_string());
+        let reason = match verdict {
+            Ok(false) => return,
+            Ok(true) => {
+                catch_unwind(AssertUnwindSafe(|| switch.reason())).unwrap_or_else(|panic| {
+                    format!("its reason panicked: {}", panic_message(panic.as_ref()))
+                })
+            }
+            Err(panic) => format!("the switch panicked: {}", panic_message(panic.as_ref())),
+        };
         flow_log!(
             self.ctx,
             ERROR,

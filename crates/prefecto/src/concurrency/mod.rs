@@ -4,13 +4,15 @@
 
 mod batch_error;
 mod batch_map;
+mod batch_mode;
 mod batch_task;
 mod kill_switch;
 mod map_run;
 mod outcome;
 
 pub use batch_error::BatchError;
-pub use batch_task::{BatchMode, BatchTask};
+pub use batch_mode::{BatchMode, SwitchOrder};
+pub use batch_task::BatchTask;
 pub use kill_switch::{
     AnyFailedSwitch, BatchConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::task_run::TaskRun;
 use crate::context::{self, CancelScope, FlowRunContext};
+use crate::queued_body;
 use crate::slot_limiter::{SlotLimiter, SlotRequest};
 use crate::state::State;
 use crate::task::{BodyError, ErrorSource, Invocation, Task, panic_message};
@@ -39,7 +40,13 @@ pub(crate) struct Started<T: Task> {
 }
 
 pub(super) enum StartedBody<T> {
-    Sync(oneshot::Receiver<Option<std::thread::Result<Result<T, BodyError>>>>),
+    /// Queued for a thread: `started` says when it starts (for a run with a
+    /// timeout, which covers its execution only); `done` gives its outcome,
+    /// or `None` if it was cancelled before it started.
+    Sync {
+        started: Option<oneshot::Receiver<()>>,
+        done: oneshot::Receiver<Option<std::thread::Result<Result<T, BodyError>>>>,
+    },
     Async(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BodyError>> + Send>>),
     /// The pool could not start: the run crashes.
     Crashed(State),
@@ -137,11 +144,22 @@ impl<T: Task> TaskRun<'_, T> {
             Invocation::Sync(body) => match ctx.pool() {
                 Err(message) => StartedBody::Crashed(State::crashed(message)),
                 Ok(pool) => {
-                    let (sender, receiver) = oneshot::channel();
+                    let (sender, done) = oneshot::channel();
+                    // Only a run with a timeout needs to know when its body starts.
+                    let (started_sender, started) = match task.spec().timeout {
+                        Some(_) => {
+                            let (sender, receiver) = oneshot::channel();
+                            (Some(sender), Some(receiver))
+                        }
+                        None => (None, None),
+                    };
                     let (ctx, task, shared, scope) =
                         (ctx.clone(), task.clone(), shared.clone(), scope.clone());
-                    pool.spawn(move || {
-                        // Queued bodies are skipped once cancelled: after a kill switch trips, no body starts.
+                    let run_shared = shared.clone();
+                    let queued = queued_body::queue(move || {
+                        shared.body_left_queue();
+                        // Once cancelled, a queued body never starts: after a kill
+                        // switch trips or the flow run is cancelled, no body starts.
                         let outcome = if scope.is_cancelled() {
                             None
                         } else {
@@ -152,14 +170,17 @@ impl<T: Task> TaskRun<'_, T> {
                                 scope: &scope,
                             };
                             let slot = tagged.and_then(|wait| {
-                                // A pool thread is outside any runtime: it may block here.
+                                // A body's thread is outside any runtime: it may block here.
                                 let slot =
                                     futures::executor::block_on(wait.limiter.acquire(wait.request));
                                 run.transition(wait.running.entered_now());
                                 slot
                             });
+                            if let Some(started) = started_sender {
+                                let _ = started.send(());
+                            }
                             let outcome = context::with_thread_context(ctx.clone(), || {
-                                catch_unwind(AssertUnwindSafe(body))
+                                queued_body::run_as_helper(|| catch_unwind(AssertUnwindSafe(body)))
                             });
                             if let Some(slot) = slot {
                                 futures::executor::block_on(slot.release());
@@ -168,7 +189,16 @@ impl<T: Task> TaskRun<'_, T> {
                         };
                         let _ = sender.send(outcome);
                     });
-                    StartedBody::Sync(receiver)
+                    let (helper, to_pool) = run_shared.queue_body(&queued);
+                    if let Some(helper) = helper {
+                        helper.offer(queued.clone());
+                    }
+                    if to_pool {
+                        pool.spawn(move || {
+                            queued.run_here();
+                        });
+                    }
+                    StartedBody::Sync { started, done }
                 }
             },
         };
@@ -250,15 +280,31 @@ pub(super) async fn finish_attempt<T: Send + 'static>(
                 _ = scope.token().cancelled() => Attempt::Final(State::cancelled(scope.reason())),
             }
         }
-        StartedBody::Sync(receiver) => match within(timeout, receiver).await {
-            Ok(Ok(Some(outcome))) => body_outcome(outcome),
-            Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
-            Ok(Err(_)) => Attempt::Final(State::crashed(
-                "The worker thread running this task run stopped before it finished.",
-            )),
-            // The thread cannot be interrupted; its late result is dropped.
-            Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit)), None),
-        },
+        StartedBody::Sync { started, done } => {
+            // The timeout counts from the start: waiting for a thread is not execution.
+            let timeout = match started {
+                Some(started) => started.await.ok().and(timeout),
+                None => timeout,
+            };
+            sync_outcome(within(timeout, done).await, scope)
+        }
+    }
+}
+
+type SyncDone<T> = Result<
+    Result<Option<std::thread::Result<Result<T, BodyError>>>, oneshot::error::RecvError>,
+    Duration,
+>;
+
+fn sync_outcome<T>(done: SyncDone<T>, scope: &CancelScope) -> Attempt<T> {
+    match done {
+        Ok(Ok(Some(outcome))) => body_outcome(outcome),
+        Ok(Ok(None)) => Attempt::Final(State::cancelled(scope.reason())),
+        Ok(Err(_)) => Attempt::Final(State::crashed(
+            "The worker thread running this task run stopped before it finished.",
+        )),
+        // The thread cannot be interrupted; its late result is dropped.
+        Err(limit) => Attempt::Failed(State::timed_out(timeout_message(limit)), None),
     }
 }
 

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::args::{MapArgs, MapError};
-use crate::blocking::block_on;
 use crate::context::{self, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
 use crate::progress::MapProgress;
@@ -101,6 +100,7 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
                 index,
                 &scope,
                 progress.as_ref(),
+                false,
             )
         })
         .collect();
@@ -127,22 +127,29 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
 /// assert_eq!(halves().unwrap(), (4, "Task run 'halve-1' finished in state Failed('3 is odd')".to_string()));
 /// ```
 ///
-/// Called from async code on a current-thread runtime, the run's engine goes
-/// to prefecto's own runtime: the caller's cannot run it while it waits.
+/// Called from a sync task body, the run's body runs on the caller's thread
+/// (as in Prefect), so it never waits for a pool thread that its caller
+/// holds. Called from async code on a current-thread runtime, the run's
+/// engine goes to prefecto's own runtime: the caller's cannot run it while it waits.
 pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
     let on_current_thread_runtime = matches!(
         Handle::try_current().map(|h| h.runtime_flavor()),
         Ok(RuntimeFlavor::CurrentThread)
     );
-    if !on_current_thread_runtime {
-        return block_on(submit(task, args).result_async());
-    }
     let ctx = context::current();
     let index = ctx.reserve_run_names(task.spec().name, 1);
     let scope = ctx.scope.clone();
-    let handle = context::own_runtime().handle().clone();
-    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None);
-    futures::executor::block_on(future.result_async())
+    let handle = if on_current_thread_runtime {
+        context::own_runtime().handle().clone()
+    } else {
+        ctx.handle.clone()
+    };
+    let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None, true);
+    if on_current_thread_runtime {
+        futures::executor::block_on(future.result_async())
+    } else {
+        future.result()
+    }
 }
 
 /// Runs `task` as a task run: what calling an async task does.
@@ -179,10 +186,12 @@ pub(crate) fn spawn_run<T: Task>(
     index: u64,
     scope: &Arc<CancelScope>,
 ) -> PrefectFuture<T::Output> {
-    spawn_run_on(ctx, &ctx.handle, task, args, index, scope, None)
+    spawn_run_on(ctx, &ctx.handle, task, args, index, scope, None, false)
 }
 
-/// As [`spawn_run`], with the engine on the given runtime.
+/// As [`spawn_run`], with the engine on the given runtime; with
+/// `on_calling_thread`, a sync body runs on the calling sync body's thread.
+#[allow(clippy::too_many_arguments)]
 fn spawn_run_on<T: Task>(
     ctx: &Arc<FlowRunContext>,
     handle: &Handle,
@@ -191,8 +200,12 @@ fn spawn_run_on<T: Task>(
     index: u64,
     scope: &Arc<CancelScope>,
     progress: Option<&Arc<dyn MapProgress>>,
+    on_calling_thread: bool,
 ) -> PrefectFuture<T::Output> {
     let shared = new_run(task, index);
+    if on_calling_thread {
+        shared.run_on_calling_thread();
+    }
     TaskRun {
         ctx,
         task,

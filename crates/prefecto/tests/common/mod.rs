@@ -153,3 +153,23 @@ pub fn flow_run_id() -> Uuid {
         .expect("called inside a flow")
         .id
 }
+
+/// Runs `f` on a thread of its own and returns what it returns, or fails the
+/// test if it takes longer than `limit`: for tests of programs that could
+/// deadlock, so that a deadlock fails instead of hanging the test run.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = sender.send(outcome);
+    });
+    match receiver.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} did not finish within {limit:?}: it hangs"),
+    }
+}

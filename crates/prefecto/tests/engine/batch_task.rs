@@ -560,3 +560,52 @@ fn partial_results_are_reached_through_exclusive_access() {
         vec![Some(4), None, None]
     );
 }
+
+/// Fails after 100 ms if `fail`, completes at once otherwise: failures finish last.
+#[task]
+async fn slow_failure(fail: bool) -> Result<(), String> {
+    if fail {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        return Err("slow failure".to_string());
+    }
+    Ok(())
+}
+
+#[flow]
+fn rate_switch_in(order: String) -> String {
+    let mut batch = BatchTask::new(slow_failure, 5)
+        .unwrap()
+        .with_kill_switch(RateSwitch::new(3, 0.6).unwrap());
+    if order == "completion" {
+        batch = batch.with_switch_order(SwitchOrder::Completion);
+    }
+    let inputs = [
+        true, true, false, false, false, false, false, false, false, false,
+    ];
+    match batch.map(inputs) {
+        Ok(futures) => format!("{} futures", futures.len()),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn strict_mode_shows_the_switch_runs_in_input_order_as_the_original() {
+    common::quiet();
+    // Input order: failed, failed, completed: 2 of 3 failed, the switch trips
+    // after the first batch, whatever order the runs finished in.
+    let err = rate_switch_in("input".to_string()).unwrap();
+    assert!(
+        err.contains("RateSwitch") && err.contains("2 of 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completion_order_shows_the_switch_runs_as_they_finish() {
+    common::quiet();
+    // The three completions finish first: 2 of 5 failed, below the rate.
+    assert_eq!(
+        rate_switch_in("completion".to_string()).unwrap(),
+        "10 futures"
+    );
+}

@@ -9,10 +9,14 @@ mod common;
 
 mod batch_properties;
 mod batch_task;
+mod blocking_in_async;
 mod flows;
 #[cfg(feature = "history")]
 mod history;
 mod map;
+mod nested_runs;
+mod panicking_parts;
 #[cfg(feature = "history")]
 mod resume;
 mod task_runs;
+mod timeouts;

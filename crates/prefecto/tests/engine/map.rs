@@ -155,3 +155,25 @@ fn tasks_run_outside_a_flow() {
     let futures = add.map(vec![1], vec![1]).unwrap();
     assert_eq!(futures.results().unwrap(), vec![2]);
 }
+
+#[task]
+fn zeta_alpha(zeta: u8, alpha: u8) -> u8 {
+    zeta + alpha
+}
+
+#[flow]
+fn mismatched() -> String {
+    zeta_alpha
+        .map(vec![1, 2, 3], vec![1, 2])
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn a_length_mismatch_names_the_parameters_in_sorted_order_as_prefect() {
+    common::quiet();
+    assert_eq!(
+        mismatched().unwrap(),
+        "Expected all iterables to be of length 2 like 'alpha'. 'zeta' is length 3."
+    );
+}

@@ -1,0 +1,295 @@
+//! [`RunShared`]: what a task run's future and its engine share: its state,
+//! its clock, its outcome, and where its queued sync bodies may run.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::names::TaskRunName;
+use crate::queued_body::{self, Helper, QueuedBody};
+use crate::state::State;
+use crate::task::ErrorSource;
+use crate::task_run_error::TaskRunError;
+
+struct Slot<T> {
+    state: State,
+    outcome: Outcome<T>,
+    /// The body of its current attempt, while it waits for a thread.
+    queued: Option<Arc<dyn QueuedBody>>,
+    /// The thread that waits for it, if a sync body does: its bodies are
+    /// offered there as well as to the pool.
+    helper: Option<Arc<Helper>>,
+    /// Its bodies go to the helper only: a task called from a sync body,
+    /// which runs on the caller's thread, as in Prefect.
+    helper_only: bool,
+}
+
+/// What a finished run leaves besides its state. The error is boxed: it is
+/// rare, and a thin pointer keeps every run's slot as small as the value alone.
+enum Outcome<T> {
+    None,
+    Value(T),
+    /// The body's own error, for a run that failed with one.
+    Error(Box<ErrorSource>),
+}
+
+/// When a run was announced (Pending) and first ran, and how many times it
+/// ran. Atomics, not the slot's lock: they are counted on every transition
+/// that is recorded, and a run's transitions never race each other.
+#[derive(Default)]
+struct RunClock {
+    /// Nanoseconds since the epoch; 0 until announced.
+    created: AtomicU64,
+    /// Nanoseconds since the epoch; 0 until it first ran.
+    started: AtomicU64,
+    run_count: AtomicU32,
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos().max(1) as u64)
+}
+
+fn from_nanos(nanos: u64) -> Option<SystemTime> {
+    (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+/// What a task run's future and its engine share.
+pub(crate) struct RunShared<T> {
+    pub(crate) name: TaskRunName,
+    pub(crate) spec: &'static crate::task::TaskSpec,
+    slot: Mutex<Slot<T>>,
+    clock: RunClock,
+    terminal: AtomicBool,
+    finished: Notify,
+}
+
+impl<T> RunShared<T> {
+    pub(crate) fn new(
+        name: TaskRunName,
+        spec: &'static crate::task::TaskSpec,
+        state: State,
+    ) -> Arc<Self> {
+        let terminal = state.is_terminal();
+        Arc::new(RunShared {
+            name,
+            spec,
+            slot: Mutex::new(Slot {
+                state,
+                outcome: Outcome::None,
+                queued: None,
+                // A run started by a sync body is the body's to run while it waits.
+                helper: queued_body::current(),
+                helper_only: false,
+            }),
+            clock: RunClock::default(),
+            terminal: AtomicBool::new(terminal),
+            finished: Notify::new(),
+        })
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
+        // A panic while holding this lock cannot leave the slot half-written:
+        // every writer assigns whole fields.
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves to a non-terminal state. Ignored once terminal: a run never leaves a terminal state.
+    pub(crate) fn set_state(&self, state: State) {
+        debug_assert!(!state.is_terminal());
+        let mut slot = self.slot();
+        if !slot.state.is_terminal() {
+            slot.state = state;
+        }
+    }
+
+    /// Counts `state` into the run's times, and returns them: `None` for a
+    /// run never announced (an input a kill switch stopped before submission).
+    pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
+        let clock = &self.clock;
+        if state.is_pending() {
+            let _ = clock.created.compare_exchange(
+                0,
+                nanos(state.system_time()),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        let created = from_nanos(clock.created.load(Ordering::Relaxed))?;
+        let mut run_count = clock.run_count.load(Ordering::Relaxed);
+        if state.is_running() {
+            let _ = clock.started.compare_exchange(
+                0,
+                nanos(state.system_time()),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            run_count = clock.run_count.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        Some(crate::recorder::RunTimes {
+            created,
+            started: from_nanos(clock.started.load(Ordering::Relaxed)),
+            run_count,
+        })
+    }
+
+    /// Sends the run's bodies to the calling sync body's thread only: a
+    /// task called from a task runs in its caller's thread.
+    pub(crate) fn run_on_calling_thread(&self) {
+        let mut slot = self.slot();
+        slot.helper_only = slot.helper.is_some();
+    }
+
+    /// Notes the body of the run's next attempt as queued, and says where
+    /// it goes: to the helper (if any), and to the pool unless the run is
+    /// its caller's alone.
+    pub(crate) fn queue_body(&self, body: &Arc<dyn QueuedBody>) -> (Option<Arc<Helper>>, bool) {
+        let mut slot = self.slot();
+        slot.queued = Some(body.clone());
+        (slot.helper.clone(), !slot.helper_only)
+    }
+
+    /// Forgets the queued body, once it has started or will never start.
+    pub(crate) fn body_left_queue(&self) {
+        self.slot().queued = None;
+    }
+
+    /// Blocks until the run is terminal. On the thread of a sync body, the
+    /// thread runs the run's queued bodies itself meanwhile, so that a body
+    /// waiting for a run never waits for a pool thread it holds.
+    pub(crate) fn wait_blocking(&self, call: &str, instead: &str) {
+        if self.is_terminal() {
+            return;
+        }
+        match queued_body::current() {
+            Some(helper) => {
+                self.lend_thread(&helper);
+                helper.block_on(self.wait());
+            }
+            None => crate::blocking::block_on(self.wait(), call, instead),
+        }
+    }
+
+    /// Offers the run's queued body to `helper`, and its later attempts'
+    /// bodies too if no other thread waits for it.
+    pub(crate) fn lend_thread(&self, helper: &Arc<Helper>) {
+        let mut slot = self.slot();
+        if slot.helper.is_none() {
+            slot.helper = Some(helper.clone());
+        }
+        if let Some(body) = &slot.queued {
+            helper.offer(body.clone());
+        }
+    }
+
+    /// Keeps the body's error for the run's `TaskRunError`; before [`finish`](Self::finish).
+    pub(crate) fn keep_error(&self, error: ErrorSource) {
+        self.slot().outcome = Outcome::Error(Box::new(error));
+    }
+
+    /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
+    pub(crate) fn finish(&self, state: State, value: Option<T>) {
+        debug_assert!(state.is_terminal());
+        {
+            let mut slot = self.slot();
+            slot.state = state;
+            if let Some(value) = value {
+                slot.outcome = Outcome::Value(value);
+            }
+            slot.queued = None;
+            slot.helper = None;
+        }
+        self.terminal.store(true, Ordering::Release);
+        self.finished.notify_waiters();
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.slot().state.clone()
+    }
+
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.terminal.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait(&self) {
+        if self.is_terminal() {
+            return;
+        }
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            // Registering before the check closes the gap between checking and sleeping.
+            notified.as_mut().enable();
+            if self.is_terminal() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The final outcome: the value if completed, else the state. Takes the value out.
+    pub(crate) fn take_outcome(&self) -> Result<T, TaskRunError> {
+        let mut slot = self.slot();
+        let completed = slot.state.is_completed();
+        let source = match std::mem::replace(&mut slot.outcome, Outcome::None) {
+            Outcome::Value(value) if completed => return Ok(value),
+            Outcome::Error(error) => {
+                let source = (*error).clone();
+                // Kept, so that a second look at a failed run finds it too.
+                slot.outcome = Outcome::Error(error);
+                Some(source)
+            }
+            _ => None,
+        };
+        Err(TaskRunError {
+            task_run: self.name.to_string(),
+            state: if completed {
+                State::failed("The result of this task run was already taken.")
+            } else {
+                slot.state.clone()
+            },
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The name of the runs of these tests, and of the future's.
+    pub(crate) fn name() -> TaskRunName {
+        TaskRunName {
+            task: "add",
+            index: 3,
+        }
+    }
+
+    pub(crate) static ADD: crate::task::TaskSpec = crate::task::TaskSpec::new("add", &["a", "b"]);
+
+    #[test]
+    fn a_run_counts_its_times() {
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        // Not announced: no times (an input stopped before submission).
+        assert_eq!(shared.times_with(&State::cancelled("x")), None);
+        let pending = State::pending();
+        let created = shared.times_with(&pending).unwrap();
+        assert_eq!((created.started, created.run_count), (None, 0));
+        let first = State::running();
+        let running = shared.times_with(&first).unwrap();
+        assert_eq!(running.created, created.created);
+        assert_eq!(running.started, Some(first.system_time()));
+        let retried = shared.times_with(&State::retrying()).unwrap();
+        assert_eq!(
+            retried.started,
+            Some(first.system_time()),
+            "the first start stays"
+        );
+        assert_eq!(retried.run_count, 2);
+        assert_eq!(shared.times_with(&State::completed()).unwrap().run_count, 2);
+    }
+}
