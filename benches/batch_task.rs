@@ -175,6 +175,7 @@ fn writer_alone(path: &std::path::Path, n: u64) -> f64 {
                 task: None,
                 times: Some(times),
                 state: &state,
+                upstream: &[],
             });
         }
     }

@@ -85,6 +85,9 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
     let map_generics: Vec<Ident> = (0..idents.len())
         .map(|i| format_ident!("__PrefectoMapArg{}", i))
         .collect();
+    let submit_generics: Vec<Ident> = (0..idents.len())
+        .map(|i| format_ident!("__PrefectoInput{}", i))
+        .collect();
     let returns = returns(&sig.output);
     let output = &returns.output;
     let convert = convert_body_output(&returns);
@@ -205,9 +208,32 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
             }
 
             impl #task_type {
-                /// Starts one task run in the current flow run.
-                pub fn submit(&self, #(#idents: #types),*) -> ::prefecto::__private::PrefectFuture<#output> {
-                    ::prefecto::__private::submit(self, (#(#idents,)*))
+                /// Starts one task run in the current flow run. Each argument
+                /// is a value or a `PrefectFuture` of one: the run waits for
+                /// the futures' runs (holding no worker) before it starts.
+                pub fn submit<#(#submit_generics: ::prefecto::__private::TaskInput<#types>),*>(
+                    &self,
+                    #(#idents: #submit_generics),*
+                ) -> ::prefecto::__private::PrefectFuture<#output> {
+                    ::prefecto::__private::submit_with_inputs(
+                        self,
+                        ::prefecto::__private::IntoRunArgs::into_run_args((
+                            #(::prefecto::__private::TaskInput::into_input(#idents),)*
+                        )),
+                    )
+                }
+
+                /// As `submit`, starting only once every run of `wait_for`
+                /// has completed (Prefect's `wait_for=`).
+                pub fn submit_after<#(#submit_generics: ::prefecto::__private::TaskInput<#types>),*>(
+                    &self,
+                    wait_for: &[&dyn ::prefecto::__private::Upstream],
+                    #(#idents: #submit_generics),*
+                ) -> ::prefecto::__private::PrefectFuture<#output> {
+                    let args = ::prefecto::__private::IntoRunArgs::into_run_args((
+                        #(::prefecto::__private::TaskInput::into_input(#idents),)*
+                    ));
+                    ::prefecto::__private::submit_with_inputs(self, args.after(wait_for))
                 }
 
                 /// Starts one task run per input, in input order: one argument
@@ -220,7 +246,21 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
                     ::prefecto::__private::PrefectFutureList<#output>,
                     ::prefecto::__private::MapError,
                 > {
-                    ::prefecto::__private::map(self, (#(#idents,)*))
+                    ::prefecto::__private::map(self, (#(#idents,)*), &[])
+                }
+
+                /// As `map`, starting each run only once every run of
+                /// `wait_for` has completed (Prefect's `wait_for=`).
+                #[allow(clippy::too_many_arguments)]
+                pub fn map_after<#(#map_generics: ::prefecto::__private::MapArg<#types>),*>(
+                    &self,
+                    wait_for: &[&dyn ::prefecto::__private::Upstream],
+                    #(#idents: #map_generics),*
+                ) -> ::prefecto::__private::Result<
+                    ::prefecto::__private::PrefectFutureList<#output>,
+                    ::prefecto::__private::MapError,
+                > {
+                    ::prefecto::__private::map(self, (#(#idents,)*), wait_for)
                 }
             }
 

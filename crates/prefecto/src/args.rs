@@ -6,6 +6,9 @@
 
 use thiserror::Error;
 
+use crate::future::{PrefectFuture, PrefectFutureList};
+use crate::inputs::{Input, IntoRunArgs, RunArgs, SharedValue};
+
 /// Why a set of `map` arguments was refused. Nothing was submitted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -59,33 +62,40 @@ pub fn unmapped<T>(value: T) -> Unmapped<T> {
 pub enum Column<'a, T> {
     /// One value per input.
     Mapped(std::vec::IntoIter<T>),
+    /// One upstream run per input, whose value each run takes.
+    Futures(std::vec::IntoIter<PrefectFuture<T>>),
     /// The same value for every input, cloned on demand.
     Unmapped(Box<dyn FnMut() -> T + Send + 'a>),
+    /// The value of one upstream run, cloned for every input.
+    UnmappedFuture(SharedValue<T>),
 }
 
 impl<T> Column<'_, T> {
     fn mapped_len(&self) -> Option<usize> {
         match self {
             Column::Mapped(values) => Some(values.len()),
-            Column::Unmapped(_) => None,
+            Column::Futures(futures) => Some(futures.len()),
+            Column::Unmapped(_) | Column::UnmappedFuture(..) => None,
         }
     }
 
-    fn next_value(&mut self) -> T {
+    fn next_input(&mut self) -> Input<T> {
+        const CHECKED: &str = "lengths are checked before the columns are zipped";
         match self {
-            Column::Mapped(values) => values
-                .next()
-                .expect("lengths are checked before the columns are zipped"),
-            Column::Unmapped(make) => make(),
+            Column::Mapped(values) => Input::Value(values.next().expect(CHECKED)),
+            Column::Futures(futures) => Input::Future(futures.next().expect(CHECKED)),
+            Column::Unmapped(make) => Input::Value(make()),
+            Column::UnmappedFuture(shared) => Input::Shared(shared.clone()),
         }
     }
 }
 
 /// Something that can stand for one parameter in `map`: any iterable of the
-/// parameter's type, or [`Unmapped`] of it.
+/// parameter's type, a [`PrefectFutureList`] of it, or [`Unmapped`] of a
+/// value or of a [`PrefectFuture`] of one.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot stand for a `{T}` parameter in `map`",
-    label = "expected an iterable of `{T}`, or `unmapped(value)` of one `{T}`"
+    label = "expected an iterable of `{T}`, a `PrefectFutureList<{T}>`, or `unmapped(value)` of one `{T}`"
 )]
 pub trait MapArg<T> {
     /// Takes the argument apart into a column of inputs.
@@ -116,6 +126,27 @@ impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
     }
 }
 
+impl<T> MapArg<T> for PrefectFutureList<T> {
+    fn into_column<'a>(self) -> Column<'a, T>
+    where
+        Self: 'a,
+    {
+        Column::Futures(self.into_inner().into_iter())
+    }
+}
+
+impl<T: Clone> MapArg<T> for Unmapped<PrefectFuture<T>> {
+    fn into_column<'a>(self) -> Column<'a, T>
+    where
+        Self: 'a,
+    {
+        Column::UnmappedFuture(SharedValue {
+            run: self.0.shared,
+            clone: T::clone,
+        })
+    }
+}
+
 /// The whole argument list of a `map`: a tuple with one [`MapArg`] per parameter.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not the arguments of a `map` over a task taking `{Args}`",
@@ -126,7 +157,7 @@ impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
 pub trait MapArgs<Args> {
     /// Checks the arguments against the rules and zips them into one tuple of
     /// arguments per input, in input order.
-    fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<Args>, MapError>;
+    fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<RunArgs<Args>>, MapError>;
 }
 
 /// Checks the column lengths. As in Prefect, the mapped parameters are
@@ -155,22 +186,22 @@ fn common_len(lengths: &[Option<usize>], param_names: &[&'static str]) -> Result
 }
 
 impl MapArgs<()> for () {
-    fn into_inputs(self, _param_names: &[&'static str]) -> Result<Vec<()>, MapError> {
+    fn into_inputs(self, _param_names: &[&'static str]) -> Result<Vec<RunArgs<()>>, MapError> {
         Err(MapError::NoMappedIterable)
     }
 }
 
 macro_rules! impl_map_args {
     ($($arg:ident $param:ident $col:ident),+) => {
-        impl<$($param,)+ $($arg: MapArg<$param>,)+> MapArgs<($($param,)+)> for ($($arg,)+) {
-            fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<($($param,)+)>, MapError> {
+        impl<$($param: Send + 'static,)+ $($arg: MapArg<$param>,)+> MapArgs<($($param,)+)> for ($($arg,)+) {
+            fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<RunArgs<($($param,)+)>>, MapError> {
                 #[allow(non_snake_case)]
                 let ($($col,)+) = self;
                 $(#[allow(non_snake_case)] let mut $col = $col.into_column();)+
                 let n = common_len(&[$($col.mapped_len()),+], param_names)?;
                 let mut inputs = Vec::with_capacity(n);
                 for _ in 0..n {
-                    inputs.push(($($col.next_value(),)+));
+                    inputs.push(($($col.next_input(),)+).into_run_args());
                 }
                 Ok(inputs)
             }
@@ -193,30 +224,40 @@ mod tests {
 
     const AB: &[&str] = &["a", "b"];
 
+    /// The arguments of each input, all of them values.
+    fn ready<A>(inputs: Result<Vec<RunArgs<A>>, MapError>) -> Vec<A> {
+        let ready = |args| match args {
+            RunArgs::Ready(args) => args,
+            RunArgs::Waiting(_) => panic!("values only: every input is ready"),
+        };
+        inputs.unwrap().into_iter().map(ready).collect()
+    }
+
     #[test]
     fn zips_in_order() {
-        let inputs = (vec![1, 2, 3], vec![4, 5, 6]).into_inputs(AB).unwrap();
+        let inputs = ready((vec![1, 2, 3], vec![4, 5, 6]).into_inputs(AB));
         assert_eq!(inputs, vec![(1, 4), (2, 5), (3, 6)]);
     }
 
     #[test]
     fn unmapped_is_repeated() {
-        let inputs = (unmapped(1), 2..6).into_inputs(AB).unwrap();
+        let inputs = ready((unmapped(1), 2..6).into_inputs(AB));
         assert_eq!(inputs, vec![(1, 2), (1, 3), (1, 4), (1, 5)]);
     }
 
     #[test]
     fn several_unmapped_interleaved() {
         let names = &["a", "b", "c", "d", "e"];
-        let inputs = (
-            unmapped("x".to_string()),
-            vec![1, 2],
-            unmapped(7u8),
-            vec!['p', 'q'],
-            unmapped(()),
-        )
-            .into_inputs(names)
-            .unwrap();
+        let inputs = ready(
+            (
+                unmapped("x".to_string()),
+                vec![1, 2],
+                unmapped(7u8),
+                vec!['p', 'q'],
+                unmapped(()),
+            )
+                .into_inputs(names),
+        );
         assert_eq!(
             inputs,
             vec![
@@ -228,7 +269,9 @@ mod tests {
 
     #[test]
     fn no_mapped_iterable_is_an_error() {
-        let err = (unmapped(1), unmapped(2)).into_inputs(AB).unwrap_err();
+        let Err(err) = (unmapped(1), unmapped(2)).into_inputs(AB) else {
+            panic!("nothing to map over is refused");
+        };
         assert_eq!(err, MapError::NoMappedIterable);
         assert_eq!(
             err.to_string(),
@@ -238,16 +281,16 @@ mod tests {
 
     #[test]
     fn unequal_lengths_name_the_parameters() {
-        let err = (vec![1, 2, 3, 4], vec![1, 2, 3])
-            .into_inputs(AB)
-            .unwrap_err();
+        let Err(err) = (vec![1, 2, 3, 4], vec![1, 2, 3]).into_inputs(AB) else {
+            panic!("unequal lengths are refused");
+        };
         assert_eq!(
             err.to_string(),
             "Expected all iterables to be of length 4 like 'a'. 'b' is length 3."
         );
-        let err = (unmapped(0), vec![1], vec![1, 2])
-            .into_inputs(&["x", "y", "z"])
-            .unwrap_err();
+        let Err(err) = (unmapped(0), vec![1], vec![1, 2]).into_inputs(&["x", "y", "z"]) else {
+            panic!("unequal lengths are refused");
+        };
         assert_eq!(
             err,
             MapError::LengthMismatch {
@@ -261,11 +304,9 @@ mod tests {
 
     #[test]
     fn empty_iterables_give_no_inputs() {
-        let inputs = (Vec::<i32>::new(), Vec::<i32>::new())
-            .into_inputs(AB)
-            .unwrap();
+        let inputs = ready((Vec::<i32>::new(), Vec::<i32>::new()).into_inputs(AB));
         assert!(inputs.is_empty());
-        let inputs = (unmapped(1), Vec::<i32>::new()).into_inputs(AB).unwrap();
+        let inputs = ready((unmapped(1), Vec::<i32>::new()).into_inputs(AB));
         assert!(inputs.is_empty());
     }
 }

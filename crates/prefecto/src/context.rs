@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::names::TaskRunName;
+use crate::names::UpstreamRun;
 use crate::recorder::{FlowRunRef, LogEvent, RunTimes, TransitionEvent};
 use crate::seams::Seams;
 use crate::state::State;
@@ -183,7 +184,7 @@ impl FlowRunContext {
         task_run: Option<(TaskRunName, &'static TaskSpec)>,
         state: &State,
     ) {
-        self.record_task_transition(task_run, state, None);
+        self.record_task_transition(task_run, state, None, &[]);
     }
 
     pub(crate) fn record_task_transition(
@@ -191,6 +192,7 @@ impl FlowRunContext {
         task_run: Option<(TaskRunName, &'static TaskSpec)>,
         state: &State,
         times: Option<RunTimes>,
+        upstream: &[UpstreamRun],
     ) {
         if !self.has_recorders() {
             return;
@@ -201,6 +203,7 @@ impl FlowRunContext {
             task: task_run.map(|(_, spec)| spec),
             times,
             state,
+            upstream,
         };
         for recorder in self.seams.recorders.iter() {
             recorder.on_transition(&event);

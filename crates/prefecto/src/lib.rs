@@ -38,6 +38,12 @@
 //! and gives the value or a [`TaskRunError`] carrying the final state
 //! (`result`, `result_async`, or `.await`).
 //!
+//! A task body may call, submit and map tasks too: a called task runs in its
+//! caller's thread, and a body waiting for runs runs their queued bodies
+//! itself, so nested runs never deadlock the pool. The blocking calls
+//! (`result`, `wait`, `results`, `BatchTask::map`) panic on a current-thread
+//! Tokio runtime, naming the async call to use there.
+//!
 //! A task body that returns `Err` ends `Failed`, one that panics ends
 //! `Crashed` (the flow and the other runs go on), and one that outlives its
 //! `timeout` ends `TimedOut` (a `Failed` state). `retries` and `retry_delay`
@@ -89,6 +95,7 @@ mod error;
 pub mod flow;
 pub mod flow_runs;
 pub mod future;
+pub mod inputs;
 mod names;
 mod parameters;
 pub mod progress;
@@ -168,6 +175,7 @@ pub mod __private {
     pub use crate::args::{MapArg, MapArgs, MapError};
     pub use crate::flow::{AdoptedParameters, FlowSpec, Parameters};
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
+    pub use crate::inputs::{IntoRunArgs, RunArgs, TaskInput, Upstream};
     pub use crate::parameters::{
         Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
     };
@@ -213,17 +221,21 @@ pub mod __private {
         crate::flow::run_async(spec, parameters, body).await
     }
 
-    pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
+    pub fn submit_with_inputs<T: Task>(
+        task: &T,
+        args: RunArgs<T::Args>,
+    ) -> PrefectFuture<T::Output> {
         ensure_installed();
-        crate::runner::submit(task, args)
+        crate::runner::submit_with_inputs(task, args)
     }
 
     pub fn map<T: Task, M: MapArgs<T::Args>>(
         task: &T,
         args: M,
+        wait_for: &[&dyn Upstream],
     ) -> Result<PrefectFutureList<T::Output>, MapError> {
         ensure_installed();
-        crate::runner::map(task, args)
+        crate::runner::map_after(task, args, wait_for)
     }
 
     pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {

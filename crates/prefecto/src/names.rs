@@ -167,6 +167,16 @@ pub fn generate_run_name() -> String {
     format!("{adjective}-{animal}")
 }
 
+/// A run another run depended on: what recorders hear with a run's
+/// `Pending` transition, and what the Prefect server draws as an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UpstreamRun {
+    /// The parameter it gave a value to, or `"wait_for"`.
+    pub input: &'static str,
+    /// The upstream task run, in the same flow run.
+    pub task_run: TaskRunName,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

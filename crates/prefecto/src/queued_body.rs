@@ -46,23 +46,52 @@ pub(crate) struct Helper {
     offered: Mutex<VecDeque<Arc<dyn QueuedBody>>>,
 }
 
-thread_local! {
-    static HELPER: RefCell<Option<Arc<Helper>>> = const { RefCell::new(None) };
+/// What this thread is running: a sync body or not, and the body's helper,
+/// made when first asked for (most bodies never start or wait for a run).
+#[derive(Default)]
+struct BodyThread {
+    in_body: bool,
+    helper: Option<Arc<Helper>>,
 }
 
-/// Runs a sync body on this thread as a helper of its own: the runs the
-/// body starts and waits for are offered to this thread.
+thread_local! {
+    static BODY: RefCell<BodyThread> = RefCell::new(BodyThread::default());
+}
+
+/// Runs a sync body on this thread, which becomes the helper of the runs the
+/// body starts and waits for.
 pub(crate) fn run_as_helper<R>(body: impl FnOnce() -> R) -> R {
-    let helper = Arc::new(Helper {
-        thread: std::thread::current(),
-        offered: Mutex::new(VecDeque::new()),
-    });
-    crate::thread_scope::with_value(&HELPER, helper, body)
+    struct Restore(Option<BodyThread>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take().unwrap_or_default();
+            BODY.with(|slot| *slot.borrow_mut() = previous);
+        }
+    }
+    let inside = BodyThread {
+        in_body: true,
+        helper: None,
+    };
+    let previous = BODY.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), inside));
+    let _restore = Restore(Some(previous));
+    body()
 }
 
 /// The helper of the sync body running on this thread, if one is.
 pub(crate) fn current() -> Option<Arc<Helper>> {
-    HELPER.with(|slot| slot.borrow().clone())
+    BODY.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if !slot.in_body {
+            return None;
+        }
+        let helper = slot.helper.get_or_insert_with(|| {
+            Arc::new(Helper {
+                thread: std::thread::current(),
+                offered: Mutex::new(VecDeque::new()),
+            })
+        });
+        Some(helper.clone())
+    })
 }
 
 struct Unpark(Thread);

@@ -10,6 +10,7 @@
 //! than the runs. A recorder that shows logs rebuilds them with
 //! [`implied_lines`] when it needs them.
 
+use crate::names::UpstreamRun;
 use chrono::{DateTime, Utc};
 use tracing::Level;
 use uuid::Uuid;
@@ -64,6 +65,9 @@ pub struct TransitionEvent<'a> {
     pub times: Option<RunTimes>,
     /// The new state, with its timestamp.
     pub state: &'a State,
+    /// With a task run's `Pending` transition, the runs it depends on: the
+    /// futures it was given as arguments, and its `wait_for` runs.
+    pub upstream: &'a [UpstreamRun],
 }
 
 /// An engine log line.

@@ -16,14 +16,20 @@ use crate::task_run_error::TaskRunError;
 struct Slot<T> {
     state: State,
     outcome: Outcome<T>,
-    /// The body of its current attempt, while it waits for a thread.
+    /// The body of its current attempt, once queued: a sync body that
+    /// waits for the run may take it (empty once a thread took it).
     queued: Option<Arc<dyn QueuedBody>>,
-    /// The thread that waits for it, if a sync body does: its bodies are
-    /// offered there as well as to the pool.
-    helper: Option<Arc<Helper>>,
-    /// Its bodies go to the helper only: a task called from a sync body,
-    /// which runs on the caller's thread, as in Prefect.
-    helper_only: bool,
+    /// The thread of the sync body that waits for it, if one does.
+    route: Option<Box<Route>>,
+}
+
+/// Where a run's queued bodies go besides the pool.
+struct Route {
+    /// They are offered to this sync body's thread, which waits for the run.
+    helper: Arc<Helper>,
+    /// They go to the helper only: a task called from a sync body, which
+    /// runs on the caller's thread, as in Prefect.
+    only: bool,
 }
 
 /// What a finished run leaves besides its state. The error is boxed: it is
@@ -81,8 +87,12 @@ impl<T> RunShared<T> {
                 outcome: Outcome::None,
                 queued: None,
                 // A run started by a sync body is the body's to run while it waits.
-                helper: queued_body::current(),
-                helper_only: false,
+                route: queued_body::current().map(|helper| {
+                    Box::new(Route {
+                        helper,
+                        only: false,
+                    })
+                }),
             }),
             clock: RunClock::default(),
             terminal: AtomicBool::new(terminal),
@@ -140,8 +150,9 @@ impl<T> RunShared<T> {
     /// Sends the run's bodies to the calling sync body's thread only: a
     /// task called from a task runs in its caller's thread.
     pub(crate) fn run_on_calling_thread(&self) {
-        let mut slot = self.slot();
-        slot.helper_only = slot.helper.is_some();
+        if let Some(route) = &mut self.slot().route {
+            route.only = true;
+        }
     }
 
     /// Notes the body of the run's next attempt as queued, and says where
@@ -150,12 +161,10 @@ impl<T> RunShared<T> {
     pub(crate) fn queue_body(&self, body: &Arc<dyn QueuedBody>) -> (Option<Arc<Helper>>, bool) {
         let mut slot = self.slot();
         slot.queued = Some(body.clone());
-        (slot.helper.clone(), !slot.helper_only)
-    }
-
-    /// Forgets the queued body, once it has started or will never start.
-    pub(crate) fn body_left_queue(&self) {
-        self.slot().queued = None;
+        match &slot.route {
+            Some(route) => (Some(route.helper.clone()), !route.only),
+            None => (None, true),
+        }
     }
 
     /// Blocks until the run is terminal. On the thread of a sync body, the
@@ -178,8 +187,11 @@ impl<T> RunShared<T> {
     /// bodies too if no other thread waits for it.
     pub(crate) fn lend_thread(&self, helper: &Arc<Helper>) {
         let mut slot = self.slot();
-        if slot.helper.is_none() {
-            slot.helper = Some(helper.clone());
+        if slot.route.is_none() {
+            slot.route = Some(Box::new(Route {
+                helper: helper.clone(),
+                only: false,
+            }));
         }
         if let Some(body) = &slot.queued {
             helper.offer(body.clone());
@@ -201,7 +213,7 @@ impl<T> RunShared<T> {
                 slot.outcome = Outcome::Value(value);
             }
             slot.queued = None;
-            slot.helper = None;
+            slot.route = None;
         }
         self.terminal.store(true, Ordering::Release);
         self.finished.notify_waiters();
@@ -228,6 +240,16 @@ impl<T> RunShared<T> {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// A clone of the value of a completed run, leaving it in place: for an
+    /// `unmapped(future)`, whose value every run of a map takes.
+    pub(crate) fn clone_value(&self, clone: fn(&T) -> T) -> Result<T, State> {
+        let slot = self.slot();
+        match (&slot.outcome, slot.state.is_completed()) {
+            (Outcome::Value(value), true) => Ok(clone(value)),
+            _ => Err(slot.state.clone()),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::task::ErrorSource;
 ///
 /// #[flow]
 /// fn parse_x() -> String {
-///     let err = parse.submit("x".into()).result().unwrap_err();
+///     let err = parse.submit(String::from("x")).result().unwrap_err();
 ///     assert!(err.state.is_failed());
 ///     err.to_string()
 /// }

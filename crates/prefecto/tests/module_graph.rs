@@ -20,6 +20,7 @@ const ENGINE: &[&str] = &[
     "flow",
     "flow_runs",
     "future",
+    "inputs",
     "names",
     "parameters",
     "progress",

@@ -13,7 +13,7 @@ use crate::task::Task;
 
 macro_rules! positional_map {
     ($($arg:ident $param:ident $value:ident),+) => {
-        impl<T, $($param),+> BatchTask<T, ($($param,)+)>
+        impl<T, $($param: Send + 'static),+> BatchTask<T, ($($param,)+)>
         where
             T: Task<Args = ($($param,)+)>,
         {

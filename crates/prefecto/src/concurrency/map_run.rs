@@ -13,6 +13,7 @@ use super::kill_switch::{KillSwitch, KillSwitchError};
 use super::outcome::InputOutcome;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
+use crate::inputs::RunArgs;
 use crate::progress::MapProgress;
 use crate::runner::{Started, TaskRun, new_run};
 use crate::task::{Task, panic_message};
@@ -37,7 +38,7 @@ pub(super) struct MapRun<T: Task> {
     next_to_show: AtomicUsize,
     /// One per input, in input order, created `Pending` and announced when submitted.
     pub(super) runs: Vec<Arc<RunShared<T::Output>>>,
-    queue: Mutex<Queue<T::Args>>,
+    queue: Mutex<Queue<RunArgs<T::Args>>>,
     /// The switch's name and reason, once it has tripped.
     pub(super) tripped: OnceLock<(String, String)>,
     lanes_running: AtomicUsize,
@@ -49,7 +50,7 @@ pub(super) struct MapRun<T: Task> {
 /// the pool in input order) or to start on its lane.
 enum Submitted<T: Task> {
     Started(Started<T>),
-    Args(T::Args),
+    Args(RunArgs<T::Args>),
 }
 
 /// The inputs not yet taken. Lanes take inputs up to `end`, the end of the
@@ -68,7 +69,7 @@ impl<T: Task> MapRun<T> {
         switch_order: SwitchOrder,
         batches: usize,
         ctx: Arc<FlowRunContext>,
-        inputs: Vec<T::Args>,
+        inputs: Vec<RunArgs<T::Args>>,
     ) -> Self {
         let first = ctx.reserve_run_names(task.spec().name, inputs.len());
         let progress = ctx
@@ -100,7 +101,7 @@ impl<T: Task> MapRun<T> {
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, Queue<T::Args>> {
+    fn queue(&self) -> MutexGuard<'_, Queue<RunArgs<T::Args>>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -166,11 +167,14 @@ impl<T: Task> MapRun<T> {
         let position = queue.next;
         queue.next += 1;
         let run = self.task_run(position);
-        run.announce();
-        if self.task.spec().is_async {
-            return Some((position, Submitted::Args(args)));
+        run.announce(&args.upstream(self.task.spec().param_names));
+        match args {
+            RunArgs::Ready(args) if !self.task.spec().is_async => {
+                Some((position, Submitted::Started(run.start(args))))
+            }
+            // Async bodies, and runs that wait for upstream runs, start on their lane.
+            args => Some((position, Submitted::Args(args))),
         }
-        Some((position, Submitted::Started(run.start(args))))
     }
 
     fn task_run(&self, position: usize) -> TaskRun<'_, T> {
@@ -188,10 +192,12 @@ impl<T: Task> MapRun<T> {
         while let Some((position, submitted)) = next {
             let run = self.task_run(position);
             let started = match submitted {
-                Submitted::Started(started) => started,
-                Submitted::Args(args) => run.start(args),
+                Submitted::Started(started) => Some(started),
+                Submitted::Args(args) => run.inputs_ready(args).await.map(|args| run.start(args)),
             };
-            run.drive_started(started).await;
+            if let Some(started) = started {
+                run.drive_started(started).await;
+            }
             self.observe(position);
             next = self.submit_next();
         }

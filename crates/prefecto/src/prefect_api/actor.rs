@@ -22,6 +22,7 @@ use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_ru
 use super::schemas::{FlowCreate, FlowRunCreate, FlowRunRead, StateCreate, WithId};
 use super::{ApiError, Client, Sent};
 use crate::adopt::AdoptedFlowRun;
+use crate::inputs::UpstreamRun;
 use crate::names::TaskRunName;
 use crate::recorder::implied_lines;
 use crate::state::State;
@@ -41,6 +42,7 @@ pub(super) enum Msg {
         run: TaskRunName,
         spec: Option<&'static TaskSpec>,
         state: State,
+        upstream: Vec<UpstreamRun>,
     },
     Log {
         flow_run: Uuid,
@@ -126,7 +128,8 @@ impl Reporter {
                 run,
                 spec,
                 state,
-            } => self.task_state(flow_run, run, spec, state),
+                upstream,
+            } => self.task_state(flow_run, run, spec, state, upstream),
             Msg::Log {
                 flow_run,
                 task_run,
@@ -351,6 +354,7 @@ impl Reporter {
         run: TaskRunName,
         spec: Option<&'static TaskSpec>,
         state: State,
+        upstream: Vec<UpstreamRun>,
     ) {
         let Some(report) = self.runs.get_mut(&flow_run) else {
             return;
@@ -370,7 +374,11 @@ impl Reporter {
                 previous: None,
                 latest: state.clone(),
                 submitted: false,
+                upstream: Vec::new(),
             });
+        if !upstream.is_empty() {
+            task_run.upstream = upstream;
+        }
         task_run.submitted |= state.is_pending();
         if state.is_running() {
             task_run.start.get_or_insert(state.timestamp());

@@ -1,6 +1,9 @@
 //! What the reporter knows of a flow run and its task runs, and the payloads
 //! it builds from that: a log line, and the one event a finished task run is.
 
+use std::collections::BTreeMap;
+
+use crate::inputs::UpstreamRun;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +17,7 @@ use uuid::Uuid;
 use super::ApiError;
 use super::schemas::{
     EmpiricalPolicy, Empty, Event, Intended, LogCreate, RelatedResource, StateCreate,
-    TaskRunEventPayload, TaskRunPayload, TaskRunResource, timestamp,
+    TaskRunEventPayload, TaskRunInput, TaskRunPayload, TaskRunResource, timestamp,
 };
 use crate::names::TaskRunName;
 use crate::state::State;
@@ -32,6 +35,8 @@ pub(crate) struct TaskRunReport {
     pub(crate) previous: Option<State>,
     pub(crate) latest: State,
     pub(crate) submitted: bool,
+    /// The runs it depended on (empty for most).
+    pub(crate) upstream: Vec<UpstreamRun>,
 }
 
 /// A flow run being reported.
@@ -147,13 +152,22 @@ pub(crate) fn task_run_event(
         name: None,
     }));
     let previous = task_run.previous.as_ref();
-    let task_inputs = task_run
+    let mut task_inputs: BTreeMap<&'static str, Vec<TaskRunInput>> = task_run
         .spec
         .map(|s| s.param_names)
         .unwrap_or_default()
         .iter()
-        .map(|p| (p.to_string(), Value::Array(Vec::new())))
+        .map(|&param| (param, Vec::new()))
         .collect();
+    for upstream in &task_run.upstream {
+        task_inputs
+            .entry(upstream.input)
+            .or_default()
+            .push(TaskRunInput {
+                input_type: "task_run",
+                id: upstream.task_run.id_in(report.id),
+            });
+    }
     let (retries, retry_delay) = task_run
         .spec
         .map_or((0, 0.0), |s| (s.retries, s.retry_delay.as_secs_f64()));
@@ -248,6 +262,7 @@ mod tests {
             end: Some(start.timestamp()),
             run_count: 1,
             previous: Some(start),
+            upstream: Vec::new(),
             latest: State::failed("boom"),
             submitted: true,
         };

@@ -157,6 +157,7 @@ impl Recorder for PrefectReporter {
                 run,
                 spec: event.task,
                 state,
+                upstream: event.upstream.to_vec(),
             },
         });
     }

@@ -6,6 +6,7 @@
 #![cfg_attr(not(feature = "history"), allow(dead_code))]
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -313,6 +314,14 @@ pub(crate) struct Intended {
     pub(crate) to: &'static str,
 }
 
+/// An upstream task run, as `task_inputs` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct TaskRunInput {
+    /// Always `task_run`: the inputs that come from other task runs.
+    pub(crate) input_type: &'static str,
+    pub(crate) id: Uuid,
+}
+
 /// The task run an event carries: enough for the server to create it whole.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TaskRunPayload {
@@ -321,8 +330,8 @@ pub(crate) struct TaskRunPayload {
     pub(crate) dynamic_key: String,
     pub(crate) tags: &'static [&'static str],
     pub(crate) labels: Empty,
-    /// Each parameter's upstream runs (none yet).
-    pub(crate) task_inputs: Map<String, Value>,
+    /// Each parameter's upstream runs, and `wait_for`: the graph's edges.
+    pub(crate) task_inputs: BTreeMap<&'static str, Vec<TaskRunInput>>,
     pub(crate) empirical_policy: EmpiricalPolicy,
     pub(crate) run_count: u32,
     pub(crate) flow_run_run_count: u32,

@@ -397,6 +397,7 @@ fn task_run_reports(
                     .history
                     .iter()
                     .any(|s| s.state_type == StateType::Pending),
+                upstream: Vec::new(),
             }
         })
         .collect()

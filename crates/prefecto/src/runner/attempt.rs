@@ -157,7 +157,6 @@ impl<T: Task> TaskRun<'_, T> {
                         (ctx.clone(), task.clone(), shared.clone(), scope.clone());
                     let run_shared = shared.clone();
                     let queued = queued_body::queue(move || {
-                        shared.body_left_queue();
                         // Once cancelled, a queued body never starts: after a kill
                         // switch trips or the flow run is cancelled, no body starts.
                         let outcome = if scope.is_cancelled() {

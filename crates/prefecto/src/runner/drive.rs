@@ -6,17 +6,45 @@ use std::time::Duration;
 use super::attempt::{Attempt, Started, finish_attempt};
 use super::task_run::TaskRun;
 use crate::context::{CancelScope, task_log};
+use crate::inputs::{RunArgs, not_ready};
 use crate::state::State;
 use crate::task::Task;
 
 impl<T: Task> TaskRun<'_, T> {
     /// Walks the run through its states to a terminal one: the engine.
-    pub(crate) async fn drive(&self, args: T::Args) {
-        if self.scope.is_cancelled() {
-            return self.finish(State::cancelled(self.scope.reason()), None);
+    pub(crate) async fn drive(&self, args: RunArgs<T::Args>) {
+        if let Some(args) = self.inputs_ready(args).await {
+            let started = self.start(args);
+            self.drive_started(started).await;
         }
-        let started = self.start(args);
-        self.drive_started(started).await;
+    }
+
+    /// The arguments, once the runs they come from have completed; `None`
+    /// (and the run ended) if one did not, or the run was cancelled first.
+    /// The wait holds no worker: the body is not queued yet.
+    pub(crate) async fn inputs_ready(&self, args: RunArgs<T::Args>) -> Option<T::Args> {
+        if self.scope.is_cancelled() {
+            self.finish(State::cancelled(self.scope.reason()), None);
+            return None;
+        }
+        let waiting = match args {
+            RunArgs::Ready(args) => return Some(args),
+            RunArgs::Waiting(waiting) => waiting,
+        };
+        let resolved = tokio::select! {
+            resolved = waiting.resolve() => resolved,
+            _ = self.scope.token().cancelled() => {
+                self.finish(State::cancelled(self.scope.reason()), None);
+                return None;
+            }
+        };
+        match resolved {
+            Ok(args) => Some(args),
+            Err(message) => {
+                self.finish(not_ready(message), None);
+                None
+            }
+        }
     }
 
     /// Drives a run whose first attempt has started, through retries, to a terminal state.

@@ -24,6 +24,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use crate::args::{MapArgs, MapError};
 use crate::context::{self, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
+use crate::inputs::{RunArgs, Upstream};
 use crate::progress::MapProgress;
 use crate::task::Task;
 
@@ -46,6 +47,32 @@ use crate::task::Task;
 /// assert_eq!(one().unwrap(), 3);
 /// ```
 pub fn submit<T: Task>(task: &T, args: T::Args) -> PrefectFuture<T::Output> {
+    submit_with_inputs(task, RunArgs::Ready(args))
+}
+
+/// As [`submit`], with arguments that may come from futures, and runs to
+/// wait for: what the generated `task.submit(..)` and `task.submit_after(..)`
+/// call. The run waits for them (holding no worker) before it starts.
+///
+/// ```
+/// use prefecto::inputs::{Input, IntoRunArgs};
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[flow]
+/// fn chained() -> i64 {
+///     let first = add.submit(1, 2);
+///     let args = (Input::Future(first), Input::Value(10)).into_run_args();
+///     prefecto::runner::submit_with_inputs(&add, args).result().unwrap()
+/// }
+///
+/// assert_eq!(chained().unwrap(), 13);
+/// ```
+pub fn submit_with_inputs<T: Task>(task: &T, args: RunArgs<T::Args>) -> PrefectFuture<T::Output> {
     let ctx = context::current();
     let index = ctx.reserve_run_names(task.spec().name, 1);
     let scope = ctx.scope.clone();
@@ -77,6 +104,39 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
     task: &T,
     args: M,
 ) -> Result<PrefectFutureList<T::Output>, MapError> {
+    map_after(task, args, &[])
+}
+
+/// As [`map`], each run starting only once every run of `wait_for` has
+/// completed: what `task.map_after(..)` calls.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn setup() -> u8 {
+///     0
+/// }
+///
+/// #[task]
+/// fn step(x: u8) -> u8 {
+///     x + 1
+/// }
+///
+/// #[flow]
+/// fn after_setup() -> Vec<u8> {
+///     let ready = setup.submit();
+///     let steps = prefecto::runner::map_after(&step, (vec![1, 2],), &[&ready]).unwrap();
+///     steps.results().unwrap()
+/// }
+///
+/// assert_eq!(after_setup().unwrap(), vec![2, 3]);
+/// ```
+pub fn map_after<T: Task, M: MapArgs<T::Args>>(
+    task: &T,
+    args: M,
+    wait_for: &[&dyn Upstream],
+) -> Result<PrefectFutureList<T::Output>, MapError> {
     let inputs = args.into_inputs(task.spec().param_names)?;
     let ctx = context::current();
     let first = ctx.reserve_run_names(task.spec().name, inputs.len());
@@ -96,7 +156,7 @@ pub fn map<T: Task, M: MapArgs<T::Args>>(
                 &ctx,
                 &ctx.handle,
                 task,
-                args,
+                args.after(wait_for),
                 index,
                 &scope,
                 progress.as_ref(),
@@ -144,6 +204,7 @@ pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError>
     } else {
         ctx.handle.clone()
     };
+    let args = RunArgs::Ready(args);
     let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None, true);
     if on_current_thread_runtime {
         futures::executor::block_on(future.result_async())
@@ -182,7 +243,7 @@ pub fn call_async<T: Task>(
 pub(crate) fn spawn_run<T: Task>(
     ctx: &Arc<FlowRunContext>,
     task: &T,
-    args: T::Args,
+    args: RunArgs<T::Args>,
     index: u64,
     scope: &Arc<CancelScope>,
 ) -> PrefectFuture<T::Output> {
@@ -196,7 +257,7 @@ fn spawn_run_on<T: Task>(
     ctx: &Arc<FlowRunContext>,
     handle: &Handle,
     task: &T,
-    args: T::Args,
+    args: RunArgs<T::Args>,
     index: u64,
     scope: &Arc<CancelScope>,
     progress: Option<&Arc<dyn MapProgress>>,
@@ -212,7 +273,7 @@ fn spawn_run_on<T: Task>(
         shared: &shared,
         scope,
     }
-    .announce();
+    .announce(&args.upstream(task.spec().param_names));
     let (ctx, task, run_shared, scope) = (ctx.clone(), task.clone(), shared.clone(), scope.clone());
     let progress = progress.cloned();
     let handle_ctx = ctx.clone();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::context::{CancelScope, FlowRunContext, implied_log};
 use crate::future::RunShared;
+use crate::inputs::UpstreamRun;
 use crate::names::TaskRunName;
 use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
 use crate::state::State;
@@ -38,11 +39,14 @@ impl<T: Task> TaskRun<'_, T> {
         self.shared.name
     }
 
-    /// Records and logs the run's creation and submission, as it is submitted.
-    pub(crate) fn announce(&self) {
+    /// Records and logs the run's creation and submission, as it is
+    /// submitted, with the runs it depends on.
+    pub(crate) fn announce(&self, upstream: &[UpstreamRun]) {
         let name = self.name();
         if self.ctx.has_recorders() {
-            self.transition(State::pending());
+            let pending = State::pending();
+            self.record_with(&pending, upstream);
+            self.shared.set_state(pending);
         }
         implied_log!(self.ctx, None, INFO, "{}", CreatedLine(name, name.task));
         implied_log!(self.ctx, None, INFO, "{}", SubmittedLine(name));
@@ -66,10 +70,14 @@ impl<T: Task> TaskRun<'_, T> {
 
     /// Hands a transition to the recorders, with the run's times.
     fn record(&self, state: &State) {
+        self.record_with(state, &[]);
+    }
+
+    fn record_with(&self, state: &State, upstream: &[UpstreamRun]) {
         if self.ctx.has_recorders() {
             let times = self.shared.times_with(state);
-            self.ctx
-                .record_task_transition(Some((self.name(), self.shared.spec)), state, times);
+            let run = Some((self.name(), self.shared.spec));
+            self.ctx.record_task_transition(run, state, times, upstream);
         }
     }
 

@@ -11,6 +11,7 @@ mod batch_properties;
 mod batch_task;
 mod blocking_in_async;
 mod flows;
+mod future_inputs;
 #[cfg(feature = "history")]
 mod history;
 mod map;

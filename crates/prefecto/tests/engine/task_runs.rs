@@ -56,7 +56,7 @@ async fn lookup(key: String) -> Result<u32, NotFound> {
 
 #[flow]
 async fn failing_lookup() -> TaskRunError {
-    lookup.submit("k1".into()).await.unwrap_err()
+    lookup.submit(String::from("k1")).await.unwrap_err()
 }
 
 #[tokio::test]
