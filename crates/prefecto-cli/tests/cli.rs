@@ -227,3 +227,51 @@ fn timeline_draws_runs_by_state_and_the_trip() {
         .save_png(std::env::temp_dir().join("prefecto-timeline-test.png"))
         .unwrap();
 }
+
+#[task]
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+static CHAIN_NAME: OnceLock<String> = OnceLock::new();
+
+#[flow]
+fn chain() -> i64 {
+    let _ = CHAIN_NAME.set(prefecto::flow::current_flow_run().unwrap().name);
+    let first = double.submit(1);
+    let gate = double.submit(2);
+    double.submit_after(&[&gate], first).result().unwrap()
+}
+
+#[test]
+fn inspect_json_lists_each_task_runs_upstream_runs() {
+    let home = std::env::temp_dir().join(format!("prefecto-cli-chain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let setup = Prefecto::builder()
+        .engine_only()
+        .history_in(&home)
+        .build()
+        .unwrap();
+    assert_eq!(setup.scope(chain).unwrap(), 4);
+    let name = CHAIN_NAME.get().unwrap();
+    let (ok, out, _) = prefecto(&home, &["flow-run", "inspect", name, "--json"]);
+    assert!(ok);
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let task_runs = inspected["task_runs"].as_array().unwrap();
+    let upstream = |name: &str| {
+        task_runs
+            .iter()
+            .find(|run| run["name"] == name)
+            .map(|run| run["upstream"].clone())
+            .unwrap()
+    };
+    assert_eq!(upstream("double-0"), serde_json::json!([]));
+    assert_eq!(
+        upstream("double-2"),
+        serde_json::json!([
+            {"input": "x", "task_run": "double-0"},
+            {"input": "wait_for", "task_run": "double-1"}
+        ])
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -807,6 +807,44 @@ fn a_server_outage_loses_nothing_and_sync_duplicates_nothing() {
     assert_eq!(api.task_runs(id).len(), 400);
 }
 
+#[task]
+fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+#[flow]
+fn chained_on_the_server() -> u64 {
+    let first = triple.submit(1);
+    let gate = triple.submit(2);
+    triple.submit_after(&[&gate], first).result().unwrap()
+}
+
+#[test]
+fn a_future_passed_as_an_argument_is_an_edge_of_the_servers_graph() {
+    if !server_available("a_future_passed_as_an_argument_is_an_edge_of_the_servers_graph") {
+        return;
+    }
+    let api = Api::open();
+    let output = run(child_process("chained", &api_url()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let flow_run = api.flow_run_named(&flow_run_name(&stderr)).unwrap();
+    let task_runs = by_name(&api.task_runs(flow_run["id"].as_str().unwrap()));
+    let id = |name: &str| task_runs[name]["id"].clone();
+    let inputs = &task_runs["triple-2"]["task_inputs"];
+    assert_eq!(
+        inputs["x"],
+        json!([{ "input_type": "task_run", "id": id("triple-0") }]),
+        "{inputs}"
+    );
+    assert_eq!(
+        inputs["wait_for"],
+        json!([{ "input_type": "task_run", "id": id("triple-1") }]),
+        "{inputs}"
+    );
+    assert_eq!(task_runs["triple-0"]["task_inputs"]["x"], json!([]));
+}
+
 /// What a child process does, by role; nothing when run as an ordinary test.
 #[test]
 #[ignore = "run by the other tests as a child process"]
@@ -818,6 +856,9 @@ fn child() {
                 .and_then(Prefecto::prefect_counters)
                 .expect("the first flow call installed a reporter");
             println!("requests: {}", counters.requests);
+        }
+        Ok("chained") => {
+            assert_eq!(chained_on_the_server().unwrap(), 9);
         }
         Ok("through_an_outage") => {
             assert_eq!(through_an_outage().unwrap(), 400);

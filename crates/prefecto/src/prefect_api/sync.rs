@@ -21,6 +21,7 @@ use super::schemas::{
 };
 use super::{ApiError, Client, Sent};
 use crate::names::TaskRunName;
+use crate::names::UpstreamRun;
 use crate::state::{State, StateType};
 use crate::store::{Delivery, Store, StoreError};
 
@@ -359,6 +360,26 @@ fn time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
+/// The runs a task run depended on, as the history names them.
+fn upstream_of(
+    rows: &[crate::store::UpstreamRow],
+    names: &mut HashMap<String, &'static str>,
+) -> Vec<UpstreamRun> {
+    rows.iter()
+        .filter_map(|row| {
+            let (task, index) = row.task_run.rsplit_once('-')?;
+            let input = intern(row.input.clone(), names);
+            Some(UpstreamRun {
+                input,
+                task_run: TaskRunName {
+                    task: intern(task.to_string(), names),
+                    index: index.parse().ok()?,
+                },
+            })
+        })
+        .collect()
+}
+
 fn task_run_reports(
     flow_run: Uuid,
     records: Vec<crate::store::TaskRunRecord>,
@@ -397,7 +418,7 @@ fn task_run_reports(
                     .history
                     .iter()
                     .any(|s| s.state_type == StateType::Pending),
-                upstream: Vec::new(),
+                upstream: upstream_of(&record.row.upstream, &mut names),
             }
         })
         .collect()

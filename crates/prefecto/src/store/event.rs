@@ -7,6 +7,7 @@ use std::sync::mpsc::SyncSender;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::names::UpstreamRun;
 use crate::recorder::RunTimes;
 use crate::state::{State, StateType};
 
@@ -82,6 +83,13 @@ pub(super) enum Event {
         logger: &'static str,
         message: String,
         micros: i64,
+    },
+    /// The runs a task run depends on, heard with its `Pending` transition.
+    Upstream {
+        flow_run: Uuid,
+        task: &'static str,
+        index: u64,
+        upstream: Vec<UpstreamRun>,
     },
     /// A persisted result.
     Result {

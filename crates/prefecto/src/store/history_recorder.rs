@@ -108,6 +108,14 @@ impl Recorder for HistoryRecorder {
             });
             return;
         };
+        if !event.upstream.is_empty() {
+            self.outbox.send_now(Event::Upstream {
+                flow_run: event.flow_run.id,
+                task: run.task,
+                index: run.index,
+                upstream: event.upstream.to_vec(),
+            });
+        }
         let key = RunKey::Task(event.flow_run.id, run.task, run.index);
         // A run that starts and ends quickly costs one event, at its end:
         // its Pending and Running states follow from its times.

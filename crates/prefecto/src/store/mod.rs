@@ -31,7 +31,7 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 pub use history_recorder::HistoryRecorder;
-pub use rows::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow};
+pub use rows::{Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, UpstreamRow};
 pub use schema::SCHEMA_VERSION;
 
 /// The database's file name inside the home folder.

@@ -1,12 +1,14 @@
 //! Reading the run history back: what the `prefecto` command shows.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Row, params};
 
 use uuid::Uuid;
 
 use super::rows::{
-    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, optional_uuid_at,
-    parse_history, time, uuid_at,
+    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, UpstreamRow,
+    optional_uuid_at, parse_history, time, uuid_at,
 };
 use super::{Store, StoreError, pack};
 use crate::recorder::implied_lines;
@@ -163,6 +165,7 @@ impl Store {
                     start_time: row.get::<_, Option<i64>>(6)?.map(time),
                     end_time: row.get::<_, Option<i64>>(7)?.map(time),
                     run_count: row.get(8)?,
+                    upstream: Vec::new(),
                 };
                 let history = parse_history(&row.get::<_, String>(9)?);
                 Ok(TaskRunRecord::with_history(task_run, row.get(5)?, history))
@@ -192,7 +195,48 @@ impl Store {
         records.sort_by(|a, b| {
             (a.created, &a.row.task, a.row.index).cmp(&(b.created, &b.row.task, b.row.index))
         });
+        self.attach_upstream(&flow_run_id, &mut records)?;
         Ok(records)
+    }
+
+    /// Gives each task run the runs it depended on.
+    fn attach_upstream(
+        &self,
+        flow_run_id: &str,
+        records: &mut [TaskRunRecord],
+    ) -> Result<(), StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT task, idx, input, upstream FROM task_run_inputs
+                 WHERE flow_run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let edges = statement
+            .query_map(params![flow_run_id], |row| {
+                let key = (row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64);
+                let edge = UpstreamRow {
+                    input: row.get(2)?,
+                    task_run: row.get(3)?,
+                };
+                Ok((key, edge))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.sqlite(e))?;
+        if edges.is_empty() {
+            return Ok(());
+        }
+        let mut by_run: HashMap<(String, u64), Vec<UpstreamRow>> = HashMap::new();
+        for (key, edge) in edges {
+            by_run.entry(key).or_default().push(edge);
+        }
+        for record in records {
+            let key = (record.row.task.clone(), record.row.index);
+            if let Some(upstream) = by_run.remove(&key) {
+                record.row.upstream = upstream;
+            }
+        }
+        Ok(())
     }
 
     /// Every state transition of a flow run (`task_run` `None`) or of one of its task runs.

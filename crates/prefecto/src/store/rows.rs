@@ -61,6 +61,17 @@ pub struct TaskRunRow {
     pub end_time: Option<DateTime<Utc>>,
     /// How many times its body ran (retries included).
     pub run_count: u32,
+    /// The runs it depended on: the futures it was given, its `wait_for`.
+    pub upstream: Vec<UpstreamRow>,
+}
+
+/// A run a task run depended on, as the run history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamRow {
+    /// The parameter it gave a value to, or `wait_for`.
+    pub input: String,
+    /// The upstream task run's name, `add-0`, in the same flow run.
+    pub task_run: String,
 }
 
 impl TaskRunRow {
@@ -133,6 +144,7 @@ impl TaskRunRecord {
             start_time: run.start.map(time),
             end_time: run.end.map(time),
             run_count: run.run_count,
+            upstream: Vec::new(),
         };
         TaskRunRecord::with_history(row, run.created, history)
     }

@@ -111,6 +111,18 @@ const MIGRATIONS: &[Migration] = &[
     // Version 6: version 3's JSON chunks become plain task-run rows, which
     // every reader reads; the chunk table goes, and its reader with it.
     Rust(unchunk),
+    // Version 7: the runs each task run depended on (the futures it was
+    // given, its `wait_for`), one row per edge; most runs have none.
+    Sql("
+    CREATE TABLE task_run_inputs (
+        flow_run_id TEXT NOT NULL,
+        task        TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        input       TEXT NOT NULL,
+        upstream    TEXT NOT NULL
+    );
+    CREATE INDEX task_run_inputs_by_flow_run ON task_run_inputs (flow_run_id);
+    "),
 ];
 
 /// The schema version this build writes and reads.

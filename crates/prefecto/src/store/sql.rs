@@ -42,6 +42,26 @@ pub(super) fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusq
                 )?
                 .execute(params![*task, cache_key, value, *created, *expires])?;
             }
+            Event::Upstream {
+                flow_run,
+                task,
+                index,
+                upstream,
+            } => {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO task_run_inputs (flow_run_id, task, idx, input, upstream)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for edge in upstream {
+                    insert.execute(params![
+                        flow_run.to_string(),
+                        *task,
+                        *index as i64,
+                        edge.input,
+                        edge.task_run.to_string()
+                    ])?;
+                }
+            }
             _ => {}
         }
     }
