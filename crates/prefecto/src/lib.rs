@@ -38,6 +38,11 @@
 //! and gives the value or a [`TaskRunError`] carrying the final state
 //! (`result`, `result_async`, or `.await`).
 //!
+//! A task parameter of type `T` takes a `T` or a [`PrefectFuture<T>`] (in
+//! `map`, a [`PrefectFutureList<T>`]): the run waits for the upstream run
+//! without holding a worker, and never runs if it did not complete
+//! ([`inputs`]); `submit_after` and `map_after` wait for runs (`wait_for=`).
+//!
 //! A task body may call, submit and map tasks too: a called task runs in its
 //! caller's thread, and a body waiting for runs runs their queued bodies
 //! itself, so nested runs never deadlock the pool. The blocking calls
