@@ -14,6 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::future::{PrefectFuture, RunShared};
+#[cfg(doc)]
+use crate::future::PrefectFutureList;
 use crate::names::TaskRunName;
 pub use crate::names::UpstreamRun;
 use crate::state::State;

@@ -5,7 +5,7 @@ use std::fmt;
 use super::kill_switch::KillSwitchError;
 use crate::args::MapError;
 
-/// Why a [`BatchTask::map`] returned no futures.
+/// Why a [`BatchTask`](super::BatchTask) map returned no futures.
 #[non_exhaustive]
 pub enum BatchError<T> {
     /// The arguments were refused; nothing ran.

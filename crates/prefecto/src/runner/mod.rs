@@ -6,8 +6,8 @@
 //! so a CPU-bound body never blocks the runtime and never gets a thread of its own.
 //!
 //! This file holds what `#[task]` calls (`submit`, `map`, calling the task);
-//! [`TaskRun`] is one run and records its transitions, [`attempt`] starts and
-//! awaits one attempt of its body, and [`drive`] walks it through its
+//! `TaskRun` is one run and records its transitions, `attempt` starts and
+//! awaits one attempt of its body, and `drive` walks it through its
 //! attempts to its end.
 
 mod attempt;
