@@ -265,7 +265,19 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
             }
 
             fn __prefecto_call(#(#idents: #types),*) -> #call_output {
-                #call(&#task_type, (#(#idents,)*))
+                #call(&#task_type, (#(#idents,)*), &[])
+            }
+
+            impl #task_type {
+                /// Runs one task run, as calling the task does, starting it
+                /// only once every run of `wait_for` has completed.
+                pub fn call_after(
+                    &self,
+                    wait_for: &[&dyn ::prefecto::__private::Upstream],
+                    #(#idents: #types),*
+                ) -> #call_output {
+                    #call(self, (#(#idents,)*), wait_for)
+                }
             }
 
             static __PREFECTO_CALL: fn(#(#types),*) -> #call_output = __prefecto_call;

@@ -13,9 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::future::{PrefectFuture, RunShared};
 #[cfg(doc)]
 use crate::future::PrefectFutureList;
+use crate::future::{PrefectFuture, RunShared};
 use crate::names::TaskRunName;
 pub use crate::names::UpstreamRun;
 use crate::state::State;

@@ -243,16 +243,21 @@ pub mod __private {
         crate::runner::map_after(task, args, wait_for)
     }
 
-    pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
+    pub fn call<T: Task>(
+        task: &T,
+        args: T::Args,
+        wait_for: &[&dyn Upstream],
+    ) -> Result<T::Output, TaskRunError> {
         ensure_installed();
-        crate::runner::call(task, args)
+        crate::runner::call_after(task, args, wait_for)
     }
 
     pub fn call_async<T: Task>(
         task: &T,
         args: T::Args,
+        wait_for: &[&dyn Upstream],
     ) -> Pin<Box<dyn Future<Output = Result<T::Output, TaskRunError>> + Send>> {
         ensure_installed();
-        crate::runner::call_async(task, args)
+        crate::runner::call_async_after(task, args, wait_for)
     }
 }

@@ -192,6 +192,38 @@ pub fn map_after<T: Task, M: MapArgs<T::Args>>(
 /// holds. Called from async code on a current-thread runtime, the run's
 /// engine goes to prefecto's own runtime: the caller's cannot run it while it waits.
 pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError> {
+    call_after(task, args, &[])
+}
+
+/// As [`call`], the run starting only once every run of `wait_for` has
+/// completed: what `task.call_after(..)` does for a sync task.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// fn setup() -> u8 {
+///     1
+/// }
+///
+/// #[task]
+/// fn step(x: u8) -> u8 {
+///     x + 1
+/// }
+///
+/// #[flow]
+/// fn after_setup() -> u8 {
+///     let ready = setup.submit();
+///     step.call_after(&[&ready], 1).unwrap()
+/// }
+///
+/// assert_eq!(after_setup().unwrap(), 2);
+/// ```
+pub fn call_after<T: Task>(
+    task: &T,
+    args: T::Args,
+    wait_for: &[&dyn Upstream],
+) -> Result<T::Output, TaskRunError> {
     let on_current_thread_runtime = matches!(
         Handle::try_current().map(|h| h.runtime_flavor()),
         Ok(RuntimeFlavor::CurrentThread)
@@ -204,7 +236,7 @@ pub fn call<T: Task>(task: &T, args: T::Args) -> Result<T::Output, TaskRunError>
     } else {
         ctx.handle.clone()
     };
-    let args = RunArgs::Ready(args);
+    let args = RunArgs::Ready(args).after(wait_for);
     let future = spawn_run_on(&ctx, &handle, task, args, index, &scope, None, true);
     if on_current_thread_runtime {
         futures::executor::block_on(future.result_async())
@@ -236,7 +268,18 @@ pub fn call_async<T: Task>(
     task: &T,
     args: T::Args,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T::Output, TaskRunError>> + Send>> {
-    Box::pin(submit(task, args).result_async())
+    call_async_after(task, args, &[])
+}
+
+/// As [`call_async`], the run starting only once every run of `wait_for`
+/// has completed: what `task.call_after(..)` does for an async task.
+pub fn call_async_after<T: Task>(
+    task: &T,
+    args: T::Args,
+    wait_for: &[&dyn Upstream],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T::Output, TaskRunError>> + Send>> {
+    let args = RunArgs::Ready(args).after(wait_for);
+    Box::pin(submit_with_inputs(task, args).result_async())
 }
 
 /// Creates the task run `{task}-{index}` and starts its engine on the flow run's runtime.

@@ -147,7 +147,8 @@ fn after_setup(x: i64) -> bool {
 #[flow(max_workers = 4)]
 fn waits_for_setup() -> (bool, Vec<bool>) {
     let ready = setup.submit();
-    let one = after_setup.submit_after(&[&ready], 1).result().unwrap();
+    let called = after_setup.call_after(&[&ready], 0).unwrap();
+    let one = called && after_setup.submit_after(&[&ready], 1).result().unwrap();
     let many = after_setup
         .map_after(&[&ready], 0..3)
         .unwrap()
