@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use prefecto::store::{self, FlowRunRow, Store, StoreError, TaskRunRow};
+use prefecto::text::{escape_controls, for_display};
 use serde_json::json;
 
 use table::{Table, duration, local_time};
@@ -107,12 +108,35 @@ struct Output {
     json: bool,
 }
 
+/// Prints a line on stdout. A closed pipe (`prefecto … | head`) ends the
+/// command quietly, as for other Unix tools, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {err}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", escape_controls(&err.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -152,7 +176,7 @@ fn open_flow_run(run: &str) -> Result<(Store, FlowRunRow), StoreError> {
 fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Version => {
-            println!("prefecto {}", env!("CARGO_PKG_VERSION"));
+            out!("prefecto {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         Command::FlowRun(FlowRunCommand::Ls {
@@ -165,7 +189,7 @@ fn run(command: Command) -> Result<(), CliError> {
             if output.json {
                 print_json(&runs);
             } else if runs.is_empty() {
-                println!("No flow runs match.");
+                out!("No flow runs match.");
             } else {
                 flow_run_table(&runs).print();
             }
@@ -178,24 +202,35 @@ fn run(command: Command) -> Result<(), CliError> {
                 print_json(&json!({ "flow_run": flow_run, "task_runs": task_runs }));
                 return Ok(());
             }
-            println!("Flow run   {} ({})", flow_run.name, flow_run.id);
-            println!("Flow       {}", flow_run.flow);
-            println!(
-                "State      {}",
-                state_text(&flow_run.state_name, &flow_run.state_message)
+            out!(
+                "Flow run   {} ({})",
+                escape_controls(&flow_run.name),
+                flow_run.id
             );
-            println!(
+            out!("Flow       {}", escape_controls(&flow_run.flow));
+            out!(
+                "State      {}",
+                for_display(
+                    &state_text(&flow_run.state_name, &flow_run.state_message),
+                    MESSAGE_CHARS
+                )
+            );
+            out!(
                 "Started    {}",
                 flow_run.start_time.map(local_time).unwrap_or_default()
             );
-            println!(
+            out!(
                 "Ended      {}",
                 flow_run.end_time.map(local_time).unwrap_or_default()
             );
-            println!("Process    pid {} on {}", flow_run.pid, flow_run.host);
-            println!("Task runs  {}", task_runs.len());
+            out!(
+                "Process    pid {} on {}",
+                flow_run.pid,
+                escape_controls(&flow_run.host)
+            );
+            out!("Task runs  {}", task_runs.len());
             if !task_runs.is_empty() {
-                println!();
+                out!("");
                 task_run_table(&task_runs).print();
             }
             Ok(())
@@ -209,7 +244,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 path: output.clone(),
                 source,
             })?;
-            println!(
+            out!(
                 "Wrote the timeline of flow run '{}' ({} task runs) to {}",
                 flow_run.name,
                 task_runs.len(),
@@ -239,7 +274,7 @@ fn run(command: Command) -> Result<(), CliError> {
                     "requests": report.requests,
                 }));
             } else {
-                println!(
+                out!(
                     "Flow run '{}' is on {url} as {}{}: sent {} task run(s) and {} log line(s) it lacked ({} requests).",
                     flow_run.name,
                     report.server_flow_run_id,
@@ -257,7 +292,10 @@ fn run(command: Command) -> Result<(), CliError> {
             if output.json {
                 print_json(&logs);
             } else if logs.is_empty() {
-                println!("Flow run '{}' has no log lines.", flow_run.name);
+                out!(
+                    "Flow run '{}' has no log lines.",
+                    escape_controls(&flow_run.name)
+                );
             } else {
                 for log in logs {
                     let about = match &log.task_run {
@@ -265,13 +303,16 @@ fn run(command: Command) -> Result<(), CliError> {
                         None if log.logger == "prefecto.engine" => log.logger.clone(),
                         None => format!("Flow run '{}'", flow_run.name),
                     };
-                    println!(
+                    // One record per line, and nothing that drives the terminal.
+                    let about = escape_controls(&about);
+                    let message = escape_controls(&log.message);
+                    out!(
                         "{} | {:<7} | {about} - {}",
                         log.timestamp
                             .with_timezone(&chrono::Local)
                             .format("%H:%M:%S%.3f"),
                         log.level,
-                        log.message
+                        message
                     );
                 }
             }
@@ -287,7 +328,10 @@ fn run(command: Command) -> Result<(), CliError> {
             if output.json {
                 print_json(&task_runs);
             } else if task_runs.is_empty() {
-                println!("No task runs of flow run '{}' match.", flow_run.name);
+                out!(
+                    "No task runs of flow run '{}' match.",
+                    escape_controls(&flow_run.name)
+                );
             } else {
                 task_run_table(&task_runs).print();
             }
@@ -296,8 +340,11 @@ fn run(command: Command) -> Result<(), CliError> {
     }
 }
 
+/// The most of a state message the human-readable views show: `--json` has all of it.
+const MESSAGE_CHARS: usize = 500;
+
 fn print_json(value: &impl serde::Serialize) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).expect("rows serialize to JSON")
     );

@@ -1,6 +1,10 @@
 //! Aligned plain-text tables and the formats of times and durations in them.
 
 use chrono::{DateTime, Local, Utc};
+use prefecto::text::for_display;
+
+/// The most of one cell a table shows: `--json` has all of it.
+pub const CELL_CHARS: usize = 200;
 
 /// A table printed with each column as wide as its widest cell.
 pub struct Table {
@@ -14,8 +18,13 @@ impl Table {
         }
     }
 
+    /// Adds a row. Cells are shown escaped (no control character reaches
+    /// the terminal) and cut at [`CELL_CHARS`] characters with a marker.
     pub fn row<const N: usize>(&mut self, cells: [String; N]) {
-        self.rows.push(cells.to_vec());
+        let shown = cells
+            .iter()
+            .map(|cell| for_display(cell, CELL_CHARS).into_owned());
+        self.rows.push(shown.collect());
     }
 
     pub fn render(&self) -> String {
@@ -44,7 +53,7 @@ impl Table {
     }
 
     pub fn print(&self) {
-        print!("{}", self.render());
+        crate::write_stdout(format_args!("{}", self.render().trim_end_matches('\n')));
     }
 }
 
@@ -77,6 +86,18 @@ mod tests {
             table.render(),
             "NAME    STATE\nadd-10  Completed\na       Failed\n"
         );
+    }
+
+    #[test]
+    fn untrusted_cells_are_escaped_and_cut() {
+        let mut table = Table::new(["NAME", "MESSAGE"]);
+        table.row(["a\x1b[2J".to_string(), "x".repeat(1_000_000)]);
+        table.row(["b".to_string(), "line\nforged".to_string()]);
+        let rendered = table.render();
+        assert_eq!(rendered.lines().count(), 3, "one line per row");
+        assert!(!rendered.contains('\x1b'));
+        assert!(rendered.contains(r"a\u{1b}[2J"));
+        assert!(rendered.contains("… (999800 more characters)"));
     }
 
     #[test]

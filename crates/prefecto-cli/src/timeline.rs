@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use prefecto::store::{FlowRunRow, LogRow, TaskRunRow};
+use prefecto::text::for_display;
 use svg::Document;
 use svg::node::element::{Line, Rectangle, Text, Title};
 
@@ -24,8 +25,17 @@ fn colour(state_type: &str) -> &'static str {
     }
 }
 
+/// The most of a message a tooltip shows.
+const TOOLTIP_CHARS: usize = 1_000;
+
+/// Untrusted text for the SVG: the `svg` crate escapes `&`, `<` and `>`;
+/// control characters, which XML forbids even escaped, are written out.
+fn safe(text: &str, max_chars: usize) -> String {
+    for_display(text, max_chars).into_owned()
+}
+
 fn text(x: f64, y: f64, anchor: &str, size: u32, content: impl Into<String>) -> Text {
-    Text::new(content.into())
+    Text::new(safe(&content.into(), TOOLTIP_CHARS))
         .set("x", x)
         .set("y", y)
         .set("text-anchor", anchor)
@@ -135,7 +145,7 @@ pub fn render(flow_run: &FlowRunRow, task_runs: &[TaskRunRow], logs: &[LogRow]) 
                 .set("width", (bar_end - bar_start).max(1.5))
                 .set("height", (row_height * 0.8).max(1.0))
                 .set("fill", colour(run.state_type.as_api_str()))
-                .add(Title::new(tooltip)),
+                .add(Title::new(safe(&tooltip, TOOLTIP_CHARS))),
         );
         if row_height >= 9.0 {
             document = document.add(text(
@@ -161,7 +171,7 @@ pub fn render(flow_run: &FlowRunRow, task_runs: &[TaskRunRow], logs: &[LogRow]) 
                     .set("stroke", "#d62728")
                     .set("stroke-width", 1.5)
                     .set("stroke-dasharray", "4 3")
-                    .add(Title::new(trip.message.clone())),
+                    .add(Title::new(safe(&trip.message, TOOLTIP_CHARS))),
             )
             .add(
                 text(at + 3.0, TOP - 16.0, "start", 10, "kill switch tripped")

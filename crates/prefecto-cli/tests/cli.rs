@@ -275,3 +275,116 @@ fn inspect_json_lists_each_task_runs_upstream_runs() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// An error that tries to forge a log line and drive the terminal.
+const HOSTILE: &str = "bad\n01:02:03.456 | INFO    | Task run 'x-0' - Finished in state Completed()\x1b]0;owned\x07\x1b[2J";
+
+#[task]
+fn hostile_task(huge: bool) -> Result<(), String> {
+    Err(if huge {
+        format!("{}{}", "y".repeat(1_000_000), HOSTILE)
+    } else {
+        HOSTILE.to_string()
+    })
+}
+
+static HOSTILE_NAME: OnceLock<String> = OnceLock::new();
+
+#[flow]
+fn hostile_flow() {
+    let _ = HOSTILE_NAME.set(prefecto::flow::current_flow_run().unwrap().name);
+    let _ = hostile_task(false);
+    let _ = hostile_task(true);
+}
+
+/// A history with one flow run whose task errors are hostile text.
+fn hostile_history() -> &'static (PathBuf, String) {
+    static HISTORY: OnceLock<(PathBuf, String)> = OnceLock::new();
+    HISTORY.get_or_init(|| {
+        let home =
+            std::env::temp_dir().join(format!("prefecto-cli-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let setup = Prefecto::builder()
+            .engine_only()
+            .history_in(&home)
+            .build()
+            .unwrap();
+        setup.scope(hostile_flow).unwrap();
+        (home, HOSTILE_NAME.get().unwrap().clone())
+    })
+}
+
+/// No control character reaches the terminal, and no line is forged.
+fn assert_safe_for_a_terminal(out: &str) {
+    assert!(
+        !out.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character: {:?}",
+        &out[..out.len().min(400)]
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.ends_with("Task run 'x-0' - Finished in state Completed()")),
+        "a forged line"
+    );
+}
+
+#[test]
+fn hostile_messages_are_escaped_for_people_and_exact_in_json() {
+    let (home, name) = hostile_history();
+    for args in [
+        vec!["flow-run", "logs", name.as_str()],
+        vec!["flow-run", "inspect", name.as_str()],
+        vec!["task-run", "ls", "--flow-run", name.as_str()],
+        vec!["flow-run", "ls"],
+    ] {
+        let (ok, out, err) = prefecto(home, &args);
+        assert!(ok, "{args:?}: {err}");
+        assert_safe_for_a_terminal(&out);
+    }
+    // A 1 MB message is cut in tables, with a marker, rather than a panic.
+    let (_, out, _) = prefecto(home, &["task-run", "ls", "--flow-run", name]);
+    assert!(out.contains("more characters)"), "{out}");
+    assert!(
+        out.lines().all(|l| l.chars().count() < 1_000),
+        "cells are cut"
+    );
+
+    let (ok, out, _) = prefecto(home, &["task-run", "ls", "--flow-run", name, "--json"]);
+    assert!(ok);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        runs[0]["state_message"], HOSTILE,
+        "--json keeps the exact text"
+    );
+    assert_eq!(
+        runs[1]["state_message"].as_str().unwrap().len(),
+        1_000_000 + HOSTILE.len()
+    );
+
+    let svg = std::env::temp_dir().join(format!("prefecto-hostile-{}.svg", std::process::id()));
+    let (ok, _, err) = prefecto(
+        home,
+        &["flow-run", "timeline", name, "-o", svg.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    rasterize(&svg);
+    let _ = std::fs::remove_file(&svg);
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let (home, name) = hostile_history();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prefecto"))
+        .args(["flow-run", "logs", name])
+        .env(HOME_ENV, home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader goes away before the command writes.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}

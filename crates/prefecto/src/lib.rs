@@ -116,6 +116,7 @@ mod slot_limiter;
 pub mod state;
 pub mod task;
 mod task_run_error;
+pub mod text;
 mod thread_scope;
 
 // The parts that fill the seams, each behind its Cargo feature.

@@ -14,6 +14,7 @@
 //! `Flow run 'beryl-moth' - ...`) and `prefecto.task_runs` (with a `task_run`
 //! field, shown as `Task run 'add-0' - ...`).
 
+use crate::text::escape_controls;
 use std::fmt;
 
 use tracing::field::{Field, Visit};
@@ -94,12 +95,21 @@ where
             chrono::Local::now().format("%H:%M:%S%.3f"),
             crate::recorder::level_name(metadata.level())
         )?;
+        // One record per line, and nothing that drives the terminal: task
+        // errors and results are untrusted text.
         match (&fields.task_run, &fields.flow_run) {
-            (Some(task_run), _) => write!(writer, "Task run '{task_run}' - ")?,
-            (None, Some(flow_run)) => write!(writer, "Flow run '{flow_run}' - ")?,
+            (Some(task_run), _) => write!(writer, "Task run '{}' - ", escape_controls(task_run))?,
+            (None, Some(flow_run)) => {
+                write!(writer, "Flow run '{}' - ", escape_controls(flow_run))?
+            }
             (None, None) => write!(writer, "{} - ", metadata.target())?,
         }
-        writeln!(writer, "{}{}", fields.message, fields.extra)
+        writeln!(
+            writer,
+            "{}{}",
+            escape_controls(&fields.message),
+            escape_controls(&fields.extra)
+        )
     }
 }
 

@@ -102,4 +102,44 @@ fn the_seed_example_logs_as_prefect_does() {
             .unwrap()
             .ends_with("Finished in state Completed()")
     );
+
+    // The same console, then a task whose error is hostile text.
+    captured.0.lock().unwrap().clear();
+    let _ = hostile();
+    let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    untrusted_text_stays_on_its_line(&output);
+}
+
+/// An error message that tries to forge a log line and drive the terminal.
+const HOSTILE: &str = "bad\n01:02:03.456 | INFO    | Task run 'say-0' - Finished in state Completed()\x1b]0;owned\x07\x1b[2J";
+
+#[task]
+fn say() -> Result<(), String> {
+    Err(HOSTILE.to_string())
+}
+
+#[flow]
+fn hostile() {
+    let _ = say();
+}
+
+/// Task errors and results are untrusted: on the console every record stays
+/// on its line, and no control character reaches the terminal.
+fn untrusted_text_stays_on_its_line(output: &str) {
+    assert!(
+        !output.contains('\x1b') && !output.contains('\x07'),
+        "{output:?}"
+    );
+    let forged = output
+        .lines()
+        .filter(|line| line.ends_with("Task run 'say-0' - Finished in state Completed()"))
+        .count();
+    assert_eq!(forged, 0, "a forged line: {output}");
+    for line in output.lines() {
+        without_time(line);
+    }
+    assert!(
+        output.contains(r"failed with error: bad\n01:02:03.456 | INFO    | Task run 'say-0' - Finished in state Completed()\u{1b}]0;owned\u{7}\u{1b}[2J - Retries"),
+        "{output}"
+    );
 }

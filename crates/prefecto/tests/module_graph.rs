@@ -36,6 +36,7 @@ const ENGINE: &[&str] = &[
     "state",
     "task",
     "task_run_error",
+    "text",
     "thread_scope",
 ];
 

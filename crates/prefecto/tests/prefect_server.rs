@@ -845,6 +845,39 @@ fn a_future_passed_as_an_argument_is_an_edge_of_the_servers_graph() {
     assert_eq!(task_runs["triple-0"]["task_inputs"]["x"], json!([]));
 }
 
+#[task]
+fn fails_with_a_megabyte() -> Result<(), String> {
+    Err(format!("{}\x1b[2J end", "z".repeat(1_000_000)))
+}
+
+#[flow]
+fn huge_error() {
+    let _ = fails_with_a_megabyte();
+}
+
+#[test]
+fn a_megabyte_error_reaches_the_server_cut_to_its_limits() {
+    if !server_available("a_megabyte_error_reaches_the_server_cut_to_its_limits") {
+        return;
+    }
+    let api = Api::open();
+    let started = Instant::now();
+    let output = run(child_process("huge_error", &api_url()));
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}", &stderr[..stderr.len().min(2_000)]);
+    // The server took the event: the flow call did not wait out its report wait.
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    let flow_run = api.flow_run_named(&flow_run_name(&stderr)).unwrap();
+    let task_runs = api.task_runs(flow_run["id"].as_str().unwrap());
+    assert_eq!(task_runs.len(), 1);
+    let message = task_runs[0]["state"]["message"].as_str().unwrap();
+    assert!(message.len() < 200_000, "{}", message.len());
+    assert!(message.ends_with("shows the whole text]"), "{}", &message[message.len() - 200..]);
+    let logs = api.logs(flow_run["id"].as_str().unwrap());
+    assert!(logs.iter().all(|l| l["message"].as_str().unwrap().len() < 200_000));
+}
+
 /// What a child process does, by role; nothing when run as an ordinary test.
 #[test]
 #[ignore = "run by the other tests as a child process"]
@@ -856,6 +889,9 @@ fn child() {
                 .and_then(Prefecto::prefect_counters)
                 .expect("the first flow call installed a reporter");
             println!("requests: {}", counters.requests);
+        }
+        Ok("huge_error") => {
+            huge_error().unwrap();
         }
         Ok("chained") => {
             assert_eq!(chained_on_the_server().unwrap(), 9);

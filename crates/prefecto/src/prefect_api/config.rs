@@ -65,16 +65,26 @@ impl ApiConfig {
     /// assert_eq!(config.url, "http://127.0.0.1:4200/api");
     /// assert!(ApiConfig::new("127.0.0.1:4200").is_err());
     /// ```
+    ///
+    /// Credentials in the URL (`http://user:secret@host/api`) become the
+    /// Basic auth (as `PREFECT_API_AUTH_STRING`) and leave the URL, so that
+    /// no message, log line or run history ever holds them.
+    ///
+    /// ```
+    /// use prefecto::prefect_api::{ApiConfig, Auth};
+    ///
+    /// let config = ApiConfig::new("http://admin:s3cret@127.0.0.1:4200/api").unwrap();
+    /// assert_eq!(config.url, "http://127.0.0.1:4200/api");
+    /// assert!(matches!(config.auth, Auth::AuthString(ref a) if a == "admin:s3cret"));
+    /// ```
     pub fn new(url: &str) -> Result<Self, ConfigError> {
-        let url = url.trim().trim_end_matches('/');
+        let (url, credentials) = split_userinfo(url.trim().trim_end_matches('/'));
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::BadUrl {
-                url: url.to_string(),
-            });
+            return Err(ConfigError::BadUrl { url });
         }
         Ok(ApiConfig {
-            url: url.to_string(),
-            auth: Auth::None,
+            url,
+            auth: credentials.map_or(Auth::None, Auth::AuthString),
             events_per_second: 150.0,
             report_wait: Duration::from_secs(300),
             cancel_poll: Duration::from_secs(5),
@@ -95,13 +105,14 @@ impl ApiConfig {
             return Ok(None);
         };
         let mut config = ApiConfig::new(&url)?;
-        config.auth = match (
+        match (
             setting("PREFECT_API_KEY"),
             setting("PREFECT_API_AUTH_STRING"),
         ) {
-            (Some(key), _) => Auth::ApiKey(key),
-            (None, Some(auth)) => Auth::AuthString(auth),
-            (None, None) => Auth::None,
+            (Some(key), _) => config.auth = Auth::ApiKey(key),
+            (None, Some(auth)) => config.auth = Auth::AuthString(auth),
+            // Credentials in the URL, if any, stay.
+            (None, None) => {}
         };
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(rate) = number("PREFECTO_EVENTS_PER_SECOND").filter(|r| *r > 0.0) {
@@ -115,6 +126,47 @@ impl ApiConfig {
         }
         Ok(Some(config))
     }
+}
+
+/// Splits the credentials out of a URL's authority: the URL without them
+/// and, if there were any, `user:password` (percent-decoded). Works on any
+/// text, so that even a malformed URL is never shown with its secret.
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let userinfo = &url[scheme_end..scheme_end + at];
+    let without = format!("{}{}", &url[..scheme_end], &url[scheme_end + at + 1..]);
+    let decoded = percent_decode(userinfo);
+    (without, (!decoded.is_empty()).then_some(decoded))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, ..) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The settings of the active profile, if there is a profiles file.
@@ -186,6 +238,24 @@ mod tests {
         assert!(!format!("{config:?}").contains("pnu_secret"));
         config.auth = Auth::AuthString("admin:hunter2".into());
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn credentials_in_the_url_leave_it_for_the_auth() {
+        let config = ApiConfig::new("https://user%40corp:p%3Ass@host:4200/api/").unwrap();
+        assert_eq!(config.url, "https://host:4200/api");
+        assert!(matches!(config.auth, Auth::AuthString(ref a) if a == "user@corp:p:ss"));
+        // Even a URL refused as malformed is never shown with its secret.
+        for bad in ["ftp://user:hunter2@host", "user:hunter2@host:4200"] {
+            let err = ApiConfig::new(bad).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        // An `@` after the authority is not userinfo.
+        let (url, credentials) = split_userinfo("http://host/api?mail=a@b");
+        assert_eq!(
+            (url.as_str(), credentials),
+            ("http://host/api?mail=a@b", None)
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod reporter;
 mod schemas;
 #[cfg(feature = "history")]
 mod sync;
+mod text_limits;
 
 pub use client::{Client, Sent};
 pub use config::{ApiConfig, Auth};

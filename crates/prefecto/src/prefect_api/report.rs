@@ -19,6 +19,7 @@ use super::schemas::{
     EmpiricalPolicy, Empty, Event, Intended, LogCreate, RelatedResource, StateCreate,
     TaskRunEventPayload, TaskRunInput, TaskRunPayload, TaskRunResource, timestamp,
 };
+use super::text_limits::for_server;
 use crate::names::TaskRunName;
 use crate::state::State;
 use crate::task::TaskSpec;
@@ -116,7 +117,7 @@ pub(crate) fn log_create(
     Some(LogCreate {
         name: logger.into(),
         level: level_number(level),
-        message: message.to_string(),
+        message: for_server(message).into_owned(),
         timestamp: timestamp(at),
         flow_run_id: server.flow_run,
         task_run_id,
@@ -189,7 +190,7 @@ pub(crate) fn task_run_event(
             state_name: state.name().to_string(),
             state_timestamp: timestamp(state.timestamp()),
             run_count: task_run.run_count.to_string(),
-            state_message: state.message().unwrap_or_default().to_string(),
+            state_message: for_server(state.message().unwrap_or_default()).into_owned(),
             orchestration: "client",
         },
         related,

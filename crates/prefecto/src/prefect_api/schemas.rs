@@ -5,6 +5,7 @@
 // Some payloads only `flow-run sync` sends or reads, and it needs the run history.
 #![cfg_attr(not(feature = "history"), allow(dead_code))]
 
+use super::text_limits::for_server;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -37,7 +38,7 @@ impl StateCreate {
         StateCreate {
             state_type: state_type.into(),
             name: name.to_string(),
-            message: message.to_string(),
+            message: for_server(message).into_owned(),
             state_details: StateDetails::default(),
             data: None,
         }
