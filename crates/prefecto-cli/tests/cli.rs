@@ -28,18 +28,26 @@ fn checks(inputs: Vec<i64>) -> Result<(), prefecto::concurrency::BatchError<i64>
     Ok(())
 }
 
+/// A fresh run history of its own, named after `name` and this process, in
+/// which `flows` run; returns its folder and what `flows` returned.
+fn history_with<R>(name: &str, flows: impl FnOnce() -> R) -> (PathBuf, R) {
+    let home = std::env::temp_dir().join(format!("prefecto-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let setup = Prefecto::builder()
+        .engine_only()
+        .history_in(&home)
+        .build()
+        .unwrap();
+    let value = setup.scope(flows);
+    (home, value)
+}
+
 /// A history with one flow run that a kill switch stopped, written once per test binary.
 fn history() -> &'static (PathBuf, String) {
     static HISTORY: OnceLock<(PathBuf, String)> = OnceLock::new();
     HISTORY.get_or_init(|| {
-        let home = std::env::temp_dir().join(format!("prefecto-cli-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        let prefecto = Prefecto::builder()
-            .engine_only()
-            .history_in(&home)
-            .build()
-            .unwrap();
-        prefecto.scope(|| checks(vec![1, -2, 3, 4, 5])).unwrap_err();
+        let (home, result) = history_with("test", || checks(vec![1, -2, 3, 4, 5]));
+        result.unwrap_err();
         (home, FLOW_RUN_NAME.get().unwrap().clone())
     })
 }
@@ -245,14 +253,8 @@ fn chain() -> i64 {
 
 #[test]
 fn inspect_json_lists_each_task_runs_upstream_runs() {
-    let home = std::env::temp_dir().join(format!("prefecto-cli-chain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let setup = Prefecto::builder()
-        .engine_only()
-        .history_in(&home)
-        .build()
-        .unwrap();
-    assert_eq!(setup.scope(chain).unwrap(), 4);
+    let (home, value) = history_with("chain", chain);
+    assert_eq!(value.unwrap(), 4);
     let name = CHAIN_NAME.get().unwrap();
     let (ok, out, _) = prefecto(&home, &["flow-run", "inspect", name, "--json"]);
     assert!(ok);
@@ -301,15 +303,8 @@ fn hostile_flow() {
 fn hostile_history() -> &'static (PathBuf, String) {
     static HISTORY: OnceLock<(PathBuf, String)> = OnceLock::new();
     HISTORY.get_or_init(|| {
-        let home =
-            std::env::temp_dir().join(format!("prefecto-cli-hostile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        let setup = Prefecto::builder()
-            .engine_only()
-            .history_in(&home)
-            .build()
-            .unwrap();
-        setup.scope(hostile_flow).unwrap();
+        let (home, result) = history_with("hostile", hostile_flow);
+        result.unwrap();
         (home, HOSTILE_NAME.get().unwrap().clone())
     })
 }

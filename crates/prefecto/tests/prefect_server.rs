@@ -865,7 +865,11 @@ fn a_megabyte_error_reaches_the_server_cut_to_its_limits() {
     let output = run(child_process("huge_error", &api_url()));
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}", &stderr[..stderr.len().min(2_000)]);
+    assert!(
+        output.status.success(),
+        "{}",
+        &stderr[..stderr.len().min(2_000)]
+    );
     // The server took the event: the flow call did not wait out its report wait.
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
     let flow_run = api.flow_run_named(&flow_run_name(&stderr)).unwrap();
@@ -873,9 +877,16 @@ fn a_megabyte_error_reaches_the_server_cut_to_its_limits() {
     assert_eq!(task_runs.len(), 1);
     let message = task_runs[0]["state"]["message"].as_str().unwrap();
     assert!(message.len() < 200_000, "{}", message.len());
-    assert!(message.ends_with("shows the whole text]"), "{}", &message[message.len() - 200..]);
+    assert!(
+        message.ends_with("shows the whole text]"),
+        "{}",
+        &message[message.len() - 200..]
+    );
     let logs = api.logs(flow_run["id"].as_str().unwrap());
-    assert!(logs.iter().all(|l| l["message"].as_str().unwrap().len() < 200_000));
+    assert!(
+        logs.iter()
+            .all(|l| l["message"].as_str().unwrap().len() < 200_000)
+    );
 }
 
 /// What a child process does, by role; nothing when run as an ordinary test.
