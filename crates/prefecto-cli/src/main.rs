@@ -162,13 +162,22 @@ enum CliError {
     },
 }
 
+/// The history, for reading only: the read commands never write it, so
+/// they work on a read-only filesystem and never change what they show.
 fn open() -> Result<Store, StoreError> {
-    Store::open_existing(store::default_path())
+    Store::open_read_only(store::default_path())
 }
 
 /// The history, and the flow run named (or with the id) `run` in it.
 fn open_flow_run(run: &str) -> Result<(Store, FlowRunRow), StoreError> {
     let store = open()?;
+    let flow_run = store.flow_run(run)?;
+    Ok((store, flow_run))
+}
+
+/// As [`open_flow_run`], for a command that writes (`sync` notes what it delivered).
+fn open_flow_run_to_write(run: &str) -> Result<(Store, FlowRunRow), StoreError> {
+    let store = Store::open_existing(store::default_path())?;
     let flow_run = store.flow_run(run)?;
     Ok((store, flow_run))
 }
@@ -257,7 +266,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let config = ApiConfig::from_env()?.ok_or(CliError::NoServer)?;
             let url = config.url.clone();
             let client = Client::new(config)?;
-            let (store, flow_run) = open_flow_run(&run)?;
+            let (store, flow_run) = open_flow_run_to_write(&run)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -65,6 +65,19 @@ pub enum StoreError {
         /// The newest this build knows.
         supported: i64,
     },
+    /// The database is too old to read without upgrading it, and it was
+    /// opened for reading only.
+    #[error(
+        "the run history at {path} has schema version {found}, older than this prefecto \
+         reads without upgrading it: run any flow (or `prefecto flow-run sync`) with write \
+         access to upgrade it"
+    )]
+    NeedsUpgrade {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
     /// SQLite refused an operation.
     #[error("run history database {path}: {source}")]
     Sqlite {
@@ -120,6 +133,11 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     conn: Connection,
+    /// Opened for reading only: nothing is ever written, and runs whose
+    /// process is gone are shown `Crashed` rather than marked so.
+    read_only: bool,
+    /// The schema version found (older ones can be read, not written).
+    schema_version: i64,
 }
 
 impl Store {
@@ -157,10 +175,74 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let mut store = Store { path, conn };
+        let mut store = Store {
+            path,
+            conn,
+            read_only: false,
+            schema_version: SCHEMA_VERSION,
+        };
         store.configure()?;
         schema::migrate(&mut store.conn, &store.path)?;
         Ok(store)
+    }
+
+    /// Opens an existing database for reading only: what the `prefecto`
+    /// command's read commands use, so that they work on a read-only
+    /// filesystem or a database they may not write, and never change it.
+    ///
+    /// ```
+    /// use prefecto::prelude::*;
+    /// use prefecto::store::{self, Store};
+    ///
+    /// #[flow]
+    /// fn noop() {}
+    ///
+    /// let home = std::env::temp_dir().join(format!("prefecto-doc-ro-{}", std::process::id()));
+    /// Prefecto::builder().engine_only().history_in(&home).build().unwrap().scope(noop).unwrap();
+    ///
+    /// let store = Store::open_read_only(home.join(store::DB_FILE)).unwrap();
+    /// assert_eq!(store.flow_runs(10, None, None).unwrap().len(), 1);
+    /// ```
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(StoreError::Missing(path));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let uri = |query: &str| {
+            let mut uri = url_path(&path);
+            uri.push_str(query);
+            uri
+        };
+        // A WAL database on read-only media cannot get its shared-memory
+        // file; opened as immutable it is read as it stands.
+        let conn = Connection::open_with_flags(uri("?mode=ro"), flags)
+            .and_then(|conn| {
+                conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                    .map(|_| conn)
+            })
+            .or_else(|_| Connection::open_with_flags(uri("?mode=ro&immutable=1"), flags))
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        let _ = conn.busy_timeout(Duration::from_secs(30));
+        let schema_version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        schema::check_readable(&path, schema_version)?;
+        Ok(Store {
+            path,
+            conn,
+            read_only: true,
+            schema_version,
+        })
     }
 
     /// Opens an existing database; a missing one is [`StoreError::Missing`].
@@ -205,6 +287,18 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
         error.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+/// `path` as the path part of an SQLite `file:` URI.
+fn url_path(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for byte in path.to_string_lossy().bytes() {
+        match byte {
+            b'?' | b'#' | b'%' => uri.push_str(&format!("%{byte:02X}")),
+            byte => uri.push(byte as char),
+        }
+    }
+    uri
 }
 
 /// The database of the home folder the environment names:

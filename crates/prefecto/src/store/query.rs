@@ -6,11 +6,12 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use uuid::Uuid;
 
+use super::crashed::{present_crashed, present_crashed_task_runs};
 use super::rows::{
     Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, UpstreamRow,
     optional_uuid_at, parse_history, time, uuid_at,
 };
-use super::{Store, StoreError, pack};
+use super::{Store, StoreError, pack, schema};
 use crate::recorder::implied_lines;
 use crate::state::{State, StateType};
 
@@ -40,7 +41,9 @@ impl Store {
         state: Option<&str>,
         flow: Option<&str>,
     ) -> Result<Vec<FlowRunRow>, StoreError> {
-        self.mark_crashed()?;
+        if !self.read_only {
+            self.mark_crashed()?;
+        }
         let sql = format!(
             "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
              WHERE (?1 IS NULL OR state_type = upper(?1) OR state_name = ?1)
@@ -48,25 +51,49 @@ impl Store {
              ORDER BY created DESC LIMIT ?3"
         );
         let mut statement = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map(params![state, flow, limit as i64], flow_run_row)
+        // A reader that may not mark crashed runs shows them so, and filters
+        // by the state it shows: it reads every run of the flow when filtering.
+        let (sql_state, sql_limit) = match (self.read_only, state) {
+            (true, Some(_)) => (None, i64::MAX),
+            _ => (state, limit as i64),
+        };
+        let mut rows = statement
+            .query_map(params![sql_state, flow, sql_limit], flow_run_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
+        if self.read_only {
+            rows.iter_mut().for_each(|row| {
+                present_crashed(row);
+            });
+            rows.retain(|row| {
+                state.is_none_or(|s| {
+                    row.state_type.as_api_str().eq_ignore_ascii_case(s) || row.state_name == s
+                })
+            });
+            rows.truncate(limit);
+        }
         Ok(rows)
     }
 
     /// The flow run with this name or id (the newest, if names repeat).
     pub fn flow_run(&self, name_or_id: &str) -> Result<FlowRunRow, StoreError> {
-        self.mark_crashed()?;
+        if !self.read_only {
+            self.mark_crashed()?;
+        }
         let sql = format!(
             "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1 OR name = ?1
              ORDER BY created DESC LIMIT 1"
         );
-        self.conn
+        let mut row = self
+            .conn
             .query_row(&sql, params![name_or_id], flow_run_row)
             .optional()
             .map_err(|e| self.sqlite(e))?
-            .ok_or_else(|| StoreError::NoSuchFlowRun(name_or_id.to_string()))
+            .ok_or_else(|| StoreError::NoSuchFlowRun(name_or_id.to_string()))?;
+        if self.read_only {
+            present_crashed(&mut row);
+        }
+        Ok(row)
     }
 
     /// A flow run's task runs in creation order, optionally of one state
@@ -195,7 +222,15 @@ impl Store {
         records.sort_by(|a, b| {
             (a.created, &a.row.task, a.row.index).cmp(&(b.created, &b.row.task, b.row.index))
         });
-        self.attach_upstream(&flow_run_id, &mut records)?;
+        if schema::has_upstream(self.schema_version) {
+            self.attach_upstream(&flow_run_id, &mut records)?;
+        }
+        if self.read_only {
+            let flow = self.flow_run(&flow_run_id)?;
+            if flow.state_type == StateType::Crashed {
+                present_crashed_task_runs(&flow, &mut records);
+            }
+        }
         Ok(records)
     }
 

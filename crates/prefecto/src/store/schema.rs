@@ -128,6 +128,33 @@ const MIGRATIONS: &[Migration] = &[
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The oldest schema a read-only reader can read as it stands: version 6
+/// dropped the chunk format; version 7 only added the upstream edges.
+const OLDEST_READABLE: i64 = 6;
+
+/// Whether a database of `version` can be read without migrating it.
+pub(super) fn check_readable(path: &Path, version: i64) -> Result<(), StoreError> {
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < OLDEST_READABLE {
+        return Err(StoreError::NeedsUpgrade {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a database of `version` records upstream runs.
+pub(super) fn has_upstream(version: i64) -> bool {
+    version >= 7
+}
+
 /// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let sqlite = |source| StoreError::Sqlite {
