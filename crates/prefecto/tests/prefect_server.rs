@@ -535,6 +535,36 @@ fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
     );
     assert_eq!(named.as_array().unwrap().len(), 1);
 
+    // Started again for that run, now finished: it is not run twice.
+    let mut command = example("squares", &api_url());
+    command.env("PREFECT__FLOW_RUN_ID", id);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "30");
+    assert!(
+        stderr.contains("has already finished in state COMPLETED, and is not run again"),
+        "{stderr}"
+    );
+    assert_eq!(api.task_runs(id).len(), 10, "the finished run got no task runs more");
+
+    // A run of another flow is not this flow's to take.
+    let other_flow = api.post("/flows/", json!({ "name": "not-squares" }));
+    let other = api.post(
+        "/flow_runs/",
+        json!({ "flow_id": other_flow["id"], "state": { "type": "PENDING" } }),
+    );
+    let other_id = other["id"].as_str().unwrap();
+    let mut command = example("squares", &api_url());
+    command.env("PREFECT__FLOW_RUN_ID", other_id);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("is a run of flow 'not-squares'"), "{stderr}");
+    let untouched = api.call(Method::GET, &format!("/flow_runs/{other_id}"), None);
+    assert_eq!(untouched["state_type"], "PENDING", "{untouched}");
+    assert!(api.task_runs(other_id).is_empty());
+
     // Not adopted, the run is created with the parameters of the call.
     let output = run(example("squares", &api_url()));
     let stderr = String::from_utf8_lossy(&output.stderr);

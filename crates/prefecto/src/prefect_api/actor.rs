@@ -19,7 +19,7 @@ use super::delivery::{DeliveryQueue, send_events, send_logs};
 use super::orchestration::{Orchestration, set_flow_run_state};
 use super::reconcile::{finish, kept_for_sync};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
-use super::schemas::{FlowCreate, FlowRunCreate, FlowRunRead, StateCreate, WithId};
+use super::schemas::{FlowCreate, FlowRead, FlowRunCreate, FlowRunRead, StateCreate, WithId};
 use super::{ApiError, Client, Sent};
 use crate::adopt::AdoptedFlowRun;
 use crate::inputs::UpstreamRun;
@@ -59,7 +59,7 @@ pub(super) enum Msg {
     Adopt {
         flow_run: Uuid,
         flow: String,
-        reply: std::sync::mpsc::SyncSender<Result<AdoptedFlowRun, ApiError>>,
+        reply: std::sync::mpsc::SyncSender<Result<AdoptedFlowRun, NotAdopted>>,
     },
 }
 
@@ -174,7 +174,7 @@ impl Reporter {
         }
     }
 
-    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<AdoptedFlowRun, ApiError> {
+    async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<AdoptedFlowRun, NotAdopted> {
         let mut sent = Sent::default();
         let result = async {
             if !self.checked {
@@ -190,11 +190,35 @@ impl Reporter {
                     &mut sent,
                 )
                 .await?;
-            Ok((run.flow_id, run.name, run.parameters))
+            let its_flow: FlowRead = self
+                .client
+                .send_as(
+                    Method::GET,
+                    &format!("/flows/{}", run.flow_id),
+                    None,
+                    &mut sent,
+                )
+                .await?;
+            Ok((run, its_flow.name))
         }
         .await;
         self.counters.add(sent);
-        let (flow_id, name, parameters) = result?;
+        let (run, its_flow) = result.map_err(NotAdopted::Unreadable)?;
+        // A run that has finished is not run again (Prefect's engine aborts
+        // such a run too), and a run of another flow is not this call's.
+        if let Some(state) = run.state_type.as_deref().filter(|s| is_final(s)) {
+            return Err(NotAdopted::Finished {
+                name: run.name,
+                state: state.to_string(),
+            });
+        }
+        if its_flow != flow {
+            return Err(NotAdopted::OtherFlow {
+                name: run.name,
+                flow: its_flow,
+            });
+        }
+        let (flow_id, name, parameters) = (run.flow_id, run.name, run.parameters);
         self.runs.insert(
             flow_run,
             FlowRunReport {
@@ -449,4 +473,19 @@ impl Reporter {
             }
         }
     }
+}
+
+/// Why a flow call did not take over the flow run a worker named.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotAdopted {
+    #[error("the flow run could not be read: {0}")]
+    Unreadable(ApiError),
+    #[error("flow run '{name}' has already finished in state {state}, and is not run again")]
+    Finished { name: String, state: String },
+    #[error("flow run '{name}' is a run of flow '{flow}'")]
+    OtherFlow { name: String, flow: String },
+}
+
+fn is_final(state_type: &str) -> bool {
+    matches!(state_type, "COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::actor::{Msg, Reporter};
+use super::actor::{Msg, NotAdopted, Reporter};
 use super::counters::{Counters, ReportCounters};
 use super::limits::TagLimits;
 use super::{ApiConfig, ApiError, Client, ConfigError, FLOW_RUN_ID_ENV};
@@ -94,7 +94,7 @@ impl PrefectReporter {
     }
 
     /// Takes over a flow run that exists on the server: its name and parameters.
-    fn adopt_run(&self, flow_run: Uuid, flow: &str) -> Result<AdoptedFlowRun, ApiError> {
+    fn adopt_run(&self, flow_run: Uuid, flow: &str) -> Result<AdoptedFlowRun, NotAdopted> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.send(Msg::Adopt {
             flow_run,
@@ -103,10 +103,10 @@ impl PrefectReporter {
         });
         let url = self.config.url.clone();
         wait_blocking(|| answer.recv_timeout(Duration::from_secs(120))).unwrap_or_else(|_| {
-            Err(ApiError::Unreachable {
+            Err(NotAdopted::Unreadable(ApiError::Unreachable {
                 url,
                 reason: "no answer within 120 s".to_string(),
-            })
+            }))
         })
     }
 }
@@ -131,7 +131,7 @@ impl FlowRunAdopter for PrefectReporter {
         };
         match self.adopt_run(server_id, flow) {
             Ok(adopted) => Some(adopted),
-            Err(err) => warn(format!("the flow run could not be read: {err}")),
+            Err(err) => warn(err.to_string()),
         }
     }
 }

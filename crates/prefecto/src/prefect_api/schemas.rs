@@ -129,6 +129,12 @@ pub(crate) struct FlowRunRead {
     pub(crate) state_type: Option<String>,
 }
 
+/// `GET /flows/{id}`: the part a worker-started run's check needs.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct FlowRead {
+    pub(crate) name: String,
+}
+
 /// `POST /logs/`: one line.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LogCreate {
