@@ -16,106 +16,11 @@ use prefecto::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
+mod server_api;
 
-const API_URL_ENV: &str = "PREFECTO_TEST_PREFECT_API_URL";
-
-fn api_url() -> String {
-    std::env::var(API_URL_ENV).expect("checked by server_available")
-}
-
-/// Whether the Prefect servers these tests need were started for them. A
-/// plain `cargo test` has none: each test then says how to run it and
-/// passes; `scripts/test.sh` starts them and sets
-/// `PREFECTO_TEST_REQUIRE_SERVERS`, so that there a missing server fails.
-fn server_available(test: &str) -> bool {
-    if std::env::var_os(API_URL_ENV).is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("PREFECTO_TEST_REQUIRE_SERVERS").is_none(),
-        "{API_URL_ENV} is not set, but the servers were required"
-    );
-    eprintln!(
-        "skipped {test}: it needs real Prefect 3.9.1 servers; run scripts/test.sh, which starts them"
-    );
-    false
-}
-
-/// The server's API, for checking what it recorded.
-struct Api {
-    client: Client,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn new(url: &str) -> Self {
-        Api {
-            client: Client::new(ApiConfig::new(url).unwrap()).unwrap(),
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn open() -> Self {
-        Api::new(&api_url())
-    }
-
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        self.runtime
-            .block_on(
-                self.client
-                    .send(method, path, body.as_ref(), &mut Sent::default()),
-            )
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        self.call(Method::POST, path, Some(body))
-    }
-
-    /// The flow run with this name (names are unique enough here).
-    fn flow_run_named(&self, name: &str) -> Option<Value> {
-        let runs = self.post(
-            "/flow_runs/filter",
-            json!({ "flow_runs": { "name": { "any_": [name] } } }),
-        );
-        runs.as_array()?.first().cloned()
-    }
-
-    fn task_runs(&self, flow_run_id: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        loop {
-            let page = self.post(
-                "/task_runs/filter",
-                json!({
-                    "flow_runs": { "id": { "any_": [flow_run_id] } },
-                    "sort": "EXPECTED_START_TIME_ASC",
-                    "limit": 200,
-                    "offset": all.len(),
-                }),
-            );
-            let page = page.as_array().unwrap().clone();
-            let n = page.len();
-            all.extend(page);
-            if n < 200 {
-                return all;
-            }
-        }
-    }
-
-    fn logs(&self, flow_run_id: &str) -> Vec<Value> {
-        self.post(
-            "/logs/filter",
-            json!({ "logs": { "flow_run_id": { "any_": [flow_run_id] } }, "sort": "TIMESTAMP_ASC" }),
-        )
-        .as_array()
-        .unwrap()
-        .clone()
-    }
-}
+use server_api::{
+    Api, CHILD_ENV, OwnServer, api_url, by_name, child_process, flow_run_name, server_available,
+};
 
 fn examples_dir() -> PathBuf {
     // target/<profile>/deps/<this test> → target/<profile>/examples
@@ -133,17 +38,6 @@ fn example(name: &str, url: &str) -> Command {
     );
     let mut command = Command::new(path);
     command
-        .env("PREFECT_API_URL", url)
-        .env("PREFECTO_PROGRESS", "off");
-    command
-}
-
-/// This test binary, run again to run one child flow, reporting to `url`.
-fn child_process(role: &str, url: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "child", "--include-ignored", "--nocapture"])
-        .env(CHILD_ENV, role)
         .env("PREFECT_API_URL", url)
         .env("PREFECTO_PROGRESS", "off");
     command
@@ -168,22 +62,6 @@ fn named_flow_run(process: &mut std::process::Child) -> String {
 
 fn run(mut command: Command) -> Output {
     command.output().unwrap()
-}
-
-/// The flow run's name, from the engine's first log line.
-fn flow_run_name(stderr: &str) -> String {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("Created flow run '"))
-        .unwrap_or_else(|| panic!("no flow run in: {stderr}"));
-    line.split('\'').nth(1).unwrap().to_string()
-}
-
-fn by_name(task_runs: &[Value]) -> std::collections::BTreeMap<String, Value> {
-    task_runs
-        .iter()
-        .map(|r| (r["name"].as_str().unwrap().to_string(), r.clone()))
-        .collect()
 }
 
 #[test]
@@ -546,7 +424,11 @@ fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
         stderr.contains("has already finished in state COMPLETED, and is not run again"),
         "{stderr}"
     );
-    assert_eq!(api.task_runs(id).len(), 10, "the finished run got no task runs more");
+    assert_eq!(
+        api.task_runs(id).len(),
+        10,
+        "the finished run got no task runs more"
+    );
 
     // A run of another flow is not this flow's to take.
     let other_flow = api.post("/flows/", json!({ "name": "not-squares" }));
@@ -560,7 +442,10 @@ fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
     let output = run(command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("is a run of flow 'not-squares'"), "{stderr}");
+    assert!(
+        stderr.contains("is a run of flow 'not-squares'"),
+        "{stderr}"
+    );
     let untouched = api.call(Method::GET, &format!("/flow_runs/{other_id}"), None);
     assert_eq!(untouched["state_type"], "PENDING", "{untouched}");
     assert!(api.task_runs(other_id).is_empty());
@@ -647,83 +532,6 @@ fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
     assert_eq!(most, 2, "never more than the limit, and the limit was used");
     let limit = api.call(Method::GET, "/v2/concurrency_limits/tag:db", None);
     assert_eq!(limit["active_slots"], 0, "every slot given back: {limit}");
-}
-
-/// A Prefect server of a test's own, to stop and start again.
-struct OwnServer {
-    home: PathBuf,
-    port: u16,
-    process: Option<std::process::Child>,
-}
-
-impl OwnServer {
-    fn start(name: &str) -> Self {
-        let work = PathBuf::from(std::env::var("PREFECTO_TEST_WORK").unwrap());
-        let home = work.join(format!("{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&home).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = OwnServer {
-            home,
-            port,
-            process: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/api", self.port)
-    }
-
-    /// Starts the server on its port and database, and waits until it is healthy.
-    fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let log = std::fs::File::create(self.home.join("server.log")).unwrap();
-        let process = Command::new(std::env::var("PREFECTO_TEST_PREFECT_BIN").unwrap())
-            .args(["server", "start", "--host", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .env("PREFECT_HOME", &self.home)
-            .env("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-            .env("PREFECT_SERVER_UI_ENABLED", "false")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        self.process = Some(process);
-        let api = Api::new(&self.url());
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while api.runtime.block_on(api.client.check()).is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let group = format!("-{}", process.id());
-            let kill = |signal: &str| {
-                let _ = Command::new("kill")
-                    .args([signal, "--", &group])
-                    .stderr(Stdio::null())
-                    .status();
-            };
-            kill("-TERM");
-            let _ = process.wait();
-            // Whatever of the group is left (uvicorn's workers).
-            kill("-KILL");
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[task]

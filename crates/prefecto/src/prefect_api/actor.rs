@@ -351,6 +351,7 @@ impl Reporter {
                 parameters,
                 state: StateCreate::of(state),
                 tags: [],
+                idempotency_key: report.id.to_string(),
             };
             let run: WithId = self
                 .client

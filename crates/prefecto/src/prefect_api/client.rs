@@ -38,6 +38,31 @@ pub struct Client {
     config: ApiConfig,
 }
 
+/// Why a request sent once failed, and whether the server may have stored it.
+#[derive(Debug)]
+pub(crate) struct SentOnce {
+    pub(crate) error: ApiError,
+    /// The request may have been stored (its reply was lost, or the server
+    /// failed midway): ask the server before sending it again.
+    pub(crate) in_doubt: bool,
+}
+
+impl SentOnce {
+    fn not_stored(error: ApiError) -> Self {
+        SentOnce {
+            error,
+            in_doubt: false,
+        }
+    }
+
+    fn in_doubt(error: ApiError) -> Self {
+        SentOnce {
+            error,
+            in_doubt: true,
+        }
+    }
+}
+
 /// How a request turned out, for the reporter's counters.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sent {
@@ -165,6 +190,62 @@ impl Client {
         })
     }
 
+    /// One request, sent once, for records the server keeps no id of (log
+    /// lines) or stores twice if sent twice (events): on failure, whether
+    /// the server may have stored it ([`SentOnce::in_doubt`]), so that the
+    /// caller asks the server before it sends it again.
+    pub(crate) async fn send_json_once<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        sent: &mut Sent,
+    ) -> Result<(), SentOnce> {
+        let url = self.url(path);
+        let body = self.encode(path, body).map_err(SentOnce::not_stored)?;
+        sent.requests += 1;
+        let request = self
+            .http
+            .request(method, &url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = match request.send().await {
+            Ok(response) => response,
+            // Nothing listened: nothing was stored.
+            Err(e) if e.is_connect() => {
+                return Err(SentOnce::not_stored(ApiError::Unreachable {
+                    url,
+                    reason: error_chain(&e),
+                }));
+            }
+            // Sent, and the reply lost: the server may have stored it.
+            Err(e) => {
+                return Err(SentOnce::in_doubt(ApiError::RetriesExhausted {
+                    url,
+                    attempts: 1,
+                    last: error_chain(&e),
+                }));
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let error = ApiError::Status {
+            url,
+            status: status.as_u16(),
+            body: truncate(&text),
+        };
+        Err(match status {
+            // Turned away before any work: nothing stored, send again later.
+            StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE => SentOnce::not_stored(error),
+            _ => SentOnce::in_doubt(error),
+        })
+    }
+
     async fn exchange<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -172,9 +253,10 @@ impl Client {
         body: Option<Vec<u8>>,
         sent: &mut Sent,
     ) -> Result<T, ApiError> {
+        let attempts = ATTEMPTS;
         let url = self.url(path);
         let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
+        for attempt in 0..attempts {
             if attempt > 0 {
                 sent.retries += 1;
             }
@@ -202,9 +284,11 @@ impl Client {
                     let status = response.status();
                     let retry_after = retry_after(&response);
                     if status.is_success() {
-                        let bytes = response.bytes().await.map_err(|e| ApiError::Unreachable {
+                        // Cut off after the server answered: it acted, so this is
+                        // no refused connection.
+                        let bytes = response.bytes().await.map_err(|e| ApiError::NotPrefect {
                             url: url.clone(),
-                            reason: error_chain(&e),
+                            detail: format!("an answer cut off: {}", error_chain(&e)),
                         })?;
                         let bytes = if bytes.is_empty() {
                             &b"null"[..]
@@ -244,13 +328,13 @@ impl Client {
                     }
                 }
             };
-            if attempt + 1 < ATTEMPTS {
+            if attempt + 1 < attempts {
                 tokio::time::sleep(wait).await;
             }
         }
         Err(ApiError::RetriesExhausted {
             url,
-            attempts: ATTEMPTS,
+            attempts,
             last,
         })
     }

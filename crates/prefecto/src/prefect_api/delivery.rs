@@ -1,17 +1,17 @@
 //! Delivery: the queues of task-run events and log lines, and the two
 //! senders that drain them, paced, in batches.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::counters::Counters;
+use super::readback::server_logs;
 use super::schemas::{Event, LogCreate};
 use super::{ApiError, Client, Sent};
 
@@ -80,16 +80,7 @@ pub(super) async fn send_events(
         }
         let started = Instant::now();
         let count = batch.len();
-        let posted = post_batch(
-            &client,
-            &counters,
-            "/events",
-            batch,
-            &outbox.events,
-            &outbox.events_in_flight,
-            &counters.events,
-        )
-        .await;
+        let posted = post_events(&client, &counters, batch, &outbox).await;
         if let Err(err) = posted {
             tracing::debug!(target: "prefecto.engine", "Task-run events not delivered yet: {err}");
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -121,52 +112,154 @@ pub(super) async fn send_logs(client: Client, outbox: Arc<DeliveryQueue>, counte
             if batch.is_empty() {
                 break;
             }
-            let posted = post_batch(
-                &client,
-                &counters,
-                "/logs/",
-                batch,
-                &outbox.logs,
-                &outbox.logs_in_flight,
-                &counters.logs,
-            )
-            .await;
-            if posted.is_err() {
+            let Some(batch) = without_stored(&client, &counters, batch, &outbox.logs).await else {
+                // The server could not say what it has: ask again next time.
+                break;
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            if post_logs(&client, &counters, batch, &outbox).await.is_err() {
                 break;
             }
         }
     }
 }
 
-/// Posts a batch of events or logs. While it is out, `in_flight` counts it,
-/// so that an empty outbox means everything was answered; if it fails, it
-/// goes back to the front of `queue` for the next try.
-async fn post_batch<T: Serialize>(
+/// Posts a batch of log lines once. Log lines have no id the server would
+/// deduplicate by, so a failed request is not simply sent again: its lines
+/// are marked as maybe stored, and [`without_stored`] asks the server before
+/// they go again.
+async fn post_logs(
     client: &Client,
     counters: &Counters,
-    path: &str,
-    batch: Vec<T>,
-    queue: &Mutex<VecDeque<T>>,
-    in_flight: &AtomicU64,
-    delivered: &AtomicU64,
+    mut batch: Vec<LogCreate>,
+    outbox: &DeliveryQueue,
 ) -> Result<(), ApiError> {
-    in_flight.store(batch.len() as u64, Ordering::Release);
+    outbox
+        .logs_in_flight
+        .store(batch.len() as u64, Ordering::Release);
     let mut sent = Sent::default();
-    let result: Result<Value, ApiError> = client
-        .send_json(Method::POST, path, &batch, &mut sent)
+    let result = client
+        .send_json_once(Method::POST, "/logs/", &batch, &mut sent)
         .await;
     counters.add(sent);
-    match &result {
-        Ok(_) => {
-            delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let result = match result {
+        Ok(()) => {
+            counters
+                .logs
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(())
         }
-        Err(_) => {
-            let mut queue = lock(queue);
-            for item in batch.into_iter().rev() {
-                queue.push_front(item);
+        Err(failed) => {
+            let mut queue = lock(&outbox.logs);
+            for mut line in batch.drain(..).rev() {
+                line.maybe_stored |= failed.in_doubt;
+                queue.push_front(line);
+            }
+            Err(failed.error)
+        }
+    };
+    outbox.logs_in_flight.store(0, Ordering::Release);
+    result
+}
+
+/// The lines of `batch` the server does not have yet. Lines of a request
+/// that failed after it may have reached the server are looked up in the
+/// server's logs of their flow run first. `None` (the batch back in the
+/// queue) if the server could not be asked.
+async fn without_stored(
+    client: &Client,
+    counters: &Counters,
+    batch: Vec<LogCreate>,
+    queue: &Mutex<VecDeque<LogCreate>>,
+) -> Option<Vec<LogCreate>> {
+    if !batch.iter().any(|line| line.maybe_stored) {
+        return Some(batch);
+    }
+    let mut flow_runs: Vec<Uuid> = batch
+        .iter()
+        .filter(|line| line.maybe_stored)
+        .map(|line| line.flow_run_id)
+        .collect();
+    flow_runs.sort_unstable();
+    flow_runs.dedup();
+    let mut stored = HashSet::new();
+    let mut sent = Sent::default();
+    for flow_run in flow_runs {
+        match server_logs(client, flow_run, &mut sent).await {
+            Ok(lines) => stored.extend(lines.into_iter().map(|key| (flow_run, key))),
+            Err(_) => {
+                counters.add(sent);
+                let mut queue = lock(queue);
+                for line in batch.into_iter().rev() {
+                    queue.push_front(line);
+                }
+                return None;
             }
         }
     }
-    in_flight.store(0, Ordering::Release);
-    result.map(drop)
+    counters.add(sent);
+    let before = batch.len();
+    let missing: Vec<LogCreate> = batch
+        .into_iter()
+        .filter(|line| {
+            !line.maybe_stored
+                || !stored.contains(&(line.flow_run_id, (line.micros, line.message.clone())))
+        })
+        .collect();
+    // The ones found were delivered by the request whose reply was lost.
+    counters
+        .logs
+        .fetch_add((before - missing.len()) as u64, Ordering::Relaxed);
+    Some(missing)
+}
+
+/// Posts a batch of events once. While it is out, `in_flight` counts it,
+/// so that an empty outbox means everything was answered. Turned away (the
+/// server busy, or down), it goes back to the front of the queue. In doubt
+/// (its reply lost), it is not sent again: the server refuses a task run's
+/// state twice, and drops the rest of its recording batch with it. The
+/// flow run's end reconciles: it counts what the server has once the count
+/// settles, and sends only what is missing.
+async fn post_events(
+    client: &Client,
+    counters: &Counters,
+    batch: Vec<Event>,
+    outbox: &DeliveryQueue,
+) -> Result<(), ApiError> {
+    outbox
+        .events_in_flight
+        .store(batch.len() as u64, Ordering::Release);
+    let mut sent = Sent::default();
+    let result = client
+        .send_json_once(Method::POST, "/events", &batch, &mut sent)
+        .await;
+    counters.add(sent);
+    let result = match result {
+        Ok(()) => {
+            counters
+                .events
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(failed) if failed.in_doubt => {
+            tracing::debug!(
+                target: "prefecto.engine",
+                "{} task-run event(s) may have reached the server ({}); the flow run's end checks",
+                batch.len(),
+                failed.error
+            );
+            Ok(())
+        }
+        Err(failed) => {
+            let mut queue = lock(&outbox.events);
+            for item in batch.into_iter().rev() {
+                queue.push_front(item);
+            }
+            Err(failed.error)
+        }
+    };
+    outbox.events_in_flight.store(0, Ordering::Release);
+    result
 }

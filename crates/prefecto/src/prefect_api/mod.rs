@@ -16,6 +16,7 @@ mod delivery;
 mod error;
 mod limits;
 mod orchestration;
+mod readback;
 mod reconcile;
 mod report;
 mod reporter;

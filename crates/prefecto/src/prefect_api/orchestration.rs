@@ -49,6 +49,11 @@ pub(super) async fn set_flow_run_state(
                     .state
                     .and_then(|s| s.name)
                     .unwrap_or_else(|| "?".to_string());
+                // A proposal whose reply was lost, sent again: the server
+                // already is in that state, so it was delivered.
+                if current == state.name() {
+                    return Ok(Orchestration::Accepted);
+                }
                 return Ok(Orchestration::Rejected(format!("{current} ({reason})")));
             }
             Some("ABORT") => return Ok(Orchestration::Aborted(reason)),

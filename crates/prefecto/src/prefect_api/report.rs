@@ -121,6 +121,8 @@ pub(crate) fn log_create(
         timestamp: timestamp(at),
         flow_run_id: server.flow_run,
         task_run_id,
+        micros: at.timestamp_micros(),
+        maybe_stored: false,
     })
 }
 

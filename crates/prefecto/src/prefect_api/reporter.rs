@@ -46,6 +46,8 @@ pub struct PrefectReporter {
     limits: Arc<TagLimits>,
     /// `PREFECT__FLOW_RUN_ID` is taken by the first flow call only.
     adopted: AtomicBool,
+    /// The run history's database, where an undelivered run is noted.
+    history: Option<Arc<Path>>,
 }
 
 impl PrefectReporter {
@@ -63,6 +65,7 @@ impl PrefectReporter {
             .map_err(|e| ConfigError::Client(e.to_string()))?;
         let limits = TagLimits::new(client.clone(), runtime.handle().clone(), counters.clone());
         let history: Option<Arc<Path>> = history.map(Arc::from);
+        let history_for_notes = history.clone();
         std::thread::Builder::new()
             .name("prefecto-report".into())
             .spawn(move || {
@@ -75,6 +78,7 @@ impl PrefectReporter {
             config,
             limits,
             adopted: AtomicBool::new(false),
+            history: history_for_notes,
         })
     }
 
@@ -110,6 +114,31 @@ impl PrefectReporter {
         })
     }
 }
+
+/// How long past its report wait a flow call waits for the reporter's answer.
+const END_MARGIN: Duration = Duration::from_secs(5);
+
+/// Notes in the run history that the server may lack a flow run, from the
+/// flow call's side (the reporter itself is stuck on a request).
+#[cfg(feature = "history")]
+fn note_undelivered(history: &Path, url: &str, flow_run: FlowRunRef<'_>, reason: &str) {
+    let delivery = crate::store::Delivery {
+        flow_run_id: flow_run.id,
+        api_url: url.to_string(),
+        server_flow_run_id: None,
+        parameters: flow_run.parameters.to_string(),
+        delivered: false,
+        reason: Some(reason.to_string()),
+    };
+    let recorded =
+        crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
+    if let Err(err) = recorded {
+        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", flow_run.name);
+    }
+}
+
+#[cfg(not(feature = "history"))]
+fn note_undelivered(_: &Path, _: &str, _: FlowRunRef<'_>, _: &str) {}
 
 /// The flow run a Prefect worker started this process for
 /// (`PREFECT__FLOW_RUN_ID`) is taken by the first flow call, as Python's
@@ -179,9 +208,32 @@ impl Recorder for PrefectReporter {
             flow_run: flow_run.id,
             done,
         });
-        // The reporter answers within the report wait; the margin covers the
-        // last requests in flight.
-        let limit = self.config.report_wait + Duration::from_secs(90);
-        let _ = wait_blocking(|| wait.recv_timeout(limit));
+        // The reporter answers within the report wait, unless a request it
+        // is making hangs: the flow call waits no longer than the report
+        // wait and a margin, and says what the server may lack.
+        let limit = self.config.report_wait + END_MARGIN;
+        if wait_blocking(|| wait.recv_timeout(limit)).is_ok() {
+            return;
+        }
+        let reason = format!(
+            "the Prefect server at {} did not answer within the report wait ({} s, PREFECTO_REPORT_WAIT)",
+            self.config.url,
+            self.config.report_wait.as_secs_f64()
+        );
+        let kept = match &self.history {
+            Some(history) => {
+                note_undelivered(history, &self.config.url, flow_run, &reason);
+                format!(
+                    "The local run history keeps it: `prefecto flow-run sync {}` delivers it later.",
+                    flow_run.name
+                )
+            }
+            None => "The local run history is off, so it is not kept.".to_string(),
+        };
+        tracing::warn!(
+            target: "prefecto.engine",
+            "Flow run '{}' may be incomplete on the server: {reason}. {kept}",
+            flow_run.name
+        );
     }
 }

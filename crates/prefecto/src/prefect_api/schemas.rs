@@ -82,6 +82,10 @@ pub(crate) struct FlowRunCreate<'a> {
     pub(crate) parameters: &'a Value,
     pub(crate) state: StateCreate,
     pub(crate) tags: [&'a str; 0],
+    /// The flow run's id in the run history: the server answers a create
+    /// with the same key with the run it has, so a create whose reply was
+    /// lost can be sent again without making a second run.
+    pub(crate) idempotency_key: String,
 }
 
 /// `POST /flow_runs/{id}/set_state`.
@@ -146,6 +150,13 @@ pub(crate) struct LogCreate {
     pub(crate) timestamp: String,
     pub(crate) flow_run_id: Uuid,
     pub(crate) task_run_id: Option<Uuid>,
+    /// Its time in microseconds, as the server will give it back.
+    #[serde(skip)]
+    pub(crate) micros: i64,
+    /// A request carrying it failed after it may have reached the server:
+    /// before it is sent again, the server is asked whether it has it.
+    #[serde(skip)]
+    pub(crate) maybe_stored: bool,
 }
 
 /// The parts of a stored log line we read.

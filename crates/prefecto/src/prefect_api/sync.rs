@@ -3,7 +3,7 @@
 //! upsert or is checked against what the server has, so syncing twice, or
 //! syncing a run the server partly has, duplicates nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,13 +12,14 @@ use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::client::fetch_all;
+use super::readback::server_logs;
 use super::reconcile::{count_task_runs, recorded_task_runs};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
-    AnyOf, ByFlowRunId, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed,
-    LogRead, LogsOfFlowRun, SetState, StateCreate, WithId,
+    AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, SetState,
+    StateCreate, WithId,
 };
+use super::text_limits::for_server;
 use super::{ApiError, Client, Sent};
 use crate::names::TaskRunName;
 use crate::names::UpstreamRun;
@@ -166,6 +167,7 @@ async fn sync(
                         parameters: &parameters,
                         state: StateCreate::new("PENDING", "Pending", ""),
                         tags: [],
+                        idempotency_key: flow_run.id.to_string(),
                     },
                     sent,
                 )
@@ -220,7 +222,11 @@ async fn sync(
         .collect();
     let mut logs = Vec::new();
     for line in store.logs(flow_run.id)? {
-        let key = (line.timestamp.timestamp_micros(), line.message.clone());
+        // The server has the message as it was sent: cut to its limits.
+        let key = (
+            line.timestamp.timestamp_micros(),
+            for_server(&line.message).into_owned(),
+        );
         if have.contains(&key) {
             continue;
         }
@@ -422,22 +428,4 @@ fn task_run_reports(
             }
         })
         .collect()
-}
-
-async fn server_logs(
-    client: &Client,
-    flow_run: Uuid,
-    sent: &mut Sent,
-) -> Result<HashSet<(i64, String)>, ApiError> {
-    let filter = LogsOfFlowRun {
-        logs: ByFlowRunId {
-            flow_run_id: AnyOf::one(flow_run),
-        },
-        sort: "TIMESTAMP_ASC",
-    };
-    let logs: Vec<LogRead> = fetch_all(client, "/logs/filter", &filter, sent).await?;
-    Ok(logs
-        .into_iter()
-        .map(|log| (log.timestamp.timestamp_micros(), log.message))
-        .collect())
 }
