@@ -38,6 +38,24 @@ fn thirty() -> usize {
         .len()
 }
 
+#[task]
+fn slow_increment(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(100));
+    x + 1
+}
+
+/// Lasts about 2 s, so that an outage can span its end.
+#[flow]
+fn slow_thirty() -> usize {
+    let batch = BatchTask::new(slow_increment, 2).unwrap();
+    batch
+        .map(0..TASK_RUNS as u64)
+        .unwrap()
+        .results()
+        .unwrap()
+        .len()
+}
+
 /// Runs the child flow against the proxy; its output and how long it took.
 fn run_through(proxy: &FaultProxy, report_wait_seconds: u64) -> (Output, Duration) {
     let mut command = child_process("thirty", &proxy.url);
@@ -115,6 +133,40 @@ fn the_reporter_through_faults_delivers_everything_exactly_once() {
     lost_replies_to_events_and_logs_duplicate_nothing(&url);
     a_storm_of_503s_and_429s_loses_and_duplicates_nothing(&url);
     a_server_that_never_answers_costs_the_flow_call_its_report_wait_only(&url);
+    an_outage_over_the_flows_end_delays_but_loses_nothing(&url);
+}
+
+fn an_outage_over_the_flows_end_delays_but_loses_nothing(url: &str) {
+    let (api, proxy) = scenario(url, &[]);
+    let mut command = child_process("slow_thirty", &proxy.url);
+    command
+        .env("PREFECTO_REPORT_WAIT", "30")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = command.spawn().unwrap();
+    // Once the flow run is on the server, the server goes away for 8 s:
+    // the flow ends (its final state, its last events and lines) meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the flow run never reached the server"
+        );
+        let running = api.post(
+            "/flow_runs/filter",
+            json!({ "flow_runs": { "state": { "type": { "any_": ["RUNNING"] } } } }),
+        );
+        if running.as_array().is_some_and(|runs| !runs.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.outage(Duration::from_secs(8));
+    let output = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(30 + 10), "{elapsed:?}");
+    assert_exactly_once(&api, &output);
 }
 
 fn a_lost_reply_to_the_flow_run_create_makes_one_flow_run(url: &str) {
@@ -192,7 +244,9 @@ fn a_server_that_never_answers_costs_the_flow_call_its_report_wait_only(url: &st
 #[test]
 #[ignore = "run by the other tests as a child process"]
 fn child() {
-    if let Ok("thirty") = std::env::var(CHILD_ENV).as_deref() {
-        assert_eq!(thirty().unwrap(), TASK_RUNS);
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("thirty") => assert_eq!(thirty().unwrap(), TASK_RUNS),
+        Ok("slow_thirty") => assert_eq!(slow_thirty().unwrap(), TASK_RUNS),
+        _ => {}
     }
 }

@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 use tracing::Level;
 use uuid::Uuid;
 
+use super::adoption::{NotAdopted, is_final};
 use super::counters::Counters;
 use super::delivery::{DeliveryQueue, send_events, send_logs};
-use super::orchestration::{Orchestration, set_flow_run_state};
+use super::orchestration::{Orchestration, final_state, set_flow_run_state};
 use super::reconcile::{finish, kept_for_sync};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{FlowCreate, FlowRead, FlowRunCreate, FlowRunRead, StateCreate, WithId};
@@ -284,7 +285,11 @@ impl Reporter {
             return;
         }
         let mut sent = Sent::default();
-        let result = set_flow_run_state(&client, server.flow_run, &state, &mut sent).await;
+        let result = if state.is_terminal() {
+            final_state(&client, server.flow_run, &state, &mut sent).await
+        } else {
+            set_flow_run_state(&client, server.flow_run, &state, &mut sent).await
+        };
         counters.add(sent);
         match result {
             Ok(Orchestration::Accepted) => {}
@@ -474,19 +479,4 @@ impl Reporter {
             }
         }
     }
-}
-
-/// Why a flow call did not take over the flow run a worker named.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NotAdopted {
-    #[error("the flow run could not be read: {0}")]
-    Unreadable(ApiError),
-    #[error("flow run '{name}' has already finished in state {state}, and is not run again")]
-    Finished { name: String, state: String },
-    #[error("flow run '{name}' is a run of flow '{flow}'")]
-    OtherFlow { name: String, flow: String },
-}
-
-fn is_final(state_type: &str) -> bool {
-    matches!(state_type, "COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
 }

@@ -9,6 +9,7 @@
 //! and sends again what is missing.
 
 mod actor;
+mod adoption;
 mod client;
 mod config;
 mod counters;

@@ -73,3 +73,25 @@ pub(super) async fn set_flow_run_state(
         "the server kept answering WAIT".to_string(),
     ))
 }
+
+/// A flow run's final state, tried again while the server refuses
+/// connections (an outage over the flow's end), within the report wait: the
+/// server must not show the run `Running` for ever.
+pub(super) async fn final_state(
+    client: &Client,
+    flow_run: Uuid,
+    state: &State,
+    sent: &mut Sent,
+) -> Result<Orchestration, ApiError> {
+    let deadline = tokio::time::Instant::now() + client.config().report_wait;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match set_flow_run_state(client, flow_run, state, sent).await {
+            Err(ApiError::Unreachable { .. }) if tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}

@@ -22,7 +22,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::actor::{Msg, NotAdopted, Reporter};
+use super::actor::{Msg, Reporter};
+use super::adoption::NotAdopted;
 use super::counters::{Counters, ReportCounters};
 use super::limits::TagLimits;
 use super::{ApiConfig, ApiError, Client, ConfigError, FLOW_RUN_ID_ENV};

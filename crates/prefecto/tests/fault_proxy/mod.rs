@@ -35,9 +35,13 @@ struct Rule {
 pub struct FaultProxy {
     /// The API URL to give the client: `http://127.0.0.1:<port>/api`.
     pub url: String,
+    address: std::net::SocketAddr,
+    upstream: String,
     rules: Arc<Mutex<Vec<Rule>>>,
     /// Every fault injected, as `METHOD path fault`.
     injected: Arc<Mutex<Vec<String>>>,
+    /// The task accepting connections: aborted, the port refuses them.
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -57,25 +61,53 @@ impl FaultProxy {
             .build()
             .unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}/api", listener.local_addr().unwrap());
-        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
-        let injected: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (rules_, injected_) = (rules.clone(), injected.clone());
-        runtime.spawn(async move {
+        let address = listener.local_addr().unwrap();
+        let proxy = FaultProxy {
+            url: format!("http://{address}/api"),
+            address,
+            upstream,
+            rules: Arc::default(),
+            injected: Arc::default(),
+            accepting: Mutex::new(None),
+            runtime: Some(runtime),
+        };
+        proxy.accept_on(listener);
+        proxy
+    }
+
+    fn accept_on(&self, listener: TcpListener) {
+        let (rules, injected, upstream) = (
+            self.rules.clone(),
+            self.injected.clone(),
+            self.upstream.clone(),
+        );
+        let runtime = self.runtime.as_ref().unwrap();
+        let task = runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (rules, injected, upstream) =
-                    (rules_.clone(), injected_.clone(), upstream.clone());
+                    (rules.clone(), injected.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let _ = serve(client, &upstream, &rules, &injected).await;
                 });
             }
         });
-        FaultProxy {
-            url,
-            rules,
-            injected,
-            runtime: Some(runtime),
+        *self.accepting.lock().unwrap() = Some(task);
+    }
+
+    /// An outage: for `duration` the port refuses connections, as a server
+    /// that is down does; then it accepts them again.
+    pub fn outage(&self, duration: Duration) {
+        if let Some(task) = self.accepting.lock().unwrap().take() {
+            task.abort();
         }
+        let runtime = self.runtime.as_ref().unwrap();
+        // The aborted task drops its listener at its next poll.
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        std::thread::sleep(duration);
+        let listener = runtime
+            .block_on(TcpListener::bind(self.address))
+            .expect("the proxy's port is free again");
+        self.accept_on(listener);
     }
 
     /// Applies `fault` to the next `times` requests of `method` whose path
