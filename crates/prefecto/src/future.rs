@@ -155,9 +155,23 @@ impl<T> PrefectFutureList<T> {
         self.states()
     }
 
+    /// Blocks once for the whole list (not once per run). On the thread of
+    /// a sync body, the thread is lent to every run first, as a single
+    /// future's wait lends it.
     fn wait_blocking(&self, call: &str, instead: &str) {
-        for future in &self.futures {
-            future.shared.wait_blocking(call, instead);
+        let all_terminal = async {
+            for future in &self.futures {
+                future.shared.wait().await;
+            }
+        };
+        match crate::queued_body::current() {
+            Some(helper) => {
+                for future in &self.futures {
+                    future.shared.lend_thread(&helper);
+                }
+                helper.block_on(all_terminal);
+            }
+            None => crate::blocking::block_on(all_terminal, call, instead),
         }
     }
 

@@ -186,6 +186,9 @@ impl<T> RunShared<T> {
     /// Offers the run's queued body to `helper`, and its later attempts'
     /// bodies too if no other thread waits for it.
     pub(crate) fn lend_thread(&self, helper: &Arc<Helper>) {
+        if self.is_terminal() {
+            return;
+        }
         let mut slot = self.slot();
         if slot.route.is_none() {
             slot.route = Some(Box::new(Route {

@@ -27,15 +27,20 @@ fn increment(x: u64) -> u64 {
     x + 1
 }
 
-#[flow]
-fn thirty() -> usize {
-    let batch = BatchTask::new(increment, 10).unwrap();
+/// The task runs of a flow here: `task` over 0..30, `size` at a time.
+fn thirty_runs_of<T: Task<Args = (u64,), Output = u64>>(task: T, size: usize) -> usize {
+    let batch = BatchTask::new(task, size).unwrap();
     batch
-        .map(0..TASK_RUNS as u64)
+        .map_tuple((0..TASK_RUNS as u64,))
         .unwrap()
         .results()
         .unwrap()
         .len()
+}
+
+#[flow]
+fn thirty() -> usize {
+    thirty_runs_of(increment, 10)
 }
 
 #[task]
@@ -47,13 +52,7 @@ fn slow_increment(x: u64) -> u64 {
 /// Lasts about 2 s, so that an outage can span its end.
 #[flow]
 fn slow_thirty() -> usize {
-    let batch = BatchTask::new(slow_increment, 2).unwrap();
-    batch
-        .map(0..TASK_RUNS as u64)
-        .unwrap()
-        .results()
-        .unwrap()
-        .len()
+    thirty_runs_of(slow_increment, 2)
 }
 
 /// Runs the child flow against the proxy; its output and how long it took.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use serde::Serialize;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -80,7 +81,21 @@ pub(super) async fn send_events(
         }
         let started = Instant::now();
         let count = batch.len();
-        let posted = post_events(&client, &counters, batch, &outbox).await;
+        // Events in doubt are not sent again: the server refuses a task run's
+        // state twice, and drops the rest of its recording batch with it. The
+        // flow run's end counts what the server has once the count settles,
+        // and sends only what is missing.
+        let posted = post_once(
+            &client,
+            &counters,
+            "/events",
+            batch,
+            &outbox.events,
+            &outbox.events_in_flight,
+            &counters.events,
+            |_| None,
+        )
+        .await;
         if let Err(err) = posted {
             tracing::debug!(target: "prefecto.engine", "Task-run events not delivered yet: {err}");
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -119,49 +134,28 @@ pub(super) async fn send_logs(client: Client, outbox: Arc<DeliveryQueue>, counte
             if batch.is_empty() {
                 continue;
             }
-            if post_logs(&client, &counters, batch, &outbox).await.is_err() {
+            // Log lines have no id the server would deduplicate by: lines in
+            // doubt are looked up on the server (`without_stored`) before they
+            // go again.
+            let posted = post_once(
+                &client,
+                &counters,
+                "/logs/",
+                batch,
+                &outbox.logs,
+                &outbox.logs_in_flight,
+                &counters.logs,
+                |mut line| {
+                    line.maybe_stored = true;
+                    Some(line)
+                },
+            )
+            .await;
+            if posted.is_err() {
                 break;
             }
         }
     }
-}
-
-/// Posts a batch of log lines once. Log lines have no id the server would
-/// deduplicate by, so a failed request is not simply sent again: its lines
-/// are marked as maybe stored, and [`without_stored`] asks the server before
-/// they go again.
-async fn post_logs(
-    client: &Client,
-    counters: &Counters,
-    mut batch: Vec<LogCreate>,
-    outbox: &DeliveryQueue,
-) -> Result<(), ApiError> {
-    outbox
-        .logs_in_flight
-        .store(batch.len() as u64, Ordering::Release);
-    let mut sent = Sent::default();
-    let result = client
-        .send_json_once(Method::POST, "/logs/", &batch, &mut sent)
-        .await;
-    counters.add(sent);
-    let result = match result {
-        Ok(()) => {
-            counters
-                .logs
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(failed) => {
-            let mut queue = lock(&outbox.logs);
-            for mut line in batch.drain(..).rev() {
-                line.maybe_stored |= failed.in_doubt;
-                queue.push_front(line);
-            }
-            Err(failed.error)
-        }
-    };
-    outbox.logs_in_flight.store(0, Ordering::Release);
-    result
 }
 
 /// The lines of `batch` the server does not have yet. Lines of a request
@@ -215,51 +209,46 @@ async fn without_stored(
     Some(missing)
 }
 
-/// Posts a batch of events once. While it is out, `in_flight` counts it,
-/// so that an empty outbox means everything was answered. Turned away (the
-/// server busy, or down), it goes back to the front of the queue. In doubt
-/// (its reply lost), it is not sent again: the server refuses a task run's
-/// state twice, and drops the rest of its recording batch with it. The
-/// flow run's end reconciles: it counts what the server has once the count
-/// settles, and sends only what is missing.
-async fn post_events(
+/// Posts a batch once. While it is out, `in_flight` counts it, so that an
+/// empty outbox means everything was answered. Turned away (the server
+/// busy, or down), it goes back to the front of `queue`. In doubt (sent,
+/// its reply lost), each item goes to `in_doubt`, which gives back what is
+/// to be queued again: nothing is simply sent twice.
+#[allow(clippy::too_many_arguments)]
+async fn post_once<T: Serialize>(
     client: &Client,
     counters: &Counters,
-    batch: Vec<Event>,
-    outbox: &DeliveryQueue,
+    path: &str,
+    batch: Vec<T>,
+    queue: &Mutex<VecDeque<T>>,
+    in_flight: &AtomicU64,
+    delivered: &AtomicU64,
+    in_doubt: impl FnMut(T) -> Option<T>,
 ) -> Result<(), ApiError> {
-    outbox
-        .events_in_flight
-        .store(batch.len() as u64, Ordering::Release);
+    in_flight.store(batch.len() as u64, Ordering::Release);
     let mut sent = Sent::default();
     let result = client
-        .send_json_once(Method::POST, "/events", &batch, &mut sent)
+        .send_json_once(Method::POST, path, &batch, &mut sent)
         .await;
     counters.add(sent);
     let result = match result {
         Ok(()) => {
-            counters
-                .events
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(failed) if failed.in_doubt => {
-            tracing::debug!(
-                target: "prefecto.engine",
-                "{} task-run event(s) may have reached the server ({}); the flow run's end checks",
-                batch.len(),
-                failed.error
-            );
+            delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
             Ok(())
         }
         Err(failed) => {
-            let mut queue = lock(&outbox.events);
-            for item in batch.into_iter().rev() {
+            let again: Vec<T> = if failed.in_doubt {
+                batch.into_iter().filter_map(in_doubt).collect()
+            } else {
+                batch
+            };
+            let mut queue = lock(queue);
+            for item in again.into_iter().rev() {
                 queue.push_front(item);
             }
             Err(failed.error)
         }
     };
-    outbox.events_in_flight.store(0, Ordering::Release);
+    in_flight.store(0, Ordering::Release);
     result
 }

@@ -123,10 +123,14 @@ pub(super) async fn finish(
 
 /// What the warning says about the run history's copy.
 pub(super) fn kept_for_sync(report: &FlowRunReport) -> String {
-    if report.history.is_some() {
+    kept_note(&report.name, report.history.is_some())
+}
+
+/// What a warning about flow run `name` says about the run history's copy.
+pub(super) fn kept_note(name: &str, kept: bool) -> String {
+    if kept {
         format!(
-            "The local run history keeps it: `prefecto flow-run sync {}` delivers it later.",
-            report.name
+            "The local run history keeps it: `prefecto flow-run sync {name}` delivers it later."
         )
     } else {
         "The local run history is off, so it is not kept.".to_string()
@@ -134,29 +138,51 @@ pub(super) fn kept_for_sync(report: &FlowRunReport) -> String {
 }
 
 /// Notes in the run history that the server does not have the whole run.
-#[cfg(feature = "history")]
 fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerIds>, reason: &str) {
-    let Some(history) = &report.history else {
-        return;
-    };
+    if let Some(history) = &report.history {
+        let undelivered = Undelivered {
+            flow_run: report.id,
+            name: &report.name,
+            server_flow_run: server.map(|s| s.flow_run),
+            parameters: &report.parameters,
+            reason,
+        };
+        note_undelivered(history, &client.config().url, &undelivered);
+    }
+}
+
+/// A flow run the server may lack, as the run history notes it.
+#[cfg_attr(not(feature = "history"), allow(dead_code))]
+pub(super) struct Undelivered<'a> {
+    pub(super) flow_run: Uuid,
+    pub(super) name: &'a str,
+    pub(super) server_flow_run: Option<Uuid>,
+    pub(super) parameters: &'a serde_json::Value,
+    pub(super) reason: &'a str,
+}
+
+/// Notes in the run history at `history` that the server at `url` may lack
+/// a flow run, for `prefecto flow-run sync` to deliver later.
+#[cfg(feature = "history")]
+pub(super) fn note_undelivered(history: &std::path::Path, url: &str, run: &Undelivered<'_>) {
     let delivery = crate::store::Delivery {
-        flow_run_id: report.id,
-        api_url: client.config().url.clone(),
-        server_flow_run_id: server.map(|s| s.flow_run),
-        parameters: report.parameters.to_string(),
+        flow_run_id: run.flow_run,
+        api_url: url.to_string(),
+        server_flow_run_id: run.server_flow_run,
+        parameters: run.parameters.to_string(),
         delivered: false,
-        reason: Some(reason.to_string()),
+        reason: Some(run.reason.to_string()),
     };
     let recorded =
         crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
     if let Err(err) = recorded {
-        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", report.name);
+        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", run.name);
     }
 }
 
 /// Without the run history there is nowhere to keep it.
 #[cfg(not(feature = "history"))]
-fn keep_for_sync(_: &FlowRunReport, _: &Client, _: Option<ServerIds>, _: &str) {}
+pub(super) fn note_undelivered(_: &std::path::Path, _: &str, _: &Undelivered<'_>) {}
 
 /// The ids of the task runs the server has recorded for a flow run.
 pub(crate) async fn recorded_task_runs(

@@ -26,6 +26,7 @@ use super::actor::{Msg, Reporter};
 use super::adoption::NotAdopted;
 use super::counters::{Counters, ReportCounters};
 use super::limits::TagLimits;
+use super::reconcile::{Undelivered, kept_note, note_undelivered};
 use super::{ApiConfig, ApiError, Client, ConfigError, FLOW_RUN_ID_ENV};
 use crate::adopt::{AdoptedFlowRun, FlowRunAdopter};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
@@ -119,28 +120,6 @@ impl PrefectReporter {
 /// How long past its report wait a flow call waits for the reporter's answer.
 const END_MARGIN: Duration = Duration::from_secs(5);
 
-/// Notes in the run history that the server may lack a flow run, from the
-/// flow call's side (the reporter itself is stuck on a request).
-#[cfg(feature = "history")]
-fn note_undelivered(history: &Path, url: &str, flow_run: FlowRunRef<'_>, reason: &str) {
-    let delivery = crate::store::Delivery {
-        flow_run_id: flow_run.id,
-        api_url: url.to_string(),
-        server_flow_run_id: None,
-        parameters: flow_run.parameters.to_string(),
-        delivered: false,
-        reason: Some(reason.to_string()),
-    };
-    let recorded =
-        crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
-    if let Err(err) = recorded {
-        tracing::warn!(target: "prefecto.engine", "Could not note flow run '{}' as undelivered: {err}", flow_run.name);
-    }
-}
-
-#[cfg(not(feature = "history"))]
-fn note_undelivered(_: &Path, _: &str, _: FlowRunRef<'_>, _: &str) {}
-
 /// The flow run a Prefect worker started this process for
 /// (`PREFECT__FLOW_RUN_ID`) is taken by the first flow call, as Python's
 /// entrypoint takes it.
@@ -221,16 +200,17 @@ impl Recorder for PrefectReporter {
             self.config.url,
             self.config.report_wait.as_secs_f64()
         );
-        let kept = match &self.history {
-            Some(history) => {
-                note_undelivered(history, &self.config.url, flow_run, &reason);
-                format!(
-                    "The local run history keeps it: `prefecto flow-run sync {}` delivers it later.",
-                    flow_run.name
-                )
-            }
-            None => "The local run history is off, so it is not kept.".to_string(),
-        };
+        if let Some(history) = &self.history {
+            let undelivered = Undelivered {
+                flow_run: flow_run.id,
+                name: flow_run.name,
+                server_flow_run: None,
+                parameters: flow_run.parameters,
+                reason: &reason,
+            };
+            note_undelivered(history, &self.config.url, &undelivered);
+        }
+        let kept = kept_note(flow_run.name, self.history.is_some());
         tracing::warn!(
             target: "prefecto.engine",
             "Flow run '{}' may be incomplete on the server: {reason}. {kept}",
