@@ -5,8 +5,6 @@
 //! examples, or this test binary run again with `PREFECTO_TEST_CHILD`), since
 //! the Prefect configuration is read once per process, as the SDK reads it.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,14 +17,9 @@ use serde_json::{Value, json};
 mod server_api;
 
 use server_api::{
-    Api, CHILD_ENV, OwnServer, api_url, by_name, child_process, flow_run_name, server_available,
+    Api, CHILD_ENV, announce_flow_run, api_url, by_name, child_process, examples_dir,
+    flow_run_name, named_flow_run, server_available,
 };
-
-fn examples_dir() -> PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/examples
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples")
-}
 
 /// A command for an example binary, reporting to `url`.
 fn example(name: &str, url: &str) -> Command {
@@ -41,23 +34,6 @@ fn example(name: &str, url: &str) -> Command {
         .env("PREFECT_API_URL", url)
         .env("PREFECTO_PROGRESS", "off");
     command
-}
-
-/// Reads a child's stdout until it names its flow run, and keeps draining
-/// it, so that the child never writes into a closed pipe.
-fn named_flow_run(process: &mut std::process::Child) -> String {
-    let stdout = BufReader::new(process.stdout.take().unwrap());
-    let (name, named) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("flow run: ") {
-                let _ = name.send(n.to_string());
-            }
-        }
-    });
-    named
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the child names its flow run")
 }
 
 fn run(mut command: Command) -> Output {
@@ -223,10 +199,7 @@ async fn sleepy(x: u64) -> u64 {
 
 #[flow]
 fn long_running() -> usize {
-    println!(
-        "flow run: {}",
-        prefecto::flow::current_flow_run().unwrap().name
-    );
+    announce_flow_run();
     let batch = BatchTask::new(sleepy, 5).unwrap().sliding_window();
     batch.map(0..2_000u64).map(|f| f.len()).unwrap_or(0)
 }
@@ -535,117 +508,6 @@ fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
 }
 
 #[task]
-async fn steady(x: u64) -> u64 {
-    tokio::time::sleep(Duration::from_millis(40)).await;
-    x
-}
-
-#[flow]
-fn through_an_outage() -> usize {
-    println!(
-        "flow run: {}",
-        prefecto::flow::current_flow_run().unwrap().name
-    );
-    let batch = BatchTask::new(steady, 10).unwrap().sliding_window();
-    batch.map(0..400u64).unwrap().results().unwrap().len()
-}
-
-#[test]
-fn a_server_outage_loses_nothing_and_sync_duplicates_nothing() {
-    if !server_available("a_server_outage_loses_nothing_and_sync_duplicates_nothing") {
-        return;
-    }
-    let mut server = OwnServer::start("outage");
-    let api = Api::new(&server.url());
-    let home = server.home.join("prefecto-home");
-    let mut command = child_process("through_an_outage", &server.url());
-    command
-        .env("PREFECTO_HOME", &home)
-        .env("PREFECTO_REPORT_WAIT", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut process = command.spawn().unwrap();
-    let name = named_flow_run(&mut process);
-    // Some task runs reach the server; then it goes down mid-run.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "nothing reached the server");
-        if let Some(run) = api.flow_run_named(&name) {
-            if !api.task_runs(run["id"].as_str().unwrap()).is_empty() {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server.stop();
-    let output = process.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the outage does not fail the flow: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("prefecto flow-run sync {name}")),
-        "the warning says how to deliver the rest: {stderr}"
-    );
-
-    server.restart();
-    let cli = examples_dir().parent().unwrap().join("prefecto");
-    let sync = |label: &str| {
-        let output = Command::new(&cli)
-            .args(["flow-run", "sync", &name, "--json"])
-            .env("PREFECT_API_URL", server.url())
-            .env("PREFECTO_HOME", &home)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{label}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_str::<Value>(&text).unwrap()
-    };
-    let first = sync("first sync");
-    let flow_run = api.flow_run_named(&name).unwrap();
-    assert_eq!(flow_run["state_type"], "COMPLETED", "{flow_run}");
-    let id = flow_run["id"].as_str().unwrap();
-    let task_runs = api.task_runs(id);
-    let runs = by_name(&task_runs);
-    assert_eq!(task_runs.len(), 400, "every task run, once");
-    assert_eq!(runs.len(), 400);
-    assert!(task_runs.iter().all(|r| r["state_type"] == "COMPLETED"));
-    let finished_lines = |logs: &[Value]| {
-        logs.iter()
-            .filter(|l| {
-                l["message"] == "Finished in state Completed()" && l["task_run_id"].is_string()
-            })
-            .count()
-    };
-    let mut logs = Vec::new();
-    loop {
-        let page = api.post(
-            "/logs/filter",
-            json!({ "logs": { "flow_run_id": { "any_": [id] } }, "limit": 200, "offset": logs.len() }),
-        );
-        let page = page.as_array().unwrap().clone();
-        let n = page.len();
-        logs.extend(page);
-        if n < 200 {
-            break;
-        }
-    }
-    assert_eq!(finished_lines(&logs), 400, "each task run's line once");
-    assert!(first["task_runs_sent"].as_u64().unwrap() > 0, "{first}");
-
-    // Again: nothing left to send.
-    let second = sync("second sync");
-    assert_eq!(second["task_runs_sent"], 0, "{second}");
-    assert_eq!(second["logs_sent"], 0, "{second}");
-    assert_eq!(api.task_runs(id).len(), 400);
-}
-
-#[task]
 fn triple(x: u64) -> u64 {
     x * 3
 }
@@ -744,9 +606,6 @@ fn child() {
         }
         Ok("chained") => {
             assert_eq!(chained_on_the_server().unwrap(), 9);
-        }
-        Ok("through_an_outage") => {
-            assert_eq!(through_an_outage().unwrap(), 400);
         }
         Ok("ten_queries") => {
             let runtime = tokio::runtime::Runtime::new().unwrap();

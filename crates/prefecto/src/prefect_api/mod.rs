@@ -12,9 +12,12 @@ mod actor;
 mod adoption;
 mod client;
 mod config;
+mod count_watch;
 mod counters;
 mod delivery;
 mod error;
+#[cfg(feature = "history")]
+mod history_reports;
 mod limits;
 mod orchestration;
 mod readback;

@@ -11,6 +11,7 @@ use reqwest::Method;
 use uuid::Uuid;
 
 use super::client::fetch_all;
+use super::count_watch::{CountWatch, Verdict};
 use super::counters::Counters;
 use super::delivery::DeliveryQueue;
 use super::report::{FlowRunReport, ServerIds, task_run_event};
@@ -19,7 +20,7 @@ use super::{ApiError, Client, Sent};
 
 /// After everything is sent, how long a count that does not grow is trusted
 /// before the missing task runs are sent again.
-const SETTLE: Duration = Duration::from_secs(15);
+pub(super) const SETTLE: Duration = Duration::from_secs(15);
 
 /// Ends a flow run's report: waits until the server has every task run,
 /// sending again what it lost, within the report wait.
@@ -43,33 +44,24 @@ pub(super) async fn finish(
         return;
     };
     let mut sent = Sent::default();
-    let mut last_count = None;
-    let mut settled_since = Instant::now();
-    let mut missing = expected;
+    let started = Instant::now();
+    let mut watch = CountWatch::new(expected, SETTLE, started);
     loop {
         if !outbox.is_empty() {
-            settled_since = Instant::now();
+            watch.sending(Instant::now());
         } else {
-            let count = count_task_runs(&client, server.flow_run, &mut sent).await;
-            match count {
-                Ok(count) if count >= expected => {
-                    missing = 0;
-                    break;
-                }
-                Ok(count) => {
-                    missing = expected - count;
-                    if last_count != Some(count) {
-                        last_count = Some(count);
-                        settled_since = Instant::now();
-                    } else if settled_since.elapsed() >= SETTLE {
-                        // The server's queue is empty and the count still short:
-                        // it dropped events. Send those again, with new ids.
+            match count_task_runs(&client, server.flow_run, &mut sent).await {
+                Ok(count) => match watch.observe(count, Instant::now()) {
+                    Verdict::Recorded => break,
+                    Verdict::Wait => {}
+                    Verdict::SendMissing => {
+                        // The server's queue is empty and the count still
+                        // short: it dropped events. Send those again.
                         let resent =
                             resend_missing(&client, &report, server, &outbox, &mut sent).await;
                         counters.resent_events.fetch_add(resent, Ordering::Relaxed);
-                        settled_since = Instant::now();
                     }
-                }
+                },
                 Err(err) => {
                     tracing::debug!(target: "prefecto.engine", "Cannot count task runs yet: {err}")
                 }
@@ -82,17 +74,21 @@ pub(super) async fn finish(
     }
     counters.add(sent);
     let lines_left = !outbox.is_empty();
+    let missing = watch.missing();
     if missing > 0 || lines_left || report.undelivered_state {
-        let counted = match last_count {
+        let counted = match watch.last() {
+            _ if missing == 0 => format!("the server has its {expected} task run(s)"),
+            Some(count) if watch.moving(Instant::now()) => format!(
+                "the server is still recording its task runs ({count} of {expected} so far)"
+            ),
             Some(count) => format!("the server has {count} of its {expected} task run(s)"),
-            None if missing == 0 => format!("the server has its {expected} task run(s)"),
             None => format!(
                 "the server could not be asked how many of its {expected} task run(s) it has"
             ),
         };
         let reason = format!(
             "after {} s, {counted}{}{}",
-            client.config().report_wait.as_secs(),
+            started.elapsed().as_secs(),
             if lines_left {
                 "; events or log lines are still unsent"
             } else {

@@ -3,28 +3,33 @@
 //! upsert or is checked against what the server has, so syncing twice, or
 //! syncing a run the server partly has, duplicates nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::client::backoff;
+use super::count_watch::{CountWatch, Verdict};
+use super::history_reports::task_run_reports;
 use super::readback::server_logs;
-use super::reconcile::{count_task_runs, recorded_task_runs};
+use super::reconcile::{SETTLE, count_task_runs, recorded_task_runs};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
-    AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, SetState,
-    StateCreate, WithId,
+    AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, LogCreate,
+    SetState, StateCreate, WithId,
 };
-use super::text_limits::for_server;
 use super::{ApiError, Client, Sent};
-use crate::names::TaskRunName;
-use crate::names::UpstreamRun;
-use crate::state::{State, StateType};
 use crate::store::{Delivery, Store, StoreError};
+
+/// Log lines per request, as the reporter sends them.
+const LOGS_PER_REQUEST: usize = 1_000;
+
+/// Tries of one request of log lines before the sync gives up (the next
+/// sync sends what is still missing).
+const MAX_LOG_ATTEMPTS: u32 = 8;
 
 /// Why a sync did not finish.
 #[derive(Debug, Error)]
@@ -211,25 +216,13 @@ async fn sync(
     let task_runs = task_run_reports(local_id, store.task_runs_with_history(flow_run.id)?);
     let expected = task_runs.len() as u64;
 
-    // Task runs: what the server lacks, paced as the reporter paces them.
-    let task_runs_sent = send_missing(client, server, &report, &task_runs, sent).await?;
-
-    // Logs: those the server lacks, by time and text.
-    let have = server_logs(client, server_id, sent).await?;
+    // Logs first: lines the server lacks, by time and text, each sent once.
     let ids: HashMap<String, Uuid> = task_runs
         .iter()
         .map(|run| (run.run.to_string(), run.id))
         .collect();
     let mut logs = Vec::new();
     for line in store.logs(flow_run.id)? {
-        // The server has the message as it was sent: cut to its limits.
-        let key = (
-            line.timestamp.timestamp_micros(),
-            for_server(&line.message).into_owned(),
-        );
-        if have.contains(&key) {
-            continue;
-        }
         let task_run_id = line
             .task_run
             .as_ref()
@@ -252,21 +245,25 @@ async fn sync(
             logs.push(log);
         }
     }
-    let logs_sent = logs.len();
-    for chunk in logs.chunks(1_000) {
-        let _: Value = client
-            .send_json(Method::POST, "/logs/", chunk, sent)
-            .await?;
-    }
+    let logs_sent = send_missing_logs(client, server_id, logs, sent).await?;
 
-    // Wait until the server has recorded them all; what it dropped goes again.
+    // Task runs: what the server lacks once it has stopped recording. A run
+    // another process reported a moment ago may still be in the server's
+    // queue, and a busy server's recorder can pause for seconds: nothing
+    // goes until the count has stood still for the reporter's settle time.
     let wait = client.config().report_wait;
     let deadline = Instant::now() + wait;
-    let mut last_resend = Instant::now();
+    let mut watch = CountWatch::new(expected, SETTLE, Instant::now());
+    let mut task_runs_sent = HashSet::new();
     loop {
         let count = count_task_runs(client, server_id, sent).await?;
-        if count >= expected {
-            break;
+        match watch.observe(count, Instant::now()) {
+            Verdict::Recorded => break,
+            Verdict::Wait => {}
+            Verdict::SendMissing => {
+                let missing = send_missing(client, server, &report, &task_runs, sent).await?;
+                task_runs_sent.extend(missing);
+            }
         }
         if Instant::now() >= deadline {
             return Err(SyncError::Incomplete {
@@ -275,11 +272,6 @@ async fn sync(
                 expected,
                 waited_s: wait.as_secs(),
             });
-        }
-        if last_resend.elapsed() >= Duration::from_secs(15) {
-            // The server dropped some: send those again.
-            send_missing(client, server, &report, &task_runs, sent).await?;
-            last_resend = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -294,21 +286,21 @@ async fn sync(
     Ok(SyncReport {
         server_flow_run_id: server_id,
         created,
-        task_runs_sent,
+        task_runs_sent: task_runs_sent.len(),
         logs_sent,
         requests: 0,
     })
 }
 
 /// Sends the task runs the server does not have, paced as the reporter
-/// paces its events; returns how many.
+/// paces its events; returns their ids.
 async fn send_missing(
     client: &Client,
     server: ServerIds,
     report: &FlowRunReport,
     task_runs: &[TaskRunReport],
     sent: &mut Sent,
-) -> Result<usize, ApiError> {
+) -> Result<Vec<Uuid>, ApiError> {
     let recorded = recorded_task_runs(client, server.flow_run, sent).await?;
     let missing: Vec<&TaskRunReport> = task_runs
         .iter()
@@ -321,13 +313,58 @@ async fn send_missing(
             .iter()
             .map(|run| task_run_event(server, report, run))
             .collect();
+        // Sent again as they are, with the same event ids, if a reply is
+        // lost: the server keeps one state per event id.
         let _: Value = client
             .send_json(Method::POST, "/events", &events, sent)
             .await?;
         let pace = Duration::from_secs_f64(chunk.len() as f64 / rate);
         tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
     }
-    Ok(missing.len())
+    Ok(missing.iter().map(|run| run.id).collect())
+}
+
+/// Sends the lines of `logs` the server does not have, each request once:
+/// log lines carry no id, so a request whose reply was lost is followed by
+/// reading back what the server stored, never by sending it blindly again.
+async fn send_missing_logs(
+    client: &Client,
+    flow_run: Uuid,
+    logs: Vec<LogCreate>,
+    sent: &mut Sent,
+) -> Result<usize, ApiError> {
+    let key = |line: &LogCreate| (line.micros, line.message.clone());
+    let have = server_logs(client, flow_run, sent).await?;
+    let mut missing: Vec<LogCreate> = logs
+        .into_iter()
+        .filter(|line| !have.contains(&key(line)))
+        .collect();
+    let count = missing.len();
+    let mut failures = 0;
+    while !missing.is_empty() {
+        let n = missing.len().min(LOGS_PER_REQUEST);
+        match client
+            .send_json_once(Method::POST, "/logs/", &missing[..n], sent)
+            .await
+        {
+            Ok(()) => {
+                missing.drain(..n);
+                failures = 0;
+            }
+            Err(failed) => {
+                failures += 1;
+                if failures > MAX_LOG_ATTEMPTS {
+                    return Err(failed.error);
+                }
+                tokio::time::sleep(backoff(failures)).await;
+                if failed.in_doubt {
+                    let have = server_logs(client, flow_run, sent).await?;
+                    missing.retain(|line| !have.contains(&key(line)));
+                }
+            }
+        }
+    }
+    Ok(count)
 }
 
 async fn set_state(
@@ -349,83 +386,4 @@ async fn set_state(
         )
         .await?;
     Ok(())
-}
-
-/// Task names from the store live as long as the process: a sync is short,
-/// and a flow run has few distinct tasks.
-fn intern(task: String, names: &mut HashMap<String, &'static str>) -> &'static str {
-    if let Some(name) = names.get(&task) {
-        return name;
-    }
-    let leaked: &'static str = Box::leak(task.clone().into_boxed_str());
-    names.insert(task, leaked);
-    leaked
-}
-
-fn time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
-
-/// The runs a task run depended on, as the history names them.
-fn upstream_of(
-    rows: &[crate::store::UpstreamRow],
-    names: &mut HashMap<String, &'static str>,
-) -> Vec<UpstreamRun> {
-    rows.iter()
-        .filter_map(|row| {
-            let (task, index) = row.task_run.rsplit_once('-')?;
-            let input = intern(row.input.clone(), names);
-            Some(UpstreamRun {
-                input,
-                task_run: TaskRunName {
-                    task: intern(task.to_string(), names),
-                    index: index.parse().ok()?,
-                },
-            })
-        })
-        .collect()
-}
-
-fn task_run_reports(
-    flow_run: Uuid,
-    records: Vec<crate::store::TaskRunRecord>,
-) -> Vec<TaskRunReport> {
-    let mut names = HashMap::new();
-    records
-        .into_iter()
-        .filter(|record| {
-            record
-                .history
-                .last()
-                .is_some_and(|s| s.state_type.is_terminal())
-        })
-        .map(|record| {
-            let run = TaskRunName {
-                task: intern(record.row.task.clone(), &mut names),
-                index: record.row.index,
-            };
-            let state_of = |s: &crate::store::StateRecord| {
-                State::new(s.state_type, s.name.clone(), s.message.clone()).at(s.timestamp)
-            };
-            let n = record.history.len();
-            let latest = state_of(&record.history[n - 1]);
-            let previous = (n >= 2).then(|| state_of(&record.history[n - 2]));
-            TaskRunReport {
-                id: run.id_in(flow_run),
-                run,
-                spec: None,
-                created: time(record.created),
-                start: record.row.start_time,
-                end: record.row.end_time,
-                run_count: record.row.run_count,
-                previous,
-                latest,
-                submitted: record
-                    .history
-                    .iter()
-                    .any(|s| s.state_type == StateType::Pending),
-                upstream: upstream_of(&record.row.upstream, &mut names),
-            }
-        })
-        .collect()
 }

@@ -3,6 +3,7 @@
 //! need a server.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -215,4 +216,35 @@ impl Drop for OwnServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+pub fn examples_dir() -> PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/examples
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples")
+}
+
+/// Reads a child's stdout until it names its flow run, and keeps draining
+/// it, so that the child never writes into a closed pipe.
+pub fn named_flow_run(process: &mut std::process::Child) -> String {
+    let stdout = BufReader::new(process.stdout.take().unwrap());
+    let (name, named) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("flow run: ") {
+                let _ = name.send(n.to_string());
+            }
+        }
+    });
+    named
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the child names its flow run")
+}
+
+/// Prints the current flow run's name for [`named_flow_run`] to read.
+pub fn announce_flow_run() {
+    println!(
+        "flow run: {}",
+        prefecto::flow::current_flow_run().unwrap().name
+    );
 }
