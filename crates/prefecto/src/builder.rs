@@ -380,7 +380,7 @@ impl PrefectoBuilder {
                 .history_path
                 .clone()
                 .unwrap_or_else(|| self.settings.home.join(DB_FILE));
-            match HistoryRecorder::start(&path) {
+            match HistoryRecorder::start_with_reserve(&path, self.settings.history_reserve_mb) {
                 Ok(history) => Some(Arc::new(history)),
                 Err(err) if lenient => {
                     warn("Run history is off", &err);

@@ -23,6 +23,8 @@ pub const PROGRESS_ENV: &str = "PREFECTO_PROGRESS";
 pub const HANDLE_SIGNALS_ENV: &str = "PREFECTO_HANDLE_SIGNALS";
 /// The environment variable that runs every caching task's body again.
 pub const REFRESH_CACHE_ENV: &str = "PREFECTO_REFRESH_CACHE";
+/// The variable for [`Settings::history_reserve_mb`].
+pub const HISTORY_RESERVE_ENV: &str = "PREFECTO_HISTORY_RESERVE_MB";
 
 /// What the environment asks for, with prefecto's defaults for the rest.
 ///
@@ -47,6 +49,10 @@ pub struct Settings {
     pub handle_signals: bool,
     /// `PREFECTO_REFRESH_CACHE`: run caching tasks' bodies again (default off).
     pub refresh_cache: bool,
+    /// `PREFECTO_HISTORY_RESERVE_MB`: space the run history keeps in a file
+    /// beside its database and gives up when the disk fills, so that the
+    /// runs going on are still recorded (default 4; 0 keeps none).
+    pub history_reserve_mb: u64,
 }
 
 impl Default for Settings {
@@ -60,6 +66,7 @@ impl Default for Settings {
             progress: true,
             handle_signals: true,
             refresh_cache: false,
+            history_reserve_mb: 4,
         }
     }
 }
@@ -110,6 +117,15 @@ impl Settings {
             progress: flag(PROGRESS_ENV, defaults.progress),
             handle_signals: flag(HANDLE_SIGNALS_ENV, defaults.handle_signals),
             refresh_cache: flag(REFRESH_CACHE_ENV, defaults.refresh_cache),
+            history_reserve_mb: lookup(HISTORY_RESERVE_ENV).map_or(
+                defaults.history_reserve_mb,
+                |value| {
+                    value.trim().parse::<u64>().unwrap_or_else(|_| {
+                        eprintln!("prefecto: {HISTORY_RESERVE_ENV}={value:?} is not a number of MiB; using {}", defaults.history_reserve_mb);
+                        defaults.history_reserve_mb
+                    })
+                },
+            ),
         }
     }
 }

@@ -60,7 +60,7 @@ impl Store {
 
 fn crash_message(pid: u32, host: &str) -> String {
     format!(
-        "The process that ran this flow run (pid {pid} on {host}) is gone; it ended without finishing the run."
+        "The process that ran this flow run (pid {pid} on {host}) is gone without recording how the run ended: it was killed, or could not write the run history (a full disk)."
     )
 }
 

@@ -24,8 +24,31 @@ pub struct HistoryRecorder {
 }
 
 impl HistoryRecorder {
-    /// Opens the database at `path` and starts the writer thread.
+    /// Opens the database at `path` and starts the writer thread, with the
+    /// default reserve against a full disk.
+    ///
+    /// ```
+    /// let home = std::env::temp_dir().join(format!("prefecto-doc-recorder-{}", std::process::id()));
+    /// let history = prefecto::store::HistoryRecorder::start(&home.join("history.db")).unwrap();
+    /// assert!(history.path().ends_with("history.db"));
+    /// # drop(history); let _ = std::fs::remove_dir_all(&home);
+    /// ```
     pub fn start(path: &Path) -> Result<Self, StoreError> {
+        Self::start_with_reserve(path, crate::Settings::default().history_reserve_mb)
+    }
+
+    /// As [`HistoryRecorder::start`], keeping `reserve_mb` MiB in a file
+    /// beside the database (`<database>.reserve`), given up when the disk
+    /// fills so that the runs going on are still recorded; 0 keeps none.
+    ///
+    /// ```
+    /// let home = std::env::temp_dir().join(format!("prefecto-doc-reserve-{}", std::process::id()));
+    /// let history = prefecto::store::HistoryRecorder::start_with_reserve(&home.join("history.db"), 0).unwrap();
+    /// history.flush();
+    /// assert!(!home.join("history.db.reserve").exists());
+    /// # drop(history); let _ = std::fs::remove_dir_all(&home);
+    /// ```
+    pub fn start_with_reserve(path: &Path, reserve_mb: u64) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
         let (sender, receiver) = mpsc::channel();
         let backlog = Arc::new(Backlog::default());
@@ -35,7 +58,7 @@ impl HistoryRecorder {
         // before it returns, so nothing waits for it at exit.
         std::thread::Builder::new()
             .name("prefecto-history".into())
-            .spawn(move || write_loop(store, receiver, &backlog, &writer_outbox))
+            .spawn(move || write_loop(store, receiver, &backlog, &writer_outbox, reserve_mb))
             .map_err(StoreError::WriterThread)?;
         Ok(HistoryRecorder {
             outbox,

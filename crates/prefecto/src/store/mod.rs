@@ -14,6 +14,7 @@
 mod crashed;
 mod event;
 mod fold;
+mod full_disk;
 mod history_recorder;
 mod outbox;
 mod pack;

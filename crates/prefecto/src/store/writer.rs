@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::Store;
 use super::event::{Event, FlowRunNames, RunKey, StateRow, TimesRow, micros};
 use super::fold::{RunUpdate, Unwritten, fold};
+use super::full_disk::{Reserve, Waiting, is_full};
 use super::outbox::{Backlog, FastHash, FastMap, Outbox};
 use super::pack::Pack;
 use super::sql::{Plan, write_batch};
@@ -32,11 +33,16 @@ const GATHER: Duration = Duration::from_millis(20);
 /// so that a slow flow's runs reach the database without a full shard.
 const FETCH_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a flush waits for a full disk to take the flow run's records
+/// before it gives up on them (they keep waiting in memory meanwhile).
+const FLUSH_WAIT_ON_FULL_DISK: Duration = Duration::from_secs(10);
+
 pub(super) fn write_loop(
     mut store: Store,
     parcels: Receiver<Vec<Event>>,
     backlog: &Backlog,
     outbox: &Weak<Outbox>,
+    reserve_mb: u64,
 ) {
     struct Gone<'a>(&'a Backlog);
     impl Drop for Gone<'_> {
@@ -56,6 +62,11 @@ pub(super) fn write_loop(
     // Every other task run is written once, finished, into a pack.
     let mut rows: HashSet<RunKey, FastHash> = HashSet::default();
     let mut batch: Vec<Event> = Vec::with_capacity(1024);
+    let mut reserve = Reserve::keep(store.path(), reserve_mb);
+    let mut waiting = Waiting::default();
+    // Flushes answered once their records are written, or the disk has
+    // stayed full past the flush wait.
+    let mut pending_acks: Vec<(mpsc::SyncSender<()>, Instant)> = Vec::new();
     let mut closing = false;
     let mut next_fetch = Instant::now() + FETCH_EVERY;
     while !closing {
@@ -81,7 +92,7 @@ pub(super) fn write_loop(
         // flush ends the gathering at once.
         let deadline = Instant::now() + GATHER;
         let is_flush = |parcel: &[Event]| parcel.iter().any(|e| matches!(e, Event::Flush(_)));
-        let mut flushing = closing || is_flush(&first);
+        let mut flushing = closing || !pending_acks.is_empty() || is_flush(&first);
         batch.extend(first);
         while batch.len() < MAX_BATCH && !flushing {
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -196,26 +207,57 @@ pub(super) fn write_loop(
             packs: &packs,
         };
         let idle = others.is_empty() && as_rows.is_empty() && packs.is_empty();
-        let mut attempt = 0;
-        while let Err(err) = if idle {
-            Ok(())
+        let now = Instant::now();
+        let tried = !waiting.stalled() || waiting.due(now);
+        let result = if !tried {
+            // The disk was full a moment ago: hold this batch, try later.
+            Err(full_disk_error())
         } else {
-            write_batch(&mut store, &due)
-        } {
-            attempt += 1;
-            // Another process may hold the lock past the busy timeout: try again a few times.
-            if attempt < WRITE_ATTEMPTS && super::is_busy(&err) {
-                std::thread::sleep(Duration::from_millis(100 * attempt));
-                continue;
+            waiting.write(&mut store).and_then(|()| {
+                if idle {
+                    Ok(())
+                } else {
+                    write_with_room(&mut store, &due, &mut reserve)
+                }
+            })
+        };
+        let mut keep_rows = false;
+        match result {
+            Ok(()) => {
+                if waiting.stalled() {
+                    tracing::info!(
+                        target: "prefecto.engine",
+                        "Run history: {} has room again; the waiting records are written.",
+                        store.path().display()
+                    );
+                }
+                waiting.recovered();
             }
-            tracing::warn!(
+            Err(err) if is_full(&err) => {
+                if !waiting.stalled() {
+                    tracing::warn!(
+                        target: "prefecto.engine",
+                        "Run history: the disk holding {} is full; records wait in memory and are written once space returns.",
+                        store.path().display()
+                    );
+                }
+                // Rows stay unwritten (and due); packs and other events wait.
+                keep_rows = true;
+                waiting.hold(std::mem::take(&mut others), std::mem::take(&mut packs));
+                if tried {
+                    waiting.failed(now);
+                }
+            }
+            Err(err) => tracing::warn!(
                 target: "prefecto.engine",
                 "Run history: {} run(s) and {} other event(s) could not be written to {}: {err}",
                 as_rows.len() + packs.values().map(Pack::runs).sum::<usize>(),
                 others.len(),
                 store.path().display()
-            );
-            break;
+            ),
+        }
+        if keep_rows {
+            as_rows.clear();
         }
         for key in as_rows.drain(..) {
             if let Some(run) = unwritten.remove(&key) {
@@ -231,8 +273,69 @@ pub(super) fn write_loop(
         for (_, key) in &packed {
             unwritten.remove(key);
         }
-        for ack in acks {
-            let _ = ack.send(());
+        // A flush answers once its records are in, or once the disk has
+        // stayed full for the flush wait: the flow run does not hang on it.
+        let deadline = Instant::now() + FLUSH_WAIT_ON_FULL_DISK;
+        pending_acks.extend(acks.into_iter().map(|ack| (ack, deadline)));
+        let all_written = !waiting.stalled();
+        let now = Instant::now();
+        pending_acks.retain(|(ack, deadline)| {
+            if all_written || now >= *deadline {
+                if !all_written {
+                    let (runs, lost) = waiting.counts();
+                    tracing::warn!(
+                        target: "prefecto.engine",
+                        "Run history: the disk holding {} is still full after {} s; {runs} task run(s) and the flow run's latest state wait in memory{}. Should the process end first, the history shows the flow run's end as unrecorded.",
+                        store.path().display(),
+                        FLUSH_WAIT_ON_FULL_DISK.as_secs(),
+                        if lost > 0 { format!(", {lost} task run(s) could not wait and are lost") } else { String::new() }
+                    );
+                }
+                let _ = ack.send(());
+                false
+            } else {
+                true
+            }
+        });
+        if !pending_acks.is_empty() {
+            // Try again soon rather than at the next parcel.
+            next_fetch = next_fetch.min(Instant::now() + Duration::from_millis(250));
         }
     }
+}
+
+/// Writes a batch, trying again while another process holds the lock, and
+/// once more after giving the reserve's space back when the disk is full.
+fn write_with_room(
+    store: &mut Store,
+    plan: &Plan<'_>,
+    reserve: &mut Reserve,
+) -> Result<(), rusqlite::Error> {
+    let mut attempt = 0;
+    loop {
+        match write_batch(store, plan) {
+            Ok(()) => return Ok(()),
+            // Another process may hold the lock past the busy timeout.
+            Err(err) if super::is_busy(&err) && attempt + 1 < WRITE_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+            }
+            Err(err) if is_full(&err) && reserve.release() => {
+                tracing::warn!(
+                    target: "prefecto.engine",
+                    "Run history: the disk holding {} is full; its reserve was given up to keep recording. Free some space.",
+                    store.path().display()
+                );
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The error a write held back for a full disk stands for.
+fn full_disk_error() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the disk was full at the last try".into()),
+    )
 }
