@@ -168,6 +168,44 @@ fn an_outage_over_the_flows_end_delays_but_loses_nothing(url: &str) {
     assert_exactly_once(&api, &output);
 }
 
+/// The server itself killed mid-run and started again: what it had
+/// accepted but not yet recorded dies with its in-memory queue, and the
+/// flow ends while it is down. The reporter alone, with no sync, must
+/// deliver everything once.
+#[test]
+fn a_server_killed_and_restarted_mid_run_gets_everything_once() {
+    if !server_available("a_server_killed_and_restarted_mid_run_gets_everything_once") {
+        return;
+    }
+    let mut server = OwnServer::start("restarted");
+    let api = Api::new(&server.url());
+    let mut command = child_process("slow_thirty", &server.url());
+    command
+        .env("PREFECTO_REPORT_WAIT", "120")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the flow run never reached the server"
+        );
+        let task_runs = api.post("/task_runs/count", json!({}));
+        if task_runs.as_u64().is_some_and(|n| n > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    server.restart();
+    let output = child.wait_with_output().unwrap();
+    assert_exactly_once(&api, &output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("WARNING"), "no warning: {stderr}");
+}
+
 fn a_lost_reply_to_the_flow_run_create_makes_one_flow_run(url: &str) {
     let (api, proxy) = scenario(url, &[("POST", "/api/flow_runs/", Fault::LoseReply, 1)]);
     let (output, _) = run_through(&proxy, 60);
