@@ -147,6 +147,9 @@ pub struct ImpliedLine {
     pub about_task_run: bool,
     /// The message.
     pub message: String,
+    /// The level at which Prefect's own Python client sends its version of
+    /// this line to the server: `None` for a line Prefect 3 does not have.
+    pub prefect_level: Option<Level>,
 }
 
 /// The lines the engine logs, but does not hand to recorders, when task run
@@ -168,24 +171,29 @@ pub struct ImpliedLine {
 /// assert!(implied_lines("add-0", "add", &State::running(), true).is_empty());
 /// ```
 pub fn implied_lines(run: &str, task: &str, state: &State, submitted: bool) -> Vec<ImpliedLine> {
-    let flow_line = |message: String| ImpliedLine {
+    let flow_line = |message: String, prefect_level| ImpliedLine {
         level: Level::INFO,
         logger: "prefecto.flow_runs",
         about_task_run: false,
         message,
+        prefect_level,
     };
     if state.is_pending() {
         return vec![
-            flow_line(CreatedLine(run, task).to_string()),
-            flow_line(SubmittedLine(run).to_string()),
+            // Prefect 3 logs its "Created task run" at DEBUG, and no
+            // "Submitted" line at all.
+            flow_line(CreatedLine(run, task).to_string(), Some(Level::DEBUG)),
+            flow_line(SubmittedLine(run).to_string(), None),
         ];
     }
     if state.is_terminal() && submitted {
+        let level = finished_level(state);
         return vec![ImpliedLine {
-            level: finished_level(state),
+            level,
             logger: "prefecto.task_runs",
             about_task_run: true,
             message: FinishedLine(state).to_string(),
+            prefect_level: Some(level),
         }];
     }
     Vec::new()

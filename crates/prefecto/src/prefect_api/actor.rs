@@ -15,6 +15,7 @@ use tracing::Level;
 use uuid::Uuid;
 
 use super::adoption::{NotAdopted, is_final};
+use super::api_logs::{beginning_line, sent as sent_to_api};
 use super::counters::Counters;
 use super::delivery::{DeliveryQueue, send_events, send_logs};
 use super::orchestration::{Orchestration, final_state, set_flow_run_state};
@@ -25,7 +26,7 @@ use super::{ApiError, Client, Sent};
 use crate::adopt::AdoptedFlowRun;
 use crate::inputs::UpstreamRun;
 use crate::names::TaskRunName;
-use crate::recorder::implied_lines;
+use crate::recorder::{FLOW_RUNS, implied_lines};
 use crate::state::State;
 use crate::task::TaskSpec;
 
@@ -142,6 +143,9 @@ impl Reporter {
                 let Some(report) = self.runs.get(&flow_run) else {
                     return;
                 };
+                if !sent_to_api(self.client.config().log_level_sent, logger, level) {
+                    return;
+                }
                 let task_run_id = task_run
                     .and_then(|r| report.task_runs.get(&r))
                     .map(|t| t.id);
@@ -291,6 +295,21 @@ impl Reporter {
             set_flow_run_state(&client, server.flow_run, &state, &mut sent).await
         };
         counters.add(sent);
+        if state.is_running() && sent_to_api(client.config().log_level_sent, FLOW_RUNS, Level::INFO)
+        {
+            // Prefect's first line of a run, in place of the engine's "Created".
+            let line = beginning_line(&report.name, &report.flow);
+            if let Some(log) = log_create(
+                report,
+                None,
+                Level::INFO,
+                FLOW_RUNS,
+                &line,
+                state.timestamp(),
+            ) {
+                self.outbox.push_logs([log]);
+            }
+        }
         match result {
             Ok(Orchestration::Accepted) => {}
             Ok(Orchestration::Rejected(current)) => tracing::debug!(
@@ -425,12 +444,20 @@ impl Reporter {
         let task_run_id = task_run.id;
         let finished = state.is_terminal();
         let mut logs = Vec::new();
+        let least = self.client.config().log_level_sent;
         for line in lines {
+            // Only what Prefect's own client sends, at its level.
+            let Some(level) = line
+                .prefect_level
+                .filter(|&l| sent_to_api(least, line.logger, l))
+            else {
+                continue;
+            };
             let id = line.about_task_run.then_some(task_run_id);
             if let Some(log) = log_create(
                 report,
                 id,
-                line.level,
+                level,
                 line.logger,
                 &line.message,
                 state.timestamp(),

@@ -53,6 +53,12 @@ pub struct ApiConfig {
     /// How often the flow run's state is polled for a cancellation from the
     /// UI (`PREFECTO_CANCEL_POLL`, seconds, default 5).
     pub cancel_poll: Duration,
+    /// The least severe level of the log lines sent to the server, as
+    /// Prefect's Python client decides it: `PREFECT_LOGGING_LEVEL` (default
+    /// INFO), raised by `PREFECT_LOGGING_HANDLERS_API_LEVEL`; `None` with
+    /// `PREFECT_LOGGING_TO_API_ENABLED=false`. Only lines about runs are
+    /// sent, as Prefect sends its run loggers' lines only.
+    pub log_level_sent: Option<tracing::Level>,
 }
 
 impl ApiConfig {
@@ -88,6 +94,7 @@ impl ApiConfig {
             events_per_second: 150.0,
             report_wait: Duration::from_secs(300),
             cancel_poll: Duration::from_secs(5),
+            log_level_sent: Some(tracing::Level::INFO),
         })
     }
 
@@ -124,6 +131,7 @@ impl ApiConfig {
         if let Some(poll) = number("PREFECTO_CANCEL_POLL").filter(|p| *p > 0.0) {
             config.cancel_poll = Duration::from_secs_f64(poll);
         }
+        config.log_level_sent = super::api_logs::least_level_sent(setting);
         Ok(Some(config))
     }
 }

@@ -10,6 +10,7 @@
 
 mod actor;
 mod adoption;
+mod api_logs;
 mod client;
 mod config;
 mod count_watch;

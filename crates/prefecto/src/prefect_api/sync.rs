@@ -11,6 +11,7 @@ use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::api_logs::{beginning_line, sent as sent_to_api};
 use super::client::backoff;
 use super::count_watch::{CountWatch, Verdict};
 use super::history_reports::task_run_reports;
@@ -22,6 +23,7 @@ use super::schemas::{
     SetState, StateCreate, WithId,
 };
 use super::{ApiError, Client, Sent};
+use crate::recorder::FLOW_RUNS;
 use crate::store::{Delivery, Store, StoreError};
 
 /// Log lines per request, as the reporter sends them.
@@ -221,8 +223,16 @@ async fn sync(
         .iter()
         .map(|run| (run.run.to_string(), run.id))
         .collect();
+    let least = client.config().log_level_sent;
     let mut logs = Vec::new();
-    for line in store.logs(flow_run.id)? {
+    if let Some(start) = flow_run.start_time {
+        let line = beginning_line(&flow_run.name, &flow_run.flow);
+        logs.extend(
+            log_create(&report, None, tracing::Level::INFO, FLOW_RUNS, &line, start)
+                .filter(|_| sent_to_api(least, FLOW_RUNS, tracing::Level::INFO)),
+        );
+    }
+    for line in store.logs_as_prefect_logs_them(flow_run.id)? {
         let task_run_id = line
             .task_run
             .as_ref()
@@ -234,6 +244,9 @@ async fn sync(
             "DEBUG" => tracing::Level::DEBUG,
             _ => tracing::Level::INFO,
         };
+        if !sent_to_api(least, &line.logger, level) {
+            continue;
+        }
         if let Some(log) = log_create(
             &report,
             task_run_id,

@@ -313,7 +313,30 @@ impl Store {
         Ok(lines)
     }
 
+    /// A flow run's log lines as Prefect's own client would have logged
+    /// them, oldest first: those stored, and those its task runs'
+    /// transitions imply at Prefect's level for them (lines Prefect 3 does
+    /// not have are left out). What a sync sends to a server is among these.
+    pub(crate) fn logs_as_prefect_logs_them(
+        &self,
+        flow_run: Uuid,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        let mut lines = self.stored_logs(flow_run)?;
+        lines.extend(self.implied_logs_at(flow_run, |line| line.prefect_level)?);
+        lines.sort_by_key(|line| line.timestamp);
+        Ok(lines)
+    }
+
     fn implied_logs(&self, flow_run: Uuid) -> Result<Vec<LogRow>, StoreError> {
+        self.implied_logs_at(flow_run, |line| Some(line.level))
+    }
+
+    /// The implied lines, each at the level `level` gives it (`None` leaves it out).
+    fn implied_logs_at(
+        &self,
+        flow_run: Uuid,
+        level: impl Fn(&crate::recorder::ImpliedLine) -> Option<tracing::Level>,
+    ) -> Result<Vec<LogRow>, StoreError> {
         let mut lines = Vec::new();
         for run in self.task_runs_with_history(flow_run)? {
             let mut submitted = false;
@@ -322,9 +345,12 @@ impl Store {
                 submitted |= state_type == StateType::Pending;
                 let state = State::new(state_type, record.name, record.message);
                 for line in implied_lines(&run.row.name, &run.row.task, &state, submitted) {
+                    let Some(level) = level(&line) else {
+                        continue;
+                    };
                     lines.push(LogRow {
                         timestamp: record.timestamp,
-                        level: crate::recorder::level_name(&line.level).to_string(),
+                        level: crate::recorder::level_name(&level).to_string(),
                         logger: line.logger.to_string(),
                         task_run: line.about_task_run.then(|| run.row.name.clone()),
                         message: line.message,
