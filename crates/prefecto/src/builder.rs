@@ -158,6 +158,35 @@ impl Prefecto {
         self.prefect.as_ref().map(|reporter| reporter.counters())
     }
 
+    /// Waits until the background work of this set-up's flow runs is done:
+    /// until the Prefect server has every flow run that ended (within
+    /// `PREFECTO_REPORT_WAIT`, with a progress line every few seconds;
+    /// what it still lacks then is named in a warning and kept in the run
+    /// history, for the next process to deliver). Flow calls return before
+    /// the server has everything, as Python's do; the process waits for the
+    /// installed set-up when it exits (on Unix), and a set-up that is not
+    /// installed waits when it is dropped. Call it yourself to wait sooner.
+    /// Flows can still be called afterwards.
+    ///
+    /// ```
+    /// use prefecto::prelude::*;
+    ///
+    /// #[flow]
+    /// fn hello() -> u32 {
+    ///     42
+    /// }
+    ///
+    /// let set_up = Prefecto::builder().engine_only().build().unwrap();
+    /// assert_eq!(set_up.scope(|| hello()).unwrap(), 42);
+    /// set_up.shutdown(); // nothing to wait for without a server
+    /// ```
+    pub fn shutdown(&self) {
+        #[cfg(feature = "prefect")]
+        if let Some(reporter) = &self.prefect {
+            reporter.wait_for_delivery();
+        }
+    }
+
     fn install_side_effects(&self) {
         if let Some(level) = self.console_logs {
             if !tracing::dispatcher::has_been_set() {
@@ -168,6 +197,64 @@ impl Prefecto {
         if self.handle_signals {
             crate::signals::listen();
         }
+        #[cfg(all(feature = "prefect", unix))]
+        if self.prefect.is_some() {
+            wait_at_exit();
+        }
+    }
+}
+
+/// Makes the process wait, when it exits, until the installed set-up's
+/// reports are delivered: a program's `main` returns right after its flow
+/// calls, and without this the server would get none of what is still on
+/// its way.
+#[cfg(all(feature = "prefect", unix))]
+fn wait_at_exit() {
+    extern "C" fn at_exit() {
+        // A panic must not cross into C. The wait runs on a thread of its
+        // own: the exiting thread's thread-locals (which logging uses) are
+        // already gone.
+        #[cfg(feature = "signals")]
+        crate::signals::EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::panic::catch_unwind(|| {
+            let waiter = std::thread::Builder::new()
+                .name("prefecto-exit".into())
+                .spawn(|| {
+                    if let Some(installed) = Prefecto::installed() {
+                        installed.shutdown();
+                    }
+                });
+            if let Ok(waiter) = waiter {
+                let _ = waiter.join();
+            }
+        });
+    }
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: `at_exit` is a plain function that lives for the whole
+        // program; registering it has no other effect.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+/// A set-up that was never installed waits for its own deliveries when dropped.
+impl Drop for Prefecto {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Waits until the installed set-up's background work is done (see
+/// [`Prefecto::shutdown`]); nothing to do if none is installed.
+///
+/// ```
+/// prefecto::shutdown();
+/// ```
+pub fn shutdown() {
+    if let Some(installed) = Prefecto::installed() {
+        installed.shutdown();
     }
 }
 

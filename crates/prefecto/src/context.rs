@@ -99,6 +99,8 @@ pub(crate) struct FlowRunContext {
     ended: Mutex<bool>,
     /// Where its history goes, its cached results, its slots, its progress.
     pub(crate) seams: Arc<Seams>,
+    /// The flow run as a server knows it, once the server has it running.
+    pub(crate) remote: OnceLock<crate::adopt::RemoteFlowRun>,
 }
 
 impl FlowRunContext {
@@ -124,6 +126,7 @@ impl FlowRunContext {
             run_counts: Mutex::new(HashMap::new()),
             ended: Mutex::new(false),
             seams,
+            remote: OnceLock::new(),
         })
     }
 

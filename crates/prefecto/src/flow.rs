@@ -121,6 +121,7 @@ impl FlowRunError {
 
 /// The flow run the caller is inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlowRunInfo {
     /// Its id.
     pub id: Uuid,
@@ -128,6 +129,10 @@ pub struct FlowRunInfo {
     pub name: String,
     /// The flow's name.
     pub flow: String,
+    /// The flow run on the Prefect server it is reported to, once the
+    /// server has it: its id there (a run adopted from a worker has the
+    /// same id here and there) and its page in the UI.
+    pub server: Option<crate::RemoteFlowRun>,
 }
 
 /// The flow run the caller is inside, if any: in a flow body or a task body.
@@ -148,6 +153,7 @@ pub fn current_flow_run() -> Option<FlowRunInfo> {
         id: ctx.id,
         name: ctx.name.clone(),
         flow: ctx.flow.clone(),
+        server: ctx.remote.get().cloned(),
     })
 }
 
@@ -226,6 +232,13 @@ fn begin(
         );
     }
     ctx.record_transition(None, &State::running());
+    if let Some(remote) = ctx.seams.adopter.as_ref().and_then(|a| a.started(ctx.id)) {
+        if let Some(url) = &remote.url {
+            // As Python prints it: on the console only.
+            tracing::info!(target: "prefecto.flow_runs", flow_run = %ctx.name, "View at {url}");
+        }
+        let _ = ctx.remote.set(remote);
+    }
     crate::flow_runs::started(&ctx);
     (ctx, adopted_parameters)
 }

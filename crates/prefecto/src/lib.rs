@@ -133,9 +133,9 @@ pub mod store;
 // The composition root: puts the parts into the seams.
 mod builder;
 
-pub use adopt::{AdoptedFlowRun, FlowRunAdopter};
+pub use adopt::{AdoptedFlowRun, FlowRunAdopter, RemoteFlowRun};
 pub use args::{MapError, Unmapped, unmapped};
-pub use builder::{Prefecto, PrefectoBuilder, SetupError};
+pub use builder::{Prefecto, PrefectoBuilder, SetupError, shutdown};
 pub use error::Error;
 pub use flow::FlowRunError;
 pub use future::{PrefectFuture, PrefectFutureList, TaskRunError};

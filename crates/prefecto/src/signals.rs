@@ -9,7 +9,12 @@
 //! have without prefecto. Unix only: elsewhere signals are left to the program.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set once the process is exiting (waiting for its reports to be
+/// delivered): a signal then ends it at once.
+pub(crate) static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// How long in-flight task runs get to reach a terminal state after a signal:
 /// async runs stop at their next `.await`, sync ones must finish their body.
@@ -37,9 +42,34 @@ async fn wait_for_signal() {
         _ = interrupt.recv() => ("SIGINT", 2),
         _ = terminate.recv() => ("SIGTERM", 15),
     };
+    if EXITING.load(Ordering::SeqCst) {
+        exit_at_once(number);
+    }
+    // A second signal while the process winds down (its flow runs ending,
+    // its reports being delivered) ends it at once: what is undelivered
+    // stays noted in the run history for the next process.
+    crate::context::own_runtime().spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        exit_at_once(number);
+    });
     let reason = format!("The flow run was cancelled by {name}.");
     crate::flow_runs::cancel_all_and_end(&reason, GRACE).await;
     std::process::exit(128 + number);
+}
+
+/// Ends the process now, without waiting for its reports: what the server
+/// lacks stays noted in the run history for the next process.
+#[cfg(unix)]
+fn exit_at_once(number: i32) -> ! {
+    eprintln!(
+        "prefecto: exiting at once on a signal; what the Prefect server lacks stays in the run history for the next process."
+    );
+    // SAFETY: `_exit` ends the process without running exit handlers,
+    // which is the point: an exit already under way is waiting in them.
+    unsafe { libc::_exit(128 + number) }
 }
 
 #[cfg(not(unix))]

@@ -193,6 +193,58 @@ fn a_sync_while_the_server_still_records_sends_nothing_twice() {
     assert_eq!(second["logs_sent"], 0, "{second}");
 }
 
+#[test]
+fn a_run_left_undelivered_is_delivered_by_the_next_process() {
+    if !server_available("a_run_left_undelivered_is_delivered_by_the_next_process") {
+        return;
+    }
+    let mut server = OwnServer::start("left-over");
+    let api = Api::new(&server.url());
+    let home = server.home.join("prefecto-home");
+    let url = server.url();
+    let run_child = |label: &str| {
+        let mut command = child_process("quick_three_hundred", &url);
+        command
+            .env("PREFECTO_HOME", &home)
+            .env("PREFECTO_REPORT_WAIT", "60")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = command.spawn().unwrap();
+        let name = named_flow_run(&mut process);
+        let output = process.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{label}: {stderr}");
+        (name, stderr)
+    };
+    // The server is down for the first process: its run is noted as undelivered.
+    server.stop();
+    let (first, stderr) = run_child("first");
+    assert!(
+        stderr.contains(&format!("prefecto flow-run sync {first}")),
+        "{stderr}"
+    );
+    // The next process that reports there delivers it, and waits for that.
+    server.restart();
+    let (_, stderr) = run_child("second");
+    assert!(
+        stderr.contains("Delivering 1 flow run(s) an earlier process left undelivered"),
+        "{stderr}"
+    );
+    let run = api
+        .flow_run_named(&first)
+        .expect("delivered by the second process");
+    assert_eq!(run["state_type"], "COMPLETED", "{run}");
+    let task_runs = api.task_runs(run["id"].as_str().unwrap());
+    assert_eq!(task_runs.len(), 300);
+    assert_eq!(by_name(&task_runs).len(), 300);
+    // Nothing is left: a third process delivers nothing, a sync sends nothing.
+    let (_, stderr) = run_child("third");
+    assert!(!stderr.contains("left undelivered"), "{stderr}");
+    let again = sync("sync", &first, &url, &home);
+    assert_eq!(again["task_runs_sent"], 0, "{again}");
+    assert_eq!(again["logs_sent"], 0, "{again}");
+}
+
 /// What a child process does, by role; nothing when run as an ordinary test.
 #[test]
 #[ignore = "run by the other tests as a child process"]

@@ -60,12 +60,31 @@ fn the_batch_add_example_shows_on_the_server() {
     assert_eq!(flow_run["state_type"], "COMPLETED", "{flow_run}");
     let id = flow_run["id"].as_str().unwrap();
 
+    // As Python prints it: the run's page, under the server's id.
+    assert!(
+        stderr.contains(&format!(
+            "View at {}/runs/flow-run/{id}",
+            api_url().trim_end_matches("/api")
+        )),
+        "{stderr}"
+    );
     let task_runs = api.task_runs(id);
     let runs = by_name(&task_runs);
     assert_eq!(
         runs.keys().collect::<Vec<_>>(),
         ["add-0", "add-1", "add-2", "add-3"]
     );
+    // The server had the flow run running before any of its task runs
+    // started (Python's engine waits for that too): the UI's graph is in order.
+    let time = |run: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(run[field].as_str().unwrap()).unwrap()
+    };
+    for run in runs.values() {
+        assert!(
+            time(run, "start_time") >= time(&flow_run, "start_time"),
+            "{run} started before {flow_run}"
+        );
+    }
     for run in runs.values() {
         assert_eq!(run["state_type"], "COMPLETED", "{run}");
         assert_eq!(run["task_key"], "add");
@@ -203,7 +222,7 @@ fn five_thousand_task_runs_all_arrive() {
     let name = flow_run_name(&stderr);
     let flow_run = api.flow_run_named(&name).unwrap();
     assert_eq!(flow_run["state_type"], "COMPLETED");
-    // The flow call returned only once the server had everything.
+    // The process exited only once the server had everything.
     let task_runs = api.task_runs(flow_run["id"].as_str().unwrap());
     assert_eq!(task_runs.len(), 5_000);
     assert!(task_runs.iter().all(|r| r["state_type"] == "COMPLETED"));
@@ -214,8 +233,12 @@ fn five_thousand_task_runs_all_arrive() {
         .trim()
         .parse()
         .unwrap();
+    let flow_call = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("flow call: "))
+        .unwrap_or("?");
     println!(
-        "5,000 task runs: {requests} HTTP requests, {:.4} per task run, {:.1} s until the server had all",
+        "5,000 task runs: {requests} HTTP requests, {:.4} per task run; flow call {flow_call}, {:.1} s until the server had all",
         requests as f64 / 5_000.0,
         elapsed.as_secs_f64()
     );
@@ -626,7 +649,11 @@ fn a_megabyte_error_reaches_the_server_cut_to_its_limits() {
 fn child() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("five_thousand") => {
+            let started = Instant::now();
             assert_eq!(five_thousand().unwrap(), 5_000);
+            println!("flow call: {:.2} s", started.elapsed().as_secs_f64());
+            // The flow call returns before the server has everything.
+            prefecto::shutdown();
             let counters = Prefecto::installed()
                 .and_then(Prefecto::prefect_counters)
                 .expect("the first flow call installed a reporter");

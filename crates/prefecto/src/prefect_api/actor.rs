@@ -14,14 +14,17 @@ use tokio::sync::mpsc;
 use tracing::Level;
 use uuid::Uuid;
 
-use super::adoption::{NotAdopted, is_final};
+use super::adoption::{NotAdopted, read_adoptable};
 use super::api_logs::{beginning_line, sent as sent_to_api};
+use super::cancellation::poll_cancellation;
 use super::counters::Counters;
 use super::delivery::{DeliveryQueue, send_events, send_logs};
+use super::in_flight::InFlight;
+use super::long_runs;
 use super::orchestration::{Orchestration, final_state, set_flow_run_state};
-use super::reconcile::{finish, kept_for_sync};
+use super::reconcile::{Undelivered, finish, kept_for_sync, note_undelivered};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
-use super::schemas::{FlowCreate, FlowRead, FlowRunCreate, FlowRunRead, StateCreate, WithId};
+use super::schemas::{FlowCreate, FlowRunCreate, StateCreate, WithId};
 use super::{ApiError, Client, Sent};
 use crate::adopt::AdoptedFlowRun;
 use crate::inputs::UpstreamRun;
@@ -56,7 +59,12 @@ pub(super) enum Msg {
     },
     End {
         flow_run: Uuid,
-        done: std::sync::mpsc::SyncSender<()>,
+    },
+    /// Answered once the flow run's Running state is handled: its id on
+    /// the server, if the server has it.
+    Started {
+        flow_run: Uuid,
+        reply: std::sync::mpsc::SyncSender<Option<Uuid>>,
     },
     Adopt {
         flow_run: Uuid,
@@ -77,14 +85,22 @@ pub(super) struct Reporter {
     checked: bool,
     /// The run history's database, where undelivered runs are noted.
     history: Option<Arc<Path>>,
+    /// The flow runs that have ended, until the server has them.
+    in_flight: Arc<InFlight>,
 }
 
 impl Reporter {
-    pub(super) fn new(client: Client, counters: Arc<Counters>, history: Option<Arc<Path>>) -> Self {
+    pub(super) fn new(
+        client: Client,
+        counters: Arc<Counters>,
+        history: Option<Arc<Path>>,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
         Reporter {
             client,
             counters,
             history,
+            in_flight,
             outbox: Arc::new(DeliveryQueue::default()),
             runs: HashMap::new(),
             flow_ids: HashMap::new(),
@@ -103,6 +119,8 @@ impl Reporter {
             self.outbox.clone(),
             self.counters.clone(),
         ));
+        let mut long_runs = tokio::time::interval(long_runs::LONG);
+        long_runs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.client.config().cancel_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -111,7 +129,8 @@ impl Reporter {
                     Some(msg) => self.handle(msg).await,
                     None => break,
                 },
-                _ = poll.tick() => self.poll_cancellation().await,
+                _ = poll.tick() => poll_cancellation(&self.client, &self.counters, &mut self.runs).await,
+                _ = long_runs.tick() => long_runs::announce(&mut self.runs, &self.outbox),
             }
         }
     }
@@ -163,17 +182,37 @@ impl Reporter {
                 let adopted = self.adopt(flow_run, flow).await;
                 let _ = reply.send(adopted);
             }
-            Msg::End { flow_run, done } => {
+            Msg::Started { flow_run, reply } => {
+                let server = self
+                    .runs
+                    .get(&flow_run)
+                    .filter(|report| !report.undelivered_state)
+                    .and_then(|report| report.server);
+                let _ = reply.send(server.map(|s| s.flow_run));
+            }
+            Msg::End { flow_run } => {
                 let Some(report) = self.runs.remove(&flow_run) else {
-                    let _ = done.send(());
+                    self.in_flight.end(flow_run);
                     return;
                 };
+                // Noted before it is delivered: should the process end
+                // first, the next one that reports here delivers it.
+                if let Some(history) = &report.history {
+                    let undelivered = Undelivered {
+                        flow_run: report.id,
+                        name: &report.name,
+                        server_flow_run: report.server.map(|s| s.flow_run),
+                        parameters: &report.parameters,
+                        reason: "the process ended before the server had all of it",
+                    };
+                    note_undelivered(history, &self.client.config().url, &undelivered);
+                }
                 tokio::spawn(finish(
                     report,
                     self.client.clone(),
                     self.outbox.clone(),
                     self.counters.clone(),
-                    done,
+                    self.in_flight.clone(),
                 ));
             }
         }
@@ -181,48 +220,11 @@ impl Reporter {
 
     async fn adopt(&mut self, flow_run: Uuid, flow: String) -> Result<AdoptedFlowRun, NotAdopted> {
         let mut sent = Sent::default();
-        let result = async {
-            if !self.checked {
-                self.client.check_with(&mut sent).await?;
-                self.checked = true;
-            }
-            let run: FlowRunRead = self
-                .client
-                .send_as(
-                    Method::GET,
-                    &format!("/flow_runs/{flow_run}"),
-                    None,
-                    &mut sent,
-                )
-                .await?;
-            let its_flow: FlowRead = self
-                .client
-                .send_as(
-                    Method::GET,
-                    &format!("/flows/{}", run.flow_id),
-                    None,
-                    &mut sent,
-                )
-                .await?;
-            Ok((run, its_flow.name))
-        }
-        .await;
+        let checked = self.checked;
+        let read = read_adoptable(&self.client, flow_run, &flow, checked, &mut sent).await;
         self.counters.add(sent);
-        let (run, its_flow) = result.map_err(NotAdopted::Unreadable)?;
-        // A run that has finished is not run again (Prefect's engine aborts
-        // such a run too), and a run of another flow is not this call's.
-        if let Some(state) = run.state_type.as_deref().filter(|s| is_final(s)) {
-            return Err(NotAdopted::Finished {
-                name: run.name,
-                state: state.to_string(),
-            });
-        }
-        if its_flow != flow {
-            return Err(NotAdopted::OtherFlow {
-                name: run.name,
-                flow: its_flow,
-            });
-        }
+        let run = read?;
+        self.checked = true;
         let (flow_id, name, parameters) = (run.flow_id, run.name, run.parameters);
         self.runs.insert(
             flow_run,
@@ -432,6 +434,9 @@ impl Reporter {
         if state.is_running() {
             task_run.start.get_or_insert(state.timestamp());
             task_run.run_count += 1;
+            if report.server.is_some() {
+                report.started.push_back((state.timestamp(), run));
+            }
         }
         if state.is_terminal() {
             task_run.end = Some(state.timestamp());
@@ -473,37 +478,5 @@ impl Reporter {
             }
         }
         self.outbox.push_logs(logs);
-    }
-
-    async fn poll_cancellation(&mut self) {
-        for (id, report) in self.runs.iter_mut() {
-            let Some(server) = report.server else {
-                continue;
-            };
-            if report.cancel_requested {
-                continue;
-            }
-            let mut sent = Sent::default();
-            let run: Result<FlowRunRead, ApiError> = self
-                .client
-                .send_as(
-                    Method::GET,
-                    &format!("/flow_runs/{}", server.flow_run),
-                    None,
-                    &mut sent,
-                )
-                .await;
-            self.counters.add(sent);
-            if let Ok(run) = run {
-                if run.state_type.as_deref() == Some("CANCELLING") {
-                    report.cancel_requested = true;
-                    crate::flow_runs::cancel(
-                        *id,
-                        "The flow run was cancelled from Prefect (it was set to CANCELLING)."
-                            .to_string(),
-                    );
-                }
-            }
-        }
     }
 }

@@ -59,6 +59,9 @@ pub struct ApiConfig {
     /// `PREFECT_LOGGING_TO_API_ENABLED=false`. Only lines about runs are
     /// sent, as Prefect sends its run loggers' lines only.
     pub log_level_sent: Option<tracing::Level>,
+    /// The server's UI (`PREFECT_UI_URL`, else inferred from the API URL
+    /// as Prefect infers it), where the "View at" line points.
+    pub ui_url: String,
 }
 
 impl ApiConfig {
@@ -89,13 +92,29 @@ impl ApiConfig {
             return Err(ConfigError::BadUrl { url });
         }
         Ok(ApiConfig {
-            url,
             auth: credentials.map_or(Auth::None, Auth::AuthString),
             events_per_second: 150.0,
             report_wait: Duration::from_secs(300),
             cancel_poll: Duration::from_secs(5),
             log_level_sent: Some(tracing::Level::INFO),
+            ui_url: ui_url_of(&url),
+            url,
         })
+    }
+
+    /// A flow run's page in the server's UI.
+    ///
+    /// ```
+    /// use prefecto::prefect_api::ApiConfig;
+    ///
+    /// let config = ApiConfig::new("http://127.0.0.1:4200/api").unwrap();
+    /// assert_eq!(
+    ///     config.ui_url_of_flow_run(uuid::Uuid::nil()),
+    ///     "http://127.0.0.1:4200/runs/flow-run/00000000-0000-0000-0000-000000000000"
+    /// );
+    /// ```
+    pub fn ui_url_of_flow_run(&self, id: uuid::Uuid) -> String {
+        format!("{}/runs/flow-run/{id}", self.ui_url)
     }
 
     /// The configuration from the environment and the active profile, or
@@ -131,9 +150,24 @@ impl ApiConfig {
         if let Some(poll) = number("PREFECTO_CANCEL_POLL").filter(|p| *p > 0.0) {
             config.cancel_poll = Duration::from_secs_f64(poll);
         }
+        if let Some(ui) = setting("PREFECT_UI_URL") {
+            config.ui_url = ui.trim_end_matches('/').to_string();
+        }
         config.log_level_sent = super::api_logs::least_level_sent(setting);
         Ok(Some(config))
     }
+}
+
+/// The UI of the server at API URL `api`, as Prefect infers it: the API
+/// URL without its `/api`, and Cloud's API host and paths mapped to its app's.
+fn ui_url_of(api: &str) -> String {
+    let ui = api.replace(
+        "https://api.prefect.cloud/api",
+        "https://app.prefect.cloud/api",
+    );
+    let ui = ui.strip_suffix("/api").unwrap_or(&ui).replace("/api/", "/");
+    ui.replace("/accounts/", "/account/")
+        .replace("/workspaces/", "/workspace/")
 }
 
 /// Splits the credentials out of a URL's authority: the URL without them
@@ -238,6 +272,18 @@ fn parse_profiles(text: &str, chosen: Option<String>) -> Result<Option<Profile>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ui_url_is_inferred_as_prefect_infers_it() {
+        assert_eq!(
+            ui_url_of("http://127.0.0.1:4200/api"),
+            "http://127.0.0.1:4200"
+        );
+        assert_eq!(
+            ui_url_of("https://api.prefect.cloud/api/accounts/a1/workspaces/w1"),
+            "https://app.prefect.cloud/account/a1/workspace/w1"
+        );
+    }
 
     #[test]
     fn credentials_never_show_in_debug_output() {

@@ -10,6 +10,12 @@
 //! state's task run and time). Once the count has not moved for a while and
 //! nothing of ours is still on its way, what is missing was dropped, and only
 //! that goes again.
+//!
+//! The count of one flow run also stands still while the server's recorder
+//! works through other runs' task runs (other processes, other flows): then
+//! the run's own are still queued behind them. So before it sends anything
+//! again, the watch asks for the server's count of all its task runs, and
+//! waits while that moves.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +26,16 @@ pub(crate) enum Verdict {
     Recorded,
     /// The server may still be recording: count again later.
     Wait,
-    /// The count has not moved for the settle time: send what is missing.
+    /// The count has not moved for the settle time: count every task run
+    /// the server has, and give it to [`CountWatch::observe_server`].
+    AskServer,
+    /// Neither count has moved: send what is missing.
     SendMissing,
 }
+
+/// How long the server's count of all its task runs must stand still
+/// before the server is taken for idle.
+const SERVER_STILL: Duration = Duration::from_secs(5);
 
 /// Watches a flow run's task-run count on the server.
 #[derive(Debug)]
@@ -31,6 +44,8 @@ pub(crate) struct CountWatch {
     settle: Duration,
     last: Option<u64>,
     since: Instant,
+    /// The server's count of all its task runs, and when it was taken.
+    server: Option<(u64, Instant)>,
 }
 
 impl CountWatch {
@@ -42,6 +57,7 @@ impl CountWatch {
             settle,
             last: None,
             since: now,
+            server: None,
         }
     }
 
@@ -75,14 +91,41 @@ impl CountWatch {
         }
         if moved {
             self.since = now;
+            self.server = None;
             return Verdict::Wait;
         }
-        if now.duration_since(self.since) >= self.settle {
-            // What goes now needs its own settle time before it is judged.
-            self.since = now;
-            return Verdict::SendMissing;
+        if now.duration_since(self.since) < self.settle {
+            return Verdict::Wait;
         }
-        Verdict::Wait
+        match self.server {
+            Some((_, at)) if now.duration_since(at) < SERVER_STILL => Verdict::Wait,
+            _ => Verdict::AskServer,
+        }
+    }
+
+    /// Takes the server's count of all its task runs, made at `now`, after
+    /// [`Verdict::AskServer`].
+    pub(crate) fn observe_server(&mut self, total: u64, now: Instant) -> Verdict {
+        match self.server {
+            Some((seen, at)) if seen == total && now.duration_since(at) >= SERVER_STILL => {
+                // What goes now needs its own settle time before it is judged.
+                self.since = now;
+                self.server = None;
+                Verdict::SendMissing
+            }
+            Some((seen, _)) if seen == total => Verdict::Wait,
+            Some(_) => {
+                // The server is recording others' runs: ours may be queued
+                // behind them. Judge again after a settle time.
+                self.since = now;
+                self.server = None;
+                Verdict::Wait
+            }
+            None => {
+                self.server = Some((total, now));
+                Verdict::Wait
+            }
+        }
     }
 }
 
@@ -110,19 +153,56 @@ mod tests {
         assert!(!watch.moving(at(t0, 75)));
     }
 
+    /// Counts until the watch says to send, with an idle server; the time then.
+    fn until_sent(watch: &mut CountWatch, count: u64, t0: Instant, from: u64) -> u64 {
+        for second in from..from + 120 {
+            let now = at(t0, second);
+            match watch.observe(count, now) {
+                Verdict::AskServer => {
+                    if watch.observe_server(1_000, now) == Verdict::SendMissing {
+                        return second;
+                    }
+                }
+                Verdict::Wait => {}
+                other => panic!("{other:?} at {second} s"),
+            }
+        }
+        panic!("never sent");
+    }
+
     #[test]
     fn a_count_that_stops_short_sends_the_missing_once_per_settle() {
         let t0 = Instant::now();
         let mut watch = CountWatch::new(10, SETTLE, t0);
         assert_eq!(watch.observe(7, t0), Verdict::Wait);
         assert_eq!(watch.observe(7, at(t0, 14)), Verdict::Wait);
-        assert_eq!(watch.observe(7, at(t0, 15)), Verdict::SendMissing);
+        // Still for the settle time, then the idle server for 5 s more.
+        let sent = until_sent(&mut watch, 7, t0, 15);
+        assert_eq!(sent, 20);
         // What went again gets its own settle time.
-        assert_eq!(watch.observe(7, at(t0, 16)), Verdict::Wait);
-        assert_eq!(watch.observe(7, at(t0, 29)), Verdict::Wait);
-        assert_eq!(watch.observe(7, at(t0, 30)), Verdict::SendMissing);
-        assert_eq!(watch.observe(10, at(t0, 31)), Verdict::Recorded);
+        let again = until_sent(&mut watch, 7, t0, sent + 1);
+        assert_eq!(again, sent + SETTLE.as_secs() + 5);
+        assert_eq!(watch.observe(10, at(t0, again + 1)), Verdict::Recorded);
         assert_eq!(watch.missing(), 0);
+    }
+
+    #[test]
+    fn a_server_busy_with_other_runs_holds_the_resend_back() {
+        let t0 = Instant::now();
+        let mut watch = CountWatch::new(10, SETTLE, t0);
+        assert_eq!(watch.observe(7, t0), Verdict::Wait);
+        let mut total = 1_000;
+        for second in 15..300 {
+            let now = at(t0, second);
+            if watch.observe(7, now) == Verdict::AskServer {
+                // Other runs' task runs keep arriving.
+                total += 3;
+                assert_eq!(watch.observe_server(total, now), Verdict::Wait);
+            }
+        }
+        // Once the server is idle, the missing go.
+        let sent = until_sent(&mut watch, 7, t0, 300);
+        assert!(sent <= 300 + SETTLE.as_secs() + 5, "{sent}");
     }
 
     #[test]
@@ -132,7 +212,8 @@ mod tests {
         assert_eq!(watch.observe(3, t0), Verdict::Wait);
         watch.sending(at(t0, 20));
         assert_eq!(watch.observe(3, at(t0, 21)), Verdict::Wait);
-        assert_eq!(watch.observe(3, at(t0, 35)), Verdict::SendMissing);
+        assert_eq!(watch.observe(3, at(t0, 34)), Verdict::Wait);
+        assert_eq!(watch.observe(3, at(t0, 35)), Verdict::AskServer);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod actor;
 mod adoption;
 mod api_logs;
+mod cancellation;
 mod client;
 mod config;
 mod count_watch;
@@ -19,7 +20,11 @@ mod delivery;
 mod error;
 #[cfg(feature = "history")]
 mod history_reports;
+mod in_flight;
+#[cfg(feature = "history")]
+mod left_over;
 mod limits;
+mod long_runs;
 mod orchestration;
 mod readback;
 mod reconcile;

@@ -8,19 +8,21 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::fetch_all;
 use super::count_watch::{CountWatch, Verdict};
 use super::counters::Counters;
 use super::delivery::DeliveryQueue;
+use super::in_flight::InFlight;
 use super::report::{FlowRunReport, ServerIds, task_run_event};
-use super::schemas::{Event, TaskRunsOfFlowRun, WithId};
+use super::schemas::{Empty, Event, TaskRunsOfFlowRun, WithId};
 use super::{ApiError, Client, Sent};
 
 /// After everything is sent, how long a count that does not grow is trusted
 /// before the missing task runs are sent again.
-pub(super) const SETTLE: Duration = Duration::from_secs(15);
+const SETTLE: Duration = Duration::from_secs(15);
 
 /// Ends a flow run's report: waits until the server has every task run,
 /// sending again what it lost, within the report wait.
@@ -29,7 +31,7 @@ pub(super) async fn finish(
     client: Client,
     outbox: Arc<DeliveryQueue>,
     counters: Arc<Counters>,
-    done: std::sync::mpsc::SyncSender<()>,
+    in_flight: Arc<InFlight>,
 ) {
     let deadline = Instant::now() + client.config().report_wait;
     let expected = report.finished.len() as u64;
@@ -40,7 +42,7 @@ pub(super) async fn finish(
             .as_ref()
             .map_or_else(|| "not created".to_string(), |e| e.to_string());
         keep_for_sync(&report, &client, None, &reason);
-        let _ = done.send(());
+        in_flight.end(report.id);
         return;
     };
     let mut sent = Sent::default();
@@ -50,18 +52,21 @@ pub(super) async fn finish(
         if !outbox.is_empty() {
             watch.sending(Instant::now());
         } else {
-            match count_task_runs(&client, server.flow_run, &mut sent).await {
-                Ok(count) => match watch.observe(count, Instant::now()) {
-                    Verdict::Recorded => break,
-                    Verdict::Wait => {}
-                    Verdict::SendMissing => {
-                        // The server's queue is empty and the count still
-                        // short: it dropped events. Send those again.
-                        let resent =
-                            resend_missing(&client, &report, server, &outbox, &mut sent).await;
-                        counters.resent_events.fetch_add(resent, Ordering::Relaxed);
+            match judge(&mut watch, &client, server.flow_run, &mut sent).await {
+                Ok((count, verdict)) => {
+                    in_flight.progress(report.id, expected, count);
+                    match verdict {
+                        Verdict::Recorded => break,
+                        Verdict::SendMissing => {
+                            // Neither the run's count nor the server's has
+                            // moved: it dropped events. Send those again.
+                            let resent =
+                                resend_missing(&client, &report, server, &outbox, &mut sent).await;
+                            counters.resent_events.fetch_add(resent, Ordering::Relaxed);
+                        }
+                        Verdict::Wait | Verdict::AskServer => {}
                     }
-                },
+                }
                 Err(err) => {
                     tracing::debug!(target: "prefecto.engine", "Cannot count task runs yet: {err}")
                 }
@@ -107,14 +112,16 @@ pub(super) async fn finish(
             kept_for_sync(&report)
         );
         keep_for_sync(&report, &client, Some(server), &reason);
+    } else {
+        note_delivered(&report, &client, server);
     }
+    in_flight.end(report.id);
     let c = counters.snapshot();
     tracing::debug!(
         target: "prefecto.engine",
         "Prefect reporting so far: {} HTTP requests ({} retries), {} task-run events ({} sent again), {} log lines.",
         c.requests, c.retries, c.events, c.resent_events, c.logs
     );
-    let _ = done.send(());
 }
 
 /// What the warning says about the run history's copy.
@@ -147,6 +154,21 @@ fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerI
     }
 }
 
+/// Notes in the run history that the server has the whole run, in place
+/// of the note made when its delivery began.
+fn note_delivered(report: &FlowRunReport, client: &Client, server: ServerIds) {
+    if let Some(history) = &report.history {
+        let delivered = Undelivered {
+            flow_run: report.id,
+            name: &report.name,
+            server_flow_run: Some(server.flow_run),
+            parameters: &report.parameters,
+            reason: "",
+        };
+        note_delivery(history, &client.config().url, &delivered, true);
+    }
+}
+
 /// A flow run the server may lack, as the run history notes it.
 #[cfg_attr(not(feature = "history"), allow(dead_code))]
 pub(super) struct Undelivered<'a> {
@@ -159,15 +181,20 @@ pub(super) struct Undelivered<'a> {
 
 /// Notes in the run history at `history` that the server at `url` may lack
 /// a flow run, for `prefecto flow-run sync` to deliver later.
-#[cfg(feature = "history")]
 pub(super) fn note_undelivered(history: &std::path::Path, url: &str, run: &Undelivered<'_>) {
+    note_delivery(history, url, run, false);
+}
+
+/// Notes in the run history whether the server at `url` has all of a flow run.
+#[cfg(feature = "history")]
+fn note_delivery(history: &std::path::Path, url: &str, run: &Undelivered<'_>, delivered: bool) {
     let delivery = crate::store::Delivery {
         flow_run_id: run.flow_run,
         api_url: url.to_string(),
         server_flow_run_id: run.server_flow_run,
         parameters: run.parameters.to_string(),
-        delivered: false,
-        reason: Some(run.reason.to_string()),
+        delivered,
+        reason: (!delivered).then(|| run.reason.to_string()),
     };
     let recorded =
         crate::store::Store::open(history).and_then(|store| store.record_undelivered(&delivery));
@@ -178,7 +205,7 @@ pub(super) fn note_undelivered(history: &std::path::Path, url: &str, run: &Undel
 
 /// Without the run history there is nowhere to keep it.
 #[cfg(not(feature = "history"))]
-pub(super) fn note_undelivered(_: &std::path::Path, _: &str, _: &Undelivered<'_>) {}
+fn note_delivery(_: &std::path::Path, _: &str, _: &Undelivered<'_>, _: bool) {}
 
 /// The ids of the task runs the server has recorded for a flow run.
 pub(crate) async fn recorded_task_runs(
@@ -192,6 +219,30 @@ pub(crate) async fn recorded_task_runs(
     };
     let rows: Vec<WithId> = fetch_all(client, "/task_runs/filter", &filter, sent).await?;
     Ok(rows.into_iter().map(|run| run.id).collect())
+}
+
+/// Counts the run's task runs on the server (and all the server's task
+/// runs, when the watch asks) and says what to do next, with the run's count.
+pub(crate) async fn judge(
+    watch: &mut CountWatch,
+    client: &Client,
+    flow_run: Uuid,
+    sent: &mut Sent,
+) -> Result<(u64, Verdict), ApiError> {
+    let count = count_task_runs(client, flow_run, sent).await?;
+    let mut verdict = watch.observe(count, Instant::now());
+    if verdict == Verdict::AskServer {
+        // A server that lost the flow run (its database wiped, say) would
+        // refuse every task run sent again: an error, and nothing is sent.
+        let _: Value = client
+            .send_as(Method::GET, &format!("/flow_runs/{flow_run}"), None, sent)
+            .await?;
+        let total: u64 = client
+            .send_json(Method::POST, "/task_runs/count", &Empty {}, sent)
+            .await?;
+        verdict = watch.observe_server(total, Instant::now());
+    }
+    Ok((count, verdict))
 }
 
 pub(crate) async fn count_task_runs(

@@ -64,6 +64,9 @@ pub(crate) struct FlowRunReport {
     pub(crate) cancel_requested: bool,
     /// The run history that keeps what the server did not get, if one does.
     pub(crate) history: Option<Arc<Path>>,
+    /// Task runs that started in the last second or so, oldest first: those
+    /// still running after it are shown to the server as Running.
+    pub(crate) started: std::collections::VecDeque<(DateTime<Utc>, TaskRunName)>,
 }
 
 impl FlowRunReport {
@@ -81,6 +84,7 @@ impl FlowRunReport {
             aborted: false,
             cancel_requested: false,
             history: None,
+            started: std::collections::VecDeque::new(),
         }
     }
 }

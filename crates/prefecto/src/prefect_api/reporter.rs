@@ -8,15 +8,19 @@
 //! - finished task runs as events, many to a `POST /events`, paced;
 //! - log lines in batches to `POST /logs/`.
 //!
-//! When a flow run ends, the reporter waits until the server has recorded
-//! every task run (it reads back the count, and sends again what is missing)
-//! or a bounded wait has passed; what was not delivered is named in a warning
-//! ([`super::reconcile`]).
+//! A flow call returns as soon as its task runs are done, as Python's does.
+//! The reporter goes on in the background until the server has recorded
+//! every task run of the flow runs that ended (it reads back the count, and
+//! sends again what is missing, [`super::reconcile`]); the process waits for
+//! that before it exits, within the report wait
+//! ([`PrefectReporter::wait_for_delivery`]). What was not delivered by then
+//! is named in a warning and noted in the run history, and the next process
+//! that reports to the same server delivers it.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -25,10 +29,11 @@ use uuid::Uuid;
 use super::actor::{Msg, Reporter};
 use super::adoption::NotAdopted;
 use super::counters::{Counters, ReportCounters};
+use super::in_flight::InFlight;
 use super::limits::TagLimits;
 use super::reconcile::{Undelivered, kept_note, note_undelivered};
 use super::{ApiConfig, ApiError, Client, ConfigError, FLOW_RUN_ID_ENV};
-use crate::adopt::{AdoptedFlowRun, FlowRunAdopter};
+use crate::adopt::{AdoptedFlowRun, FlowRunAdopter, RemoteFlowRun};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
 
 /// Waits on the calling thread, telling a multi-threaded Tokio runtime
@@ -50,6 +55,8 @@ pub struct PrefectReporter {
     adopted: AtomicBool,
     /// The run history's database, where an undelivered run is noted.
     history: Option<Arc<Path>>,
+    /// The flow runs that have ended here, until the server has them.
+    in_flight: Arc<InFlight>,
 }
 
 impl PrefectReporter {
@@ -68,12 +75,20 @@ impl PrefectReporter {
         let limits = TagLimits::new(client.clone(), runtime.handle().clone(), counters.clone());
         let history: Option<Arc<Path>> = history.map(Arc::from);
         let history_for_notes = history.clone();
+        let in_flight = Arc::new(InFlight::default());
+        let reporter = Reporter::new(client, reporter_counters, history, in_flight.clone());
         std::thread::Builder::new()
             .name("prefecto-report".into())
-            .spawn(move || {
-                runtime.block_on(Reporter::new(client, reporter_counters, history).run(receiver))
-            })
+            .spawn(move || runtime.block_on(reporter.run(receiver)))
             .map_err(|e| ConfigError::Client(e.to_string()))?;
+        #[cfg(feature = "history")]
+        if let Some(history) = &history_for_notes {
+            super::left_over::deliver_in_background(
+                Client::new(config.clone())?,
+                history.clone(),
+                in_flight.clone(),
+            );
+        }
         Ok(PrefectReporter {
             sender,
             counters,
@@ -81,7 +96,68 @@ impl PrefectReporter {
             limits,
             adopted: AtomicBool::new(false),
             history: history_for_notes,
+            in_flight,
         })
+    }
+
+    /// Waits until the server has every flow run that has ended here, or
+    /// the report wait (`PREFECTO_REPORT_WAIT`) and a margin have passed,
+    /// with a progress line every few seconds; the runs still undelivered
+    /// then are named in one warning and noted in the run history, and the
+    /// next process that reports to this server delivers them. What
+    /// [`crate::Prefecto::shutdown`] and process exit call; safe to call
+    /// any number of times.
+    pub fn wait_for_delivery(&self) {
+        let limit = self.config.report_wait + END_MARGIN;
+        let deadline = Instant::now() + limit;
+        let mut said = false;
+        let left = wait_blocking(|| {
+            self.in_flight
+                .wait(deadline, PROGRESS_EVERY, |totals, remaining| {
+                    said = true;
+                    let counted = if totals.expected > 0 {
+                        format!(
+                            "{} of {} task runs recorded",
+                            totals.recorded, totals.expected
+                        )
+                    } else {
+                        "sending".to_string()
+                    };
+                    tracing::info!(
+                        target: "prefecto.engine",
+                        "Reporting to Prefect: {counted} ({} flow run(s)); waiting up to {} s more (PREFECTO_REPORT_WAIT).",
+                        totals.flow_runs,
+                        remaining.as_secs()
+                    );
+                })
+        });
+        if said && left.is_empty() {
+            tracing::info!(target: "prefecto.engine", "Reporting to Prefect: done.");
+        }
+        for (id, run) in left {
+            self.in_flight.end(id);
+            let reason = format!(
+                "the Prefect server at {} did not have all of it within the report wait ({} s, PREFECTO_REPORT_WAIT)",
+                self.config.url,
+                self.config.report_wait.as_secs_f64()
+            );
+            if let Some(history) = &self.history {
+                let undelivered = Undelivered {
+                    flow_run: id,
+                    name: &run.name,
+                    server_flow_run: None,
+                    parameters: &run.parameters,
+                    reason: &reason,
+                };
+                note_undelivered(history, &self.config.url, &undelivered);
+            }
+            let kept = kept_note(&run.name, self.history.is_some());
+            tracing::warn!(
+                target: "prefecto.engine",
+                "Flow run '{}' may be incomplete on the server: {reason}. {kept}",
+                run.name
+            );
+        }
     }
 
     /// The server's tag concurrency limits, as the engine asks for slots.
@@ -117,8 +193,18 @@ impl PrefectReporter {
     }
 }
 
-/// How long past its report wait a flow call waits for the reporter's answer.
+/// How long past its report wait the process waits for the reporter.
 const END_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a flow call waits, at its start, for the server to have it
+/// running (Prefect's own request timeout, `PREFECT_API_REQUEST_TIMEOUT`'s
+/// default), and never longer than the report wait; past that it runs on,
+/// and the server gets it when it can. A server that is down answers at
+/// once, so this is only a busy or hung server's cost.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a wait for delivery says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The flow run a Prefect worker started this process for
 /// (`PREFECT__FLOW_RUN_ID`) is taken by the first flow call, as Python's
@@ -142,6 +228,19 @@ impl FlowRunAdopter for PrefectReporter {
             Ok(adopted) => Some(adopted),
             Err(err) => warn(err.to_string()),
         }
+    }
+
+    /// Waits until the server has flow run `flow_run` running (its Running
+    /// state accepted), so that its task runs never start there before it.
+    fn started(&self, flow_run: Uuid) -> Option<RemoteFlowRun> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Msg::Started { flow_run, reply });
+        let limit = START_WAIT.min(self.config.report_wait);
+        let server_id = wait_blocking(|| answer.recv_timeout(limit)).ok()??;
+        Some(RemoteFlowRun::new(
+            server_id,
+            Some(self.config.ui_url_of_flow_run(server_id)),
+        ))
     }
 }
 
@@ -183,38 +282,11 @@ impl Recorder for PrefectReporter {
     }
 
     fn on_flow_run_end(&self, flow_run: FlowRunRef<'_>) {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        // The flow call goes on at once; process exit waits for delivery.
+        self.in_flight
+            .begin(flow_run.id, flow_run.name, flow_run.parameters);
         self.send(Msg::End {
             flow_run: flow_run.id,
-            done,
         });
-        // The reporter answers within the report wait, unless a request it
-        // is making hangs: the flow call waits no longer than the report
-        // wait and a margin, and says what the server may lack.
-        let limit = self.config.report_wait + END_MARGIN;
-        if wait_blocking(|| wait.recv_timeout(limit)).is_ok() {
-            return;
-        }
-        let reason = format!(
-            "the Prefect server at {} did not answer within the report wait ({} s, PREFECTO_REPORT_WAIT)",
-            self.config.url,
-            self.config.report_wait.as_secs_f64()
-        );
-        if let Some(history) = &self.history {
-            let undelivered = Undelivered {
-                flow_run: flow_run.id,
-                name: flow_run.name,
-                server_flow_run: None,
-                parameters: flow_run.parameters,
-                reason: &reason,
-            };
-            note_undelivered(history, &self.config.url, &undelivered);
-        }
-        let kept = kept_note(flow_run.name, self.history.is_some());
-        tracing::warn!(
-            target: "prefecto.engine",
-            "Flow run '{}' may be incomplete on the server: {reason}. {kept}",
-            flow_run.name
-        );
     }
 }

@@ -193,10 +193,12 @@ pub(crate) struct ByFlowRunId {
     pub(crate) flow_run_id: AnyOf<Uuid>,
 }
 
-/// `POST /task_runs/filter` and `/task_runs/count`: the task runs of one flow run.
+/// `POST /task_runs/filter` and `/task_runs/count`: the finished task runs
+/// of one flow run (one the server has only as Running is not delivered).
 #[derive(Debug, Serialize)]
 pub(crate) struct TaskRunsOfFlowRun {
     pub(crate) flow_runs: ById,
+    pub(crate) task_runs: InStates,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) sort: Option<&'static str>,
 }
@@ -207,9 +209,34 @@ impl TaskRunsOfFlowRun {
             flow_runs: ById {
                 id: AnyOf::one(flow_run),
             },
+            task_runs: InStates {
+                state: StateTypes {
+                    state_type: AnyOfAll {
+                        any_: &["COMPLETED", "FAILED", "CANCELLED", "CRASHED"],
+                    },
+                },
+            },
             sort: None,
         }
     }
+}
+
+/// `{"state": {"type": {"any_": [...]}}}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct InStates {
+    pub(crate) state: StateTypes,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct StateTypes {
+    #[serde(rename = "type")]
+    pub(crate) state_type: AnyOfAll,
+}
+
+/// `{"any_": [...]}` of several state types.
+#[derive(Debug, Serialize)]
+pub(crate) struct AnyOfAll {
+    pub(crate) any_: &'static [&'static str],
 }
 
 /// `POST /flow_runs/filter`: a flow run by name, of one flow.
@@ -403,6 +430,7 @@ mod tests {
             page,
             serde_json::json!({
                 "flow_runs": {"id": {"any_": [Uuid::nil()]}},
+                "task_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]}}},
                 "limit": 200,
                 "offset": 400,
             })

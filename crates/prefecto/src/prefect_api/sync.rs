@@ -16,7 +16,7 @@ use super::client::backoff;
 use super::count_watch::{CountWatch, Verdict};
 use super::history_reports::task_run_reports;
 use super::readback::server_logs;
-use super::reconcile::{SETTLE, count_task_runs, recorded_task_runs};
+use super::reconcile::{judge, recorded_task_runs};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
     AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, LogCreate,
@@ -25,6 +25,10 @@ use super::schemas::{
 use super::{ApiError, Client, Sent};
 use crate::recorder::FLOW_RUNS;
 use crate::store::{Delivery, Store, StoreError};
+
+/// How long the run's count must stand still before a sync asks whether
+/// the server is idle; the reporter waits longer (it has just sent).
+const QUIET: Duration = Duration::from_secs(5);
 
 /// Log lines per request, as the reporter sends them.
 const LOGS_PER_REQUEST: usize = 1_000;
@@ -262,17 +266,18 @@ async fn sync(
 
     // Task runs: what the server lacks once it has stopped recording. A run
     // another process reported a moment ago may still be in the server's
-    // queue, and a busy server's recorder can pause for seconds: nothing
-    // goes until the count has stood still for the reporter's settle time.
+    // queue: nothing goes until the run's count has stood still for a few
+    // seconds and the server's count of all its task runs too (its
+    // recorder idle, not busy with others' runs ahead of this one's).
     let wait = client.config().report_wait;
     let deadline = Instant::now() + wait;
-    let mut watch = CountWatch::new(expected, SETTLE, Instant::now());
+    let mut watch = CountWatch::new(expected, QUIET, Instant::now());
     let mut task_runs_sent = HashSet::new();
     loop {
-        let count = count_task_runs(client, server_id, sent).await?;
-        match watch.observe(count, Instant::now()) {
+        let (count, verdict) = judge(&mut watch, client, server_id, sent).await?;
+        match verdict {
             Verdict::Recorded => break,
-            Verdict::Wait => {}
+            Verdict::Wait | Verdict::AskServer => {}
             Verdict::SendMissing => {
                 let missing = send_missing(client, server, &report, &task_runs, sent).await?;
                 task_runs_sent.extend(missing);

@@ -99,7 +99,7 @@ pub(super) fn present_crashed_task_runs(flow_run: &FlowRunRow, task_runs: &mut [
     }
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(super) fn process_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }

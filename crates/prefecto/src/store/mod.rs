@@ -16,6 +16,7 @@ mod event;
 mod fold;
 mod full_disk;
 mod history_recorder;
+mod left_over;
 mod outbox;
 mod pack;
 mod query;

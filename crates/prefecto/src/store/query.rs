@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::crashed::{present_crashed, present_crashed_task_runs};
 use super::rows::{
-    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, UpstreamRow,
-    optional_uuid_at, parse_history, time, uuid_at,
+    Delivery, FlowRunRow, LogRow, StateRecord, TaskRunRecord, TaskRunRow, UpstreamRow, delivery_at,
+    parse_history, time, uuid_at,
 };
 use super::{Store, StoreError, pack, schema};
 use crate::recorder::implied_lines;
@@ -151,16 +151,7 @@ impl Store {
                 "SELECT flow_run_id, api_url, server_flow_run_id, parameters, delivered, reason
                  FROM prefect_delivery WHERE flow_run_id = ?1",
                 params![flow_run_id],
-                |row| {
-                    Ok(Delivery {
-                        flow_run_id: uuid_at(row, 0)?,
-                        api_url: row.get(1)?,
-                        server_flow_run_id: optional_uuid_at(row, 2)?,
-                        parameters: row.get(3)?,
-                        delivered: row.get(4)?,
-                        reason: row.get(5)?,
-                    })
-                },
+                delivery_at,
             )
             .optional()
             .map_err(|e| self.sqlite(e))

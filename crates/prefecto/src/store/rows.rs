@@ -241,3 +241,16 @@ pub(super) fn optional_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<
     })
     .transpose()
 }
+
+/// A delivery from its row's first six columns: `flow_run_id, api_url,
+/// server_flow_run_id, parameters, delivered, reason`.
+pub(super) fn delivery_at(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        flow_run_id: uuid_at(row, 0)?,
+        api_url: row.get(1)?,
+        server_flow_run_id: optional_uuid_at(row, 2)?,
+        parameters: row.get(3)?,
+        delivered: row.get(4)?,
+        reason: row.get(5)?,
+    })
+}

@@ -123,6 +123,11 @@ const MIGRATIONS: &[Migration] = &[
     );
     CREATE INDEX task_run_inputs_by_flow_run ON task_run_inputs (flow_run_id);
     "),
+    // Version 8: which process (`host:pid`) is delivering a flow run an
+    // earlier process left undelivered, so that two do not both send it.
+    Sql("
+    ALTER TABLE prefect_delivery ADD COLUMN claimed_by TEXT;
+    "),
 ];
 
 /// The schema version this build writes and reads.
