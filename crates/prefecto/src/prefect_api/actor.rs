@@ -25,6 +25,7 @@ use super::orchestration::{Orchestration, final_state, set_flow_run_state};
 use super::reconcile::{Undelivered, finish, kept_for_sync, note_undelivered};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{FlowCreate, FlowRunCreate, StateCreate, WithId};
+use super::server_backlog::{ServerBacklog, count_backlog};
 use super::{ApiError, Client, Sent};
 use crate::adopt::AdoptedFlowRun;
 use crate::inputs::UpstreamRun;
@@ -87,6 +88,8 @@ pub(super) struct Reporter {
     history: Option<Arc<Path>>,
     /// The flow runs that have ended, until the server has them.
     in_flight: Arc<InFlight>,
+    /// Our task runs the server has accepted and not yet recorded.
+    backlog: Arc<ServerBacklog>,
 }
 
 impl Reporter {
@@ -101,6 +104,7 @@ impl Reporter {
             counters,
             history,
             in_flight,
+            backlog: Arc::new(ServerBacklog::default()),
             outbox: Arc::new(DeliveryQueue::default()),
             runs: HashMap::new(),
             flow_ids: HashMap::new(),
@@ -112,6 +116,12 @@ impl Reporter {
         tokio::spawn(send_events(
             self.client.clone(),
             self.outbox.clone(),
+            self.counters.clone(),
+            self.backlog.clone(),
+        ));
+        tokio::spawn(count_backlog(
+            self.client.clone(),
+            self.backlog.clone(),
             self.counters.clone(),
         ));
         tokio::spawn(send_logs(
@@ -213,6 +223,7 @@ impl Reporter {
                     self.outbox.clone(),
                     self.counters.clone(),
                     self.in_flight.clone(),
+                    self.backlog.clone(),
                 ));
             }
         }

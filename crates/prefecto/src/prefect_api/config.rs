@@ -44,8 +44,9 @@ pub struct ApiConfig {
     /// The credentials.
     pub auth: Auth,
     /// Task-run events sent per second at most (`PREFECTO_EVENTS_PER_SECOND`,
-    /// default 150): a SQLite server records about 60 a second and drops what
-    /// overflows its queue, silently.
+    /// default 1,000). The pace that matters is set by the server itself:
+    /// no more of our task runs wait in its queue than a window, since a
+    /// server drops what overflows its queue, silently.
     pub events_per_second: f64,
     /// How long a flow call waits, at its end, for the server to have
     /// everything (`PREFECTO_REPORT_WAIT`, seconds, default 300).
@@ -93,7 +94,7 @@ impl ApiConfig {
         }
         Ok(ApiConfig {
             auth: credentials.map_or(Auth::None, Auth::AuthString),
-            events_per_second: 150.0,
+            events_per_second: 1_000.0,
             report_wait: Duration::from_secs(300),
             cancel_poll: Duration::from_secs(5),
             log_level_sent: Some(tracing::Level::INFO),

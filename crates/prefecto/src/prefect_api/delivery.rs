@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::counters::Counters;
 use super::readback::server_logs;
 use super::schemas::{Event, LogCreate};
+use super::server_backlog::ServerBacklog;
 use super::{ApiError, Client, Sent};
 
 /// At most this many log lines go in one request.
@@ -58,18 +59,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The event writer: one paced stream of `POST /events`. A server on SQLite
+/// The event writer: one stream of `POST /events`, at most
+/// `PREFECTO_EVENTS_PER_SECOND`, and never more of ours in the server's
+/// queue than a window ([`super::server_backlog`]): a server on SQLite
 /// records events far slower than it accepts them and drops what overflows
-/// its queue, without telling: the pace is what keeps the queue short.
+/// its queue, without telling.
 pub(super) async fn send_events(
     client: Client,
     outbox: Arc<DeliveryQueue>,
     counters: Arc<Counters>,
+    backlog: Arc<ServerBacklog>,
 ) {
     let rate = client.config().events_per_second;
-    // One request a second at the default rate: few requests, small queue.
+    // One request a second at the ceiling rate: few requests.
     let per_request = (rate.ceil() as usize).clamp(1, 5_000);
     loop {
+        // Never more of ours in the server's queue than the window.
+        backlog.room().await;
         let batch: Vec<Event> = {
             let mut events = lock(&outbox.events);
             let n = events.len().min(per_request);
@@ -81,6 +87,7 @@ pub(super) async fn send_events(
         }
         let started = Instant::now();
         let count = batch.len();
+        let finals = ServerBacklog::finals(&batch);
         // Events in doubt are not sent again: the server refuses a task run's
         // state twice, and drops the rest of its recording batch with it. The
         // flow run's end counts what the server has once the count settles,
@@ -101,6 +108,7 @@ pub(super) async fn send_events(
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
+        backlog.accepted(&finals);
         let pace = Duration::from_secs_f64(count as f64 / rate);
         tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
     }

@@ -31,6 +31,7 @@ mod reconcile;
 mod report;
 mod reporter;
 mod schemas;
+mod server_backlog;
 #[cfg(feature = "history")]
 mod sync;
 mod text_limits;

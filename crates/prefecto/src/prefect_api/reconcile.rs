@@ -18,6 +18,7 @@ use super::delivery::DeliveryQueue;
 use super::in_flight::InFlight;
 use super::report::{FlowRunReport, ServerIds, task_run_event};
 use super::schemas::{Empty, Event, TaskRunsOfFlowRun, WithId};
+use super::server_backlog::ServerBacklog;
 use super::{ApiError, Client, Sent};
 
 /// After everything is sent, how long a count that does not grow is trusted
@@ -32,6 +33,7 @@ pub(super) async fn finish(
     outbox: Arc<DeliveryQueue>,
     counters: Arc<Counters>,
     in_flight: Arc<InFlight>,
+    backlog: Arc<ServerBacklog>,
 ) {
     let deadline = Instant::now() + client.config().report_wait;
     let expected = report.finished.len() as u64;
@@ -115,6 +117,7 @@ pub(super) async fn finish(
     } else {
         note_delivered(&report, &client, server);
     }
+    backlog.forget(server.flow_run);
     in_flight.end(report.id);
     let c = counters.snapshot();
     tracing::debug!(

@@ -186,6 +186,7 @@ pub(crate) fn task_run_event(
     validated.state_details.untrackable_result = true;
     validated.data = Some(Value::Null);
     Event {
+        flow_run: server.flow_run,
         id: Uuid::new_v4(),
         occurred: timestamp(state.timestamp()),
         event: format!("prefect.task-run.{}", state.name()),

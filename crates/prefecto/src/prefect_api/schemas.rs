@@ -302,12 +302,27 @@ pub(crate) struct DecrementWithLease {
 /// `POST /events`: one event, as the SDK emits for a task run's state.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Event {
+    /// The server's id of the flow run whose task run it is (not sent: the
+    /// related resources name it).
+    #[serde(skip)]
+    pub(crate) flow_run: Uuid,
     pub(crate) id: Uuid,
     pub(crate) occurred: String,
     pub(crate) event: String,
     pub(crate) resource: TaskRunResource,
     pub(crate) related: Vec<RelatedResource>,
     pub(crate) payload: TaskRunEventPayload,
+}
+
+impl Event {
+    /// Whether it carries a task run's final state (what the server's count
+    /// of finished task runs counts).
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(
+            self.resource.state_type,
+            "COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED"
+        )
+    }
 }
 
 /// The task run an event is about, as Prefect labels it.

@@ -16,12 +16,13 @@ use super::client::backoff;
 use super::count_watch::{CountWatch, Verdict};
 use super::history_reports::task_run_reports;
 use super::readback::server_logs;
-use super::reconcile::{judge, recorded_task_runs};
+use super::reconcile::{count_task_runs, judge, recorded_task_runs};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
     AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, LogCreate,
     SetState, StateCreate, WithId,
 };
+use super::server_backlog::WINDOW;
 use super::{ApiError, Client, Sent};
 use crate::recorder::FLOW_RUNS;
 use crate::store::{Delivery, Store, StoreError};
@@ -325,7 +326,18 @@ async fn send_missing(
         .filter(|run| !recorded.contains(&run.id))
         .collect();
     let rate = client.config().events_per_second;
+    let base = count_task_runs(client, server.flow_run, sent).await?;
+    let mut posted = 0;
     for chunk in missing.chunks(rate.ceil().max(1.0) as usize) {
+        // Never more of these in the server's queue than the reporter's window.
+        loop {
+            let recorded = count_task_runs(client, server.flow_run, sent).await?;
+            if posted < WINDOW + recorded.saturating_sub(base) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        posted += chunk.len() as u64;
         let started = Instant::now();
         let events: Vec<Event> = chunk
             .iter()
