@@ -5,10 +5,11 @@
 //! `PREFECT_API_URL=http://127.0.0.1:4200/api cargo bench --bench prefect_report`
 //!
 //! For each: the time the tasks took (the flow body), the time until the
-//! flow call returned (it returns once the server has every task run, or
-//! after the report wait), whether the server then had them all, HTTP
-//! requests per task run, and events sent again. A benchmark, not a test:
-//! without a server it says so and stops.
+//! flow call returned (as soon as its task runs are done), the time until
+//! the server had every task run (`Prefecto::shutdown` waits for it, as
+//! process exit does), whether it then had them all, HTTP requests per task
+//! run, events sent again, and the log rows the server holds for the run. A
+//! benchmark, not a test: without a server it says so and stops.
 
 use std::time::Instant;
 
@@ -63,21 +64,25 @@ fn main() {
         .unwrap();
     println!("reporting the seed workload to {url}");
     println!(
-        "{:>7} {:>5} {:>10} {:>13} {:>12} {:>14} {:>9} {:>7}",
+        "{:>7} {:>5} {:>10} {:>13} {:>14} {:>12} {:>14} {:>9} {:>7} {:>9}",
         "inputs",
         "size",
         "tasks",
         "flow returns",
+        "server has all",
         "on server",
         "requests/run",
         "requests",
-        "resent"
+        "resent",
+        "log rows"
     );
     for (n, size) in [(1_000i64, 100usize), (10_000, 500)] {
         let before = counters();
         let started = Instant::now();
         let (name, body) = seed_workload(n, size).unwrap();
         let returned = started.elapsed().as_secs_f64();
+        prefecto.shutdown();
+        let delivered = started.elapsed().as_secs_f64();
         let after = counters();
         let mut sent = Sent::default();
         let run = runtime
@@ -103,18 +108,40 @@ fn main() {
                 &mut sent,
             ))
             .unwrap();
+        let mut log_rows = 0;
+        loop {
+            let page = runtime
+                .block_on(client.send(
+                    reqwest::Method::POST,
+                    "/logs/filter",
+                    Some(&json!({
+                        "logs": { "flow_run_id": { "any_": [id] } },
+                        "limit": 200,
+                        "offset": log_rows,
+                    })),
+                    &mut sent,
+                ))
+                .unwrap();
+            let n = page.as_array().map_or(0, Vec::len);
+            log_rows += n;
+            if n < 200 {
+                break;
+            }
+        }
         let requests = after.requests - before.requests;
         println!(
-            "{:>7} {:>5} {:>9.3}s {:>12.1}s {:>6}/{:<5} {:>14.4} {:>9} {:>7}",
+            "{:>7} {:>5} {:>9.3}s {:>12.2}s {:>13.1}s {:>6}/{:<5} {:>14.4} {:>9} {:>7} {:>9}",
             n,
             size,
             body,
             returned,
+            delivered,
             recorded,
             n,
             requests as f64 / n as f64,
             requests,
-            after.resent_events - before.resent_events
+            after.resent_events - before.resent_events,
+            log_rows
         );
     }
 }

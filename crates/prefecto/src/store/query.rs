@@ -308,6 +308,7 @@ impl Store {
     /// them, oldest first: those stored, and those its task runs'
     /// transitions imply at Prefect's level for them (lines Prefect 3 does
     /// not have are left out). What a sync sends to a server is among these.
+    #[cfg(feature = "prefect")]
     pub(crate) fn logs_as_prefect_logs_them(
         &self,
         flow_run: Uuid,
