@@ -197,8 +197,12 @@ impl Prefecto {
         if self.handle_signals {
             crate::signals::listen();
         }
-        #[cfg(all(feature = "prefect", unix))]
-        if self.prefect.is_some() {
+        #[cfg(feature = "prefect")]
+        if let Some(reporter) = &self.prefect {
+            // Only the installed set-up: one that loses the race to install
+            // must not take (and then wait for) earlier processes' runs.
+            reporter.deliver_left_over();
+            #[cfg(unix)]
             wait_at_exit();
         }
     }

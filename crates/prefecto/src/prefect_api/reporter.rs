@@ -81,14 +81,7 @@ impl PrefectReporter {
             .name("prefecto-report".into())
             .spawn(move || runtime.block_on(reporter.run(receiver)))
             .map_err(|e| ConfigError::Client(e.to_string()))?;
-        #[cfg(feature = "history")]
-        if let Some(history) = &history_for_notes {
-            super::left_over::deliver_in_background(
-                Client::new(config.clone())?,
-                history.clone(),
-                in_flight.clone(),
-            );
-        }
+
         Ok(PrefectReporter {
             sender,
             counters,
@@ -98,6 +91,20 @@ impl PrefectReporter {
             history: history_for_notes,
             in_flight,
         })
+    }
+
+    /// Starts delivering, in the background, what earlier processes left
+    /// undelivered to this server in the run history; the process waits for
+    /// it at exit as for its own runs. What installing a set-up does.
+    pub(crate) fn deliver_left_over(&self) {
+        #[cfg(feature = "history")]
+        if let (Some(history), Ok(client)) = (&self.history, Client::new(self.config.clone())) {
+            super::left_over::deliver_in_background(
+                client,
+                history.clone(),
+                self.in_flight.clone(),
+            );
+        }
     }
 
     /// Waits until the server has every flow run that has ended here, or
