@@ -32,6 +32,7 @@ mod report;
 mod reporter;
 mod schemas;
 mod server_backlog;
+mod server_counts;
 #[cfg(feature = "history")]
 mod sync;
 mod text_limits;

@@ -2,24 +2,21 @@
 //! runs the server recorded, sends again what it dropped, and names in one
 //! warning (and notes in the run history) what it could not deliver.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::Value;
 use uuid::Uuid;
 
-use super::client::fetch_all;
 use super::count_watch::{CountWatch, Verdict};
 use super::counters::Counters;
 use super::delivery::DeliveryQueue;
 use super::in_flight::InFlight;
 use super::report::{FlowRunReport, ServerIds, task_run_event};
-use super::schemas::{Empty, Event, TaskRunsOfFlowRun, WithId};
+use super::schemas::Event;
 use super::server_backlog::ServerBacklog;
-use super::{ApiError, Client, Sent};
+use super::server_counts::{judge, recorded_task_runs};
+use super::{Client, Sent};
 
 /// After everything is sent, how long a count that does not grow is trusted
 /// before the missing task runs are sent again.
@@ -209,59 +206,6 @@ fn note_delivery(history: &std::path::Path, url: &str, run: &Undelivered<'_>, de
 /// Without the run history there is nowhere to keep it.
 #[cfg(not(feature = "history"))]
 fn note_delivery(_: &std::path::Path, _: &str, _: &Undelivered<'_>, _: bool) {}
-
-/// The ids of the task runs the server has recorded for a flow run.
-pub(crate) async fn recorded_task_runs(
-    client: &Client,
-    flow_run: Uuid,
-    sent: &mut Sent,
-) -> Result<HashSet<Uuid>, ApiError> {
-    let filter = TaskRunsOfFlowRun {
-        sort: Some("EXPECTED_START_TIME_ASC"),
-        ..TaskRunsOfFlowRun::new(flow_run)
-    };
-    let rows: Vec<WithId> = fetch_all(client, "/task_runs/filter", &filter, sent).await?;
-    Ok(rows.into_iter().map(|run| run.id).collect())
-}
-
-/// Counts the run's task runs on the server (and all the server's task
-/// runs, when the watch asks) and says what to do next, with the run's count.
-pub(crate) async fn judge(
-    watch: &mut CountWatch,
-    client: &Client,
-    flow_run: Uuid,
-    sent: &mut Sent,
-) -> Result<(u64, Verdict), ApiError> {
-    let count = count_task_runs(client, flow_run, sent).await?;
-    let mut verdict = watch.observe(count, Instant::now());
-    if verdict == Verdict::AskServer {
-        // A server that lost the flow run (its database wiped, say) would
-        // refuse every task run sent again: an error, and nothing is sent.
-        let _: Value = client
-            .send_as(Method::GET, &format!("/flow_runs/{flow_run}"), None, sent)
-            .await?;
-        let total: u64 = client
-            .send_json(Method::POST, "/task_runs/count", &Empty {}, sent)
-            .await?;
-        verdict = watch.observe_server(total, Instant::now());
-    }
-    Ok((count, verdict))
-}
-
-pub(crate) async fn count_task_runs(
-    client: &Client,
-    flow_run: Uuid,
-    sent: &mut Sent,
-) -> Result<u64, ApiError> {
-    client
-        .send_json(
-            Method::POST,
-            "/task_runs/count",
-            &TaskRunsOfFlowRun::new(flow_run),
-            sent,
-        )
-        .await
-}
 
 /// Reads back the task-run ids the server has and queues events for the rest.
 async fn resend_missing(

@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::counters::Counters;
-use super::reconcile::count_task_runs;
 use super::schemas::Event;
+use super::server_counts::count_task_runs;
 use super::{Client, Sent};
 
 /// Most of our task runs in the server's queue at once: well under its

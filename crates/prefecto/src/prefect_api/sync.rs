@@ -16,13 +16,13 @@ use super::client::backoff;
 use super::count_watch::{CountWatch, Verdict};
 use super::history_reports::task_run_reports;
 use super::readback::server_logs;
-use super::reconcile::{count_task_runs, judge, recorded_task_runs};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{
     AnyOf, ById, ByName, Event, FlowCreate, FlowRunCreate, FlowRunRead, FlowRunsNamed, LogCreate,
     SetState, StateCreate, WithId,
 };
 use super::server_backlog::WINDOW;
+use super::server_counts::{count_task_runs, judge, recorded_task_runs};
 use super::{ApiError, Client, Sent};
 use crate::recorder::FLOW_RUNS;
 use crate::store::{Delivery, Store, StoreError};
