@@ -22,7 +22,7 @@ use super::delivery::{DeliveryQueue, send_events, send_logs};
 use super::in_flight::InFlight;
 use super::long_runs;
 use super::orchestration::{Orchestration, final_state, set_flow_run_state};
-use super::reconcile::{Undelivered, finish, kept_for_sync, note_undelivered};
+use super::reconcile::{finish, kept_for_sync, note_in_history};
 use super::report::{FlowRunReport, ServerIds, TaskRunReport, log_create, task_run_event};
 use super::schemas::{FlowCreate, FlowRunCreate, StateCreate, WithId};
 use super::server_backlog::{ServerBacklog, count_backlog};
@@ -207,16 +207,11 @@ impl Reporter {
                 };
                 // Noted before it is delivered: should the process end
                 // first, the next one that reports here delivers it.
-                if let Some(history) = &report.history {
-                    let undelivered = Undelivered {
-                        flow_run: report.id,
-                        name: &report.name,
-                        server_flow_run: report.server.map(|s| s.flow_run),
-                        parameters: &report.parameters,
-                        reason: "the process ended before the server had all of it",
-                    };
-                    note_undelivered(history, &self.client.config().url, &undelivered);
-                }
+                note_in_history(
+                    &report,
+                    &self.client,
+                    Some("the process ended before the server had all of it"),
+                );
                 tokio::spawn(finish(
                     report,
                     self.client.clone(),

@@ -40,7 +40,7 @@ pub(super) async fn finish(
             .unreachable
             .as_ref()
             .map_or_else(|| "not created".to_string(), |e| e.to_string());
-        keep_for_sync(&report, &client, None, &reason);
+        note_in_history(&report, &client, Some(&reason));
         in_flight.end(report.id);
         return;
     };
@@ -54,6 +54,7 @@ pub(super) async fn finish(
             match judge(&mut watch, &client, server.flow_run, &mut sent).await {
                 Ok((count, verdict)) => {
                     in_flight.progress(report.id, expected, count);
+                    backlog.recorded(server.flow_run, count);
                     match verdict {
                         Verdict::Recorded => break,
                         Verdict::SendMissing => {
@@ -110,9 +111,9 @@ pub(super) async fn finish(
             report.name,
             kept_for_sync(&report)
         );
-        keep_for_sync(&report, &client, Some(server), &reason);
+        note_in_history(&report, &client, Some(&reason));
     } else {
-        note_delivered(&report, &client, server);
+        note_in_history(&report, &client, None);
     }
     backlog.forget(server.flow_run);
     in_flight.end(report.id);
@@ -140,32 +141,19 @@ pub(super) fn kept_note(name: &str, kept: bool) -> String {
     }
 }
 
-/// Notes in the run history that the server does not have the whole run.
-fn keep_for_sync(report: &FlowRunReport, client: &Client, server: Option<ServerIds>, reason: &str) {
+/// Notes in the run history whether the server has the whole run: it has,
+/// or it has not because of `undelivered` (what `prefecto flow-run sync`
+/// and the next process go by).
+pub(super) fn note_in_history(report: &FlowRunReport, client: &Client, undelivered: Option<&str>) {
     if let Some(history) = &report.history {
-        let undelivered = Undelivered {
+        let run = Undelivered {
             flow_run: report.id,
             name: &report.name,
-            server_flow_run: server.map(|s| s.flow_run),
+            server_flow_run: report.server.map(|s| s.flow_run),
             parameters: &report.parameters,
-            reason,
+            reason: undelivered.unwrap_or_default(),
         };
-        note_undelivered(history, &client.config().url, &undelivered);
-    }
-}
-
-/// Notes in the run history that the server has the whole run, in place
-/// of the note made when its delivery began.
-fn note_delivered(report: &FlowRunReport, client: &Client, server: ServerIds) {
-    if let Some(history) = &report.history {
-        let delivered = Undelivered {
-            flow_run: report.id,
-            name: &report.name,
-            server_flow_run: Some(server.flow_run),
-            parameters: &report.parameters,
-            reason: "",
-        };
-        note_delivery(history, &client.config().url, &delivered, true);
+        note_delivery(history, &client.config().url, &run, undelivered.is_none());
     }
 }
 

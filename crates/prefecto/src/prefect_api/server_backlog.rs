@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -31,6 +31,9 @@ const COUNT_EVERY: Duration = Duration::from_secs(1);
 struct Run {
     accepted: u64,
     recorded: u64,
+    /// When `recorded` was last counted (by this module, or by the flow
+    /// run's end, which counts it often): no need to count it again sooner.
+    counted: Option<Instant>,
 }
 
 /// Our task runs the server has accepted and not yet recorded, by flow run.
@@ -79,18 +82,21 @@ impl ServerBacklog {
         }
     }
 
-    /// The flow runs with task runs in the backlog.
+    /// The flow runs with task runs in the backlog and no recent count.
     fn behind(&self) -> Vec<Uuid> {
         self.lock()
             .iter()
             .filter(|(_, run)| run.accepted > run.recorded)
+            .filter(|(_, run)| run.counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY))
             .map(|(id, _)| *id)
             .collect()
     }
 
-    fn recorded(&self, flow_run: Uuid, count: u64) {
+    /// The server has `count` finished task runs of `flow_run`.
+    pub(super) fn recorded(&self, flow_run: Uuid, count: u64) {
         if let Some(run) = self.lock().get_mut(&flow_run) {
             run.recorded = run.recorded.max(count);
+            run.counted = Some(Instant::now());
         }
     }
 
@@ -135,19 +141,21 @@ mod tests {
             a,
             Run {
                 accepted: 2_500,
-                recorded: 0,
+                ..Run::default()
             },
         );
         backlog.lock().insert(
             b,
             Run {
                 accepted: 1_000,
-                recorded: 0,
+                ..Run::default()
             },
         );
         assert_eq!(backlog.size(), 3_500);
         assert_eq!(backlog.behind().len(), 2);
         backlog.recorded(a, 2_000);
+        // Just counted: not counted again for a second.
+        assert_eq!(backlog.behind(), [b]);
         // A count never goes back.
         backlog.recorded(a, 1_500);
         assert_eq!(backlog.size(), 1_500);
@@ -155,5 +163,6 @@ mod tests {
         assert_eq!(backlog.size(), 500);
         backlog.recorded(a, 2_500);
         assert!(backlog.behind().is_empty());
+        assert_eq!(backlog.size(), 0);
     }
 }

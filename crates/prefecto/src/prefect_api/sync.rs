@@ -327,15 +327,15 @@ async fn send_missing(
         .collect();
     let rate = client.config().events_per_second;
     let base = count_task_runs(client, server.flow_run, sent).await?;
-    let mut posted = 0;
+    let (mut posted, mut recorded) = (0, base);
     for chunk in missing.chunks(rate.ceil().max(1.0) as usize) {
-        // Never more of these in the server's queue than the reporter's window.
-        loop {
-            let recorded = count_task_runs(client, server.flow_run, sent).await?;
-            if posted < WINDOW + recorded.saturating_sub(base) {
-                break;
-            }
+        // Never more of these in the server's queue than the reporter's
+        // window; counted again only once the window is full.
+        while posted >= WINDOW + (recorded - base) {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            recorded = count_task_runs(client, server.flow_run, sent)
+                .await?
+                .max(recorded);
         }
         posted += chunk.len() as u64;
         let started = Instant::now();

@@ -208,11 +208,9 @@ pub(super) fn write_loop(
         };
         let idle = others.is_empty() && as_rows.is_empty() && packs.is_empty();
         let now = Instant::now();
+        // The disk full a moment ago: this batch waits, untried (`None`).
         let tried = !waiting.stalled() || waiting.due(now);
-        let result = if !tried {
-            // The disk was full a moment ago: hold this batch, try later.
-            Err(full_disk_error())
-        } else {
+        let result = tried.then(|| {
             waiting.write(&mut store).and_then(|()| {
                 if idle {
                     Ok(())
@@ -220,10 +218,10 @@ pub(super) fn write_loop(
                     write_with_room(&mut store, &due, &mut reserve)
                 }
             })
-        };
+        });
         let mut keep_rows = false;
         match result {
-            Ok(()) => {
+            Some(Ok(())) => {
                 if waiting.stalled() {
                     tracing::info!(
                         target: "prefecto.engine",
@@ -233,7 +231,15 @@ pub(super) fn write_loop(
                 }
                 waiting.recovered();
             }
-            Err(err) if is_full(&err) => {
+            Some(Err(err)) if !is_full(&err) => tracing::warn!(
+                target: "prefecto.engine",
+                "Run history: {} run(s) and {} other event(s) could not be written to {}: {err}",
+                as_rows.len() + packs.values().map(Pack::runs).sum::<usize>(),
+                others.len(),
+                store.path().display()
+            ),
+            // Untried, or the disk is full.
+            _ => {
                 if !waiting.stalled() {
                     tracing::warn!(
                         target: "prefecto.engine",
@@ -248,13 +254,6 @@ pub(super) fn write_loop(
                     waiting.failed(now);
                 }
             }
-            Err(err) => tracing::warn!(
-                target: "prefecto.engine",
-                "Run history: {} run(s) and {} other event(s) could not be written to {}: {err}",
-                as_rows.len() + packs.values().map(Pack::runs).sum::<usize>(),
-                others.len(),
-                store.path().display()
-            ),
         }
         if keep_rows {
             as_rows.clear();
@@ -330,12 +329,4 @@ fn write_with_room(
             Err(err) => return Err(err),
         }
     }
-}
-
-/// The error a write held back for a full disk stands for.
-fn full_disk_error() -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-        Some("the disk was full at the last try".into()),
-    )
 }
