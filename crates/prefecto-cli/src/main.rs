@@ -1,5 +1,6 @@
 //! `prefecto`: read the embedded run history, as Prefect's CLI reads a server.
 
+mod deploy;
 mod table;
 mod timeline;
 
@@ -33,8 +34,25 @@ enum Command {
     /// Task runs.
     #[command(name = "task-run", subcommand)]
     TaskRun(TaskRunCommand),
+    /// Register a deployment of a flow in a binary (built with
+    /// `prefecto::serve!`) on a work pool of the Prefect server
+    /// (PREFECT_API_URL); running it again updates it.
+    Deploy(Box<deploy::DeployArgs>),
+    /// Deployments on the Prefect server.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum DeploymentCommand {
+    /// List the deployments on the Prefect server. Run one with
+    /// `prefect deployment run 'flow/deployment' --param NAME=VALUE`.
+    Ls {
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,8 +169,12 @@ enum CliError {
     Sync(#[from] prefecto::prefect_api::SyncError),
     #[error(transparent)]
     Config(#[from] prefecto::prefect_api::ConfigError),
-    #[error("no Prefect server to sync to: set PREFECT_API_URL (or a Prefect profile)")]
+    #[error("no Prefect server: set PREFECT_API_URL (or a Prefect profile)")]
     NoServer,
+    #[error(transparent)]
+    Deployment(#[from] prefecto::deployments::DeploymentError),
+    #[error("{0}")]
+    Deploy(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write {path}: {source}")]
@@ -184,6 +206,8 @@ fn open_flow_run_to_write(run: &str) -> Result<(Store, FlowRunRow), StoreError> 
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
+        Command::Deploy(args) => deploy::run_deploy(*args),
+        Command::Deployment(DeploymentCommand::Ls { output }) => deploy::run_ls(output),
         Command::Version => {
             out!("prefecto {}", env!("CARGO_PKG_VERSION"));
             Ok(())

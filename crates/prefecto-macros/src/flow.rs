@@ -6,6 +6,7 @@ use syn::spanned::Spanned;
 use syn::{Error, Ident, ItemFn, LitStr, Type};
 
 use crate::options::{lit_int, lit_str, option_name, parse_options, unknown_option};
+use crate::served::{ServedParts, sibling};
 use crate::signature::{check_signature, convert_body_output, params, returns};
 
 pub(crate) fn expand_flow(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -79,7 +80,20 @@ pub(crate) fn expand_flow(attr: TokenStream2, item: TokenStream2) -> syn::Result
         }
     };
 
+    let served = sibling(ServedParts {
+        vis,
+        ident,
+        attrs,
+        name: &name,
+        is_async: asyncness.is_some(),
+        idents: &idents,
+        types: &types,
+        names: &names,
+    });
+
     Ok(quote! {
+        #served
+
         #(#attrs)*
         #vis #asyncness fn #ident(#(#outer_inputs),*) -> ::prefecto::__private::Result<#output, ::prefecto::FlowRunError> {
             #asyncness fn __prefecto_body(#inputs) #body_output #block

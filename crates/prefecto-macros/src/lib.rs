@@ -3,6 +3,7 @@
 
 mod flow;
 mod options;
+mod served;
 mod signature;
 mod task;
 
@@ -32,6 +33,23 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn flow(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(flow::expand_flow, attr, item)
+}
+
+/// Runs the flow a Prefect worker (or the command line) asks for, among
+/// these `#[flow]` functions; returns the program's exit code. See `prefecto::serve`.
+#[proc_macro]
+pub fn serve(input: TokenStream) -> TokenStream {
+    served::expand_serve(input.into())
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+/// The `prefecto::ServedFlow` of a `#[flow]` function: `served_flow!(path::to::my_flow)`.
+#[proc_macro]
+pub fn served_flow(input: TokenStream) -> TokenStream {
+    served::expand_served_flow(input.into())
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
 }
 
 fn expand(

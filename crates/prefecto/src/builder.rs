@@ -183,6 +183,8 @@ impl Prefecto {
     pub fn shutdown(&self) {
         #[cfg(feature = "prefect")]
         if let Some(reporter) = &self.prefect {
+            // Children a stopped map cancels first: their ends are reports too.
+            crate::deployments::wait_for_cancellations(std::time::Duration::from_secs(15));
             reporter.wait_for_delivery();
         }
     }

@@ -47,6 +47,11 @@ pub enum Error {
     /// A flow run did not complete.
     #[error(transparent)]
     FlowRun(#[from] FlowRunError),
+    /// A deployment could not be run, or its child flow run did not
+    /// complete: a `prefecto::deployments::DeploymentError`, to downcast
+    /// (the engine does not name the Prefect client's types).
+    #[error(transparent)]
+    Deployment(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl<T> From<BatchError<T>> for Error {

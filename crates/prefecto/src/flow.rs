@@ -216,14 +216,20 @@ fn begin(
         seams,
     );
     ctx.record_transition(None, &State::pending());
+    // A run a worker created is taken over, not created, here.
+    let verb = if adopted_parameters.is_some() {
+        "Adopted"
+    } else {
+        "Created"
+    };
     tracing::info!(
         target: "prefecto.engine",
-        "Created flow run '{}' for flow '{}'",
+        "{verb} flow run '{}' for flow '{}'",
         ctx.name,
         ctx.flow
     );
     if ctx.has_recorders() {
-        let message = format!("Created flow run '{}' for flow '{}'", ctx.name, ctx.flow);
+        let message = format!("{verb} flow run '{}' for flow '{}'", ctx.name, ctx.flow);
         ctx.record_log(
             None,
             tracing::Level::INFO,

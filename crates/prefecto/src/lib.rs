@@ -102,6 +102,7 @@ pub mod flow_runs;
 pub mod future;
 pub mod inputs;
 mod names;
+mod parameter_schema;
 mod parameters;
 pub mod progress;
 mod queued_body;
@@ -111,6 +112,8 @@ mod result_store;
 mod run_shared;
 pub mod runner;
 mod seams;
+mod serve;
+mod served;
 pub mod settings;
 mod slot_limiter;
 pub mod state;
@@ -120,6 +123,8 @@ pub mod text;
 mod thread_scope;
 
 // The parts that fill the seams, each behind its Cargo feature.
+#[cfg(feature = "prefect")]
+pub mod deployments;
 pub mod logging;
 #[cfg(feature = "prefect")]
 pub mod prefect_api;
@@ -140,10 +145,13 @@ pub use error::Error;
 pub use flow::FlowRunError;
 pub use future::{PrefectFuture, PrefectFutureList, TaskRunError};
 pub use names::TaskRunName;
-pub use prefecto_macros::{flow, task};
+pub use parameter_schema::ParameterSchema;
+pub use prefecto_macros::{flow, serve, served_flow, task};
 pub use progress::{MapProgress, ProgressDisplay};
 pub use recorder::Recorder;
 pub use result_store::ResultStore;
+pub use serve::serve;
+pub use served::{ServeError, ServedFlow, ServedParameter};
 pub use settings::Settings;
 pub use slot_limiter::{BoxFuture, Slot, SlotLimiter, SlotRequest};
 pub use state::{State, StateType};
@@ -182,9 +190,11 @@ pub mod __private {
     pub use crate::flow::{AdoptedParameters, FlowSpec, Parameters};
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
     pub use crate::inputs::{IntoRunArgs, RunArgs, TaskInput, Upstream};
+    pub use crate::parameter_schema::{SchemaOf, SchemaOfAny, SchemaOfKnown};
     pub use crate::parameters::{
         Adopt, AdoptParam, AdoptParamFallback, Param, ParamToJson, ParamToJsonFallback,
     };
+    pub use crate::served::{Given, GivenParam, GivenParamFallback, ServeError};
     pub use crate::task::{
         BodyError, BodyErrorOf, Invocation, Task, TaskSpec, ToBodyError, ToBodyErrorFallback,
     };
@@ -196,6 +206,39 @@ pub mod __private {
     pub use std::pin::Pin;
     pub use std::result::Result;
     pub use std::time::Duration;
+
+    /// A served flow, as `#[flow]` describes it.
+    pub fn served_flow(
+        name: &'static str,
+        description: &'static str,
+        parameters: Vec<crate::ServedParameter>,
+        call: fn(JsonMap<String, JsonValue>) -> Result<JsonValue, ServeError>,
+    ) -> crate::ServedFlow {
+        crate::ServedFlow {
+            name,
+            description,
+            parameters,
+            call,
+        }
+    }
+
+    /// Runs a served async flow's call to its end, on a runtime of its own.
+    pub fn block_on_served<F: Future<Output = Result<JsonValue, ServeError>>>(
+        flow: &'static str,
+        call: F,
+    ) -> Result<JsonValue, ServeError> {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(call),
+            Err(e) => Err(ServeError::FlowRun(crate::FlowRunError::Startup {
+                flow: flow.to_string(),
+                what: "its async runtime",
+                message: e.to_string(),
+            })),
+        }
+    }
 
     // The entry points: each installs the default set-up first, if the
     // program installed none, then enters the engine.

@@ -157,6 +157,13 @@ pub trait Task: Clone + Send + Sync + 'static {
     /// Starts one attempt of the body with these arguments.
     fn invoke(&self, args: Self::Args) -> Invocation<Self::Output>;
 
+    /// Starts one attempt of the body as task run `run`: for a body that
+    /// needs to know its run (a child flow run hangs under it on the
+    /// server). By default, [`Task::invoke`].
+    fn invoke_as(&self, _run: crate::TaskRunName, args: Self::Args) -> Invocation<Self::Output> {
+        self.invoke(args)
+    }
+
     /// A copy of the arguments for a later retry. `#[task(retries = ..)]`
     /// requires `Clone` arguments and returns a copy; tasks without retries
     /// return `None` and so never need `Clone`.

@@ -22,6 +22,7 @@ const ENGINE: &[&str] = &[
     "future",
     "inputs",
     "names",
+    "parameter_schema",
     "parameters",
     "progress",
     "queued_body",
@@ -31,6 +32,7 @@ const ENGINE: &[&str] = &[
     "run_shared",
     "runner",
     "seams",
+    "served",
     "settings",
     "slot_limiter",
     "state",
@@ -41,7 +43,15 @@ const ENGINE: &[&str] = &[
 ];
 
 /// The parts that fill the seams: they may name the engine and each other.
-const PARTS: &[&str] = &["logging", "prefect_api", "progress_bar", "signals", "store"];
+const PARTS: &[&str] = &[
+    "deployments",
+    "logging",
+    "prefect_api",
+    "progress_bar",
+    "serve",
+    "signals",
+    "store",
+];
 
 /// The composition root: it may name anything; nothing names it (but `lib.rs`).
 const ROOT: &[&str] = &["builder"];

@@ -14,6 +14,8 @@ pub(crate) enum NotAdopted {
     Unreadable(ApiError),
     #[error("flow run '{name}' has already finished in state {state}, and is not run again")]
     Finished { name: String, state: String },
+    #[error("flow run '{name}' is being cancelled on the server")]
+    Cancelling { name: String },
     #[error("flow run '{name}' is a run of flow '{flow}'")]
     OtherFlow { name: String, flow: String },
 }
@@ -51,6 +53,9 @@ pub(super) async fn read_adoptable(
             name: run.name,
             state: state.to_string(),
         });
+    }
+    if run.state_type.as_deref() == Some("CANCELLING") {
+        return Err(NotAdopted::Cancelling { name: run.name });
     }
     if its_flow != flow {
         return Err(NotAdopted::OtherFlow {

@@ -30,7 +30,7 @@ mod readback;
 mod reconcile;
 mod report;
 mod reporter;
-mod schemas;
+pub(crate) mod schemas;
 mod server_backlog;
 mod server_counts;
 #[cfg(feature = "history")]

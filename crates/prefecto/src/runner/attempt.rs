@@ -118,7 +118,7 @@ impl<T: Task> TaskRun<'_, T> {
                 None
             }
         };
-        let body = match task.invoke(args) {
+        let body = match task.invoke_as(shared.name, args) {
             Invocation::Async(body) => match tagged {
                 None => StartedBody::Async(body),
                 Some(wait) => {
