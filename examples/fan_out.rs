@@ -9,7 +9,7 @@
 //! prefect worker start --pool rust-pool --type process &   # twice, for 2 workers
 //! prefect worker start --pool rust-pool --type process &
 //! target/debug/examples/fan_out --param count=100 --param size=10
-//! target/debug/examples/fan_out --param count=100 --param size=10 --param fail_on=37
+//! target/debug/examples/fan_out --param count=100 --param size=10 --param fail_on=7
 //! ```
 //!
 //! It deploys `served_flows` (beside it) as `sum-to/fan-out` on the work
@@ -58,18 +58,34 @@ mod served_flows_schema {
     }
 }
 
-/// Sums 1..=n for every n up to `count` on the workers, `size` children at a time.
+/// Runs `count` children on the workers, `size` at a time: child `i` sums
+/// 1..=n for n = 1 + i % 10, one task run per number (`deploy = false`: the
+/// deployment is there already).
 #[flow]
-async fn fan_out(count: u64, size: usize, fail_on: Option<u64>) -> Result<u64, BoxError> {
-    deploy_children().await?;
+async fn fan_out(
+    count: u64,
+    size: usize,
+    fail_on: Option<u64>,
+    deploy: Option<bool>,
+) -> Result<u64, BoxError> {
+    if deploy != Some(false) {
+        deploy_children().await?;
+    }
+    let started = std::time::Instant::now();
     let sum_to = DeploymentTask::<Value, u64>::typed("sum-to/fan-out")?;
-    let batch = BatchTask::new(sum_to, size)?
+    let batch = BatchTask::new(sum_to.clone(), size)?
         .sliding_window()
         .with_kill_switch(AnyFailedSwitch::new());
-    let inputs: Vec<Value> = (1..=count)
-        .map(|n| json!({"n": n, "fail_on": fail_on}))
+    let inputs: Vec<Value> = (0..count)
+        .map(|i| json!({"n": 1 + i % 10, "fail_on": fail_on}))
         .collect();
     let sums = batch.map_async(inputs).await?.results_async().await?;
+    let requests = sum_to.requests();
+    tracing::info!(
+        "{count} children in {:.1} s; {requests} requests for them ({:.2} per child)",
+        started.elapsed().as_secs_f64(),
+        requests as f64 / count.max(1) as f64
+    );
     Ok(sums.iter().sum())
 }
 

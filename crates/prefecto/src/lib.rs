@@ -61,6 +61,12 @@
 //! [`concurrency::KillSwitch`] trips, cancelling what is in flight and
 //! recording every input's outcome. See its docs.
 //!
+//! To scale out over machines, a binary whose `main` is
+//! [`serve!`]`(my_flow, ...)` runs the flow a Prefect worker asks for;
+//! `prefecto deploy` registers it on a work pool, and
+//! [`deployments::DeploymentTask`] (with `feature = "prefect"`) maps inputs
+//! over its flow runs with `BatchTask`'s batches and kill switches.
+//!
 //! Sync task bodies run on a bounded pool of OS threads per flow run
 //! (`#[flow(max_workers = 8)]`, or `PREFECTO_TASK_RUNNER_MAX_WORKERS`, else one
 //! per core); async bodies run on the Tokio runtime.

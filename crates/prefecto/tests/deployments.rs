@@ -51,6 +51,8 @@ impl Workers {
                     .env("PREFECT_API_URL", server.url())
                     .env("PREFECT_HOME", server.home.join(format!("worker-{i}-home")))
                     .env("PREFECT_WORKER_QUERY_SECONDS", "1")
+                    // Offline 15 s after its last heartbeat, not 90.
+                    .env("PREFECT_WORKER_HEARTBEAT_SECONDS", "5")
                     .env("PREFECTO_RESULTS_DIR", results)
                     .env("PREFECTO_TEST_WORKER_TAG", &tag)
                     .env_remove(CHILD_ENV)
@@ -89,6 +91,27 @@ impl Workers {
             }
         }
         found
+    }
+
+    /// Kills worker `name` and every flow-run process it started: a machine lost.
+    fn lose_worker(&mut self, index: usize) {
+        let name = format!("worker-{index}");
+        let group = format!("-{}", self.processes[index].id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.processes[index].wait();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            let tagged =
+                vars.contains(&format!("PREFECTO_TEST_WORKER_TAG={}", self.tag).as_bytes());
+            let its = vars.contains(&format!("PREFECT__WORKER_NAME={name}").as_bytes());
+            if tagged && its {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        }
     }
 
     /// The flow-run processes still alive among these flow runs.
@@ -200,7 +223,11 @@ fn children_of(api: &Api, parent_flow_run: &str) -> Vec<Value> {
 /// Runs a fan-out (`FAN_OUT_ENV`'s settings) in a child process reporting
 /// to `server`; its outcome as the child printed it.
 fn run_fan_out(server: &OwnServer, results: &Path, settings: Value, limit: Duration) -> Value {
-    let mut command = child_process("fan-out", &server.url());
+    run_fan_out_at(&server.url(), results, settings, limit)
+}
+
+fn run_fan_out_at(url: &str, results: &Path, settings: Value, limit: Duration) -> Value {
+    let mut command = child_process("fan-out", url);
     command
         .env(FAN_OUT_ENV, settings.to_string())
         .env("PREFECTO_RESULTS_DIR", results)
@@ -240,7 +267,10 @@ fn run_fan_out(server: &OwnServer, results: &Path, settings: Value, limit: Durat
 fn fan_out_parent(settings: Value) -> Result<Value, prefecto::Error> {
     let url = std::env::var("PREFECT_API_URL").unwrap();
     let name = format!("sum-to/{}", settings["deployment"].as_str().unwrap());
-    let task = DeploymentTask::<Value, u64>::on(&name, ApiConfig::new(&url).unwrap())?;
+    let mut task = DeploymentTask::<Value, u64>::on(&name, ApiConfig::new(&url).unwrap())?;
+    if settings["cache"].as_bool().unwrap_or(false) {
+        task = task.cache_key(|input| input["n"].to_string());
+    }
     let size = settings["size"].as_u64().unwrap() as usize;
     let mut batch = BatchTask::new(task.clone(), size)?;
     if settings["window"].as_bool().unwrap_or(false) {
@@ -686,4 +716,101 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_running() {
     assert_eq!(child["state_type"], "CRASHED", "{child}");
     let ids = vec![children[0]["id"].as_str().unwrap().to_string()];
     assert!(workers.running(&ids).is_empty());
+}
+
+#[test]
+fn a_lost_worker_leaves_its_children_crashed_and_the_switch_counts_them() {
+    let Some(scene) = scene("lost-worker") else {
+        return;
+    };
+    deploy_sum_to(&scene.server, "lost", &scene.results);
+    let mut workers = Workers::start(&scene.server, 2, &scene.results);
+    let url = scene.server.url();
+    let results = scene.results.clone();
+    let settings = json!({"deployment": "lost", "count": 4, "size": 4, "window": true,
+                          "any_failed": true, "sleep_ms": 120000});
+    let server_url = url.clone();
+    let parent = std::thread::spawn(move || {
+        run_fan_out_at(&server_url, &results, settings, Duration::from_secs(400))
+    });
+    // Once a child runs, its worker and the worker's processes are lost.
+    let api = Api::new(&url);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let worker = loop {
+        let running = api.post(
+            "/flow_runs/filter",
+            json!({"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}, "parent_task_run_id": {"is_null_": false}}}),
+        );
+        let named = running.as_array().unwrap().iter().find_map(|r| {
+            r["labels"]["prefect.worker.name"]
+                .as_str()
+                .map(str::to_string)
+        });
+        if let Some(name) = named {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "no child ran within 180 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let index: usize = worker.trim_start_matches("worker-").parse().unwrap();
+    workers.lose_worker(index);
+
+    let outcome = parent.join().unwrap();
+    let tripped = &outcome["outcome"];
+    assert_eq!(tripped["switch"], "AnyFailedSwitch", "{outcome}");
+    assert!(
+        tripped["reason"].as_str().unwrap().contains("went offline"),
+        "{outcome}"
+    );
+    let states = tripped["states"].as_array().unwrap();
+    assert_eq!(states.len(), 4, "every input is accounted for");
+    assert!(states.iter().any(|s| s == "Failed"), "{states:?}");
+    let parent_run = outcome["flow_run"].as_str().unwrap();
+    let children = children_of(&api, parent_run);
+    let lost: Vec<&Value> = children
+        .iter()
+        .filter(|c| c["labels"]["prefect.worker.name"] == worker.as_str())
+        .collect();
+    assert!(!lost.is_empty());
+    for child in lost {
+        let run = final_run(&api, child["id"].as_str().unwrap(), Duration::from_secs(30));
+        assert_eq!(run["state_type"], "CRASHED", "{run}");
+    }
+}
+
+#[test]
+fn with_a_cache_key_a_second_map_runs_only_the_children_it_lacks() {
+    let Some(scene) = scene("resume-over-workers") else {
+        return;
+    };
+    deploy_sum_to(&scene.server, "resume", &scene.results);
+    let _workers = Workers::start(&scene.server, 2, &scene.results);
+    let settings =
+        |count: u64| json!({"deployment": "resume", "count": count, "size": 3, "cache": true});
+    let first = run_fan_out(
+        &scene.server,
+        &scene.results,
+        settings(3),
+        Duration::from_secs(300),
+    );
+    assert_eq!(first["outcome"]["results"], json!([1, 3, 6]), "{first}");
+    let second = run_fan_out(
+        &scene.server,
+        &scene.results,
+        settings(5),
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        second["outcome"]["results"],
+        json!([1, 3, 6, 10, 15]),
+        "{second}"
+    );
+    let api = Api::new(&scene.server.url());
+    let children = children_of(&api, second["flow_run"].as_str().unwrap());
+    let ns: Vec<&Value> = children.iter().map(|c| &c["parameters"]["n"]).collect();
+    assert_eq!(
+        ns,
+        [&json!(4), &json!(5)],
+        "only the inputs without a completed child ran"
+    );
 }

@@ -9,29 +9,20 @@
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use uuid::Uuid;
 
-use super::cancel::CancelOnDrop;
 use super::child_results;
+use super::child_run::Inner;
 use super::error::DeploymentError;
 use super::watch::ChildWatcher;
-use super::wire::{
-    ChildFlowRunCreate, ChildRead, DeploymentRead, ParentTaskRunCreate, ScheduledState,
-};
 use crate::concurrency::BatchTask;
-use crate::prefect_api::{ApiConfig, ApiError, Client, Sent};
+use crate::prefect_api::{ApiConfig, Client};
 use crate::task::{BodyError, Invocation, Task, TaskSpec};
 use crate::{PrefectFuture, TaskRunName};
-
-/// How long a completed child's result file may lag its state: the child
-/// writes it as its flow call returns, while its end is already on its way.
-const RESULT_LAG: Duration = Duration::from_secs(10);
 
 /// Runs of a deployment, as a task: `P` is the parameters (serialized to a
 /// JSON object), `R` the child flow's result.
@@ -72,18 +63,6 @@ impl<P, R> std::fmt::Debug for DeploymentTask<P, R> {
             .field("server", &self.inner.config.url)
             .finish_non_exhaustive()
     }
-}
-
-struct Inner {
-    full_name: String,
-    spec: &'static TaskSpec,
-    config: ApiConfig,
-    client: Client,
-    deployment: tokio::sync::OnceCell<DeploymentRead>,
-    watcher: Arc<ChildWatcher>,
-    results: PathBuf,
-    task_key: String,
-    requests: std::sync::atomic::AtomicU64,
 }
 
 impl DeploymentTask {
@@ -152,12 +131,52 @@ where
         self
     }
 
+    /// A child that has not ended `limit` after its creation is cancelled
+    /// on the server and its run ends `TimedOut` (a failure a kill switch
+    /// counts): the bound on a wait for a child whose worker or machine
+    /// died without a word (Prefect marks such a run `Crashed` only with a
+    /// zombie-detection automation). Without it, a wait lasts as long as
+    /// the child does.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prefecto::prefect_api::ApiConfig::new("http://127.0.0.1:4200/api").unwrap();
+    /// let task = prefecto::deployments::DeploymentTask::<serde_json::Value, u64>::on("sum-to/fan-out", config)
+    ///     .unwrap()
+    ///     .timeout(Duration::from_secs(3600));
+    /// use prefecto::Task;
+    /// assert_eq!(task.spec().timeout, Some(Duration::from_secs(3600)));
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        let mut spec = self.inner.spec.clone();
+        spec.timeout = Some(limit);
+        self.own().spec = Box::leak(Box::new(spec));
+        self
+    }
+
     /// Where children's results are read (see [`results_dir`](super::results_dir)).
     pub fn results_dir(mut self, dir: PathBuf) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.results = dir;
-        }
+        self.own().results = dir;
         self
+    }
+
+    /// This task's settings, its own: a clone shares them until one changes.
+    fn own(&mut self) -> &mut Inner {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let inner = &self.inner;
+            self.inner = Arc::new(Inner {
+                full_name: inner.full_name.clone(),
+                spec: inner.spec,
+                config: inner.config.clone(),
+                client: inner.client.clone(),
+                deployment: inner.deployment.clone(),
+                watcher: inner.watcher.clone(),
+                results: inner.results.clone(),
+                task_key: inner.task_key.clone(),
+                requests: Default::default(),
+            });
+        }
+        Arc::get_mut(&mut self.inner).expect("not shared now")
     }
 
     /// One run of the deployment, as a task run of the calling flow run.
@@ -258,174 +277,6 @@ where
                 ))
             })
         }))
-    }
-}
-
-impl Inner {
-    fn count(&self, sent: Sent) {
-        self.requests
-            .fetch_add(sent.requests, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    async fn deployment(&self) -> Result<&DeploymentRead, DeploymentError> {
-        self.deployment
-            .get_or_try_init(|| async {
-                let mut sent = Sent::default();
-                let read = self
-                    .client
-                    .send_as::<DeploymentRead>(
-                        Method::GET,
-                        &format!("/deployments/name/{}", self.full_name),
-                        None,
-                        &mut sent,
-                    )
-                    .await;
-                self.count(sent);
-                read.map_err(|e| match e {
-                    ApiError::Status { status: 404, .. } => DeploymentError::NotFound {
-                        name: self.full_name.clone(),
-                        url: self.config.url.clone(),
-                    },
-                    other => other.into(),
-                })
-            })
-            .await
-    }
-
-    /// Creates the task run a child hangs under, in the calling flow run on
-    /// the server, if the caller's flow run is there.
-    async fn parent_task_run(&self, run: TaskRunName) -> Option<Uuid> {
-        let server = crate::flow::current_flow_run()?.server?;
-        let id = run.id_in(server.id);
-        let name = run.to_string();
-        let dynamic_key = run.index.to_string();
-        let create = ParentTaskRunCreate {
-            id,
-            name: &name,
-            flow_run_id: server.id,
-            task_key: &self.task_key,
-            dynamic_key: &dynamic_key,
-            state: ScheduledState {
-                state_type: "PENDING",
-            },
-        };
-        let mut sent = Sent::default();
-        let created: Result<Value, _> = self
-            .client
-            .send_json(Method::POST, "/task_runs/", &create, &mut sent)
-            .await;
-        self.count(sent);
-        match created {
-            Ok(_) => Some(id),
-            Err(e) => {
-                // The child still runs; the UI shows it without its parent.
-                tracing::warn!(
-                    target: "prefecto.deployments",
-                    "Task run '{name}' could not be created on the server ({e}): its child flow run is shown on its own"
-                );
-                None
-            }
-        }
-    }
-
-    async fn run_child(
-        &self,
-        run: Option<TaskRunName>,
-        parameters: Value,
-    ) -> Result<Value, DeploymentError> {
-        let parameters = match parameters {
-            Value::Null => Value::Object(Default::default()),
-            Value::Object(map) => Value::Object(map),
-            other => {
-                return Err(DeploymentError::NotAnObject {
-                    found: crate::text::for_display(&other.to_string(), 80).into_owned(),
-                });
-            }
-        };
-        let deployment = self.deployment().await?;
-        let parent = match run {
-            Some(run) => self.parent_task_run(run).await,
-            None => None,
-        };
-        let create = ChildFlowRunCreate {
-            parameters: &parameters,
-            state: ScheduledState {
-                state_type: "SCHEDULED",
-            },
-            parent_task_run_id: parent,
-            // The same child for every try of this one request.
-            idempotency_key: Some(Uuid::new_v4().to_string()),
-        };
-        let mut sent = Sent::default();
-        let created: Result<ChildRead, _> = self
-            .client
-            .send_json(
-                Method::POST,
-                &format!("/deployments/{}/create_flow_run", deployment.id),
-                &create,
-                &mut sent,
-            )
-            .await;
-        self.count(sent);
-        let child =
-            created.map_err(|e| DeploymentError::refused_or_api("a run", &self.full_name, e))?;
-        let mut cancel = CancelOnDrop {
-            config: self.config.clone(),
-            child: child.id,
-            armed: true,
-        };
-        tracing::debug!(
-            target: "prefecto.deployments",
-            "Created child flow run '{}' of deployment '{}'",
-            child.name,
-            self.full_name
-        );
-        let ended = self.watcher.wait_final(child.id).await;
-        cancel.armed = false;
-        if ended.state_type.as_deref() != Some("COMPLETED") {
-            let state = ended.state.unwrap_or(super::wire::ChildState {
-                name: None,
-                message: None,
-            });
-            return Err(DeploymentError::ChildNotCompleted {
-                name: self.full_name.clone(),
-                child: ended.name,
-                state: state
-                    .name
-                    .or(ended.state_type)
-                    .unwrap_or_else(|| "in an unknown state".into()),
-                message: state.message.filter(|m| !m.is_empty()),
-            });
-        }
-        self.result_of(&ended).await
-    }
-
-    async fn result_of(&self, child: &ChildRead) -> Result<Value, DeploymentError> {
-        let deadline = Instant::now() + RESULT_LAG;
-        loop {
-            match child_results::read(&self.results, child.id) {
-                Ok(Some(value)) => return Ok(value),
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Ok(None) => {
-                    return Err(DeploymentError::NoResult {
-                        child: child.name.clone(),
-                        reason: format!(
-                            "is not in {} (a served prefecto binary leaves it there; the child \
-                             and this process must share that folder: PREFECTO_RESULTS_DIR)",
-                            self.results.display()
-                        ),
-                    });
-                }
-                Err(e) => {
-                    return Err(DeploymentError::NoResult {
-                        child: child.name.clone(),
-                        reason: format!("could not be read from {}: {e}", self.results.display()),
-                    });
-                }
-            }
-        }
     }
 }
 

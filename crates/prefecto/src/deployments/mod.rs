@@ -16,11 +16,13 @@
 
 mod cancel;
 mod child_results;
+mod child_run;
 mod deploy;
 mod deployment_task;
 mod error;
 mod watch;
 mod wire;
+mod worker_loss;
 mod worker_run;
 
 pub use child_results::{RESULTS_DIR_ENV, results_dir};

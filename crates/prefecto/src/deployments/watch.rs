@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::wire::{AnyOfIds, ChildRead, FlowRunsWithIds, IdsAnyOf};
+use super::worker_loss::{LOOK_EVERY, crash_children_of_lost_workers};
 use crate::prefect_api::{Client, Sent};
 
 const FASTEST: Duration = Duration::from_millis(500);
@@ -98,6 +99,7 @@ impl ChildWatcher {
 
     async fn read_loop(self: Arc<Self>, mut guard: LoopGuard) {
         let mut pause = FASTEST;
+        let mut last_look = std::time::Instant::now();
         loop {
             tokio::time::sleep(pause).await;
             let ids: Vec<Uuid> = {
@@ -114,6 +116,8 @@ impl ChildWatcher {
                 waiting.children.keys().copied().collect()
             };
             let mut ended = 0;
+            let look = last_look.elapsed() >= LOOK_EVERY;
+            let mut unfinished = Vec::new();
             for chunk in ids.chunks(IDS_PER_READ) {
                 let mut sent = Sent::default();
                 let reads: Result<Vec<ChildRead>, _> = self
@@ -139,6 +143,9 @@ impl ChildWatcher {
                 let mut waiting = self.waiting.lock().expect("the watcher's lock");
                 for read in reads {
                     if !is_final(read.state_type.as_deref()) {
+                        if look {
+                            unfinished.push(read);
+                        }
                         continue;
                     }
                     if let Some(senders) = waiting.children.remove(&read.id) {
@@ -148,6 +155,16 @@ impl ChildWatcher {
                         }
                     }
                 }
+            }
+            if look {
+                last_look = std::time::Instant::now();
+                let mut sent = Sent::default();
+                // Crashed here, they are read as final in the next round.
+                let crashed =
+                    crash_children_of_lost_workers(&self.client, &unfinished, &mut sent).await;
+                self.requests
+                    .fetch_add(sent.requests, std::sync::atomic::Ordering::Relaxed);
+                ended += crashed.len();
             }
             pause = if ended > 0 {
                 FASTEST

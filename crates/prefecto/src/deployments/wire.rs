@@ -128,6 +128,18 @@ pub(crate) struct ChildRead {
     pub(crate) state_type: Option<String>,
     #[serde(default)]
     pub(crate) state: Option<ChildState>,
+    /// The worker that took it labels it (`prefect.worker.name`, `prefect.work-pool.name`).
+    #[serde(default)]
+    pub(crate) labels: Map<String, Value>,
+}
+
+/// A worker of a pool, as `POST /work_pools/{name}/workers/filter` gives it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WorkerRead {
+    pub(crate) name: String,
+    /// `ONLINE`, or `OFFLINE` once it has missed 3 heartbeats.
+    #[serde(default)]
+    pub(crate) status: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
