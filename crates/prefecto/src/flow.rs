@@ -197,12 +197,7 @@ fn begin(
         None => (
             Uuid::new_v4(),
             generate_run_name(),
-            serde_json::Value::Object(
-                parameters
-                    .into_iter()
-                    .map(|(name, value)| (name.to_string(), value))
-                    .collect(),
-            ),
+            serde_json::Value::Object(crate::parameters::recorded_parameters(parameters)),
             None,
         ),
     };

@@ -416,8 +416,65 @@ fn prefecto_deploy_then_prefect_deployment_run_is_adopted_by_a_real_worker() {
             .unwrap()
             .starts_with("Sums the numbers")
     );
+    // Prefect 3.9 keeps a deployment's limit as a global concurrency limit of its own.
+    assert_eq!(
+        deployment["global_concurrency_limit"]["limit"], 2,
+        "{deployment}"
+    );
     let pool = api.call(reqwest::Method::GET, &format!("/work_pools/{POOL}"), None);
     assert_eq!(pool["type"], "process");
+    assert_eq!(
+        pool["base_job_template"]["job_configuration"]["command"], "{{ command }}",
+        "the pool maps the command job variable"
+    );
+
+    // A scheduled one, and both listed.
+    let scheduled = Command::new(&cli)
+        .arg("deploy")
+        .arg(served_flows())
+        .args([
+            "--flow",
+            "greet",
+            "--name",
+            "nightly",
+            "--pool",
+            POOL,
+            "--cron",
+            "0 3 * * *",
+        ])
+        .args(["--param", "name=world"])
+        .env("PREFECT_API_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        scheduled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scheduled.stderr)
+    );
+    let nightly = api.call(
+        reqwest::Method::GET,
+        "/deployments/name/greet/nightly",
+        None,
+    );
+    assert_eq!(
+        nightly["schedules"][0]["schedule"]["cron"], "0 3 * * *",
+        "{nightly}"
+    );
+    assert_eq!(nightly["parameters"]["name"], "world");
+    let listed = Command::new(&cli)
+        .args(["deployment", "ls", "--json"])
+        .env("PREFECT_API_URL", &url)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["greet/nightly", "sum-to/by-cli"]);
 
     let _workers = Workers::start(&scene.server, 1, &scene.results);
     let prefect = std::env::var("PREFECTO_TEST_PREFECT_BIN").unwrap();
