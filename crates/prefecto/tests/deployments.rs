@@ -636,8 +636,10 @@ fn a_kill_switch_cancels_the_children_in_flight_and_accounts_for_every_input() {
         "{parent_run}"
     );
     let children = children_of(&api, parent);
-    // The failed child and the three in flight beside it; no other was created.
-    assert_eq!(children.len(), 4, "{children:?}");
+    // The failed child and those in flight beside it (an input whose run had
+    // not yet created its child when the switch tripped has none); no other.
+    assert!((1..=4).contains(&children.len()), "{children:?}");
+    assert!(children.iter().any(|c| c["parameters"]["n"] == 3));
     let mut ids = Vec::new();
     for child in &children {
         let id = child["id"].as_str().unwrap().to_string();
