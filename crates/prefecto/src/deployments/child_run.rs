@@ -14,7 +14,7 @@ use super::child_results;
 use super::error::DeploymentError;
 use super::watch::ChildWatcher;
 use super::wire::{
-    ChildFlowRunCreate, ChildRead, ChildState, DeploymentRead, ParentTaskRunCreate, ScheduledState,
+    ChildFlowRunCreate, ChildRead, ChildState, DeploymentRead, ParentTaskRunCreate, StateOfType,
 };
 use crate::TaskRunName;
 use crate::prefect_api::{ApiConfig, ApiError, Client, Sent};
@@ -109,7 +109,7 @@ impl Inner {
             flow_run_id: server.id,
             task_key: &self.task_key,
             dynamic_key: &dynamic_key,
-            state: ScheduledState {
+            state: StateOfType {
                 state_type: "PENDING",
             },
         };
@@ -157,7 +157,7 @@ impl Inner {
         };
         let create = ChildFlowRunCreate {
             parameters: &parameters,
-            state: ScheduledState {
+            state: StateOfType {
                 state_type: "SCHEDULED",
             },
             parent_task_run_id: parent,

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::DeploymentError;
 use super::wire::{
-    DeploymentCreate, DeploymentRead, JobVariables, ScheduleCreate, WorkPoolCreate, WorkPoolRead,
+    DeploymentCreate, DeploymentRead, DeploymentsPage, JobVariables, ScheduleCreate,
+    SchedulePayload, WorkPoolCreate, WorkPoolRead,
 };
 use crate::ServedFlow;
 use crate::prefect_api::schemas::{FlowCreate, FlowRead, WithId};
@@ -165,10 +166,15 @@ pub struct Deployed {
     pub created_pool: bool,
 }
 
-fn schedule_payload(schedule: &Schedule) -> Value {
+fn schedule_payload(schedule: &Schedule) -> SchedulePayload<'_> {
     match schedule {
-        Schedule::Cron(cron) => json!({"cron": cron, "timezone": "UTC"}),
-        Schedule::Interval(every) => json!({"interval": every.as_secs_f64()}),
+        Schedule::Cron(cron) => SchedulePayload::Cron {
+            cron,
+            timezone: "UTC",
+        },
+        Schedule::Interval(every) => SchedulePayload::Interval {
+            interval: every.as_secs_f64(),
+        },
     }
 }
 
@@ -289,7 +295,11 @@ pub async fn list_deployments(client: &Client) -> Result<Vec<DeploymentInfo>, De
             .send_json(
                 Method::POST,
                 "/deployments/filter",
-                &json!({"limit": 200, "offset": offset, "sort": "NAME_ASC"}),
+                &DeploymentsPage {
+                    limit: 200,
+                    offset,
+                    sort: "NAME_ASC",
+                },
                 &mut sent,
             )
             .await?;

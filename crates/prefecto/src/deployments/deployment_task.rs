@@ -193,20 +193,11 @@ where
     }
 }
 
-impl DeploymentTask<Value, Value> {
-    /// A `BatchTask` whose inputs are runs of deployment `flow/deployment`:
-    /// `size` children at a time, in strict batches or (with
-    /// `.sliding_window()`) a window.
-    pub fn batch(name: &str, size: usize) -> Result<BatchTask<Self>, DeploymentError> {
-        Ok(BatchTask::new(Self::new(name)?, size)?)
-    }
-}
-
 impl BatchTask<DeploymentTask> {
     /// Maps inputs (JSON parameter objects) over runs of deployment
     /// `flow/deployment`, `size` at a time: see [`DeploymentTask`].
     pub fn over_deployment(name: &str, size: usize) -> Result<Self, DeploymentError> {
-        DeploymentTask::batch(name, size)
+        Ok(BatchTask::new(DeploymentTask::new(name)?, size)?)
     }
 }
 

@@ -15,19 +15,12 @@ use uuid::Uuid;
 
 use super::wire::{AnyOfIds, ChildRead, FlowRunsWithIds, IdsAnyOf};
 use super::worker_loss::{LOOK_EVERY, crash_children_of_lost_workers};
-use crate::prefect_api::{Client, Sent};
+use crate::prefect_api::{Client, Sent, is_final};
 
 const FASTEST: Duration = Duration::from_millis(500);
 const SLOWEST: Duration = Duration::from_secs(2);
 /// Ids per read, well under what a request may carry.
 const IDS_PER_READ: usize = 200;
-
-pub(crate) fn is_final(state_type: Option<&str>) -> bool {
-    matches!(
-        state_type,
-        Some("COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
-    )
-}
 
 /// The children being waited for, and whether a loop reads them.
 pub(crate) struct ChildWatcher {
@@ -142,7 +135,7 @@ impl ChildWatcher {
                 };
                 let mut waiting = self.waiting.lock().expect("the watcher's lock");
                 for read in reads {
-                    if !is_final(read.state_type.as_deref()) {
+                    if !read.state_type.as_deref().is_some_and(is_final) {
                         if look {
                             unfinished.push(read);
                         }

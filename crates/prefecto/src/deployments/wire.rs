@@ -35,7 +35,7 @@ pub(super) struct DeploymentCreate<'a> {
     pub(super) parameters: &'a Map<String, Value>,
     pub(super) description: Option<&'a str>,
     pub(super) tags: &'a [String],
-    pub(super) schedules: Vec<ScheduleCreate>,
+    pub(super) schedules: Vec<ScheduleCreate<'a>>,
     pub(super) concurrency_limit: Option<u32>,
     pub(super) paused: bool,
     /// No Python entrypoint: the worker runs `job_variables.command`.
@@ -53,8 +53,8 @@ pub(super) struct JobVariables<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub(super) struct ScheduleCreate {
-    pub(super) schedule: Value,
+pub(super) struct ScheduleCreate<'a> {
+    pub(super) schedule: SchedulePayload<'a>,
     pub(super) active: bool,
 }
 
@@ -76,7 +76,7 @@ pub(super) struct DeploymentRead {
 #[derive(Debug, Serialize)]
 pub(super) struct ChildFlowRunCreate<'a> {
     pub(super) parameters: &'a Value,
-    pub(super) state: ScheduledState,
+    pub(super) state: StateOfType,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) parent_task_run_id: Option<Uuid>,
     /// The parent task run's id: the same child whatever a lost reply made us send.
@@ -84,8 +84,9 @@ pub(super) struct ChildFlowRunCreate<'a> {
     pub(super) idempotency_key: Option<String>,
 }
 
+/// A state by its type only: `SCHEDULED` for a child, `PENDING` for its parent task run.
 #[derive(Debug, Serialize)]
-pub(super) struct ScheduledState {
+pub(super) struct StateOfType {
     #[serde(rename = "type")]
     pub(super) state_type: &'static str,
 }
@@ -99,7 +100,7 @@ pub(super) struct ParentTaskRunCreate<'a> {
     pub(super) flow_run_id: Uuid,
     pub(super) task_key: &'a str,
     pub(super) dynamic_key: &'a str,
-    pub(super) state: ScheduledState,
+    pub(super) state: StateOfType,
 }
 
 /// `POST /flow_runs/filter`: the flow runs with these ids.
@@ -162,4 +163,25 @@ pub(super) struct ChildStateCreate<'a> {
     #[serde(rename = "type")]
     pub(super) state_type: &'static str,
     pub(super) message: &'a str,
+}
+
+/// `POST /deployments/filter`: a page of deployments, by name.
+#[derive(Debug, Serialize)]
+pub(super) struct DeploymentsPage {
+    pub(super) limit: usize,
+    pub(super) offset: usize,
+    pub(super) sort: &'static str,
+}
+
+/// A deployment's schedule, as `DeploymentScheduleCreate.schedule` takes it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum SchedulePayload<'a> {
+    Cron {
+        cron: &'a str,
+        timezone: &'static str,
+    },
+    Interval {
+        interval: f64,
+    },
 }

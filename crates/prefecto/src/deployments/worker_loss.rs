@@ -13,6 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::wire::{ChildRead, ChildSetState, ChildStateCreate, WorkerRead};
+use crate::prefect_api::schemas::Empty;
 use crate::prefect_api::{Client, Sent};
 
 /// How often the workers of children in flight are looked at.
@@ -43,7 +44,7 @@ pub(super) async fn crash_children_of_lost_workers(
     for (pool, names) in pools {
         let path = format!("/work_pools/{pool}/workers/filter");
         let Ok(workers) = client
-            .send_json::<_, Vec<WorkerRead>>(Method::POST, &path, &serde_json::json!({}), sent)
+            .send_json::<_, Vec<WorkerRead>>(Method::POST, &path, &Empty {}, sent)
             .await
         else {
             continue;

@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::DeploymentError;
+use super::wire::{ChildSetState, ChildStateCreate};
 use crate::prefect_api::schemas::FlowRunRead;
-use crate::prefect_api::{ApiConfig, Client, FLOW_RUN_ID_ENV, Sent};
+use crate::prefect_api::{ApiConfig, Client, FLOW_RUN_ID_ENV, Sent, is_final};
 
 /// The environment variable a worker sets to the started run's flow name.
 pub const FLOW_NAME_ENV: &str = "PREFECT__FLOW_NAME";
@@ -60,18 +61,24 @@ pub(crate) fn read_worker_run(id: Uuid) -> Result<WorkerRunState, DeploymentErro
         let run: FlowRunRead = client.send_as(Method::GET, &path, None, &mut sent).await?;
         match run.state_type.as_deref() {
             Some("CANCELLING") => {
-                let cancel = serde_json::json!({
-                    "state": {"type": "CANCELLED", "message": "Cancelled before its process started."},
-                    "force": false,
-                });
+                let cancel = ChildSetState {
+                    state: ChildStateCreate {
+                        state_type: "CANCELLED",
+                        message: "Cancelled before its process started.",
+                    },
+                    force: false,
+                };
                 let _: Value = client
-                    .send(Method::POST, &format!("{path}/set_state"), Some(&cancel), &mut sent)
+                    .send_json(
+                        Method::POST,
+                        &format!("{path}/set_state"),
+                        &cancel,
+                        &mut sent,
+                    )
                     .await?;
                 Ok(WorkerRunState::Cancelled)
             }
-            Some(state @ ("COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")) => {
-                Ok(WorkerRunState::Finished(state.to_string()))
-            }
+            Some(state) if is_final(state) => Ok(WorkerRunState::Finished(state.to_string())),
             _ => Ok(WorkerRunState::Run(run.parameters)),
         }
     })

@@ -20,7 +20,8 @@ pub(crate) enum NotAdopted {
     OtherFlow { name: String, flow: String },
 }
 
-fn is_final(state_type: &str) -> bool {
+/// Whether a run in this state type has ended for good.
+pub(crate) fn is_final(state_type: &str) -> bool {
     matches!(state_type, "COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
 }
 

@@ -37,6 +37,7 @@ mod server_counts;
 mod sync;
 mod text_limits;
 
+pub(crate) use adoption::is_final;
 pub use client::{Client, Sent};
 pub use config::{ApiConfig, Auth};
 pub use counters::ReportCounters;
