@@ -30,20 +30,14 @@ BIN=target/release
 WORK="$(mktemp -d -t prefecto-fan-out.XXXXXX)"
 chmod 755 "$WORK"
 PIDS=()
-PG_DIRS=()
-as_postgres() {  # PostgreSQL refuses to run as root
-    if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
-}
-stop_postgres() {
-    for dir in "${PG_DIRS[@]}"; do as_postgres "pg_ctl -D '$dir/data' stop -m immediate" >/dev/null 2>&1 || true; done
-    PG_DIRS=()
-}
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
 stop_all() {  # the servers and workers started so far, then their databases
     for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     sleep 3
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
     PIDS=()
-    stop_postgres
+    postgres_stop_all
 }
 cleanup() {
     stop_all
@@ -52,6 +46,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+[ "${BENCH_DB:-postgres}" = postgres ] && postgres_install
 trap 'exit 130' INT TERM
 
 start() {  # start NAME: a fresh server and 2 workers; sets URL
@@ -60,14 +55,9 @@ start() {  # start NAME: a fresh server and 2 workers; sets URL
     mkdir -p "$WORK/$name"
     local database=()
     if [ "${BENCH_DB:-postgres}" = postgres ]; then
-        local pg="$WORK/$name/pg" pg_port
-        pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-        mkdir -p "$pg"; chmod 777 "$pg"
-        as_postgres "initdb -D '$pg/data' -U prefect --auth=trust" >"$WORK/$name/initdb.log" 2>&1
-        as_postgres "pg_ctl -D '$pg/data' -l '$pg/log' -o \"-p $pg_port -k '$pg' -c listen_addresses=127.0.0.1 -c max_connections=200\" -w start" >/dev/null
-        PG_DIRS+=("$pg")
-        createdb -h 127.0.0.1 -p "$pg_port" -U prefect prefect
-        database=(PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://prefect@127.0.0.1:$pg_port/prefect")
+        postgres_start "$WORK/$name/pg"
+        "$(postgres_bin)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U prefect prefect
+        database=(PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://prefect@127.0.0.1:$PG_PORT/prefect")
     fi
     env "${database[@]}" PREFECT_HOME="$WORK/$name" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_ENABLED=false \
         setsid "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$WORK/$name/server.log" 2>&1 &

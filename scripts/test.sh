@@ -6,7 +6,10 @@
 # installs Prefect with pip into a venv outside the clone (reused by later
 # runs), starts two servers on free loopback ports with throwaway
 # PREFECT_HOMEs (one open, one with Basic auth), waits for their health
-# check, runs the tests, and stops the servers on exit.
+# check, runs the tests, and stops the servers on exit. The scale-out tests
+# start servers of their own on databases in a throwaway PostgreSQL cluster
+# this script starts (PostgreSQL from Debian's packages, installed if
+# missing; see scripts/postgres.sh), stopped on exit too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,8 @@ VENV="${PREFECTO_PREFECT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/prefecto/prefect-
 
 WORK="$(mktemp -d -t prefecto-tests.XXXXXX)"
 SERVER_PIDS=()
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
 # The step running now (cargo and the test processes under it), in a process
 # group of its own: bash runs a trap only once its foreground child ends, so
 # steps run in the background and are waited for, and a signal stops them.
@@ -41,6 +46,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
+    postgres_stop_all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -103,6 +109,13 @@ AUTH_URL="$SERVER_URL"
 wait_healthy "$OPEN_URL" open
 wait_healthy "$AUTH_URL" auth "$AUTH_STRING"
 echo "== Prefect $PREFECT_VERSION servers: $OPEN_URL (open), $AUTH_URL (basic auth)"
+
+postgres_install
+postgres_start "$WORK/postgres"
+echo "== PostgreSQL for the scale-out tests' servers: 127.0.0.1:$PG_PORT"
+export PREFECTO_TEST_POSTGRES="127.0.0.1:$PG_PORT"
+PREFECTO_TEST_POSTGRES_BIN="$(postgres_bin)"
+export PREFECTO_TEST_POSTGRES_BIN
 
 # The integration tests read these; every other test runs embedded. Here a
 # missing server fails the Prefect tests instead of skipping them.

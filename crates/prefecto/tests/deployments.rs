@@ -5,6 +5,10 @@
 //!
 //! Each test starts a server and workers of its own (one test at a time)
 //! and stops them, and whatever processes they started, at its end. The
+//! servers keep their databases in the PostgreSQL cluster `scripts/test.sh`
+//! starts: on SQLite, a few children reporting at once on 2 cores make the
+//! server answer 503, and Prefect's workers then crash the children they
+//! were starting ("Failed to submit flow run to infrastructure"). The
 //! parent flows run in child processes (this test binary run again with
 //! `PREFECTO_TEST_CHILD`), reporting to the server as a user's program does.
 
@@ -231,6 +235,8 @@ fn run_fan_out_at(url: &str, results: &Path, settings: Value, limit: Duration) -
     command
         .env(FAN_OUT_ENV, settings.to_string())
         .env("PREFECTO_RESULTS_DIR", results)
+        // The scene's own history: a cache key never finds another run's.
+        .env("PREFECTO_HOME", results.with_file_name("prefecto-home"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -352,7 +358,7 @@ fn scene(name: &str) -> Option<Scene> {
         return None;
     }
     let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let server = OwnServer::start(name);
+    let server = OwnServer::start_on_postgres(name);
     let results = server.home.join("results");
     Some(Scene {
         _lock: lock,
@@ -536,11 +542,7 @@ fn a_window_of_children_never_has_more_than_size_unfinished_and_gives_results_in
         return;
     };
     deploy_sum_to(&scene.server, "window", &scene.results);
-    // One worker: on the local SQLite server, two workers polling for 40
-    // children make it answer 503 to a worker's label update now and then,
-    // and the worker then crashes the child ("Failed to submit flow run to
-    // infrastructure"). The window is the parent's; the other tests use two.
-    let _workers = Workers::start(&scene.server, 1, &scene.results);
+    let _workers = Workers::start(&scene.server, 2, &scene.results);
     let outcome = run_fan_out(
         &scene.server,
         &scene.results,

@@ -145,11 +145,59 @@ pub fn by_name(task_runs: &[Value]) -> std::collections::BTreeMap<String, Value>
 pub struct OwnServer {
     pub home: PathBuf,
     port: u16,
+    /// `PREFECT_API_DATABASE_CONNECTION_URL`; `None`: SQLite in `home`.
+    database: Option<String>,
     process: Option<std::process::Child>,
 }
 
 impl OwnServer {
     pub fn start(name: &str) -> Self {
+        Self::start_on(name, None)
+    }
+
+    /// A server on a database of its own in the PostgreSQL cluster that
+    /// `scripts/test.sh` starts (`PREFECTO_TEST_POSTGRES`): one that keeps up
+    /// with many flow runs reporting at once, where SQLite answers 503 on 2
+    /// cores. Without that cluster, SQLite, said on stderr; a required
+    /// server set (`PREFECTO_TEST_REQUIRE_SERVERS`) without it fails.
+    pub fn start_on_postgres(name: &str) -> Self {
+        let Ok(address) = std::env::var("PREFECTO_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("PREFECTO_TEST_REQUIRE_SERVERS").is_none(),
+                "PREFECTO_TEST_POSTGRES is not set: run the tests with scripts/test.sh"
+            );
+            eprintln!(
+                "{name}: no PostgreSQL (PREFECTO_TEST_POSTGRES): the server runs on SQLite, \
+                 which may answer 503 under load; scripts/test.sh starts one"
+            );
+            return Self::start(name);
+        };
+        let (host, port) = address
+            .rsplit_once(':')
+            .expect("PREFECTO_TEST_POSTGRES is host:port");
+        let database = format!("{}_{}", name.replace('-', "_"), std::process::id());
+        let bin = std::env::var("PREFECTO_TEST_POSTGRES_BIN").unwrap_or_default();
+        let createdb = if bin.is_empty() {
+            PathBuf::from("createdb")
+        } else {
+            PathBuf::from(bin).join("createdb")
+        };
+        let created = Command::new(&createdb)
+            .args(["-h", host, "-p", port, "-U", "prefect", &database])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", createdb.display()));
+        assert!(
+            created.status.success(),
+            "createdb {database}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        Self::start_on(
+            name,
+            Some(format!("postgresql+asyncpg://prefect@{address}/{database}")),
+        )
+    }
+
+    fn start_on(name: &str, database: Option<String>) -> Self {
         let work = PathBuf::from(std::env::var("PREFECTO_TEST_WORK").unwrap());
         let home = work.join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
@@ -161,6 +209,7 @@ impl OwnServer {
         let mut server = OwnServer {
             home,
             port,
+            database,
             process: None,
         };
         server.restart();
@@ -175,7 +224,11 @@ impl OwnServer {
     pub fn restart(&mut self) {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(self.home.join("server.log")).unwrap();
-        let process = Command::new(std::env::var("PREFECTO_TEST_PREFECT_BIN").unwrap())
+        let mut command = Command::new(std::env::var("PREFECTO_TEST_PREFECT_BIN").unwrap());
+        if let Some(database) = &self.database {
+            command.env("PREFECT_API_DATABASE_CONNECTION_URL", database);
+        }
+        let process = command
             .args(["server", "start", "--host", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .env("PREFECT_HOME", &self.home)
