@@ -13,8 +13,10 @@
 PG_DIRS=()
 
 postgres_bin() {
+    # The folder of the real binaries (createdb beside initdb), not of a
+    # symlink to initdb alone.
     if command -v initdb >/dev/null 2>&1; then
-        dirname "$(command -v initdb)"
+        dirname "$(readlink -f "$(command -v initdb)")"
         return
     fi
     local dir

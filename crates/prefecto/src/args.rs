@@ -31,6 +31,20 @@ pub enum MapError {
         /// Its length.
         actual: usize,
     },
+    /// In a streaming map, a mapped iterator ran out before another: found
+    /// when it did, after the inputs before it were mapped.
+    #[error(
+        "'{ended}' ran out after {after} input(s) while '{longer}' had more: \
+         the mapped iterables must have equal lengths."
+    )]
+    UnequalLengths {
+        /// The parameter whose iterator ran out first.
+        ended: &'static str,
+        /// How many inputs were mapped before it did.
+        after: usize,
+        /// A parameter whose iterator had more.
+        longer: &'static str,
+    },
 }
 
 /// A value passed unchanged to every call of a `map`, as Prefect's `unmapped`.
@@ -163,7 +177,10 @@ pub trait MapArgs<Args> {
 /// Checks the column lengths. As in Prefect, the mapped parameters are
 /// compared in the sorted order of their names: the first sets the length,
 /// and the first that differs is named.
-fn common_len(lengths: &[Option<usize>], param_names: &[&'static str]) -> Result<usize, MapError> {
+pub(crate) fn common_len(
+    lengths: &[Option<usize>],
+    param_names: &[&'static str],
+) -> Result<usize, MapError> {
     let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
     let mut mapped: Vec<(&'static str, usize)> = lengths
         .iter()

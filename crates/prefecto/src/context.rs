@@ -93,6 +93,9 @@ pub(crate) struct FlowRunContext {
     pool: OnceLock<Result<rayon::ThreadPool, String>>,
     pub(crate) scope: Arc<CancelScope>,
     pub(crate) tracker: TaskTracker,
+    /// Cancelled when the flow's function has returned and the flow run
+    /// waits for its task runs: a stream nobody reads any more stops.
+    pub(crate) body_returned: CancellationToken,
     run_counts: Mutex<HashMap<&'static str, u64>>,
     /// Taken by whichever ends the flow run: its body, or a signal. Held
     /// while it records the end, so the other waits rather than exiting midway.
@@ -123,6 +126,7 @@ impl FlowRunContext {
             pool: OnceLock::new(),
             scope: CancelScope::root(),
             tracker: TaskTracker::new(),
+            body_returned: CancellationToken::new(),
             run_counts: Mutex::new(HashMap::new()),
             ended: Mutex::new(false),
             seams,

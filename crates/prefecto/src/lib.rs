@@ -123,6 +123,7 @@ mod served;
 pub mod settings;
 mod slot_limiter;
 pub mod state;
+pub mod stream_args;
 pub mod task;
 mod task_run_error;
 pub mod text;

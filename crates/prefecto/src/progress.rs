@@ -28,7 +28,7 @@ use crate::state::State;
 /// struct Counting(Arc<Count>);
 ///
 /// impl ProgressDisplay for Counting {
-///     fn start_map(&self, _task: &str, _total: usize, _batches: usize) -> Option<Arc<dyn MapProgress>> {
+///     fn start_map(&self, _task: &str, _total: Option<usize>, _batches: usize) -> Option<Arc<dyn MapProgress>> {
 ///         Some(self.0.clone())
 ///     }
 /// }
@@ -49,9 +49,16 @@ use crate::state::State;
 /// assert_eq!(count.0.load(Ordering::Relaxed), 5);
 /// ```
 pub trait ProgressDisplay: Send + Sync + 'static {
-    /// A map of `total` inputs of `task` starts, in `batches` batches (0 for
-    /// a plain map); `None` to show nothing for it.
-    fn start_map(&self, task: &str, total: usize, batches: usize) -> Option<Arc<dyn MapProgress>>;
+    /// A map of `total` inputs of `task` starts (`None`: a stream whose
+    /// length is unknown), in `batches` batches (0 for a plain map, a
+    /// sliding window, or batches whose count is unknown); `None` to show
+    /// nothing for it.
+    fn start_map(
+        &self,
+        task: &str,
+        total: Option<usize>,
+        batches: usize,
+    ) -> Option<Arc<dyn MapProgress>>;
 }
 
 /// The progress of one map. Dropped when the map has finished.

@@ -2,7 +2,7 @@
 //! [`ProgressDisplay`] that [`Prefecto`](crate::Prefecto) installs by default.
 //!
 //! It shows completed, failed and total, the current batch, the rate and the
-//! ETA. `PREFECTO_PROGRESS=off` (or `progress_bar(false)` on the builder)
+//! ETA; for a stream of unknown length, how many are done, without a total. `PREFECTO_PROGRESS=off` (or `progress_bar(false)` on the builder)
 //! turns it off; it is off anyway when stderr is not a terminal. Console log
 //! lines are written above the bar, never through it.
 
@@ -24,7 +24,12 @@ static ACTIVE: Mutex<Vec<ProgressBar>> = Mutex::new(Vec::new());
 pub struct TerminalProgress;
 
 impl ProgressDisplay for TerminalProgress {
-    fn start_map(&self, task: &str, total: usize, batches: usize) -> Option<Arc<dyn MapProgress>> {
+    fn start_map(
+        &self,
+        task: &str,
+        total: Option<usize>,
+        batches: usize,
+    ) -> Option<Arc<dyn MapProgress>> {
         if !std::io::stderr().is_terminal() {
             return None;
         }
@@ -42,17 +47,23 @@ struct MapBar {
 }
 
 impl MapBar {
-    /// A bar for `total` inputs of `task`; none for an empty map.
-    fn start(task: &str, total: usize, batches: usize) -> Option<Self> {
-        if total == 0 {
+    /// A bar for `total` inputs of `task` (a count without a total if it is
+    /// unknown); none for an empty map.
+    fn start(task: &str, total: Option<usize>, batches: usize) -> Option<Self> {
+        if total == Some(0) {
             return None;
         }
-        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30.green/white}] {pos}/{len} · {msg} · {per_sec} · ETA {eta}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> ");
+        let bar =
+            ProgressBar::with_draw_target(total.map(|n| n as u64), ProgressDrawTarget::stderr());
+        let template = match total {
+            Some(_) => {
+                "{prefix} [{bar:30.green/white}] {pos}/{len} · {msg} · {per_sec} · ETA {eta}"
+            }
+            None => "{prefix} {pos} done · {msg} · {per_sec}",
+        };
+        let style = ProgressStyle::with_template(template)
+            .expect("the template is valid")
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(task.to_string());
         let progress = MapBar {
@@ -73,8 +84,10 @@ impl MapBar {
     fn show(&self) {
         let failed = self.failed.load(Ordering::Relaxed);
         let completed = self.completed.load(Ordering::Relaxed);
+        let batch = self.batch.load(Ordering::Relaxed);
         let message = match self.batches {
-            0 => format!("{completed} completed · {failed} failed"),
+            0 if batch == 0 => format!("{completed} completed · {failed} failed"),
+            0 => format!("{completed} completed · {failed} failed · batch {batch}"),
             n => format!(
                 "{completed} completed · {failed} failed · batch {}/{n}",
                 self.batch.load(Ordering::Relaxed)

@@ -35,6 +35,7 @@ const ENGINE: &[&str] = &[
     "served",
     "settings",
     "slot_limiter",
+    "stream_args",
     "state",
     "task",
     "task_run_error",

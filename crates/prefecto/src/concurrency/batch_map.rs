@@ -7,8 +7,10 @@
 
 use super::batch_error::BatchError;
 use super::batch_task::BatchTask;
-use crate::args::MapArg;
+use super::map_stream::MapStream;
+use crate::args::{MapArg, MapError};
 use crate::future::PrefectFutureList;
+use crate::stream_args::StreamArg;
 use crate::task::Task;
 
 macro_rules! positional_map {
@@ -75,6 +77,78 @@ macro_rules! positional_map {
                 $($value: $arg),+
             ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
                 self.map_tuple_async(($($value,)+)).await
+            }
+
+            /// Maps the task over the inputs in batches, reading them as it
+            /// goes, and gives each input's outcome, in input order, as soon
+            /// as it and every earlier one are ready: one argument per task
+            /// parameter, each an iterable (read lazily; its iterator is
+            /// `Send + 'static`) or `unmapped(value)`. Memory stays bounded
+            /// whatever the number of inputs (see
+            /// [`with_read_ahead`](BatchTask::with_read_ahead)); the run
+            /// history keeps every run. Kill switches stop it as they stop
+            /// `map`: the stream then hands over the cancelled inputs too,
+            /// and [`MapStream::stop`](super::MapStream::stop) says why.
+            ///
+            /// Returns at once; the map runs on the flow's runtime while the
+            /// stream is read, from a sync flow (as an `Iterator`) or an
+            /// async one (`next_async`, `into_stream`).
+            ///
+            /// ```
+            /// use prefecto::prelude::*;
+            ///
+            /// #[task]
+            /// fn add(a: u64, b: u64) -> u64 {
+            ///     a + b
+            /// }
+            ///
+            /// #[flow]
+            /// fn offsets() -> Vec<u64> {
+            ///     let batch = BatchTask::new(add, 2).unwrap();
+            ///     let stream = batch.stream(1..=4u64, unmapped(10)).unwrap();
+            ///     stream.map(|run| run.result.unwrap()).collect()
+            /// }
+            ///
+            /// assert_eq!(offsets().unwrap(), [11, 12, 13, 14]);
+            /// ```
+            #[allow(clippy::too_many_arguments)]
+            pub fn stream<$($arg: StreamArg<$param>),+>(
+                &self,
+                $($value: $arg),+
+            ) -> Result<MapStream<T::Output>, MapError> {
+                self.stream_tuple(($($value,)+))
+            }
+
+            /// As [`stream`](Self::stream), giving each outcome as soon as
+            /// it is ready, in completion order (as `buffer_unordered`):
+            /// a slow input holds back no outcome but its own.
+            ///
+            /// ```
+            /// use futures::StreamExt;
+            /// use prefecto::prelude::*;
+            ///
+            /// #[task]
+            /// async fn double(x: u32) -> u32 {
+            ///     x * 2
+            /// }
+            ///
+            /// #[flow]
+            /// async fn total() -> u32 {
+            ///     let batch = BatchTask::new(double, 4).unwrap().sliding_window();
+            ///     let stream = batch.stream_unordered(0..100u32).unwrap().into_stream();
+            ///     stream.map(|run| run.result.unwrap()).fold(0, |a, b| async move { a + b }).await
+            /// }
+            ///
+            /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+            /// assert_eq!(total().await.unwrap(), 9900);
+            /// # });
+            /// ```
+            #[allow(clippy::too_many_arguments)]
+            pub fn stream_unordered<$($arg: StreamArg<$param>),+>(
+                &self,
+                $($value: $arg),+
+            ) -> Result<MapStream<T::Output>, MapError> {
+                self.stream_unordered_tuple(($($value,)+))
             }
         }
     };

@@ -7,10 +7,12 @@ use super::batch_error::BatchError;
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::{BatchConfigError, KillSwitch};
 use super::map_run::{MapRun, SharedSwitch};
-use crate::args::MapArgs;
+use super::map_stream::{Delivery, MapStream};
+use crate::args::{MapArgs, MapError};
 use crate::blocking::block_on;
-use crate::context::{self, flow_log};
+use crate::context;
 use crate::future::PrefectFutureList;
+use crate::stream_args::StreamArgs;
 use crate::task::Task;
 
 /// Wraps a task to `map` it in batches of `size`: fewer runs at once, a gentler
@@ -67,6 +69,7 @@ pub struct BatchTask<T: Task, Args = <T as Task>::Args> {
     mode: BatchMode,
     kill_switch: Option<SharedSwitch>,
     switch_order: Option<SwitchOrder>,
+    read_ahead: Option<usize>,
     args: PhantomData<fn(Args)>,
 }
 
@@ -82,6 +85,7 @@ impl<T: Task> BatchTask<T> {
             mode: BatchMode::Strict,
             kill_switch: None,
             switch_order: None,
+            read_ahead: None,
             args: PhantomData,
         })
     }
@@ -136,6 +140,35 @@ impl<T: Task> BatchTask<T> {
         })
     }
 
+    /// How many inputs a [stream](Self::stream) may read beyond `size`,
+    /// counted from the oldest input whose outcome it has not handed over
+    /// yet (or, with an input-order switch, not shown the switch yet): what
+    /// bounds a stream's memory. A straggler holds the window once the
+    /// inputs after it reach `size + read_ahead`. By default
+    /// `max(size, 1024)`; at least 1.
+    ///
+    /// ```
+    /// use prefecto::prelude::*;
+    ///
+    /// #[task]
+    /// fn id(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// let batch = BatchTask::new(id, 10).unwrap();
+    /// assert_eq!(batch.read_ahead(), 1024);
+    /// assert_eq!(batch.with_read_ahead(50).read_ahead(), 50);
+    /// ```
+    pub fn with_read_ahead(mut self, inputs: usize) -> Self {
+        self.read_ahead = Some(inputs.max(1));
+        self
+    }
+
+    /// See [`with_read_ahead`](Self::with_read_ahead).
+    pub fn read_ahead(&self) -> usize {
+        self.read_ahead.unwrap_or(self.size.max(1024))
+    }
+
     /// The batch size.
     pub fn size(&self) -> usize {
         self.size
@@ -186,56 +219,80 @@ impl<T: Task> BatchTask<T> {
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
         let inputs = args.into_inputs(self.task.spec().param_names)?;
+        let total = inputs.len();
         let batches = match self.mode {
-            BatchMode::Strict => inputs.len().div_ceil(self.size),
+            BatchMode::Strict => total.div_ceil(self.size),
             BatchMode::SlidingWindow => 0,
         };
-        let switch = self.kill_switch.clone();
         let map = Arc::new(MapRun::new(
             &self.task,
-            switch,
+            self.kill_switch.clone(),
             self.switch_order(),
             batches,
             context::current(),
-            inputs,
+            Box::new(inputs.into_iter().map(Ok)),
+            Some(total),
+            None,
         ));
-        let total = map.runs.len();
-        let name = self.task.spec().name;
-        match self.mode {
-            BatchMode::Strict => {
-                let batches = total.div_ceil(self.size);
-                for batch in 1..=batches {
-                    if map.tripped.get().is_some() {
-                        break;
-                    }
-                    flow_log!(
-                        map.ctx,
-                        DEBUG,
-                        "Mapping '{}' batch {} of {}.",
-                        name,
-                        batch,
-                        batches
-                    );
-                    if let Some(progress) = &map.progress {
-                        progress.batch_started(batch);
-                    }
-                    let end = (batch * self.size).min(total);
-                    // One lane per input of the batch: each usually takes one input.
-                    map.run_lanes(end, end - (batch - 1) * self.size).await;
-                }
-            }
-            BatchMode::SlidingWindow => {
-                flow_log!(
-                    map.ctx,
-                    DEBUG,
-                    "Mapping '{}' over {} input(s) with a sliding window of {}.",
-                    name,
-                    total,
-                    self.size
-                );
-                map.run_lanes(total, self.size.min(total)).await;
-            }
-        }
+        map.drive(self.size, self.mode, batches).await;
         map.finish()
+    }
+
+    /// As [`stream`](Self::stream), with every argument in one tuple.
+    pub fn stream_tuple<S: StreamArgs<T::Args>>(
+        &self,
+        args: S,
+    ) -> Result<MapStream<T::Output>, MapError> {
+        self.start_stream(args, true)
+    }
+
+    /// As [`stream_unordered`](Self::stream_unordered), with every argument in one tuple.
+    pub fn stream_unordered_tuple<S: StreamArgs<T::Args>>(
+        &self,
+        args: S,
+    ) -> Result<MapStream<T::Output>, MapError> {
+        self.start_stream(args, false)
+    }
+
+    /// Starts a streaming map on the flow's runtime and gives its outcomes' stream.
+    fn start_stream<S: StreamArgs<T::Args>>(
+        &self,
+        args: S,
+        in_input_order: bool,
+    ) -> Result<MapStream<T::Output>, MapError> {
+        let (inputs, total) = args.into_input_stream(self.task.spec().param_names)?;
+        let batches = match (self.mode, total) {
+            (BatchMode::Strict, Some(total)) => total.div_ceil(self.size),
+            _ => 0,
+        };
+        let span = self.size + self.read_ahead();
+        let (sender, receiver) = tokio::sync::mpsc::channel(span);
+        let delivery = Delivery {
+            sender,
+            in_input_order,
+            sending: tokio::sync::Mutex::new(()),
+            span,
+        };
+        let ctx = context::current();
+        let map = Arc::new(MapRun::new(
+            &self.task,
+            self.kill_switch.clone(),
+            self.switch_order(),
+            batches,
+            ctx.clone(),
+            inputs,
+            total,
+            Some(delivery),
+        ));
+        let stream = MapStream::new(receiver, map.scope.clone(), total);
+        let (size, mode) = (self.size, self.mode);
+        ctx.tracker.spawn_on(
+            async move {
+                map.drive(size, mode, batches).await;
+                map.end_stream().await;
+            },
+            &ctx.handle,
+        );
+        Ok(stream)
     }
 }

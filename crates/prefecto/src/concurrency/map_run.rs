@@ -1,49 +1,61 @@
-//! [`MapRun`]: one `BatchTask` map in progress, run on lanes.
+//! [`MapRun`]: one `BatchTask` map in progress, run on lanes, its inputs
+//! read as it goes and, for a stream, its outcomes handed over as they come.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::collections::VecDeque;
+use std::iter::Peekable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
-use super::batch_error::BatchError;
-use super::batch_mode::SwitchOrder;
-use super::kill_switch::{KillSwitch, KillSwitchError};
-use super::outcome::InputOutcome;
+use super::batch_mode::{BatchMode, SwitchOrder};
+use super::kill_switch::KillSwitch;
+use super::map_stream::Delivery;
+use crate::args::MapError;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
-use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
+use crate::future::RunShared;
 use crate::inputs::RunArgs;
 use crate::progress::MapProgress;
 use crate::runner::{Started, TaskRun, new_run};
-use crate::task::{Task, panic_message};
+use crate::stream_args::InputStream;
+use crate::task::Task;
 
 /// A kill switch, shared by the maps of one `BatchTask`.
 pub(super) type SharedSwitch = Arc<Mutex<Box<dyn KillSwitch>>>;
 
-/// One `map_async` call: its inputs, its task runs, and what its lanes share.
+/// Run names reserved at a time when a stream's length is unknown.
+const NAME_BLOCK: u64 = 1024;
+
+/// One map: its inputs, its task runs, and what its lanes share.
 ///
 /// A lane is a Tokio task that takes the next input, drives its task run to a
 /// terminal state, shows that state to the kill switch, and takes the next.
 /// `size` lanes over all inputs make the sliding window; strict mode gives each
 /// batch its own lanes and waits for them. Nothing polls: the last lane to end
 /// wakes the driver.
+///
+/// A collecting map (`map`) keeps every run, for the futures it returns. A
+/// stream (`stream`) hands each outcome over as it is ready and forgets the
+/// run: it holds the runs from the oldest not yet handed over (or not yet
+/// shown to an input-order switch) to the newest taken, never more than its
+/// span, so its memory does not grow with the number of inputs.
 pub(super) struct MapRun<T: Task> {
     pub(super) ctx: Arc<FlowRunContext>,
-    task: T,
-    scope: Arc<CancelScope>,
-    switch: Option<SharedSwitch>,
-    switch_order: SwitchOrder,
-    /// In input order, the first input the switch has not been shown yet.
-    next_to_show: AtomicUsize,
-    /// One per input, in input order, created `Pending` and announced when submitted.
-    pub(super) runs: Vec<Arc<RunShared<T::Output>>>,
-    queue: Mutex<Queue<RunArgs<T::Args>>>,
+    pub(super) task: T,
+    pub(super) scope: Arc<CancelScope>,
+    pub(super) switch: Option<SharedSwitch>,
+    pub(super) switch_order: SwitchOrder,
+    pub(super) queue: Mutex<Queue<T>>,
     /// The switch's name and reason, once it has tripped.
     pub(super) tripped: OnceLock<(String, String)>,
-    lanes_running: AtomicUsize,
-    lanes_done: Notify,
+    pub(super) lanes_running: AtomicUsize,
+    pub(super) lanes_done: Notify,
+    /// Woken when a stream forgets runs, for lanes waiting for room.
+    pub(super) room: Notify,
     pub(super) progress: Option<Arc<dyn MapProgress>>,
+    /// Where a stream's outcomes go; `None` for a collecting map.
+    pub(super) delivery: Option<Delivery<T::Output>>,
 }
 
 /// An input taken from the queue: started already (a sync body, queued on
@@ -53,78 +65,184 @@ enum Submitted<T: Task> {
     Args(RunArgs<T::Args>),
 }
 
-/// The inputs not yet taken. Lanes take inputs up to `end`, the end of the
-/// current batch (or of all inputs, in window mode).
-struct Queue<A> {
-    next: usize,
-    end: usize,
-    inputs: std::vec::IntoIter<A>,
+/// A run taken by a lane: its position, its run, how it starts.
+type Taken<T> = (usize, Arc<RunShared<<T as Task>::Output>>, Submitted<T>);
+
+/// What a lane found when it looked for its next input.
+enum Next<T: Task> {
+    Input(Taken<T>),
+    /// A stream's span is full: wait until runs are handed over.
+    Full,
+    /// No input for this lane: the batch or the inputs ended, or the map stopped.
+    Done,
+}
+
+/// A run the map still holds.
+pub(super) struct Slot<O> {
+    pub(super) run: Arc<RunShared<O>>,
+    /// Handed over to a stream's reader.
+    pub(super) delivered: bool,
+}
+
+/// The inputs not yet taken, and the runs still held, from position `low`.
+pub(super) struct Queue<T: Task> {
+    pub(super) next: usize,
+    /// Lanes take inputs up to `end`: the end of the current batch, or of all inputs.
+    pub(super) end: usize,
+    pub(super) inputs: Peekable<InputStream<T::Args>>,
+    /// The inputs ran out, or went wrong (`input_error`).
+    pub(super) exhausted: bool,
+    pub(super) input_error: Option<MapError>,
+    pub(super) slots: VecDeque<Slot<T::Output>>,
+    /// The position of `slots[0]`.
+    pub(super) low: usize,
+    /// In input order, the first run the switch has not been shown yet.
+    pub(super) next_to_show: usize,
+    /// In input order, the first run a stream has not handed over yet.
+    pub(super) next_to_hand: usize,
+    /// Reserved run names: the next index, and how many are left.
+    pub(super) names: (u64, u64),
+    /// Inputs a stop left unread: the position of the first, when the
+    /// iterator may be endless and was not drained.
+    pub(super) unread_from: Option<usize>,
+}
+
+impl<T: Task> Queue<T> {
+    pub(super) fn slot(&mut self, position: usize) -> Option<&mut Slot<T::Output>> {
+        let low = self.low;
+        position
+            .checked_sub(low)
+            .and_then(|offset| self.slots.get_mut(offset))
+    }
 }
 
 impl<T: Task> MapRun<T> {
-    /// A map of `task` over `inputs`, in `batches` batches (0 for a sliding window).
+    /// A map of `task` over `inputs` (`total` of them, if known), in
+    /// `batches` batches (0 for a sliding window or an unknown count).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         task: &T,
         switch: Option<SharedSwitch>,
         switch_order: SwitchOrder,
         batches: usize,
         ctx: Arc<FlowRunContext>,
-        inputs: Vec<RunArgs<T::Args>>,
+        inputs: InputStream<T::Args>,
+        total: Option<usize>,
+        delivery: Option<Delivery<T::Output>>,
     ) -> Self {
-        let first = ctx.reserve_run_names(task.spec().name, inputs.len());
+        let name = task.spec().name;
+        // A known count gets one block of names, as consecutive as the original's.
+        let names = match total {
+            Some(total) => (ctx.reserve_run_names(name, total), total as u64),
+            None => (0, 0),
+        };
         let progress = ctx
             .seams
             .progress
             .as_ref()
-            .and_then(|display| display.start_map(task.spec().name, inputs.len(), batches));
-        let runs = (first..)
-            .take(inputs.len())
-            .map(|index| new_run(task, index))
-            .collect();
+            .and_then(|display| display.start_map(name, total, batches));
         MapRun {
             scope: ctx.scope.child(),
             ctx,
             task: task.clone(),
             switch,
             switch_order,
-            next_to_show: AtomicUsize::new(0),
-            runs,
             queue: Mutex::new(Queue {
                 next: 0,
                 end: 0,
-                inputs: inputs.into_iter(),
+                inputs: inputs.peekable(),
+                exhausted: false,
+                input_error: None,
+                slots: VecDeque::new(),
+                low: 0,
+                next_to_show: 0,
+                next_to_hand: 0,
+                names,
+                unread_from: None,
             }),
             tripped: OnceLock::new(),
             lanes_running: AtomicUsize::new(0),
             lanes_done: Notify::new(),
+            room: Notify::new(),
             progress,
+            delivery,
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, Queue<RunArgs<T::Args>>> {
+    pub(super) fn queue(&self) -> MutexGuard<'_, Queue<T>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs every input, `size` at a time in `mode`, until they run out or
+    /// the map stops; then gives the inputs never submitted their outcome.
+    pub(super) async fn drive(self: &Arc<Self>, size: usize, mode: BatchMode, batches: usize) {
+        let name = self.task.spec().name;
+        match mode {
+            BatchMode::Strict => {
+                let mut batch = 0;
+                while !self.stopped() && self.has_more_inputs() {
+                    batch += 1;
+                    match batches {
+                        0 => flow_log!(self.ctx, DEBUG, "Mapping '{}' batch {}.", name, batch),
+                        n => flow_log!(
+                            self.ctx,
+                            DEBUG,
+                            "Mapping '{}' batch {} of {}.",
+                            name,
+                            batch,
+                            n
+                        ),
+                    }
+                    if let Some(progress) = &self.progress {
+                        progress.batch_started(batch);
+                    }
+                    // One lane per input of the batch: each usually takes one input.
+                    self.run_lanes(batch * size, size).await;
+                }
+            }
+            BatchMode::SlidingWindow => {
+                flow_log!(
+                    self.ctx,
+                    DEBUG,
+                    "Mapping '{}' with a sliding window of {}.",
+                    name,
+                    size
+                );
+                self.run_lanes(usize::MAX, size).await;
+            }
+        }
+        if self.stopped() {
+            self.cancel_unsubmitted().await;
+        }
+    }
+
+    fn has_more_inputs(&self) -> bool {
+        let mut queue = self.queue();
+        !queue.exhausted && queue.inputs.peek().is_some()
     }
 
     /// Submits up to `lanes` inputs at once, each on a lane of its own that
     /// then takes further inputs up to `end`, and waits until every lane has ended.
-    pub(super) async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
+    async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
         self.queue().end = end;
         // Submitted here, together, as the original submits a batch.
-        let firsts: Vec<_> = std::iter::from_fn(|| self.submit_next())
-            .take(lanes)
-            .collect();
+        let firsts: Vec<_> = std::iter::from_fn(|| match self.take_next() {
+            Next::Input(taken) => Some(taken),
+            Next::Full | Next::Done => None,
+        })
+        .take(lanes)
+        .collect();
         if firsts.is_empty() {
             return;
         }
         self.lanes_running.store(firsts.len(), Ordering::Release);
         if self.task.spec().is_async {
             // Async bodies run in their lanes: a task each, spread over the runtime's threads.
-            for (position, submitted) in firsts {
+            for taken in firsts {
                 let map = self.clone();
-                self.ctx.tracker.spawn_on(
-                    async move { map.lane(position, submitted).await },
-                    &self.ctx.handle,
-                );
+                self.ctx
+                    .tracker
+                    .spawn_on(async move { map.lane(taken).await }, &self.ctx.handle);
             }
         } else {
             // Sync bodies run on the pool; their lanes only wait for them, so
@@ -134,7 +252,7 @@ impl<T: Task> MapRun<T> {
                 async move {
                     let mut lanes: FuturesUnordered<_> = firsts
                         .into_iter()
-                        .map(|(position, submitted)| map.clone().lane(position, submitted))
+                        .map(|taken| map.clone().lane(taken))
                         .collect();
                     while lanes.next().await.is_some() {}
                 },
@@ -145,192 +263,207 @@ impl<T: Task> MapRun<T> {
         self.lanes_done.notified().await;
     }
 
-    /// Whether no further input may start: the switch tripped, or the flow run was cancelled.
+    /// Whether no further input may start: the switch tripped, or the map
+    /// (a stream dropped) or its flow run was cancelled.
     fn stopped(&self) -> bool {
         self.tripped.get().is_some() || self.scope.is_cancelled()
     }
 
-    /// Takes the next input, unless the map has stopped, and announces its run.
+    /// Takes the next input, unless the map has stopped or a stream's span
+    /// is full, and announces its run.
     ///
     /// A sync body is also handed to the thread pool here, under the queue's
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
-    fn submit_next(&self) -> Option<(usize, Submitted<T>)> {
+    fn take_next(&self) -> Next<T> {
         if self.stopped() {
-            return None;
+            return Next::Done;
         }
         let mut queue = self.queue();
-        if queue.next >= queue.end {
-            return None;
+        if queue.exhausted || queue.next >= queue.end {
+            return Next::Done;
         }
-        let args = queue.inputs.next()?;
-        let position = queue.next;
-        queue.next += 1;
-        let run = self.task_run(position);
-        run.announce(&args.upstream(self.task.spec().param_names));
-        match args {
+        if let Some(delivery) = &self.delivery
+            && queue.next - queue.low >= delivery.span
+        {
+            return Next::Full;
+        }
+        let Some((position, run, args)) = self.read_input(&mut queue) else {
+            return Next::Done;
+        };
+        let task_run = self.task_run(&run);
+        task_run.announce(&args.upstream(self.task.spec().param_names));
+        let submitted = match args {
             RunArgs::Ready(args) if !self.task.spec().is_async => {
-                Some((position, Submitted::Started(run.start(args))))
+                Submitted::Started(task_run.start(args))
             }
             // Async bodies, and runs that wait for upstream runs, start on their lane.
-            args => Some((position, Submitted::Args(args))),
+            args => Submitted::Args(args),
+        };
+        Next::Input((position, run, submitted))
+    }
+
+    /// As [`take_next`](Self::take_next), waiting while a stream's span is
+    /// full (until its reader takes outcomes, the map stops, or its flow's
+    /// function returns).
+    async fn take_next_waiting(&self) -> Option<Taken<T>> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.take_next() {
+                Next::Input(taken) => return Some(taken),
+                Next::Done => return None,
+                Next::Full => {}
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.scope.token().cancelled() => {}
+                _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
+            }
         }
     }
 
-    fn task_run(&self, position: usize) -> TaskRun<'_, T> {
+    /// Reads the next input and makes its run, held from now on; `None`
+    /// once the inputs have run out or gone wrong.
+    #[allow(clippy::type_complexity)]
+    fn read_input(
+        &self,
+        queue: &mut Queue<T>,
+    ) -> Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)> {
+        let args = match queue.inputs.next() {
+            Some(Ok(args)) => args,
+            Some(Err(error)) => {
+                queue.exhausted = true;
+                queue.input_error = Some(error);
+                return None;
+            }
+            None => {
+                queue.exhausted = true;
+                return None;
+            }
+        };
+        let position = queue.next;
+        queue.next += 1;
+        let run = self.new_run(queue);
+        queue.slots.push_back(Slot {
+            run: run.clone(),
+            delivered: false,
+        });
+        Some((position, run, args))
+    }
+
+    /// A new run for the next input, named from the reserved block.
+    fn new_run(&self, queue: &mut Queue<T>) -> Arc<RunShared<T::Output>> {
+        if queue.names.1 == 0 {
+            let first = self
+                .ctx
+                .reserve_run_names(self.task.spec().name, NAME_BLOCK as usize);
+            queue.names = (first, NAME_BLOCK);
+        }
+        let index = queue.names.0;
+        queue.names = (index + 1, queue.names.1 - 1);
+        new_run(&self.task, index)
+    }
+
+    fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {
         TaskRun {
             ctx: &self.ctx,
             task: &self.task,
-            shared: &self.runs[position],
+            shared: run,
             scope: &self.scope,
         }
     }
 
-    /// Drives the run of `position`, then of each input it takes, until none is left.
-    async fn lane(self: Arc<Self>, position: usize, submitted: Submitted<T>) {
-        let mut next = Some((position, submitted));
-        while let Some((position, submitted)) = next {
-            let run = self.task_run(position);
+    /// Drives the run it was given, then of each input it takes, until none is left.
+    async fn lane(self: Arc<Self>, taken: Taken<T>) {
+        let mut next = Some(taken);
+        while let Some((position, run, submitted)) = next {
+            let task_run = self.task_run(&run);
             let started = match submitted {
                 Submitted::Started(started) => Some(started),
-                Submitted::Args(args) => run.inputs_ready(args).await.map(|args| run.start(args)),
+                Submitted::Args(args) => task_run
+                    .inputs_ready(args)
+                    .await
+                    .map(|args| task_run.start(args)),
             };
             if let Some(started) = started {
-                run.drive_started(started).await;
+                task_run.drive_started(started).await;
             }
-            self.observe(position);
-            next = self.submit_next();
+            self.observe(&run);
+            self.deliver(position, &run).await;
+            drop(run);
+            next = self.take_next_waiting().await;
         }
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last lane records the inputs that will never be submitted, so
             // that whoever waits for the lanes (a signal handler, say) finds
             // every input with an outcome.
             if self.stopped() {
-                self.cancel_unsubmitted();
+                self.cancel_unsubmitted().await;
             }
             self.lanes_done.notify_one();
         }
     }
 
-    /// Ends every input not yet taken in `Cancelled`; later calls find none left.
-    fn cancel_unsubmitted(&self) {
-        let unsubmitted = {
-            let mut queue = self.queue();
-            let first = queue.next;
-            queue.next = self.runs.len();
-            first..self.runs.len()
-        };
-        if unsubmitted.is_empty() {
-            return;
-        }
+    /// The flow's function returned while a stream waited for its reader:
+    /// nobody will read it, so the map stops.
+    pub(super) fn abandon_unread(&self) {
+        self.scope.cancel(
+            "The flow's function returned before reading this map's stream to its end.".into(),
+        );
+    }
+
+    /// Ends in `Cancelled` every input not yet taken, as far as it can be
+    /// read: an iterator that may be endless (no upper bound in its
+    /// `size_hint`) is left unread and named as such. Later calls find none left.
+    async fn cancel_unsubmitted(&self) {
         let message = match self.tripped.get() {
             Some((switch, reason)) => {
                 format!("Cancelled by kill switch {switch} before submission: {reason}")
             }
             None => format!("{} It was never submitted.", self.scope.reason()),
         };
-        for position in unsubmitted.clone() {
-            self.task_run(position).cancel_unsubmitted(&message);
-        }
-        flow_log!(
-            self.ctx,
-            WARN,
-            "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
-            unsubmitted.len(),
-            self.task.spec().name
-        );
-    }
-
-    /// Counts a finished run into the progress bar, and shows the kill
-    /// switch what it is due to see: this run, in completion order; in input
-    /// order, every finished run not yet shown whose earlier inputs all were.
-    fn observe(&self, position: usize) {
-        if self.progress.is_none() && self.switch.is_none() {
-            return;
-        }
-        if let Some(progress) = &self.progress {
-            progress.run_finished(&self.runs[position].state());
-        }
-        let Some(switch) = &self.switch else {
-            return;
-        };
-        let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
-        match self.switch_order {
-            SwitchOrder::Completion => self.show(&mut switch, position),
-            SwitchOrder::Input => {
-                // Only read and written under the switch's lock.
-                let mut next = self.next_to_show.load(Ordering::Relaxed);
-                while next < self.runs.len()
-                    && self.runs[next].is_terminal()
-                    && self.tripped.get().is_none()
-                {
-                    self.show(&mut switch, next);
-                    next += 1;
+        let mut count = 0;
+        loop {
+            let cancelled = {
+                let mut queue = self.queue();
+                if queue.exhausted {
+                    None
+                } else if queue.inputs.size_hint().1.is_none() {
+                    queue.exhausted = true;
+                    queue.unread_from = Some(queue.next);
+                    None
+                } else {
+                    self.read_input(&mut queue)
+                        .map(|(position, run, _)| (position, run))
                 }
-                self.next_to_show.store(next, Ordering::Relaxed);
-            }
+            };
+            let Some((position, run)) = cancelled else {
+                break;
+            };
+            self.task_run(&run).cancel_unsubmitted(&message);
+            count += 1;
+            self.deliver(position, &run).await;
         }
-    }
-
-    /// Shows one finished run's state to the switch; on a trip, stops the map.
-    /// A switch that panics trips, with the panic as its reason: the map ends
-    /// rather than losing the lane that showed it.
-    fn show(&self, switch: &mut Box<dyn KillSwitch>, position: usize) {
-        // Once tripped, the switch sees no more states: they are the trip's consequences.
-        if self.tripped.get().is_some() {
-            return;
+        if count > 0 {
+            flow_log!(
+                self.ctx,
+                WARN,
+                "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
+                count,
+                self.task.spec().name
+            );
         }
-        let run = &self.runs[position];
-        let state = run.state();
-        let verdict = catch_unwind(AssertUnwindSafe(|| switch.should_flip_switch(&state)));
-        let name = catch_unwind(AssertUnwindSafe(|| switch.name()))
-            .unwrap_or_else(|_| "KillSwitch".to_string());
-        let reason = match verdict {
-            Ok(false) => return,
-            Ok(true) => {
-                catch_unwind(AssertUnwindSafe(|| switch.reason())).unwrap_or_else(|panic| {
-                    format!("its reason panicked: {}", panic_message(panic.as_ref()))
-                })
-            }
-            Err(panic) => format!("the switch panicked: {}", panic_message(panic.as_ref())),
-        };
-        flow_log!(
-            self.ctx,
-            ERROR,
-            "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
-            name,
-            run.name,
-            reason,
-            self.task.spec().name
-        );
-        // Tripped first, so that no lane takes another input once runs are being cancelled.
-        let _ = self.tripped.set((name.clone(), reason.clone()));
-        self.scope
-            .cancel(format!("Cancelled by kill switch {name}: {reason}"));
-    }
-
-    /// Gives every input that was never submitted its `Cancelled` run, then the result.
-    pub(super) fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        if self.stopped() {
-            self.cancel_unsubmitted();
+        if let Some(first) = self.queue().unread_from {
+            flow_log!(
+                self.ctx,
+                WARN,
+                "The inputs of '{}' from #{} on were never read: the map stopped, and their \
+                 iterator has no known end.",
+                self.task.spec().name,
+                first
+            );
         }
-        let futures = self.runs.iter().cloned().map(PrefectFuture::new);
-        let Some((switch, reason)) = self.tripped.get().cloned() else {
-            return Ok(PrefectFutureList::new(futures.collect()));
-        };
-        let (outcomes, values) = futures
-            .enumerate()
-            .map(|(index, future)| {
-                let outcome = InputOutcome {
-                    index,
-                    task_run: future.task_run_name(),
-                    state: future.state(),
-                };
-                (outcome, future.shared.take_outcome().ok())
-            })
-            .unzip();
-        Err(BatchError::KillSwitch(KillSwitchError::of_map(
-            switch, reason, outcomes, values,
-        )))
     }
 }

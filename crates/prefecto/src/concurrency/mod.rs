@@ -7,7 +7,9 @@ mod batch_map;
 mod batch_mode;
 mod batch_task;
 mod kill_switch;
+mod map_handover;
 mod map_run;
+mod map_stream;
 mod outcome;
 
 pub use batch_error::BatchError;
@@ -16,4 +18,5 @@ pub use batch_task::BatchTask;
 pub use kill_switch::{
     AnyFailedSwitch, BatchConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };
+pub use map_stream::{MapStream, StreamStop, StreamedRun};
 pub use outcome::InputOutcome;

@@ -144,7 +144,7 @@ pub fn map_after<T: Task, M: MapArgs<T::Args>>(
     // More than a handful of inputs gets a progress bar, in a terminal.
     let progress = match &ctx.seams.progress {
         Some(display) if inputs.len() > PROGRESS_ABOVE => {
-            display.start_map(task.spec().name, inputs.len(), 0)
+            display.start_map(task.spec().name, Some(inputs.len()), 0)
         }
         _ => None,
     };
@@ -338,6 +338,7 @@ fn spawn_run_on<T: Task>(
 
 /// Drains a runtime's task runs: used by flows before they end.
 pub(crate) async fn wait_for_task_runs(ctx: &FlowRunContext) {
+    ctx.body_returned.cancel();
     ctx.tracker.close();
     ctx.tracker.wait().await;
 }

@@ -19,5 +19,6 @@ mod nested_runs;
 mod panicking_parts;
 #[cfg(feature = "history")]
 mod resume;
+mod streams;
 mod task_runs;
 mod timeouts;

@@ -1,0 +1,233 @@
+//! What a [`MapRun`] does with a finished run: shows it to the kill
+//! switch, hands its outcome to a stream's reader, and forgets it; and the
+//! end of a map (the stream's last word, or a collecting map's result).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use super::batch_error::BatchError;
+use super::batch_mode::SwitchOrder;
+use super::kill_switch::{KillSwitch, KillSwitchError};
+use super::map_run::{MapRun, Queue};
+use super::map_stream::{Delivery, StreamStop, Streamed, StreamedRun};
+use super::outcome::InputOutcome;
+use crate::context::flow_log;
+use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
+use crate::task::{Task, panic_message};
+
+impl<T: Task> MapRun<T> {
+    /// Counts a finished run into the progress bar, and shows the kill
+    /// switch what it is due to see: this run, in completion order; in input
+    /// order, every finished run not yet shown whose earlier inputs all were.
+    pub(super) fn observe(&self, run: &Arc<RunShared<T::Output>>) {
+        if let Some(progress) = &self.progress {
+            progress.run_finished(&run.state());
+        }
+        let Some(switch) = &self.switch else {
+            return;
+        };
+        match self.switch_order {
+            SwitchOrder::Completion => {
+                let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
+                self.show(&mut switch, run);
+            }
+            SwitchOrder::Input => {
+                let mut queue = self.queue();
+                let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
+                while self.tripped.get().is_none() {
+                    let next = queue.next_to_show;
+                    let Some(slot) = queue.slot(next) else {
+                        break;
+                    };
+                    if !slot.run.is_terminal() {
+                        break;
+                    }
+                    let run = slot.run.clone();
+                    self.show(&mut switch, &run);
+                    queue.next_to_show = next + 1;
+                }
+                drop(switch);
+                self.forget_handed_over(&mut queue);
+            }
+        }
+    }
+
+    /// Shows one finished run's state to the switch; on a trip, stops the map.
+    /// A switch that panics trips, with the panic as its reason: the map ends
+    /// rather than losing the lane that showed it.
+    fn show(&self, switch: &mut Box<dyn KillSwitch>, run: &Arc<RunShared<T::Output>>) {
+        // Once tripped, the switch sees no more states: they are the trip's consequences.
+        if self.tripped.get().is_some() {
+            return;
+        }
+        let state = run.state();
+        let verdict = catch_unwind(AssertUnwindSafe(|| switch.should_flip_switch(&state)));
+        let name = catch_unwind(AssertUnwindSafe(|| switch.name()))
+            .unwrap_or_else(|_| "KillSwitch".to_string());
+        let reason = match verdict {
+            Ok(false) => return,
+            Ok(true) => {
+                catch_unwind(AssertUnwindSafe(|| switch.reason())).unwrap_or_else(|panic| {
+                    format!("its reason panicked: {}", panic_message(panic.as_ref()))
+                })
+            }
+            Err(panic) => format!("the switch panicked: {}", panic_message(panic.as_ref())),
+        };
+        flow_log!(
+            self.ctx,
+            ERROR,
+            "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
+            name,
+            run.name,
+            reason,
+            self.task.spec().name
+        );
+        // Tripped first, so that no lane takes another input once runs are being cancelled.
+        let _ = self.tripped.set((name.clone(), reason.clone()));
+        self.scope
+            .cancel(format!("Cancelled by kill switch {name}: {reason}"));
+        self.room.notify_waiters();
+    }
+
+    /// Hands a stream's reader the outcomes now due: this run's, in
+    /// completion order; in input order, every finished run from the first
+    /// not yet handed over. Then forgets what no longer needs holding.
+    pub(super) async fn deliver(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
+        let Some(delivery) = &self.delivery else {
+            return;
+        };
+        if !delivery.in_input_order {
+            let item = StreamedRun::of(position, run);
+            {
+                let mut queue = self.queue();
+                if let Some(slot) = queue.slot(position) {
+                    slot.delivered = true;
+                }
+                self.forget_handed_over(&mut queue);
+            }
+            self.send(delivery, item).await;
+            return;
+        }
+        // One lane at a time, so that outcomes leave in the order they were taken.
+        let _sending = delivery.sending.lock().await;
+        loop {
+            let due: Vec<_> = {
+                let mut queue = self.queue();
+                let mut due = Vec::new();
+                loop {
+                    let next = queue.next_to_hand;
+                    let Some(slot) = queue.slot(next) else {
+                        break;
+                    };
+                    if !slot.run.is_terminal() {
+                        break;
+                    }
+                    slot.delivered = true;
+                    due.push(StreamedRun::of(next, &slot.run));
+                    queue.next_to_hand = next + 1;
+                }
+                self.forget_handed_over(&mut queue);
+                due
+            };
+            if due.is_empty() {
+                return;
+            }
+            for item in due {
+                self.send(delivery, item).await;
+            }
+        }
+    }
+
+    /// Sends one outcome, waiting while the reader is behind: unless the
+    /// reader is gone (the outcome is dropped: the history has it), or the
+    /// flow's function returned without reading on.
+    async fn send(&self, delivery: &Delivery<T::Output>, item: StreamedRun<T::Output>) {
+        tokio::select! {
+            _ = delivery.sender.send(Streamed::Run(item)) => {}
+            _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
+        }
+    }
+
+    /// Forgets, from the front, the runs a stream has handed over and an
+    /// input-order switch has seen; wakes lanes waiting for room.
+    pub(super) fn forget_handed_over(&self, queue: &mut Queue<T>) {
+        if self.delivery.is_none() {
+            return;
+        }
+        let input_switch = self.switch.is_some() && self.switch_order == SwitchOrder::Input;
+        let mut forgot = false;
+        while let Some(front) = queue.slots.front() {
+            let seen =
+                !input_switch || queue.low < queue.next_to_show || self.tripped.get().is_some();
+            if !(front.delivered && seen) {
+                break;
+            }
+            queue.slots.pop_front();
+            queue.low += 1;
+            forgot = true;
+        }
+        if forgot {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Ends a stream: the reader learns why it stopped, if it did.
+    pub(super) async fn end_stream(&self) {
+        let Some(delivery) = &self.delivery else {
+            return;
+        };
+        let stop = {
+            let queue = self.queue();
+            let unread_from = queue.unread_from;
+            match (self.tripped.get(), &queue.input_error) {
+                (Some((switch, reason)), _) => Some(StreamStop::KillSwitch {
+                    switch: switch.clone(),
+                    reason: reason.clone(),
+                    unread_from,
+                }),
+                (None, Some(error)) => Some(StreamStop::Inputs(error.clone())),
+                (None, None) if self.scope.is_cancelled() => Some(StreamStop::Cancelled {
+                    reason: self.scope.reason(),
+                    unread_from,
+                }),
+                (None, None) => None,
+            }
+        };
+        if let Some(StreamStop::Inputs(error)) = &stop {
+            flow_log!(self.ctx, ERROR, "{}", error);
+        }
+        tokio::select! {
+            _ = delivery.sender.send(Streamed::End(stop)) => {}
+            _ = self.ctx.body_returned.cancelled() => {}
+        }
+    }
+
+    /// A collecting map's result: every run's future, or the kill switch
+    /// error with every input's outcome.
+    pub(super) fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
+        let runs: Vec<_> = self
+            .queue()
+            .slots
+            .iter()
+            .map(|slot| slot.run.clone())
+            .collect();
+        let futures = runs.into_iter().map(PrefectFuture::new);
+        let Some((switch, reason)) = self.tripped.get().cloned() else {
+            return Ok(PrefectFutureList::new(futures.collect()));
+        };
+        let (outcomes, values) = futures
+            .enumerate()
+            .map(|(index, future)| {
+                let outcome = InputOutcome {
+                    index,
+                    task_run: future.task_run_name(),
+                    state: future.state(),
+                };
+                (outcome, future.shared.take_outcome().ok())
+            })
+            .unzip();
+        Err(BatchError::KillSwitch(KillSwitchError::of_map(
+            switch, reason, outcomes, values,
+        )))
+    }
+}

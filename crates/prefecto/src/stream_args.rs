@@ -1,0 +1,305 @@
+//! The arguments of a streaming map (`BatchTask::stream`): one per task
+//! parameter, each an iterator of inputs read lazily, or [`unmapped`].
+//!
+//! Unlike `map`'s arguments, nothing is collected: the map reads one input
+//! when it has room for one, so an iterator over a file, a database cursor
+//! or `0..10_000_000` is never held in memory. Lengths are compared before
+//! the map starts when every mapped iterator knows its length exactly
+//! (`size_hint`), and otherwise when the first one runs out.
+//!
+//! [`unmapped`]: crate::unmapped
+
+use crate::args::{MapError, Unmapped, common_len};
+use crate::inputs::RunArgs;
+
+/// The inputs of a streaming map, zipped, in input order. An item is an
+/// error once, if one mapped iterator ran out before another; none follows.
+pub type InputStream<Args> = Box<dyn Iterator<Item = Result<RunArgs<Args>, MapError>> + Send>;
+
+/// One argument of a streaming map, taken apart.
+pub enum LazyColumn<T> {
+    /// One value per input, read when the map takes the input.
+    Mapped(Box<dyn Iterator<Item = T> + Send>),
+    /// The same value for every input, cloned on demand.
+    Unmapped(Box<dyn FnMut() -> T + Send>),
+}
+
+impl<T> LazyColumn<T> {
+    /// `Some(None)` for a mapped column of unknown length; `None` if unmapped.
+    fn exact_len(&self) -> Option<Option<usize>> {
+        match self {
+            LazyColumn::Mapped(values) => Some(match values.size_hint() {
+                (low, Some(high)) if low == high => Some(low),
+                _ => None,
+            }),
+            LazyColumn::Unmapped(_) => None,
+        }
+    }
+
+    /// The upper bound of a mapped column's length, if it has one.
+    fn upper_bound(&self) -> Option<usize> {
+        match self {
+            LazyColumn::Mapped(values) => values.size_hint().1,
+            LazyColumn::Unmapped(_) => None,
+        }
+    }
+
+    fn is_mapped(&self) -> bool {
+        matches!(self, LazyColumn::Mapped(_))
+    }
+
+    fn next_value(&mut self) -> Option<T> {
+        match self {
+            LazyColumn::Mapped(values) => values.next(),
+            LazyColumn::Unmapped(make) => Some(make()),
+        }
+    }
+}
+
+/// Something that can stand for one parameter in a streaming map: any
+/// iterable of the parameter's type whose iterator can move to the map's
+/// threads, or [`Unmapped`] of a value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot stand for a `{T}` parameter in `stream`",
+    label = "expected an iterable of `{T}` (its iterator `Send + 'static`), or `unmapped(value)` of one `{T}`",
+    note = "a stream reads its inputs while it runs, so it owns its iterators: pass `vec.into_iter()`, not `&vec`"
+)]
+pub trait StreamArg<T> {
+    /// Takes the argument apart into a lazy column.
+    fn into_lazy_column(self) -> LazyColumn<T>;
+}
+
+impl<T, I> StreamArg<T> for I
+where
+    I: IntoIterator<Item = T>,
+    I::IntoIter: Send + 'static,
+{
+    fn into_lazy_column(self) -> LazyColumn<T> {
+        LazyColumn::Mapped(Box::new(self.into_iter()))
+    }
+}
+
+impl<T: Clone + Send + 'static> StreamArg<T> for Unmapped<T> {
+    fn into_lazy_column(self) -> LazyColumn<T> {
+        let value = self.0;
+        LazyColumn::Unmapped(Box::new(move || value.clone()))
+    }
+}
+
+/// The whole argument list of a streaming map: a tuple with one
+/// [`StreamArg`] per parameter.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the arguments of a `stream` over a task taking `{Args}`",
+    label = "pass one argument per task parameter, in order, as a tuple",
+    note = "each argument is an iterable of its parameter's type, or `unmapped(value)`"
+)]
+pub trait StreamArgs<Args> {
+    /// Checks what can be checked now (at least one mapped argument; equal
+    /// lengths where they are known) and zips the columns lazily. Gives the
+    /// number of inputs too, when every mapped iterator knows it.
+    fn into_input_stream(
+        self,
+        param_names: &'static [&'static str],
+    ) -> Result<(InputStream<Args>, Option<usize>), MapError>;
+}
+
+/// The length every mapped column shares, if all know theirs; the error if
+/// two known lengths differ, or if nothing is mapped.
+fn known_len(
+    lengths: &[Option<Option<usize>>],
+    param_names: &[&'static str],
+) -> Result<Option<usize>, MapError> {
+    if lengths.iter().all(Option::is_none) {
+        return Err(MapError::NoMappedIterable);
+    }
+    let known: Vec<Option<usize>> = lengths.iter().map(|len| len.flatten()).collect();
+    let names: Vec<&'static str> = (0..lengths.len())
+        .filter(|&i| known[i].is_some())
+        .map(|i| param_names.get(i).copied().unwrap_or("?"))
+        .collect();
+    let known_only: Vec<Option<usize>> = known.iter().copied().filter(Option::is_some).collect();
+    if known_only.is_empty() {
+        return Ok(None);
+    }
+    let len = common_len(&known_only, &names)?;
+    let all_known = lengths.iter().all(|len| !matches!(len, Some(None)));
+    Ok(all_known.then_some(len))
+}
+
+/// The error for columns that ran out at different inputs: `ended[i]` says
+/// whether column `i` gave no value for input `after`.
+fn unequal(
+    ended: &[bool],
+    mapped: &[bool],
+    after: usize,
+    param_names: &[&'static str],
+) -> Option<MapError> {
+    let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
+    let first_ended = (0..ended.len()).find(|&i| mapped[i] && ended[i])?;
+    let longer = (0..ended.len()).find(|&i| mapped[i] && !ended[i])?;
+    Some(MapError::UnequalLengths {
+        ended: name(first_ended),
+        after,
+        longer: name(longer),
+    })
+}
+
+/// Zipped inputs that remember the bound their columns had: a map that
+/// stops reads the rest only when it is bounded (an endless iterator is
+/// left unread).
+struct Bounded<I> {
+    inputs: I,
+    /// At most this many inputs left.
+    left: Option<usize>,
+}
+
+impl<I: Iterator> Iterator for Bounded<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inputs.next();
+        if item.is_some() {
+            self.left = self.left.map(|left| left.saturating_sub(1));
+        }
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, self.left)
+    }
+}
+
+macro_rules! impl_stream_args {
+    ($($arg:ident $param:ident $col:ident $value:ident),+) => {
+        impl<$($param: Send + 'static,)+ $($arg: StreamArg<$param>,)+> StreamArgs<($($param,)+)> for ($($arg,)+) {
+            fn into_input_stream(
+                self,
+                param_names: &'static [&'static str],
+            ) -> Result<(InputStream<($($param,)+)>, Option<usize>), MapError> {
+                #[allow(non_snake_case)]
+                let ($($col,)+) = self;
+                $(#[allow(non_snake_case)] let mut $col = $col.into_lazy_column();)+
+                let total = known_len(&[$($col.exact_len()),+], param_names)?;
+                let mapped = [$($col.is_mapped()),+];
+                let left = [$($col.upper_bound()),+].into_iter().flatten().min();
+                let mut taken = 0;
+                let mut ended = false;
+                let inputs = std::iter::from_fn(move || {
+                    if ended {
+                        return None;
+                    }
+                    $(let $value = $col.next_value();)+
+                    let missing = [$($value.is_none()),+];
+                    if let ($(Some($value),)+) = ($($value,)+) {
+                        taken += 1;
+                        return Some(Ok(RunArgs::Ready(($($value,)+))));
+                    }
+                    ended = true;
+                    unequal(&missing, &mapped, taken, param_names).map(Err)
+                });
+                Ok((Box::new(Bounded { inputs, left }), total))
+            }
+        }
+    };
+}
+
+impl_stream_args!(M0 T0 c0 v0);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6);
+impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6, M7 T7 c7 v7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::unmapped;
+
+    const AB: &[&str] = &["a", "b"];
+
+    fn values<A>(stream: InputStream<A>) -> Vec<Result<A, MapError>> {
+        stream
+            .map(|item| {
+                item.map(|args| match args {
+                    RunArgs::Ready(args) => args,
+                    RunArgs::Waiting(_) => panic!("streams take values only"),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zips_lazily_and_knows_exact_lengths() {
+        let (stream, total) = (0..3, vec![10, 11, 12]).into_input_stream(AB).unwrap();
+        assert_eq!(total, Some(3));
+        assert_eq!(values(stream), [Ok((0, 10)), Ok((1, 11)), Ok((2, 12))]);
+    }
+
+    #[test]
+    fn an_iterator_of_unknown_length_is_read_to_its_end() {
+        let (stream, total) = (unmapped(1u8), (0..5).filter(|n| n % 2 == 0))
+            .into_input_stream(AB)
+            .unwrap();
+        assert_eq!(total, None);
+        assert_eq!(
+            stream.size_hint().1,
+            Some(5),
+            "bounded: a stop reads the rest"
+        );
+        assert_eq!(values(stream), [Ok((1, 0)), Ok((1, 2)), Ok((1, 4))]);
+    }
+
+    #[test]
+    fn known_unequal_lengths_are_refused_before_anything_runs() {
+        let Err(err) = (0..4, 0..3).into_input_stream(AB) else {
+            panic!("unequal known lengths are refused");
+        };
+        assert_eq!(
+            err.to_string(),
+            "Expected all iterables to be of length 4 like 'a'. 'b' is length 3."
+        );
+    }
+
+    #[test]
+    fn unknown_unequal_lengths_end_the_inputs_with_an_error() {
+        let (stream, total) = ((0..4).filter(|_| true), 0..2)
+            .into_input_stream(AB)
+            .unwrap();
+        assert_eq!(total, None);
+        let items = values(stream);
+        assert_eq!(items.len(), 3, "two inputs, then the error, then nothing");
+        assert_eq!(
+            items[2],
+            Err(MapError::UnequalLengths {
+                ended: "b",
+                after: 2,
+                longer: "a"
+            })
+        );
+    }
+
+    #[test]
+    fn nothing_mapped_is_refused() {
+        let Err(err) = (unmapped(1), unmapped(2)).into_input_stream(AB) else {
+            panic!("nothing to map over is refused");
+        };
+        assert_eq!(err, MapError::NoMappedIterable);
+    }
+
+    #[test]
+    fn an_endless_iterator_is_fine_until_read() {
+        let (mut stream, total) = ((0u64..).map(|n| n * 2),)
+            .into_input_stream(&["x"])
+            .unwrap();
+        assert_eq!(total, None);
+        assert_eq!(
+            stream.size_hint().1,
+            None,
+            "no end known: a stop leaves it unread"
+        );
+        assert!(matches!(stream.next(), Some(Ok(RunArgs::Ready((0,))))));
+        assert!(matches!(stream.next(), Some(Ok(RunArgs::Ready((2,))))));
+    }
+}
