@@ -1,61 +1,35 @@
-//! BatchTask against a raw Tokio baseline, in one run so that the ratios hold
-//! on a noisy machine. Prints a table; `cargo bench --bench batch_task`.
+//! BatchTask against what a Rust user would write instead, in one process,
+//! interleaved, so that the ratios hold on a noisy machine. Prints tables;
+//! `cargo bench --bench batch_task` (`-- --quick`: one small pass, for CI).
 //!
-//! - Overhead: 100k and 1M trivial inputs, size 100, both modes, against a
-//!   `JoinSet` limited by a `Semaphore` of 100. Logs are off (`OFF` level),
-//!   as a big map would run them at WARNING.
-//! - Memory: peak heap bytes while a map runs, per input, from a counting allocator.
-//! - Stragglers: 2,000 inputs, 95% taking 1 ms and 5% taking 50 ms, size 50:
-//!   each mode against the ideal (the work the bodies really did / size).
+//! - Cost per input: 1,000,000 trivial inputs (100,000 with `--quick`), size
+//!   100, logs and history off, each workload run `REPS` times interleaved:
+//!   the median and the range, and the median's ratio to every baseline
+//!   (`buffer_unordered(100)`, a `JoinSet` under a `Semaphore(100)`,
+//!   hand-written strict batches of 100 spawned tasks, rayon `par_iter`).
+//! - Flatness: a streaming sliding window from 10k to 10M inputs (1M with
+//!   `--quick`): µs per input at each count.
+//! - Memory: peak RSS, each workload in a fresh process of its own (this
+//!   bench run again with `--rss`), at N and at N/100 inputs: the difference
+//!   per input. Nothing counts allocations while anything is timed.
+//! - History: the same maps with the SQLite run history on, against off.
+//! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
+//!   against the ideal from the nominal durations and from the measured ones.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::future::join_all;
 use prefecto::prelude::*;
+use rayon::prelude::*;
+use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-struct CountingAllocator;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `System` with this layout, as the caller promises.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > layout.size() {
-            let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed)
-                + (new_size - layout.size());
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `realloc` is passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Resets the peak to what is live now, and returns that.
-fn reset_peak() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    live
-}
+const SIZE: usize = 100;
 
 #[task]
 async fn add_one(x: u64) -> u64 {
@@ -67,36 +41,136 @@ fn add_one_sync(x: u64) -> u64 {
     x + 1
 }
 
-static WORK_NANOS: AtomicU64 = AtomicU64::new(0);
-
-#[task]
-async fn straggle(i: u64) -> u64 {
-    let started = Instant::now();
-    let millis = if i % 20 == 0 { 50 } else { 1 };
-    tokio::time::sleep(Duration::from_millis(millis)).await;
-    WORK_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    i
+/// What is measured: a baseline, or prefecto in a mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Workload {
+    BufferUnordered,
+    JoinSetSemaphore,
+    HandStrict,
+    Rayon,
+    /// `BatchTask::map`, collecting every result.
+    Map {
+        mode: BatchMode,
+        sync_body: bool,
+    },
+    /// `BatchTask::stream_unordered`, summing outcomes as they come.
+    Stream {
+        mode: BatchMode,
+        sync_body: bool,
+    },
 }
 
-const SIZE: usize = 100;
+use Workload::*;
 
-struct Measure {
-    seconds: f64,
-    peak_bytes_per_input: f64,
+const BASELINES: [Workload; 4] = [BufferUnordered, JoinSetSemaphore, HandStrict, Rayon];
+
+const PREFECTO: [Workload; 6] = [
+    Map {
+        mode: BatchMode::SlidingWindow,
+        sync_body: false,
+    },
+    Map {
+        mode: BatchMode::Strict,
+        sync_body: false,
+    },
+    Map {
+        mode: BatchMode::SlidingWindow,
+        sync_body: true,
+    },
+    Map {
+        mode: BatchMode::Strict,
+        sync_body: true,
+    },
+    Stream {
+        mode: BatchMode::SlidingWindow,
+        sync_body: false,
+    },
+    Stream {
+        mode: BatchMode::SlidingWindow,
+        sync_body: true,
+    },
+];
+
+impl Workload {
+    fn name(self) -> String {
+        let body = |sync: bool| if sync { "sync" } else { "async" };
+        let mode = |mode: BatchMode| match mode {
+            BatchMode::Strict => "strict",
+            BatchMode::SlidingWindow => "window",
+            _ => "other",
+        };
+        match self {
+            BufferUnordered => "futures buffer_unordered(100)".into(),
+            JoinSetSemaphore => "tokio JoinSet + Semaphore(100)".into(),
+            HandStrict => "hand-written strict (100 spawns)".into(),
+            Rayon => "rayon par_iter (sync)".into(),
+            Map { mode: m, sync_body } => format!("map {}, {} body", mode(m), body(sync_body)),
+            Stream { mode: m, sync_body } => {
+                format!("stream {}, {} body", mode(m), body(sync_body))
+            }
+        }
+    }
+
+    fn parse(name: &str) -> Workload {
+        *BASELINES
+            .iter()
+            .chain(PREFECTO.iter())
+            .find(|w| w.name() == name)
+            .unwrap_or_else(|| panic!("no workload {name:?}"))
+    }
+
+    /// Runs once over `n` inputs; the seconds it took. Checks the results.
+    fn run(self, runtime: &Runtime, n: u64) -> f64 {
+        let started = Instant::now();
+        let checksum: u64 = match self {
+            BufferUnordered => runtime.block_on(async {
+                let results: Vec<u64> = futures::stream::iter(0..n)
+                    .map(|x| async move { x + 1 })
+                    .buffer_unordered(SIZE)
+                    .collect()
+                    .await;
+                results.iter().sum()
+            }),
+            JoinSetSemaphore => runtime.block_on(join_set(n)),
+            HandStrict => runtime.block_on(async {
+                let mut results = Vec::with_capacity(n as usize);
+                let mut start = 0;
+                while start < n {
+                    let end = (start + SIZE as u64).min(n);
+                    let batch = (start..end).map(|i| tokio::spawn(async move { i + 1 }));
+                    results.extend(join_all(batch).await.into_iter().map(Result::unwrap));
+                    start = end;
+                }
+                results.iter().sum()
+            }),
+            Rayon => {
+                let results: Vec<u64> = (0..n).into_par_iter().map(|x| x + 1).collect();
+                results.iter().sum()
+            }
+            Map { mode, sync_body } => runtime
+                .block_on(map_flow(n, mode, sync_body))
+                .unwrap()
+                .iter()
+                .sum(),
+            Stream { mode, sync_body } => {
+                runtime.block_on(stream_flow(n, mode, sync_body)).unwrap()
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(checksum, n * (n + 1) / 2, "{self:?} lost inputs");
+        seconds
+    }
 }
 
-async fn baseline(n: u64) -> Measure {
-    let before = reset_peak();
-    let started = Instant::now();
+async fn join_set(n: u64) -> u64 {
     let semaphore = Arc::new(Semaphore::new(SIZE));
     let mut set = JoinSet::new();
     let mut results = vec![0u64; n as usize];
     for i in 0..n {
         let permit = semaphore.clone().acquire_owned().await.unwrap();
         set.spawn(async move {
-            let out = (i, i + 1);
             drop(permit);
-            out
+            (i, i + 1)
         });
         while let Some(done) = set.try_join_next() {
             let (i, r) = done.unwrap();
@@ -107,12 +181,7 @@ async fn baseline(n: u64) -> Measure {
         let (i, r) = done.unwrap();
         results[i as usize] = r;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(results[n as usize - 1], n);
-    Measure {
-        seconds,
-        peak_bytes_per_input: (PEAK.load(Ordering::Relaxed) - before) as f64 / n as f64,
-    }
+    results.iter().sum()
 }
 
 async fn map_all<T: Task<Args = (u64,), Output = u64>>(
@@ -126,61 +195,42 @@ async fn map_all<T: Task<Args = (u64,), Output = u64>>(
 }
 
 #[flow]
-async fn batch_flow(n: u64, mode: BatchMode, sync_body: bool) -> Measure {
-    let before = reset_peak();
-    let started = Instant::now();
-    let results = if sync_body {
+async fn map_flow(n: u64, mode: BatchMode, sync_body: bool) -> Vec<u64> {
+    if sync_body {
         map_all(add_one_sync, n, mode).await
     } else {
         map_all(add_one, n, mode).await
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(results.len(), n as usize);
-    assert_eq!(results[n as usize - 1], n);
-    Measure {
-        seconds,
-        peak_bytes_per_input: (PEAK.load(Ordering::Relaxed) - before) as f64 / n as f64,
     }
 }
 
-/// The SQLite writer's own throughput: what a run costs it, without the engine.
-fn writer_alone(path: &std::path::Path, n: u64) -> f64 {
-    use prefecto::recorder::{FlowRunRef, Recorder, RunTimes, TransitionEvent};
-    use prefecto::store::HistoryRecorder;
-    use std::time::SystemTime;
-    let recorder = HistoryRecorder::start(path).unwrap();
-    let parameters = serde_json::json!({});
-    let flow_run = FlowRunRef {
-        id: uuid::Uuid::new_v4(),
-        name: "writer-alone",
-        flow: "bench",
-        parameters: &parameters,
+#[flow]
+async fn stream_flow(n: u64, mode: BatchMode, sync_body: bool) -> u64 {
+    let mut stream = if sync_body {
+        let batch = BatchTask::new(add_one_sync, SIZE).unwrap().with_mode(mode);
+        batch.stream_unordered(0..n).unwrap()
+    } else {
+        let batch = BatchTask::new(add_one, SIZE).unwrap().with_mode(mode);
+        batch.stream_unordered(0..n).unwrap()
     };
-    let started = Instant::now();
-    for index in 0..n {
-        let run = Some(prefecto::TaskRunName { task: "add", index });
-        let mut times = RunTimes {
-            created: SystemTime::now(),
-            started: None,
-            run_count: 0,
-        };
-        for state in [State::pending(), State::running(), State::completed()] {
-            if state.is_running() {
-                times.started = Some(SystemTime::now());
-                times.run_count = 1;
-            }
-            recorder.on_transition(&TransitionEvent {
-                flow_run,
-                task_run: run,
-                task: None,
-                times: Some(times),
-                state: &state,
-                upstream: &[],
-            });
-        }
+    let mut sum = 0;
+    while let Some(run) = stream.next_async().await {
+        sum += run.result.unwrap();
     }
-    recorder.flush();
-    started.elapsed().as_secs_f64() * 1e6 / n as f64
+    sum
+}
+
+static WORK_NANOS: AtomicU64 = AtomicU64::new(0);
+
+#[task]
+async fn straggle(i: u64) -> u64 {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(straggler_millis(i))).await;
+    WORK_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    i
+}
+
+fn straggler_millis(i: u64) -> u64 {
+    if i % 20 == 0 { 50 } else { 1 }
 }
 
 #[flow]
@@ -197,181 +247,207 @@ async fn straggler_flow(mode: BatchMode) -> (f64, f64) {
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(results.len(), 2000);
-    let ideal = WORK_NANOS.load(Ordering::Relaxed) as f64 / 1e9 / 50.0;
-    (seconds, ideal)
+    (
+        seconds,
+        WORK_NANOS.load(Ordering::Relaxed) as f64 / 1e9 / 50.0,
+    )
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak RSS of one run of `workload` over `n` inputs, in a fresh process.
+fn rss_of(workload: Workload, n: u64) -> u64 {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--rss", &workload.name(), &n.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rss_kib "))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS from {workload:?}: {stdout}"))
+}
+
+/// The median and the range of some seconds, in µs per input.
+fn per_input(seconds: &mut [f64], n: u64) -> (f64, f64, f64) {
+    seconds.sort_by(f64::total_cmp);
+    let us = |s: f64| s * 1e6 / n as f64;
+    (
+        us(seconds[seconds.len() / 2]),
+        us(seconds[0]),
+        us(seconds[seconds.len() - 1]),
+    )
 }
 
 fn main() {
-    // Logs off: the figures are the engine's, not the console's. History off
-    // but where measured: this table is the engine's own cost.
+    // Logs off: the figures are the engine's, not the console's.
     prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
-    Prefecto::builder()
-        .engine_only()
-        .build()
-        .unwrap()
-        .install()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // `--quick`: one small pass (CI); `--inputs N`: only N inputs, no stragglers (profiling).
     let args: Vec<String> = std::env::args().collect();
+    let engine_only = Prefecto::builder().engine_only().build().unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--rss") {
+        let workload = Workload::parse(&args[i + 1]);
+        let n = args[i + 2].parse().unwrap();
+        engine_only.scope(|| workload.run(&runtime(), n));
+        println!("rss_kib {}", peak_rss_kib());
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
-    let only_inputs: Option<u64> = args
-        .iter()
-        .position(|a| a == "--inputs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok());
-    // `--history-only`: skip the engine table (profiling the history).
-    let history_only = args.iter().any(|a| a == "--history-only");
-    let sizes: Vec<u64> = match (only_inputs, quick) {
-        _ if history_only => vec![],
-        (Some(n), _) => vec![n],
-        (None, true) => vec![10_000],
-        (None, false) => vec![100_000, 1_000_000],
-    };
-
+    let (n, reps) = if quick { (100_000, 1) } else { (1_000_000, 5) };
+    let runtime = runtime();
     println!(
-        "prefecto BatchTask vs raw tokio (JoinSet + Semaphore({SIZE})), {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "prefecto BatchTask against hand-written Rust: {} cores, load {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
-        "fastest of {} interleaved repetitions",
-        if quick { 1 } else { 3 }
+        "{n} trivial inputs, size {SIZE}, logs and history off; median of {reps} interleaved runs [min-max], µs per input"
     );
-    println!(
-        "{:<34} {:>10} {:>12} {:>14} {:>12} {:>16}",
-        "workload", "inputs", "total", "per run", "vs baseline", "peak heap/input"
-    );
-    const VARIANTS: [(&str, BatchMode, bool); 4] = [
-        ("BatchTask strict, async body", BatchMode::Strict, false),
-        (
-            "BatchTask window, async body",
-            BatchMode::SlidingWindow,
-            false,
-        ),
-        ("BatchTask strict, sync body", BatchMode::Strict, true),
-        (
-            "BatchTask window, sync body",
-            BatchMode::SlidingWindow,
-            true,
-        ),
-    ];
-    let repetitions = if quick { 1 } else { 3 };
-    for &n in &sizes {
-        // Warm the allocator and runtime so no run pays for first use.
-        runtime.block_on(baseline(n.min(10_000)));
-        // Interleaved repetitions, keeping each workload's fastest: noise only ever adds time.
-        let mut base: Option<Measure> = None;
-        let mut best: Vec<Option<Measure>> = (0..VARIANTS.len()).map(|_| None).collect();
-        let keep_faster = |slot: &mut Option<Measure>, m: Measure| {
-            if slot.as_ref().is_none_or(|s| m.seconds < s.seconds) {
-                *slot = Some(m);
-            }
-        };
-        for _ in 0..repetitions {
-            keep_faster(&mut base, runtime.block_on(baseline(n)));
-            for (slot, (_, mode, sync_body)) in best.iter_mut().zip(VARIANTS) {
-                keep_faster(
-                    slot,
-                    runtime.block_on(batch_flow(n, mode, sync_body)).unwrap(),
-                );
+    let workloads: Vec<Workload> = BASELINES.iter().chain(PREFECTO.iter()).copied().collect();
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    engine_only.scope(|| {
+        for w in &workloads {
+            w.run(&runtime, n.min(10_000)); // warm-up: first use of pools and allocator
+        }
+        for _ in 0..reps {
+            for (w, s) in workloads.iter().zip(&mut seconds) {
+                s.push(w.run(&runtime, n));
             }
         }
-        let base = base.unwrap();
-        let row = |name: &str, m: &Measure| {
-            println!(
-                "{:<34} {:>10} {:>10.3} s {:>11.3} µs {:>11.2}x {:>14.0} B",
-                name,
-                n,
-                m.seconds,
-                m.seconds * 1e6 / n as f64,
-                m.seconds / base.seconds,
-                m.peak_bytes_per_input
-            );
-        };
-        row("tokio JoinSet+Semaphore (baseline)", &base);
-        for (measure, (name, _, _)) in best.iter().zip(VARIANTS) {
-            row(name, measure.as_ref().unwrap());
-        }
+    });
+    let medians: Vec<(f64, f64, f64)> = seconds.iter_mut().map(|s| per_input(s, n)).collect();
+    println!(
+        "{:<34} {:>22} {:>9} {:>9} {:>9} {:>9}",
+        "workload", "µs/input", "vs b_u", "vs strict", "vs JoinSet", "vs rayon"
+    );
+    for (w, (median, low, high)) in workloads.iter().zip(&medians) {
+        let ratio = |b: usize| format!("{:.2}x", median / medians[b].0);
+        println!(
+            "{:<34} {:>8.3} [{:.3}-{:.3}] {:>9} {:>9} {:>9} {:>9}",
+            w.name(),
+            median,
+            low,
+            high,
+            ratio(0),
+            ratio(2),
+            ratio(1),
+            ratio(3)
+        );
     }
 
     println!();
-    let history_inputs: u64 = only_inputs.unwrap_or(if quick { 10_000 } else { 100_000 });
+    println!("flatness: stream window, µs per input (one run each)");
+    let counts: &[u64] = if quick {
+        &[10_000, 100_000, 1_000_000]
+    } else {
+        &[10_000, 100_000, 1_000_000, 10_000_000]
+    };
+    for sync_body in [false, true] {
+        let w = Stream {
+            mode: BatchMode::SlidingWindow,
+            sync_body,
+        };
+        let costs: Vec<f64> = counts
+            .iter()
+            .map(|&count| engine_only.scope(|| w.run(&runtime, count)) * 1e6 / count as f64)
+            .collect();
+        let spread = costs.iter().copied().fold(0f64, f64::max)
+            / costs.iter().copied().fold(f64::MAX, f64::min);
+        let cells: Vec<String> = counts
+            .iter()
+            .zip(&costs)
+            .map(|(c, us)| format!("{c}: {us:.3}"))
+            .collect();
+        println!(
+            "{:<34} {}  (max/min {spread:.2}x)",
+            w.name(),
+            cells.join(", ")
+        );
+    }
+
+    println!();
+    let small = n / 100;
     println!(
-        "run history (SQLite), {history_inputs} inputs, size {SIZE}: per task run, off and on"
+        "peak RSS, each in a fresh process: at {n} and at {small} inputs, and the difference per input"
+    );
+    for w in &workloads {
+        let (big, little) = (rss_of(*w, n), rss_of(*w, small));
+        println!(
+            "{:<34} {:>8.1} MiB {:>8.1} MiB {:>8.1} B/input",
+            w.name(),
+            big as f64 / 1024.0,
+            little as f64 / 1024.0,
+            (big as f64 - little as f64) * 1024.0 / (n - small) as f64
+        );
+    }
+
+    println!();
+    let history_inputs = if quick { 10_000 } else { 100_000 };
+    println!(
+        "run history (SQLite), {history_inputs} inputs: µs per input, off and on (median of {reps})"
     );
     let home = std::env::temp_dir().join(format!("prefecto-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
-    let history_off = Prefecto::builder().engine_only().build().unwrap();
     let history_on = Prefecto::builder()
         .engine_only()
         .history_in(&home)
         .build()
         .unwrap();
-    let mut recorded_runs = 0;
-    for (name, mode, sync_body) in [VARIANTS[2], VARIANTS[1]] {
-        let (mut off, mut on, mut peak_on) = (f64::MAX, f64::MAX, 0f64);
-        for _ in 0..repetitions {
-            let started = Instant::now();
-            runtime
-                .block_on(history_off.scope_async(batch_flow(history_inputs, mode, sync_body)))
-                .unwrap();
-            off = off.min(started.elapsed().as_secs_f64());
-            // Timed around the flow call, which returns once its history is
-            // committed: the writer's work is in the figure.
-            let started = Instant::now();
-            let m = runtime
-                .block_on(history_on.scope_async(batch_flow(history_inputs, mode, sync_body)))
-                .unwrap();
-            on = on.min(started.elapsed().as_secs_f64());
-
-            // Events queue while the writer catches up: the peak heap counts them.
-            peak_on = peak_on.max(m.peak_bytes_per_input);
-            recorded_runs += history_inputs;
+    for w in [PREFECTO[0], PREFECTO[2], PREFECTO[4], PREFECTO[5]] {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            off.push(engine_only.scope(|| w.run(&runtime, history_inputs)));
+            // The flow call returns once its history is committed: the
+            // writer's work is in the figure.
+            on.push(history_on.scope(|| w.run(&runtime, history_inputs)));
         }
+        let (off, on) = (
+            per_input(&mut off, history_inputs).0,
+            per_input(&mut on, history_inputs).0,
+        );
         println!(
-            "{:<34} off {:>7.3} µs, on {:>7.3} µs ({:.2}x off), peak heap on {:.0} B/input",
-            name,
-            off * 1e6 / history_inputs as f64,
-            on * 1e6 / history_inputs as f64,
-            on / off,
-            peak_on
+            "{:<34} off {off:>7.3}, on {on:>7.3} ({:.2}x off)",
+            w.name(),
+            on / off
         );
     }
-    println!(
-        "history writer alone: {:.3} µs per task run (its three transitions sent from one thread, then committed)",
-        writer_alone(&home.join("writer-alone.db"), history_inputs)
-    );
-    let db_bytes: u64 = ["prefecto.db", "prefecto.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(home.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "database: {:.0} B per recorded task run",
-        db_bytes as f64 / recorded_runs as f64
-    );
+    drop(history_on);
     let _ = std::fs::remove_dir_all(&home);
-    if only_inputs.is_some() {
-        return;
-    }
 
     println!();
-    println!("stragglers: 2,000 inputs, 5% take 50 ms and 95% take 1 ms, size 50");
-    let (strict, ideal_strict) = runtime.block_on(straggler_flow(BatchMode::Strict)).unwrap();
-    let (window, ideal_window) = runtime
-        .block_on(straggler_flow(BatchMode::SlidingWindow))
-        .unwrap();
+    let nominal: f64 = (0..2000).map(straggler_millis).sum::<u64>() as f64 / 1e3 / 50.0;
     println!(
-        "strict: {:.3} s ({:.2}x ideal {:.3} s); window: {:.3} s ({:.2}x ideal {:.3} s); window is {:.2}x faster than strict",
-        strict,
-        strict / ideal_strict,
-        ideal_strict,
-        window,
-        window / ideal_window,
-        ideal_window,
-        strict / window
+        "stragglers: 2,000 inputs, 5% take 50 ms and 95% 1 ms, size 50; ideal from the nominal durations {nominal:.3} s"
     );
+    engine_only.scope(|| {
+        for mode in [BatchMode::Strict, BatchMode::SlidingWindow] {
+            let (took, measured_ideal) = runtime.block_on(straggler_flow(mode)).unwrap();
+            println!(
+                "{:<8} {took:.3} s: {:.2}x the nominal ideal, {:.2}x the measured ideal ({measured_ideal:.3} s)",
+                format!("{mode:?}"),
+                took / nominal,
+                took / measured_ideal
+            );
+        }
+    });
 }

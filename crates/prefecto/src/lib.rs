@@ -59,7 +59,10 @@
 //!
 //! [`concurrency::BatchTask`] maps in bounded batches and stops early when a
 //! [`concurrency::KillSwitch`] trips, cancelling what is in flight and
-//! recording every input's outcome. See its docs.
+//! recording every input's outcome. See its docs. For millions of inputs,
+//! or inputs read from a file, `batch.stream(iter)` reads them lazily and
+//! hands over each input's outcome as it is ready ([`concurrency::MapStream`]),
+//! in memory that does not grow with the number of inputs.
 //!
 //! To scale out over machines, a binary whose `main` is
 //! [`serve!`]`(my_flow, ...)` runs the flow a Prefect worker asks for;
@@ -170,7 +173,7 @@ pub mod prelude {
     pub use crate::builder::Prefecto;
     pub use crate::concurrency::{
         AnyFailedSwitch, BatchError, BatchMode, BatchTask, CountSwitch, InputOutcome, KillSwitch,
-        KillSwitchError, RateSwitch, SwitchOrder,
+        KillSwitchError, MapStream, RateSwitch, StreamStop, StreamedRun, SwitchOrder,
     };
     pub use crate::flow::FlowRunError;
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};

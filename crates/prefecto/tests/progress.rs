@@ -29,6 +29,18 @@ async fn plain_steps() -> usize {
     futures.wait_async().await.len()
 }
 
+/// A stream of unknown length (a filtered range): the bar counts, without a total.
+#[flow]
+async fn streamed_steps() -> usize {
+    let batch = BatchTask::new(step, 25).unwrap();
+    let mut stream = batch.stream((0..200u32).filter(|_| true)).unwrap();
+    let mut count = 0;
+    while stream.next_async().await.is_some() {
+        count += 1;
+    }
+    count
+}
+
 #[test]
 #[ignore = "run by the other tests as a child process"]
 fn child() {
@@ -36,6 +48,7 @@ fn child() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("batch") => assert_eq!(runtime.block_on(steps()).unwrap(), 200),
         Ok("plain") => assert_eq!(runtime.block_on(plain_steps()).unwrap(), 200),
+        Ok("stream") => assert_eq!(runtime.block_on(streamed_steps()).unwrap(), 200),
         _ => {}
     }
 }
@@ -122,6 +135,22 @@ fn a_terminal_shows_the_bar_below_whole_log_lines() {
             "garbled: {line:?}"
         );
     }
+}
+
+#[test]
+fn a_stream_of_unknown_length_shows_a_count_without_a_total() {
+    let raw = run_role_in_terminal("stream", "on");
+    let lines = screen_lines(&raw);
+    let bars: Vec<&String> = lines.iter().filter(|l| l.starts_with("step ")).collect();
+    let last = bars
+        .last()
+        .unwrap_or_else(|| panic!("no progress in:\n{raw}"));
+    assert!(last.starts_with("step 200 done · "), "{last}");
+    assert!(
+        last.contains("196 completed · 4 failed · batch 8"),
+        "{last}"
+    );
+    assert!(!last.contains("/200"), "no total: {last}");
 }
 
 #[test]

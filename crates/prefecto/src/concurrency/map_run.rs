@@ -307,6 +307,12 @@ impl<T: Task> MapRun<T> {
     /// full (until its reader takes outcomes, the map stops, or its flow's
     /// function returns).
     async fn take_next_waiting(&self) -> Option<Taken<T>> {
+        // Most looks find an input or the end: no need to arm a wake-up first.
+        match self.take_next() {
+            Next::Input(taken) => return Some(taken),
+            Next::Done => return None,
+            Next::Full => {}
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

@@ -30,8 +30,9 @@ pub(super) type FastMap<K, V> = HashMap<K, V, FastHash>;
 const PARCEL: usize = 256;
 /// Past this many events waiting for the writer, the engine waits for it:
 /// the engine can outpace the disk, and a long map must not queue without
-/// bound (an event is about 150 bytes).
-const MAX_QUEUED: usize = 1 << 18;
+/// bound (an event is about 150 bytes: 64k of them, ~10 MiB, keep the
+/// writer's batches full without weighing on a streaming map's memory).
+const MAX_QUEUED: usize = 1 << 16;
 
 /// A task run that is running and not yet written.
 pub(super) struct RunningRun {

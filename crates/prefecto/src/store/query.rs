@@ -225,6 +225,72 @@ impl Store {
         Ok(records)
     }
 
+    /// How many task runs of a flow run ended in each state type, counted
+    /// without loading them: for flow runs of millions of task runs, where
+    /// [`task_runs`](Self::task_runs) would hold them all.
+    ///
+    /// ```
+    /// use prefecto::prelude::*;
+    /// use prefecto::StateType;
+    ///
+    /// #[task]
+    /// fn id(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// #[flow]
+    /// fn ids() -> uuid::Uuid {
+    ///     BatchTask::new(id, 10).unwrap().stream(0..100u32).unwrap().for_each(drop);
+    ///     prefecto::flow::current_flow_run().unwrap().id
+    /// }
+    ///
+    /// let home = std::env::temp_dir().join(format!("prefecto-doc-counts-{}", std::process::id()));
+    /// let prefecto = Prefecto::builder().engine_only().history_in(&home).build().unwrap();
+    /// let flow_run = prefecto.scope(|| ids()).unwrap();
+    /// let store = prefecto::store::Store::open_existing(home.join(prefecto::store::DB_FILE)).unwrap();
+    /// assert_eq!(store.task_run_counts(flow_run).unwrap()[&StateType::Completed], 100);
+    /// # drop(prefecto); let _ = std::fs::remove_dir_all(&home);
+    /// ```
+    pub fn task_run_counts(&self, flow_run: Uuid) -> Result<HashMap<StateType, u64>, StoreError> {
+        let flow_run_id = flow_run.to_string();
+        let mut counts: HashMap<StateType, u64> = HashMap::new();
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT state_type, COUNT(*) FROM task_runs WHERE flow_run_id = ?1
+                 GROUP BY state_type",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(params![flow_run_id], |row| {
+                Ok((row.get::<_, StateType>(0)?, row.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (state_type, count) = row.map_err(|e| self.sqlite(e))?;
+            *counts.entry(state_type).or_default() += count;
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT body FROM task_run_packs WHERE flow_run_id = ?1")
+            .map_err(|e| self.sqlite(e))?;
+        let mut packs = statement
+            .query(params![flow_run_id])
+            .map_err(|e| self.sqlite(e))?;
+        // One pack in memory at a time.
+        while let Some(row) = packs.next().map_err(|e| self.sqlite(e))? {
+            let body: Vec<u8> = row.get(0).map_err(|e| self.sqlite(e))?;
+            let runs = pack::unpack(&body).map_err(|e| StoreError::Corrupt {
+                path: self.path().to_path_buf(),
+                what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
+            })?;
+            for run in runs {
+                *counts.entry(run.state.state_type).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Gives each task run the runs it depended on.
     fn attach_upstream(
         &self,

@@ -53,8 +53,9 @@ pub(super) fn write_loop(
     let _gone = Gone(backlog);
     // A batch of thousands of task runs dirties more pages than SQLite's
     // default 2 MiB cache holds: it would spill them mid-transaction and
-    // read them back. The cache grows only as far as it is used.
-    let _ = store.conn.pragma_update(None, "cache_size", -65536);
+    // read them back. 16 MiB holds a batch; more only held old pages, and a
+    // map of 10M runs grew to 64 MiB of them (examples/stream_millions).
+    let _ = store.conn.pragma_update(None, "cache_size", -16384);
     // Runs are held until they end (or linger), so that most task runs are
     // written once, whole, instead of once per transition.
     let mut unwritten: FastMap<RunKey, Unwritten> = FastMap::default();

@@ -5,6 +5,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use prefecto::StateType;
 use prefecto::prelude::*;
 use prefecto::store::{self, Store};
 
@@ -194,4 +195,31 @@ async fn a_long_task_run_shows_running_then_finishes_once() {
         2,
         "the task run's and the flow run's: {logs:?}"
     );
+}
+
+#[task]
+fn odd_fails(x: u64) -> Result<u64, String> {
+    if x % 1000 == 999 {
+        Err(format!("{x} fails"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[flow]
+fn streamed(count: u64) -> (uuid::Uuid, u64) {
+    let batch = BatchTask::new(odd_fails, 50).unwrap().sliding_window();
+    let handed = batch.stream_unordered(0..count).unwrap().count() as u64;
+    (common::flow_run_id(), handed)
+}
+
+#[test]
+fn a_streamed_map_leaves_every_outcome_in_the_history() {
+    home();
+    let (flow_run, handed) = recorded(|| streamed(20_000)).unwrap();
+    assert_eq!(handed, 20_000);
+    let counts = open().task_run_counts(flow_run).unwrap();
+    assert_eq!(counts.get(&StateType::Completed), Some(&19_980));
+    assert_eq!(counts.get(&StateType::Failed), Some(&20));
+    assert_eq!(counts.len(), 2, "{counts:?}");
 }
