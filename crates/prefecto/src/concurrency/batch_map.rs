@@ -92,7 +92,12 @@ macro_rules! positional_map {
             ///
             /// Returns at once; the map runs on the flow's runtime while the
             /// stream is read, from a sync flow (as an `Iterator`) or an
-            /// async one (`next_async`, `into_stream`).
+            /// async one (`next_async`, `into_stream`). The inputs are read on
+            /// the runtime's threads, one at a time: an iterator that waits
+            /// long for each item (a network cursor) is best fed from a thread
+            /// of its own through a channel (`std::sync::mpsc::Receiver::into_iter`).
+            /// Inputs left when the map stops (a trip, a dropped stream) are
+            /// recorded `Cancelled` as far as the iterator is bounded.
             ///
             /// ```
             /// use prefecto::prelude::*;

@@ -96,46 +96,49 @@ impl<T: Task> MapRun<T> {
         let Some(delivery) = &self.delivery else {
             return;
         };
+        // A run is forgotten only once its outcome is in the stream's
+        // buffer: runs on their way there count against the span too.
         if !delivery.in_input_order {
-            let item = StreamedRun::of(position, run);
-            {
-                let mut queue = self.queue();
-                if let Some(slot) = queue.slot(position) {
-                    slot.delivered = true;
-                }
-                self.forget_handed_over(&mut queue);
-            }
-            self.send(delivery, item).await;
+            self.send(delivery, StreamedRun::of(position, run)).await;
+            self.handed_over(position..position + 1);
             return;
         }
         // One lane at a time, so that outcomes leave in the order they were taken.
         let _sending = delivery.sending.lock().await;
         loop {
-            let due: Vec<_> = {
+            let (first, due): (usize, Vec<_>) = {
                 let mut queue = self.queue();
+                let first = queue.next_to_hand;
                 let mut due = Vec::new();
-                loop {
-                    let next = queue.next_to_hand;
-                    let Some(slot) = queue.slot(next) else {
-                        break;
-                    };
+                while let Some(slot) = queue.slot(first + due.len()) {
                     if !slot.run.is_terminal() {
                         break;
                     }
-                    slot.delivered = true;
-                    due.push(StreamedRun::of(next, &slot.run));
-                    queue.next_to_hand = next + 1;
+                    due.push(StreamedRun::of(first + due.len(), &slot.run));
                 }
-                self.forget_handed_over(&mut queue);
-                due
+                queue.next_to_hand = first + due.len();
+                (first, due)
             };
             if due.is_empty() {
                 return;
             }
+            let count = due.len();
             for item in due {
                 self.send(delivery, item).await;
             }
+            self.handed_over(first..first + count);
         }
+    }
+
+    /// Marks runs as handed over, and forgets what no longer needs holding.
+    fn handed_over(&self, positions: std::ops::Range<usize>) {
+        let mut queue = self.queue();
+        for position in positions {
+            if let Some(slot) = queue.slot(position) {
+                slot.delivered = true;
+            }
+        }
+        self.forget_handed_over(&mut queue);
     }
 
     /// Sends one outcome, waiting while the reader is behind: unless the

@@ -122,7 +122,8 @@ fn a_stream_reads_no_further_ahead_than_size_plus_read_ahead() {
     }
     let read = Arc::new(AtomicUsize::new(0));
     let worst = within(LIMIT, "a slow reader", move || bounded(read)).unwrap();
-    // Held: size + read-ahead; waiting in the stream's buffer: as many; one peeked.
+    // Held (on their way to the reader too): size + read-ahead; in the
+    // stream's buffer: as many; one peeked.
     assert!(
         worst <= 2 * (4 + 8) + 1,
         "read {worst} inputs ahead of the reader"
@@ -352,6 +353,8 @@ proptest! {
         }
         positions.sort_unstable();
         prop_assert_eq!(positions, (0..n as usize).collect::<Vec<_>>());
+        // Held (on their way to the reader too): size + read-ahead; in the
+        // stream's buffer: as many; one peeked.
         prop_assert!(worst <= 2 * (size + read_ahead) + 1, "read {} ahead", worst);
         let tripped = switch && bad < n;
         prop_assert_eq!(stop.is_some(), tripped, "{:?}", stop);
