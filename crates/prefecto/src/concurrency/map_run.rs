@@ -431,6 +431,8 @@ impl<T: Task> MapRun<T> {
             None => format!("{} It was never submitted.", self.scope.reason()),
         };
         let mut count = 0;
+        // Said once, by the call that left them.
+        let mut left_unread = None;
         loop {
             let cancelled = {
                 let mut queue = self.queue();
@@ -439,6 +441,7 @@ impl<T: Task> MapRun<T> {
                 } else if queue.inputs.size_hint().1.is_none() {
                     queue.exhausted = true;
                     queue.unread_from = Some(queue.next);
+                    left_unread = queue.unread_from;
                     None
                 } else {
                     self.read_input(&mut queue)
@@ -461,7 +464,7 @@ impl<T: Task> MapRun<T> {
                 self.task.spec().name
             );
         }
-        if let Some(first) = self.queue().unread_from {
+        if let Some(first) = left_unread {
             flow_log!(
                 self.ctx,
                 WARN,

@@ -176,16 +176,16 @@ fn a_kill_switch_stops_a_stream_and_every_input_is_handed_over() {
 fn an_endless_stream_stops_on_its_switch_and_names_the_first_unread_input() {
     common::quiet();
     #[flow]
-    fn endless() -> (usize, Option<StreamStop>) {
+    fn endless() -> (usize, Option<StreamStop>, uuid::Uuid) {
         let batch = BatchTask::new(fail_on, 3)
             .unwrap()
             .with_kill_switch(AnyFailedSwitch::new());
         let mut stream = batch.stream(0u64.., unmapped(10)).unwrap();
         assert_eq!(stream.total(), None);
         let count = stream.by_ref().count();
-        (count, stream.stop().cloned())
+        (count, stream.stop().cloned(), common::flow_run_id())
     }
-    let (count, stop) = within(LIMIT, "an endless stream", endless).unwrap();
+    let (count, stop, flow_run) = within(LIMIT, "an endless stream", endless).unwrap();
     let Some(StreamStop::KillSwitch {
         unread_from: Some(first),
         ..
@@ -194,6 +194,16 @@ fn an_endless_stream_stops_on_its_switch_and_names_the_first_unread_input() {
         panic!("expected the switch's stop naming the unread inputs, got {stop:?}");
     };
     assert_eq!(count, first, "every input read was handed over");
+    let logs = common::Recording::installed().logs(flow_run);
+    let unread: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("were never read"))
+        .collect();
+    assert_eq!(unread.len(), 1, "said once: {unread:?}");
+    assert!(
+        unread[0].contains(&format!("from #{first} on")),
+        "{unread:?}"
+    );
     assert!((11..=13).contains(&first), "{first}");
 }
 
