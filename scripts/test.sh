@@ -32,6 +32,22 @@ run() {
     STEP_PID=""
     return "$status"
 }
+# Every process a test started and left behind (a test binary killed before
+# its Drop ran leaves its Prefect server, workers and their flow runs, each
+# in a process group of its own): found by this run's folder in their
+# environment or command line.
+stop_leftovers() {
+    local pids=() entry
+    for entry in /proc/[0-9]*; do
+        [ "${entry#/proc/}" = "$$" ] && continue
+        if grep -qsF "$WORK" "$entry/environ" "$entry/cmdline" 2>/dev/null; then
+            pids+=("${entry#/proc/}")
+        fi
+    done
+    if [ "${#pids[@]}" -gt 0 ]; then
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
+}
 cleanup() {
     if [ -n "$STEP_PID" ]; then
         kill -TERM -- "-$STEP_PID" 2>/dev/null || true
@@ -47,6 +63,7 @@ cleanup() {
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
     postgres_stop_all
+    stop_leftovers
     rm -rf "$WORK"
 }
 trap cleanup EXIT
