@@ -112,16 +112,12 @@ fn known_len(
     if lengths.iter().all(Option::is_none) {
         return Err(MapError::NoMappedIterable);
     }
+    // Unknown lengths are left out of the comparison, as unmapped ones are.
     let known: Vec<Option<usize>> = lengths.iter().map(|len| len.flatten()).collect();
-    let names: Vec<&'static str> = (0..lengths.len())
-        .filter(|&i| known[i].is_some())
-        .map(|i| param_names.get(i).copied().unwrap_or("?"))
-        .collect();
-    let known_only: Vec<Option<usize>> = known.iter().copied().filter(Option::is_some).collect();
-    if known_only.is_empty() {
+    if known.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let len = common_len(&known_only, &names)?;
+    let len = common_len(&known, param_names)?;
     let all_known = lengths.iter().all(|len| !matches!(len, Some(None)));
     Ok(all_known.then_some(len))
 }

@@ -201,10 +201,7 @@ impl Store {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
         for (task, body) in &packs {
-            let runs = pack::unpack(body).map_err(|e| StoreError::Corrupt {
-                path: self.path().to_path_buf(),
-                what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
-            })?;
+            let runs = self.unpack(&flow_run_id, body)?;
             records.extend(
                 runs.into_iter()
                     .map(|run| TaskRunRecord::from_packed(task, run)),
@@ -280,15 +277,24 @@ impl Store {
         // One pack in memory at a time.
         while let Some(row) = packs.next().map_err(|e| self.sqlite(e))? {
             let body: Vec<u8> = row.get(0).map_err(|e| self.sqlite(e))?;
-            let runs = pack::unpack(&body).map_err(|e| StoreError::Corrupt {
-                path: self.path().to_path_buf(),
-                what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
-            })?;
+            let runs = self.unpack(&flow_run_id, &body)?;
             for run in runs {
                 *counts.entry(run.state.state_type).or_default() += 1;
             }
         }
         Ok(counts)
+    }
+
+    /// The runs of one task-run pack; a damaged one is named as corrupt.
+    fn unpack<'a>(
+        &self,
+        flow_run_id: &str,
+        body: &'a [u8],
+    ) -> Result<Vec<pack::Run<'a>>, StoreError> {
+        pack::unpack(body).map_err(|e| StoreError::Corrupt {
+            path: self.path().to_path_buf(),
+            what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
+        })
     }
 
     /// Gives each task run the runs it depended on.
