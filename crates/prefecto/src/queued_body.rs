@@ -77,6 +77,11 @@ pub(crate) fn run_as_helper<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// Whether a sync body is running on this thread.
+pub(crate) fn in_body() -> bool {
+    BODY.with(|slot| slot.borrow().in_body)
+}
+
 /// The helper of the sync body running on this thread, if one is.
 pub(crate) fn current() -> Option<Arc<Helper>> {
     BODY.with(|slot| {

@@ -56,20 +56,23 @@ pub(super) struct MapRun<T: Task> {
     pub(super) progress: Option<Arc<dyn MapProgress>>,
     /// Where a stream's outcomes go; `None` for a collecting map.
     pub(super) delivery: Option<Delivery<T::Output>>,
+    /// Sync bodies run inline on pool lanes (`map_pool_lane`), not queued
+    /// on the pool one by one from lanes on the runtime.
+    pub(super) inline: bool,
 }
 
 /// An input taken from the queue: started already (a sync body, queued on
 /// the pool in input order) or to start on its lane.
-enum Submitted<T: Task> {
+pub(super) enum Submitted<T: Task> {
     Started(Started<T>),
     Args(RunArgs<T::Args>),
 }
 
 /// A run taken by a lane: its position, its run, how it starts.
-type Taken<T> = (usize, Arc<RunShared<<T as Task>::Output>>, Submitted<T>);
+pub(super) type Taken<T> = (usize, Arc<RunShared<<T as Task>::Output>>, Submitted<T>);
 
 /// What a lane found when it looked for its next input.
-enum Next<T: Task> {
+pub(super) enum Next<T: Task> {
     Input(Taken<T>),
     /// A stream's span is full: wait until runs are handed over.
     Full,
@@ -141,6 +144,7 @@ impl<T: Task> MapRun<T> {
             .progress
             .as_ref()
             .and_then(|display| display.start_map(name, total, batches));
+        let inline = crate::runner::runs_inline(&ctx, task);
         MapRun {
             scope: ctx.scope.child(),
             ctx,
@@ -166,6 +170,7 @@ impl<T: Task> MapRun<T> {
             room: Notify::new(),
             progress,
             delivery,
+            inline,
         }
     }
 
@@ -225,6 +230,13 @@ impl<T: Task> MapRun<T> {
     /// then takes further inputs up to `end`, and waits until every lane has ended.
     async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
         self.queue().end = end;
+        // A pool lane runs its bodies on a thread of its own: more lanes than
+        // the pool has threads would only wait for one.
+        let size = lanes;
+        let lanes = match self.ctx.pool() {
+            Ok(pool) if self.inline => lanes.min(pool.current_num_threads()),
+            _ => lanes,
+        };
         // Submitted here, together, as the original submits a batch.
         let firsts: Vec<_> = std::iter::from_fn(|| match self.take_next() {
             Next::Input(taken) => Some(taken),
@@ -236,7 +248,9 @@ impl<T: Task> MapRun<T> {
             return;
         }
         self.lanes_running.store(firsts.len(), Ordering::Release);
-        if self.task.spec().is_async {
+        if self.inline {
+            self.start_pool_lanes(firsts, size);
+        } else if self.task.spec().is_async {
             // Async bodies run in their lanes: a task each, spread over the runtime's threads.
             for taken in firsts {
                 let map = self.clone();
@@ -265,7 +279,7 @@ impl<T: Task> MapRun<T> {
 
     /// Whether no further input may start: the switch tripped, or the map
     /// (a stream dropped) or its flow run was cancelled.
-    fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.tripped.get().is_some() || self.scope.is_cancelled()
     }
 
@@ -275,11 +289,32 @@ impl<T: Task> MapRun<T> {
     /// A sync body is also handed to the thread pool here, under the queue's
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
-    fn take_next(&self) -> Next<T> {
+    pub(super) fn take_next(&self) -> Next<T> {
         if self.stopped() {
             return Next::Done;
         }
+        self.take_next_locked(&mut self.queue())
+    }
+
+    /// As [`take_next`](Self::take_next), up to `max` inputs under one look
+    /// at the queue, for a lane that runs them one after the other anyway.
+    /// `None` if it took some; else why it took none.
+    pub(super) fn take_many(&self, max: usize, into: &mut VecDeque<Taken<T>>) -> Option<Next<T>> {
         let mut queue = self.queue();
+        while into.len() < max && !self.stopped() {
+            match self.take_next_locked(&mut queue) {
+                Next::Input(taken) => into.push_back(taken),
+                none if into.is_empty() => return Some(none),
+                _ => break,
+            }
+        }
+        match into.is_empty() {
+            true => Some(Next::Done),
+            false => None,
+        }
+    }
+
+    fn take_next_locked(&self, queue: &mut Queue<T>) -> Next<T> {
         if queue.exhausted || queue.next >= queue.end {
             return Next::Done;
         }
@@ -288,13 +323,13 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let Some((position, run, args)) = self.read_input(&mut queue) else {
+        let Some((position, run, args)) = self.read_input(queue) else {
             return Next::Done;
         };
         let task_run = self.task_run(&run);
         task_run.announce(&args.upstream(self.task.spec().param_names));
         let submitted = match args {
-            RunArgs::Ready(args) if !self.task.spec().is_async => {
+            RunArgs::Ready(args) if !self.task.spec().is_async && !self.inline => {
                 Submitted::Started(task_run.start(args))
             }
             // Async bodies, and runs that wait for upstream runs, start on their lane.
@@ -306,7 +341,7 @@ impl<T: Task> MapRun<T> {
     /// As [`take_next`](Self::take_next), waiting while a stream's span is
     /// full (until its reader takes outcomes, the map stops, or its flow's
     /// function returns).
-    async fn take_next_waiting(&self) -> Option<Taken<T>> {
+    pub(super) async fn take_next_waiting(&self) -> Option<Taken<T>> {
         // Most looks find an input or the end: no need to arm a wake-up first.
         match self.take_next() {
             Next::Input(taken) => return Some(taken),
@@ -372,7 +407,7 @@ impl<T: Task> MapRun<T> {
         new_run(&self.task, index)
     }
 
-    fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {
+    pub(super) fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {
         TaskRun {
             ctx: &self.ctx,
             task: &self.task,
@@ -383,6 +418,12 @@ impl<T: Task> MapRun<T> {
 
     /// Drives the run it was given, then of each input it takes, until none is left.
     async fn lane(self: Arc<Self>, taken: Taken<T>) {
+        self.run_inputs(taken).await;
+        self.end_lane().await;
+    }
+
+    /// A lane's work: the run it was given, then each input it takes.
+    pub(super) async fn run_inputs(&self, taken: Taken<T>) {
         let mut next = Some(taken);
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);
@@ -401,6 +442,10 @@ impl<T: Task> MapRun<T> {
             drop(run);
             next = self.take_next_waiting().await;
         }
+    }
+
+    /// Counts a lane out: the last one ends the map.
+    pub(super) async fn end_lane(&self) {
         if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last lane records the inputs that will never be submitted, so
             // that whoever waits for the lanes (a signal handler, say) finds

@@ -56,7 +56,7 @@ pub(super) enum StartedBody<T> {
 
 impl<T: Task> TaskRun<'_, T> {
     /// The persisted result for the run's cache key, if there is a valid one.
-    fn cached_value(&self, key: &str) -> Option<T::Output> {
+    pub(super) fn cached_value(&self, key: &str) -> Option<T::Output> {
         let (ctx, task) = (self.ctx, self.task);
         if task.spec().refresh_cache || ctx.seams.refresh_cache {
             return None;

@@ -57,31 +57,10 @@ impl<T: Task> TaskRun<'_, T> {
         let (state, value) = loop {
             let retry_args = started.retry_args.take();
             let cache_key = started.cache_key.take();
-            match finish_attempt(ctx, started.body, spec.timeout, scope).await {
-                Attempt::Cached(value) => break (State::cached(), Some(value)),
-                Attempt::Completed(value) => {
-                    if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
-                        if let Some(stored) = task.persist(&value) {
-                            store.put(spec.name, key, stored, spec.cache_expiration);
-                        }
-                    }
-                    break (State::completed(), Some(value));
-                }
-                Attempt::Failed(failed, source) => {
+            let attempt = finish_attempt(ctx, started.body, spec.timeout, scope).await;
+            match (attempt, retry_args) {
+                (Attempt::Failed(failed, _), Some(next_args)) => {
                     let message = failed.message().unwrap_or_default().to_string();
-                    let Some(next_args) = retry_args else {
-                        task_log!(
-                            ctx,
-                            name,
-                            ERROR,
-                            "Task run failed with error: {} - Retries are exhausted",
-                            message
-                        );
-                        if let Some(source) = source {
-                            self.shared.keep_error(source);
-                        }
-                        break (failed, None);
-                    };
                     retries_done += 1;
                     task_log!(
                         ctx,
@@ -102,10 +81,49 @@ impl<T: Task> TaskRun<'_, T> {
                     }
                     started = self.start_attempt(next_args, retries_done, cache_key);
                 }
-                Attempt::Final(state) => break (state, None),
+                (last, _) => break self.settle(last, cache_key),
             }
         };
         self.finish(state, value);
+    }
+}
+
+impl<T: Task> TaskRun<'_, T> {
+    /// The terminal state and value an attempt leaves when no retry
+    /// follows: a completed value persisted for its cache key, a failure's
+    /// error kept for the run's `TaskRunError`.
+    pub(super) fn settle(
+        &self,
+        attempt: Attempt<T::Output>,
+        cache_key: Option<String>,
+    ) -> (State, Option<T::Output>) {
+        let (ctx, task) = (self.ctx, self.task);
+        let spec = task.spec();
+        match attempt {
+            Attempt::Cached(value) => (State::cached(), Some(value)),
+            Attempt::Completed(value) => {
+                if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
+                    if let Some(stored) = task.persist(&value) {
+                        store.put(spec.name, key, stored, spec.cache_expiration);
+                    }
+                }
+                (State::completed(), Some(value))
+            }
+            Attempt::Failed(failed, source) => {
+                task_log!(
+                    ctx,
+                    self.name(),
+                    ERROR,
+                    "Task run failed with error: {} - Retries are exhausted",
+                    failed.message().unwrap_or_default()
+                );
+                if let Some(source) = source {
+                    self.shared.keep_error(source);
+                }
+                (failed, None)
+            }
+            Attempt::Final(state) => (state, None),
+        }
     }
 }
 

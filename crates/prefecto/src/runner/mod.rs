@@ -12,9 +12,11 @@
 
 mod attempt;
 mod drive;
+mod inline;
 mod task_run;
 
 pub(crate) use attempt::Started;
+pub(crate) use inline::runs_inline;
 pub(crate) use task_run::{TaskRun, new_run};
 
 use std::sync::Arc;

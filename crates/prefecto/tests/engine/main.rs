@@ -20,5 +20,6 @@ mod panicking_parts;
 #[cfg(feature = "history")]
 mod resume;
 mod streams;
+mod sync_maps_on_the_pool;
 mod task_runs;
 mod timeouts;
