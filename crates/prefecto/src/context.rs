@@ -303,6 +303,14 @@ pub(crate) fn with_thread_context<R>(ctx: Arc<FlowRunContext>, f: impl FnOnce() 
     crate::thread_scope::with_value(&THREAD_CONTEXT, ctx, f)
 }
 
+/// Whether `ctx` is the flow run of the task being polled already: a map's
+/// lane sets it once for all the bodies it runs.
+pub(crate) fn in_task_context(ctx: &Arc<FlowRunContext>) -> bool {
+    TASK_CONTEXT
+        .try_with(|current| Arc::ptr_eq(current, ctx))
+        .unwrap_or(false)
+}
+
 /// Runs a future with `ctx` as its flow run.
 pub(crate) async fn with_task_context<F: std::future::Future>(
     ctx: Arc<FlowRunContext>,

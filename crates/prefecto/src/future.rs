@@ -48,7 +48,7 @@ impl<T> PrefectFuture<T> {
 
     /// The task run's name, `add-0`.
     pub fn task_run_name(&self) -> TaskRunName {
-        self.shared.name
+        self.shared.name()
     }
 
     /// A snapshot of the run's current state. Never blocks on the run.
@@ -109,7 +109,7 @@ impl<T: Send + 'static> IntoFuture for PrefectFuture<T> {
 impl<T> fmt::Debug for PrefectFuture<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrefectFuture")
-            .field("task_run", &self.shared.name.to_string())
+            .field("task_run", &self.shared.name().to_string())
             .field("state", &self.state())
             .finish()
     }

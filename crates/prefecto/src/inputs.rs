@@ -113,7 +113,7 @@ pub(crate) trait AnyRun: Send + Sync {
 
 impl<T: Send + 'static> AnyRun for RunShared<T> {
     fn run_name(&self) -> TaskRunName {
-        self.name
+        self.name()
     }
     fn final_state(&self) -> State {
         self.state()
@@ -139,8 +139,8 @@ impl<T: Send + 'static> Input<T> {
     fn upstream(&self) -> Option<TaskRunName> {
         match self {
             Input::Value(_) => None,
-            Input::Future(future) => Some(future.shared.name),
-            Input::Shared(shared) => Some(shared.run.name),
+            Input::Future(future) => Some(future.shared.name()),
+            Input::Shared(shared) => Some(shared.run.name()),
         }
     }
 
@@ -153,11 +153,12 @@ impl<T: Send + 'static> Input<T> {
                 future
                     .shared
                     .take_outcome()
-                    .map_err(|_| not_completed(future.shared.name))
+                    .map_err(|_| not_completed(future.shared.name()))
             }
             Input::Shared(SharedValue { run, clone }) => {
                 run.wait().await;
-                run.clone_value(clone).map_err(|_| not_completed(run.name))
+                run.clone_value(clone)
+                    .map_err(|_| not_completed(run.name()))
             }
         }
     }

@@ -3,9 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::Notify;
 
 use crate::names::TaskRunName;
 use crate::queued_body::{self, Helper, QueuedBody};
@@ -19,8 +18,18 @@ struct Slot<T> {
     /// The body of its current attempt, once queued: a sync body that
     /// waits for the run may take it (empty once a thread took it).
     queued: Option<Arc<dyn QueuedBody>>,
+    /// Who waits for it, if anyone does before it ends: boxed, as most
+    /// runs of a map are waited for by nobody, or only once they have ended.
+    waiting: Option<Box<Waiting>>,
+}
+
+/// Who waits for a run that has not ended.
+#[derive(Default)]
+struct Waiting {
     /// The thread of the sync body that waits for it, if one does.
-    route: Option<Box<Route>>,
+    route: Option<Route>,
+    /// The tasks to wake when it ends.
+    wakers: Vec<Waker>,
 }
 
 /// Where a run's queued bodies go besides the pool.
@@ -64,12 +73,14 @@ fn from_nanos(nanos: u64) -> Option<SystemTime> {
 
 /// What a task run's future and its engine share.
 pub(crate) struct RunShared<T> {
-    pub(crate) name: TaskRunName,
+    /// The index of its name, `{task}-{index}`: the task's name is the spec's.
+    index: u64,
     pub(crate) spec: &'static crate::task::TaskSpec,
     slot: Mutex<Slot<T>>,
     clock: RunClock,
+    /// Set under the slot's lock, so that a waiter that registers under it
+    /// either sees it or is woken.
     terminal: AtomicBool,
-    finished: Notify,
 }
 
 impl<T> RunShared<T> {
@@ -79,25 +90,35 @@ impl<T> RunShared<T> {
         state: State,
     ) -> Arc<Self> {
         let terminal = state.is_terminal();
+        debug_assert_eq!(name.task, spec.name);
         Arc::new(RunShared {
-            name,
+            index: name.index,
             spec,
             slot: Mutex::new(Slot {
                 state,
                 outcome: Outcome::None,
                 queued: None,
                 // A run started by a sync body is the body's to run while it waits.
-                route: queued_body::current().map(|helper| {
-                    Box::new(Route {
-                        helper,
-                        only: false,
+                waiting: queued_body::current().map(|helper| {
+                    Box::new(Waiting {
+                        route: Some(Route {
+                            helper,
+                            only: false,
+                        }),
+                        wakers: Vec::new(),
                     })
                 }),
             }),
             clock: RunClock::default(),
             terminal: AtomicBool::new(terminal),
-            finished: Notify::new(),
         })
+    }
+
+    pub(crate) fn name(&self) -> TaskRunName {
+        TaskRunName {
+            task: self.spec.name,
+            index: self.index,
+        }
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot<T>> {
@@ -150,7 +171,12 @@ impl<T> RunShared<T> {
     /// Sends the run's bodies to the calling sync body's thread only: a
     /// task called from a task runs in its caller's thread.
     pub(crate) fn run_on_calling_thread(&self) {
-        if let Some(route) = &mut self.slot().route {
+        if let Some(route) = self
+            .slot()
+            .waiting
+            .as_mut()
+            .and_then(|waiting| waiting.route.as_mut())
+        {
             route.only = true;
         }
     }
@@ -161,7 +187,11 @@ impl<T> RunShared<T> {
     pub(crate) fn queue_body(&self, body: &Arc<dyn QueuedBody>) -> (Option<Arc<Helper>>, bool) {
         let mut slot = self.slot();
         slot.queued = Some(body.clone());
-        match &slot.route {
+        match slot
+            .waiting
+            .as_ref()
+            .and_then(|waiting| waiting.route.as_ref())
+        {
             Some(route) => (Some(route.helper.clone()), !route.only),
             None => (None, true),
         }
@@ -190,11 +220,12 @@ impl<T> RunShared<T> {
             return;
         }
         let mut slot = self.slot();
-        if slot.route.is_none() {
-            slot.route = Some(Box::new(Route {
+        let waiting = slot.waiting.get_or_insert_with(Box::default);
+        if waiting.route.is_none() {
+            waiting.route = Some(Route {
                 helper: helper.clone(),
                 only: false,
-            }));
+            });
         }
         if let Some(body) = &slot.queued {
             helper.offer(body.clone());
@@ -209,17 +240,19 @@ impl<T> RunShared<T> {
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
     pub(crate) fn finish(&self, state: State, value: Option<T>) {
         debug_assert!(state.is_terminal());
-        {
+        let waiting = {
             let mut slot = self.slot();
             slot.state = state;
             if let Some(value) = value {
                 slot.outcome = Outcome::Value(value);
             }
             slot.queued = None;
-            slot.route = None;
+            self.terminal.store(true, Ordering::Release);
+            slot.waiting.take()
+        };
+        for waker in waiting.into_iter().flat_map(|waiting| waiting.wakers) {
+            waker.wake();
         }
-        self.terminal.store(true, Ordering::Release);
-        self.finished.notify_waiters();
     }
 
     pub(crate) fn state(&self) -> State {
@@ -231,19 +264,23 @@ impl<T> RunShared<T> {
     }
 
     pub(crate) async fn wait(&self) {
-        if self.is_terminal() {
-            return;
-        }
-        loop {
-            let notified = self.finished.notified();
-            tokio::pin!(notified);
-            // Registering before the check closes the gap between checking and sleeping.
-            notified.as_mut().enable();
+        std::future::poll_fn(|cx| {
             if self.is_terminal() {
-                return;
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            let mut slot = self.slot();
+            // Checked again under the lock it is set under: a waker
+            // registered here is one `finish` takes.
+            if self.is_terminal() {
+                return Poll::Ready(());
+            }
+            let wakers = &mut slot.waiting.get_or_insert_with(Box::default).wakers;
+            if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// A clone of the value of a completed run, leaving it in place: for an
@@ -271,7 +308,7 @@ impl<T> RunShared<T> {
             _ => None,
         };
         Err(TaskRunError {
-            task_run: self.name.to_string(),
+            task_run: self.name().to_string(),
             state: if completed {
                 State::failed("The result of this task run was already taken.")
             } else {
@@ -295,6 +332,44 @@ pub(crate) mod tests {
     }
 
     pub(crate) static ADD: crate::task::TaskSpec = crate::task::TaskSpec::new("add", &["a", "b"]);
+
+    #[test]
+    fn every_waiter_wakes_when_the_run_ends_and_a_late_one_does_not_wait() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let shared = shared.clone();
+                runtime.spawn(async move { shared.wait().await })
+            })
+            .collect();
+        // A waiter polled again before the end registers once.
+        let again = shared.clone();
+        let twice = runtime.spawn(async move {
+            let wait = again.wait();
+            tokio::pin!(wait);
+            let polled = tokio::time::timeout(Duration::from_millis(20), &mut wait).await;
+            assert!(polled.is_err(), "the run has not ended yet");
+            wait.await
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!shared.is_terminal());
+        shared.finish(State::completed(), Some(1));
+        runtime.block_on(async {
+            for waiter in waiters.into_iter().chain([twice]) {
+                tokio::time::timeout(Duration::from_secs(10), waiter)
+                    .await
+                    .expect("woken")
+                    .unwrap();
+            }
+            shared.wait().await;
+        });
+        assert_eq!(shared.take_outcome().unwrap(), 1);
+    }
 
     #[test]
     fn a_run_counts_its_times() {

@@ -88,7 +88,8 @@ impl StateType {
 pub struct State {
     state_type: StateType,
     name: Cow<'static, str>,
-    message: Option<String>,
+    /// Boxed: a run keeps its state, and most states have no message.
+    message: Option<Box<str>>,
     /// Kept as `SystemTime`, converted when asked: runs take three timestamps
     /// each, and the calendar arithmetic is only needed to show them.
     timestamp: SystemTime,
@@ -104,7 +105,7 @@ impl State {
         State {
             state_type,
             name: name.into(),
-            message,
+            message: message.map(String::into_boxed_str),
             timestamp: SystemTime::now(),
         }
     }
@@ -127,11 +128,30 @@ impl State {
     }
     /// `Completed()`.
     pub fn completed() -> Self {
-        State::new(StateType::Completed, "Completed", None)
+        State::completed_unstamped().entered_now()
     }
     /// `Cached()`: completed by returning the result of an earlier run.
     pub fn cached() -> Self {
-        State::new(StateType::Completed, "Cached", None)
+        State::cached_unstamped().entered_now()
+    }
+
+    /// `Completed()`, stamped when it is entered ([`entered_now`](Self::entered_now)):
+    /// a run's end is stamped once, not also when it is decided.
+    pub(crate) fn completed_unstamped() -> Self {
+        State::unstamped(StateType::Completed, "Completed")
+    }
+    /// `Cached()`, stamped when it is entered.
+    pub(crate) fn cached_unstamped() -> Self {
+        State::unstamped(StateType::Completed, "Cached")
+    }
+
+    fn unstamped(state_type: StateType, name: &'static str) -> Self {
+        State {
+            state_type,
+            name: Cow::Borrowed(name),
+            message: None,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
     }
     /// `Failed('message')`.
     pub fn failed(message: impl Into<String>) -> Self {

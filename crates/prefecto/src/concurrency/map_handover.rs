@@ -78,7 +78,7 @@ impl<T: Task> MapRun<T> {
             ERROR,
             "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
             name,
-            run.name,
+            run.name(),
             reason,
             self.task.spec().name
         );

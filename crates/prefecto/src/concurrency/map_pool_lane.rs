@@ -37,13 +37,14 @@ const QUICK: Duration = Duration::from_micros(20);
 /// A pool lane: the inputs it has taken and not run yet, in input order.
 struct PoolLane<T: Task> {
     taken: VecDeque<Taken<T>>,
-    /// How many inputs it takes at a time now: one, doubling while runs
-    /// are quick, up to `max_chunk`.
+    /// How many inputs it holds at most now: one, doubling while runs are
+    /// quick, up to `max_chunk`.
     chunk: usize,
     /// Its share of the map's size: all lanes together never hold more.
     max_chunk: usize,
-    /// When it took its last inputs, and how many.
-    last_take: Option<(Instant, usize)>,
+    /// Since when it counts its runs, and how many it ran since.
+    since: Instant,
+    runs_since: u32,
 }
 
 impl<T: Task> PoolLane<T> {
@@ -52,20 +53,29 @@ impl<T: Task> PoolLane<T> {
             taken: VecDeque::from([first]),
             chunk: 1,
             max_chunk: max_chunk.max(1),
-            last_take: None,
+            since: Instant::now(),
+            runs_since: 0,
         }
     }
 
-    /// How many to take next, from how long the last ones took.
-    fn next_chunk(&mut self, now: Instant) -> usize {
-        if let Some((then, count)) = self.last_take {
-            let quick = now.duration_since(then) < QUICK * count as u32;
+    /// How many inputs to hold from now on, from how long the runs since
+    /// the last look took.
+    fn adapt_chunk(&mut self) -> usize {
+        let now = Instant::now();
+        if self.runs_since > 0 {
+            let quick = now.duration_since(self.since) < QUICK * self.runs_since;
             self.chunk = match quick {
                 true => (self.chunk * 2).min(self.max_chunk),
                 false => 1,
             };
         }
+        (self.since, self.runs_since) = (now, 0);
         self.chunk
+    }
+
+    /// Whether it is time to top its inputs up: half of them are run.
+    fn running_low(&self) -> bool {
+        self.chunk > 1 && self.taken.len() <= self.chunk / 2
     }
 }
 
@@ -119,14 +129,16 @@ impl<T: Task> MapRun<T> {
         let slice_end = Instant::now() + SLICE;
         let mut runs = 0u32;
         let detour = loop {
+            // Topped up early, if no other lane is looking at the queue, so
+            // that it seldom has to wait for one when it runs out.
+            if lane.running_low() {
+                let chunk = lane.adapt_chunk();
+                self.take_many(chunk, &mut lane.taken, false);
+            }
             let Some((position, run, submitted)) = lane.taken.pop_front() else {
-                let now = Instant::now();
-                let chunk = lane.next_chunk(now);
-                match self.take_many(chunk, &mut lane.taken) {
-                    None => {
-                        lane.last_take = Some((now, lane.taken.len()));
-                        continue;
-                    }
+                let chunk = lane.adapt_chunk();
+                match self.take_many(chunk, &mut lane.taken, true) {
+                    None => continue,
                     Some(Next::Full) => break Detour::Next,
                     Some(_) => break Detour::End,
                 }
@@ -143,6 +155,7 @@ impl<T: Task> MapRun<T> {
                 break Detour::HandOver(rest);
             }
             runs += 1;
+            lane.runs_since += 1;
             // Slow runs (taken one at a time) look every time.
             if (lane.chunk == 1 || runs % RUNS_PER_LOOK == 0) && Instant::now() >= slice_end {
                 break Detour::Next;

@@ -3,10 +3,9 @@
 
 use std::collections::VecDeque;
 use std::iter::Peekable;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use super::batch_mode::{BatchMode, SwitchOrder};
@@ -56,8 +55,9 @@ pub(super) struct MapRun<T: Task> {
     pub(super) progress: Option<Arc<dyn MapProgress>>,
     /// Where a stream's outcomes go; `None` for a collecting map.
     pub(super) delivery: Option<Delivery<T::Output>>,
-    /// Sync bodies run inline on pool lanes (`map_pool_lane`), not queued
-    /// on the pool one by one from lanes on the runtime.
+    /// Each run's one attempt runs inline in its lane: a sync body on a
+    /// pool lane (`map_pool_lane`), not queued on the pool from a lane on the
+    /// runtime; an async one awaited in its lane, not driven by the engine.
     pub(super) inline: bool,
 }
 
@@ -226,57 +226,6 @@ impl<T: Task> MapRun<T> {
         !queue.exhausted && queue.inputs.peek().is_some()
     }
 
-    /// Submits up to `lanes` inputs at once, each on a lane of its own that
-    /// then takes further inputs up to `end`, and waits until every lane has ended.
-    async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
-        self.queue().end = end;
-        // A pool lane runs its bodies on a thread of its own: more lanes than
-        // the pool has threads would only wait for one.
-        let size = lanes;
-        let lanes = match self.ctx.pool() {
-            Ok(pool) if self.inline => lanes.min(pool.current_num_threads()),
-            _ => lanes,
-        };
-        // Submitted here, together, as the original submits a batch.
-        let firsts: Vec<_> = std::iter::from_fn(|| match self.take_next() {
-            Next::Input(taken) => Some(taken),
-            Next::Full | Next::Done => None,
-        })
-        .take(lanes)
-        .collect();
-        if firsts.is_empty() {
-            return;
-        }
-        self.lanes_running.store(firsts.len(), Ordering::Release);
-        if self.inline {
-            self.start_pool_lanes(firsts, size);
-        } else if self.task.spec().is_async {
-            // Async bodies run in their lanes: a task each, spread over the runtime's threads.
-            for taken in firsts {
-                let map = self.clone();
-                self.ctx
-                    .tracker
-                    .spawn_on(async move { map.lane(taken).await }, &self.ctx.handle);
-            }
-        } else {
-            // Sync bodies run on the pool; their lanes only wait for them, so
-            // one task can drive them all rather than one task each.
-            let map = self.clone();
-            self.ctx.tracker.spawn_on(
-                async move {
-                    let mut lanes: FuturesUnordered<_> = firsts
-                        .into_iter()
-                        .map(|taken| map.clone().lane(taken))
-                        .collect();
-                    while lanes.next().await.is_some() {}
-                },
-                &self.ctx.handle,
-            );
-        }
-        // The last lane leaves a permit, so this cannot miss its wake-up.
-        self.lanes_done.notified().await;
-    }
-
     /// Whether no further input may start: the switch tripped, or the map
     /// (a stream dropped) or its flow run was cancelled.
     pub(super) fn stopped(&self) -> bool {
@@ -296,11 +245,22 @@ impl<T: Task> MapRun<T> {
         self.take_next_locked(&mut self.queue())
     }
 
-    /// As [`take_next`](Self::take_next), up to `max` inputs under one look
-    /// at the queue, for a lane that runs them one after the other anyway.
-    /// `None` if it took some; else why it took none.
-    pub(super) fn take_many(&self, max: usize, into: &mut VecDeque<Taken<T>>) -> Option<Next<T>> {
-        let mut queue = self.queue();
+    /// As [`take_next`](Self::take_next), up to `max` inputs in all in
+    /// `into`, under one look at the queue, for a lane that runs them one
+    /// after the other anyway. `None` if it holds some; else why it took none.
+    /// With `wait` false, it takes none if another lane is looking.
+    pub(super) fn take_many(
+        &self,
+        max: usize,
+        into: &mut VecDeque<Taken<T>>,
+        wait: bool,
+    ) -> Option<Next<T>> {
+        let mut queue = match self.queue.try_lock() {
+            Ok(queue) => queue,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) if wait => self.queue(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         while into.len() < max && !self.stopped() {
             match self.take_next_locked(&mut queue) {
                 Next::Input(taken) => into.push_back(taken),
@@ -336,33 +296,6 @@ impl<T: Task> MapRun<T> {
             args => Submitted::Args(args),
         };
         Next::Input((position, run, submitted))
-    }
-
-    /// As [`take_next`](Self::take_next), waiting while a stream's span is
-    /// full (until its reader takes outcomes, the map stops, or its flow's
-    /// function returns).
-    pub(super) async fn take_next_waiting(&self) -> Option<Taken<T>> {
-        // Most looks find an input or the end: no need to arm a wake-up first.
-        match self.take_next() {
-            Next::Input(taken) => return Some(taken),
-            Next::Done => return None,
-            Next::Full => {}
-        }
-        loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.take_next() {
-                Next::Input(taken) => return Some(taken),
-                Next::Done => return None,
-                Next::Full => {}
-            }
-            tokio::select! {
-                _ = room => {}
-                _ = self.scope.token().cancelled() => {}
-                _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
-            }
-        }
     }
 
     /// Reads the next input and makes its run, held from now on; `None`
@@ -416,47 +349,6 @@ impl<T: Task> MapRun<T> {
         }
     }
 
-    /// Drives the run it was given, then of each input it takes, until none is left.
-    async fn lane(self: Arc<Self>, taken: Taken<T>) {
-        self.run_inputs(taken).await;
-        self.end_lane().await;
-    }
-
-    /// A lane's work: the run it was given, then each input it takes.
-    pub(super) async fn run_inputs(&self, taken: Taken<T>) {
-        let mut next = Some(taken);
-        while let Some((position, run, submitted)) = next {
-            let task_run = self.task_run(&run);
-            let started = match submitted {
-                Submitted::Started(started) => Some(started),
-                Submitted::Args(args) => task_run
-                    .inputs_ready(args)
-                    .await
-                    .map(|args| task_run.start(args)),
-            };
-            if let Some(started) = started {
-                task_run.drive_started(started).await;
-            }
-            self.observe(&run);
-            self.deliver(position, &run).await;
-            drop(run);
-            next = self.take_next_waiting().await;
-        }
-    }
-
-    /// Counts a lane out: the last one ends the map.
-    pub(super) async fn end_lane(&self) {
-        if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The last lane records the inputs that will never be submitted, so
-            // that whoever waits for the lanes (a signal handler, say) finds
-            // every input with an outcome.
-            if self.stopped() {
-                self.cancel_unsubmitted().await;
-            }
-            self.lanes_done.notify_one();
-        }
-    }
-
     /// The flow's function returned while a stream waited for its reader:
     /// nobody will read it, so the map stops.
     pub(super) fn abandon_unread(&self) {
@@ -468,7 +360,7 @@ impl<T: Task> MapRun<T> {
     /// Ends in `Cancelled` every input not yet taken, as far as it can be
     /// read: an iterator that may be endless (no upper bound in its
     /// `size_hint`) is left unread and named as such. Later calls find none left.
-    async fn cancel_unsubmitted(&self) {
+    pub(super) async fn cancel_unsubmitted(&self) {
         let message = match self.tripped.get() {
             Some((switch, reason)) => {
                 format!("Cancelled by kill switch {switch} before submission: {reason}")

@@ -55,7 +55,7 @@ impl<T> StreamedRun<T> {
     pub(super) fn of(index: usize, run: &Arc<RunShared<T>>) -> Self {
         StreamedRun {
             index,
-            task_run: run.name,
+            task_run: run.name(),
             result: run.take_outcome(),
         }
     }

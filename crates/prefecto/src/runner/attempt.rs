@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::Either;
 use tokio::sync::oneshot;
 
 use super::task_run::TaskRun;
@@ -109,7 +110,7 @@ impl<T: Task> TaskRun<'_, T> {
                 limiter: limiter.clone(),
                 request: SlotRequest {
                     tags: task.spec().tags,
-                    task_run_id: shared.name.id_in(ctx.id),
+                    task_run_id: shared.name().id_in(ctx.id),
                 },
                 running,
             }),
@@ -118,7 +119,7 @@ impl<T: Task> TaskRun<'_, T> {
                 None
             }
         };
-        let body = match task.invoke_as(shared.name, args) {
+        let body = match task.invoke_as(shared.name(), args) {
             Invocation::Async(body) => match tagged {
                 None => StartedBody::Async(body),
                 Some(wait) => {
@@ -262,8 +263,11 @@ pub(super) async fn finish_attempt<T: Send + 'static>(
         StartedBody::Cached(value) => Attempt::Cached(value),
         StartedBody::Async(body) => {
             // The flow run stays current inside the body, for the tasks it calls.
-            let body =
-                context::with_task_context(ctx.clone(), AssertUnwindSafe(body).catch_unwind());
+            let body = AssertUnwindSafe(body).catch_unwind();
+            let body = match context::in_task_context(ctx) {
+                true => Either::Left(body),
+                false => Either::Right(context::with_task_context(ctx.clone(), body)),
+            };
             let timed = async {
                 match within(timeout, body).await {
                     Ok(outcome) => body_outcome(outcome),

@@ -100,14 +100,14 @@ impl<T: Task> TaskRun<'_, T> {
         let (ctx, task) = (self.ctx, self.task);
         let spec = task.spec();
         match attempt {
-            Attempt::Cached(value) => (State::cached(), Some(value)),
+            Attempt::Cached(value) => (State::cached_unstamped(), Some(value)),
             Attempt::Completed(value) => {
                 if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
                     if let Some(stored) = task.persist(&value) {
                         store.put(spec.name, key, stored, spec.cache_expiration);
                     }
                 }
-                (State::completed(), Some(value))
+                (State::completed_unstamped(), Some(value))
             }
             Attempt::Failed(failed, source) => {
                 task_log!(

@@ -1,7 +1,11 @@
-//! A sync body run from start to end on the calling thread: how a map's
-//! pool lanes run their inputs, with no queue, channel or wake-up per run.
+//! A run's one attempt run from start to end where its map's lane is: a
+//! sync body on the pool thread of a pool lane, with no queue, channel or
+//! wake-up per run; an async one awaited in its lane's task, without the
+//! engine's retries and timeouts around it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use futures::FutureExt;
 
 use super::attempt::{Attempt, body_outcome};
 use super::task_run::TaskRun;
@@ -10,37 +14,44 @@ use crate::queued_body;
 use crate::state::State;
 use crate::task::{Invocation, Task};
 
-/// Whether runs of `task` may run inline on a pool thread: a sync body
-/// with no timeout (a thread running its own body could not give up on
-/// it), no retries and no tag concurrency limits (their delay and their
-/// wait would hold the thread), in a flow run whose pool has started; not
-/// for a map made inside a sync body, which waits for it holding a pool
-/// thread: its runs go where that body can run them meanwhile.
+/// Whether the runs of a map of `task` may run inline in its lanes: one
+/// attempt, with no timeout (a thread running its own body could not give
+/// up on it), no retries and no tag concurrency limits (their delay and
+/// their wait would hold the lane). A sync body needs a flow run whose pool
+/// has started, and a map not made inside a sync body (which waits for it
+/// holding a pool thread: its runs go where that body can run them meanwhile).
 pub(crate) fn runs_inline<T: Task>(ctx: &FlowRunContext, task: &T) -> bool {
     let spec = task.spec();
-    !spec.is_async
-        && !queued_body::in_body()
-        && spec.timeout.is_none()
+    let one_attempt = spec.timeout.is_none()
         && spec.retries == 0
-        && (spec.tags.is_empty() || ctx.seams.slot_limiter.is_none())
-        && ctx.pool().is_ok()
+        && (spec.tags.is_empty() || ctx.seams.slot_limiter.is_none());
+    one_attempt && (spec.is_async || (!queued_body::in_body() && ctx.pool().is_ok()))
 }
 
 impl<T: Task> TaskRun<'_, T> {
+    /// Moves the run to `Running` and gives its cache key, unless it ends
+    /// here: cancelled before it started (its body never starts), or cached.
+    fn begin_inline(&self, args: &T::Args) -> Option<Option<String>> {
+        if self.scope.is_cancelled() {
+            self.finish(State::cancelled(self.scope.reason()), None);
+            return None;
+        }
+        let cache_key = self.task.cache_key(args);
+        if let Some(value) = cache_key.as_deref().and_then(|key| self.cached_value(key)) {
+            self.finish(State::cached_unstamped(), Some(value));
+            return None;
+        }
+        self.transition(State::running());
+        Some(cache_key)
+    }
+
     /// Runs the run's one attempt here, on this thread, and ends the run:
     /// for a task that [`runs_inline`], on a thread outside the runtime.
     /// Once the run's scope is cancelled, the body never starts.
     pub(crate) fn run_inline(&self, args: T::Args) {
-        if self.scope.is_cancelled() {
-            self.finish(State::cancelled(self.scope.reason()), None);
+        let Some(cache_key) = self.begin_inline(&args) else {
             return;
-        }
-        let cache_key = self.task.cache_key(&args);
-        if let Some(value) = cache_key.as_deref().and_then(|key| self.cached_value(key)) {
-            self.finish(State::cached(), Some(value));
-            return;
-        }
-        self.transition(State::running());
+        };
         let attempt = match self.task.invoke_as(self.name(), args) {
             Invocation::Sync(body) => {
                 // The flow run stays current inside the body, for the tasks it
@@ -52,6 +63,32 @@ impl<T: Task> TaskRun<'_, T> {
             }
             Invocation::Async(_) => Attempt::Final(State::crashed(format!(
                 "Task '{}' says its body is sync, but gave an async one.",
+                self.task.spec().name
+            ))),
+        };
+        let (state, value) = self.settle(attempt, cache_key);
+        self.finish(state, value);
+    }
+
+    /// As [`run_inline`](Self::run_inline), for an async body, in a task
+    /// whose flow run is `ctx` already (a map's async lane). On
+    /// cancellation the body is dropped at its next `.await`.
+    pub(crate) async fn run_inline_async(&self, args: T::Args) {
+        let Some(cache_key) = self.begin_inline(&args) else {
+            return;
+        };
+        let attempt = match self.task.invoke_as(self.name(), args) {
+            Invocation::Async(body) => {
+                let body = AssertUnwindSafe(body).catch_unwind();
+                // The body first: one that finishes at once never touches the shared token.
+                tokio::select! {
+                    biased;
+                    outcome = body => body_outcome(outcome),
+                    _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
+                }
+            }
+            Invocation::Sync(_) => Attempt::Final(State::crashed(format!(
+                "Task '{}' says its body is async, but gave a sync one.",
                 self.task.spec().name
             ))),
         };

@@ -36,7 +36,7 @@ pub(crate) fn new_run<T: Task>(task: &T, index: u64) -> Arc<RunShared<T::Output>
 
 impl<T: Task> TaskRun<'_, T> {
     pub(crate) fn name(&self) -> TaskRunName {
-        self.shared.name
+        self.shared.name()
     }
 
     /// Records and logs the run's creation and submission, as it is

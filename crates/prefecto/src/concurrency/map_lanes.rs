@@ -1,0 +1,143 @@
+//! The lanes of a [`MapRun`]: how a map submits its inputs, a batch or a
+//! window at a time, and how an async lane drives its runs. Sync bodies
+//! that run inline go on pool lanes instead (`map_pool_lane`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::map_run::{MapRun, Next, Submitted, Taken};
+use crate::context;
+use crate::task::Task;
+
+impl<T: Task> MapRun<T> {
+    /// Submits up to `lanes` inputs at once, each on a lane of its own that
+    /// then takes further inputs up to `end`, and waits until every lane has ended.
+    pub(super) async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
+        self.queue().end = end;
+        // A pool lane runs its bodies on a thread of its own: more lanes than
+        // the pool has threads would only wait for one.
+        let size = lanes;
+        let lanes = match self.ctx.pool() {
+            Ok(pool) if self.on_pool_lanes() => lanes.min(pool.current_num_threads()),
+            _ => lanes,
+        };
+        // Submitted here, together, as the original submits a batch.
+        let mut firsts = VecDeque::with_capacity(lanes);
+        self.take_many(lanes, &mut firsts, true);
+        let firsts = Vec::from(firsts);
+        if firsts.is_empty() {
+            return;
+        }
+        self.lanes_running.store(firsts.len(), Ordering::Release);
+        if self.on_pool_lanes() {
+            self.start_pool_lanes(firsts, size);
+        } else {
+            // Async bodies run in their lanes, which one task per runtime
+            // thread drives together: a few spawns per batch, not one per input,
+            // and every thread busy. Sync bodies run on the pool; their lanes
+            // only wait for them, so one task drives them all.
+            let tasks = match self.task.spec().is_async {
+                true => self.ctx.handle.metrics().num_workers().max(1),
+                false => 1,
+            };
+            let mut groups: Vec<Vec<Taken<T>>> = (0..tasks).map(|_| Vec::new()).collect();
+            for (i, taken) in firsts.into_iter().enumerate() {
+                groups[i % tasks].push(taken);
+            }
+            for group in groups.into_iter().filter(|group| !group.is_empty()) {
+                let map = self.clone();
+                let lanes = async move {
+                    let mut lanes: FuturesUnordered<_> = group
+                        .into_iter()
+                        .map(|taken| map.clone().lane(taken))
+                        .collect();
+                    while lanes.next().await.is_some() {}
+                };
+                // The flow run is current for all the bodies its lanes run.
+                let lanes = context::with_task_context(self.ctx.clone(), lanes);
+                self.ctx.tracker.spawn_on(lanes, &self.ctx.handle);
+            }
+        }
+        // The last lane leaves a permit, so this cannot miss its wake-up.
+        self.lanes_done.notified().await;
+    }
+
+    /// Whether its lanes are pool lanes: sync bodies that run inline.
+    fn on_pool_lanes(&self) -> bool {
+        self.inline && !self.task.spec().is_async
+    }
+
+    /// As [`take_next`](Self::take_next), waiting while a stream's span is
+    /// full (until its reader takes outcomes, the map stops, or its flow's
+    /// function returns).
+    pub(super) async fn take_next_waiting(&self) -> Option<Taken<T>> {
+        // Most looks find an input or the end: no need to arm a wake-up first.
+        match self.take_next() {
+            Next::Input(taken) => return Some(taken),
+            Next::Done => return None,
+            Next::Full => {}
+        }
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.take_next() {
+                Next::Input(taken) => return Some(taken),
+                Next::Done => return None,
+                Next::Full => {}
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.scope.token().cancelled() => {}
+                _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
+            }
+        }
+    }
+
+    /// Drives the run it was given, then of each input it takes, until none is left.
+    pub(super) async fn lane(self: Arc<Self>, taken: Taken<T>) {
+        self.run_inputs(taken).await;
+        self.end_lane().await;
+    }
+
+    /// A lane's work: the run it was given, then each input it takes.
+    pub(super) async fn run_inputs(&self, taken: Taken<T>) {
+        let mut next = Some(taken);
+        while let Some((position, run, submitted)) = next {
+            let task_run = self.task_run(&run);
+            let started = match submitted {
+                Submitted::Started(started) => Some(started),
+                Submitted::Args(args) => match task_run.inputs_ready(args).await {
+                    Some(args) if self.inline && self.task.spec().is_async => {
+                        task_run.run_inline_async(args).await;
+                        None
+                    }
+                    ready => ready.map(|args| task_run.start(args)),
+                },
+            };
+            if let Some(started) = started {
+                task_run.drive_started(started).await;
+            }
+            self.observe(&run);
+            self.deliver(position, &run).await;
+            drop(run);
+            next = self.take_next_waiting().await;
+        }
+    }
+
+    /// Counts a lane out: the last one ends the map.
+    pub(super) async fn end_lane(&self) {
+        if self.lanes_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last lane records the inputs that will never be submitted, so
+            // that whoever waits for the lanes (a signal handler, say) finds
+            // every input with an outcome.
+            if self.stopped() {
+                self.cancel_unsubmitted().await;
+            }
+            self.lanes_done.notify_one();
+        }
+    }
+}
