@@ -60,6 +60,18 @@ use crate::task::Task;
 /// assert_eq!(parse_all().unwrap(), vec![2, 3]);
 /// ```
 ///
+/// Where the bodies run: a task with one attempt (no retries, no timeout,
+/// no tag concurrency limits under a Prefect server) runs in the map's
+/// lanes, with nothing around the body but its run's record. A sync body
+/// runs on the flow run's pool (`#[flow(max_workers = ..)]`): each pool
+/// thread takes inputs from the map's queue and runs them, several taken
+/// at a time while runs take under 20 µs each (so a slow run holds back
+/// at most the few inputs its thread took with it), and gives its thread
+/// up every 10 ms and whenever it would wait, so other work queued on the
+/// pool still runs. Async bodies run in lanes that one task per runtime
+/// thread drives. Other tasks' runs go through the full engine, as
+/// `submit` does.
+///
 /// `Args` is always the task's own parameter tuple: it is a type parameter
 /// only so that `map` can take one argument per parameter, whatever the
 /// task's arity (see [`map`](Self::map)); write `BatchTask<T>`.
