@@ -165,6 +165,7 @@ pub use served::{ServeError, ServedFlow, ServedParameter};
 pub use settings::Settings;
 pub use slot_limiter::{BoxFuture, Slot, SlotLimiter, SlotRequest};
 pub use state::{State, StateType};
+pub use stream_args::from_stream;
 pub use task::Task;
 
 /// Everything a flow file needs: `use prefecto::prelude::*;`.
@@ -178,6 +179,7 @@ pub mod prelude {
     pub use crate::flow::FlowRunError;
     pub use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
     pub use crate::state::{State, StateType};
+    pub use crate::stream_args::from_stream;
     pub use crate::task::Task;
     pub use prefecto_macros::{flow, task};
 }

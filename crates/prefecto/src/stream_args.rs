@@ -1,57 +1,121 @@
 //! The arguments of a streaming map (`BatchTask::stream`): one per task
-//! parameter, each an iterator of inputs read lazily, or [`unmapped`].
+//! parameter, each an iterator of inputs read lazily, an async [`Stream`]
+//! of them ([`from_stream`]), or [`unmapped`].
 //!
 //! Unlike `map`'s arguments, nothing is collected: the map reads one input
 //! when it has room for one, so an iterator over a file, a database cursor
-//! or `0..10_000_000` is never held in memory. Lengths are compared before
-//! the map starts when every mapped iterator knows its length exactly
-//! (`size_hint`), and otherwise when the first one runs out.
+//! or `0..10_000_000` is never held in memory, and a stream (a channel's
+//! receiver, rows arriving from a server) is read as its items come, without
+//! blocking a thread while it has none. Lengths are compared before the map
+//! starts when every mapped argument knows its length exactly (`size_hint`),
+//! and otherwise when the first one runs out.
 //!
 //! [`unmapped`]: crate::unmapped
+
+use std::task::{Context, Poll};
+
+use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::args::{MapError, Unmapped, common_len};
 use crate::inputs::RunArgs;
 
 /// The inputs of a streaming map, zipped, in input order. An item is an
-/// error once, if one mapped iterator ran out before another; none follows.
-pub type InputStream<Args> = Box<dyn Iterator<Item = Result<RunArgs<Args>, MapError>> + Send>;
+/// error once, if one mapped argument ran out before another; none follows.
+pub type InputStream<Args> = BoxStream<'static, Result<RunArgs<Args>, MapError>>;
 
 /// One argument of a streaming map, taken apart.
 pub enum LazyColumn<T> {
     /// One value per input, read when the map takes the input.
     Mapped(Box<dyn Iterator<Item = T> + Send>),
+    /// One value per input, as the stream gives them.
+    Streamed(BoxStream<'static, T>),
     /// The same value for every input, cloned on demand.
     Unmapped(Box<dyn FnMut() -> T + Send>),
+}
+
+/// An async [`Stream`] as one argument of [`BatchTask::stream`]: one value
+/// per input, read as the stream gives them. Made by [`from_stream`].
+///
+/// [`BatchTask::stream`]: crate::concurrency::BatchTask::stream
+pub struct FromStream<S>(S);
+
+/// Maps over the items of an async [`Stream`]: the map reads one when it
+/// has room for one, and waits for the next without holding a thread.
+///
+/// ```
+/// use prefecto::prelude::*;
+///
+/// #[task]
+/// async fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// #[flow]
+/// async fn doubles() -> Vec<u64> {
+///     let (sender, receiver) = futures::channel::mpsc::channel(8);
+///     tokio::spawn(async move {
+///         let mut sender = sender;
+///         for x in 0..5u64 {
+///             futures::SinkExt::send(&mut sender, x).await.unwrap();
+///         }
+///     });
+///     let batch = BatchTask::new(double, 2).unwrap();
+///     let mut stream = batch.stream(from_stream(receiver)).unwrap();
+///     let mut doubles = Vec::new();
+///     while let Some(run) = stream.next_async().await {
+///         doubles.push(run.result.unwrap());
+///     }
+///     doubles
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(doubles().await.unwrap(), vec![0, 2, 4, 6, 8]);
+/// # });
+/// ```
+pub fn from_stream<S: Stream + Send + 'static>(stream: S) -> FromStream<S> {
+    FromStream(stream)
+}
+
+impl<T, S: Stream<Item = T> + Send + 'static> StreamArg<T> for FromStream<S> {
+    fn into_lazy_column(self) -> LazyColumn<T> {
+        LazyColumn::Streamed(self.0.boxed())
+    }
 }
 
 impl<T> LazyColumn<T> {
     /// `Some(None)` for a mapped column of unknown length; `None` if unmapped.
     fn exact_len(&self) -> Option<Option<usize>> {
-        match self {
-            LazyColumn::Mapped(values) => Some(match values.size_hint() {
-                (low, Some(high)) if low == high => Some(low),
-                _ => None,
-            }),
-            LazyColumn::Unmapped(_) => None,
-        }
+        let hint = self.size_hint()?;
+        Some(match hint {
+            (low, Some(high)) if low == high => Some(low),
+            _ => None,
+        })
     }
 
     /// The upper bound of a mapped column's length, if it has one.
     fn upper_bound(&self) -> Option<usize> {
+        self.size_hint().and_then(|(_, high)| high)
+    }
+
+    /// A mapped column's `size_hint`; `None` if unmapped.
+    fn size_hint(&self) -> Option<(usize, Option<usize>)> {
         match self {
-            LazyColumn::Mapped(values) => values.size_hint().1,
+            LazyColumn::Mapped(values) => Some(values.size_hint()),
+            LazyColumn::Streamed(values) => Some(values.size_hint()),
             LazyColumn::Unmapped(_) => None,
         }
     }
 
     fn is_mapped(&self) -> bool {
-        matches!(self, LazyColumn::Mapped(_))
+        !matches!(self, LazyColumn::Unmapped(_))
     }
 
-    fn next_value(&mut self) -> Option<T> {
+    /// The next value: `Ready(None)` once a mapped column has run out.
+    fn poll_value(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self {
-            LazyColumn::Mapped(values) => values.next(),
-            LazyColumn::Unmapped(make) => Some(make()),
+            LazyColumn::Mapped(values) => Poll::Ready(values.next()),
+            LazyColumn::Streamed(values) => values.poll_next_unpin(cx),
+            LazyColumn::Unmapped(make) => Poll::Ready(Some(make())),
         }
     }
 }
@@ -61,7 +125,7 @@ impl<T> LazyColumn<T> {
 /// threads, or [`Unmapped`] of a value.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot stand for a `{T}` parameter in `stream`",
-    label = "expected an iterable of `{T}` (its iterator `Send + 'static`), or `unmapped(value)` of one `{T}`",
+    label = "expected an iterable of `{T}` (its iterator `Send + 'static`), `from_stream(stream)` of `{T}`s, or `unmapped(value)` of one `{T}`",
     note = "a stream reads its inputs while it runs, so it owns its iterators: pass `vec.into_iter()`, not `&vec`"
 )]
 pub trait StreamArg<T> {
@@ -149,12 +213,15 @@ struct Bounded<I> {
     left: Option<usize>,
 }
 
-impl<I: Iterator> Iterator for Bounded<I> {
+impl<I: Stream + Unpin> Stream for Bounded<I> {
     type Item = I::Item;
 
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.inputs.next();
-        if item.is_some() {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<I::Item>> {
+        let item = self.inputs.poll_next_unpin(cx);
+        if let Poll::Ready(Some(_)) = item {
             self.left = self.left.map(|left| left.saturating_sub(1));
         }
         item
@@ -180,20 +247,36 @@ macro_rules! impl_stream_args {
                 let left = [$($col.upper_bound()),+].into_iter().flatten().min();
                 let mut taken = 0;
                 let mut ended = false;
-                let inputs = std::iter::from_fn(move || {
+                // Each column's value for the next input, and whether it ran
+                // out: a value waits here while another column's is not ready.
+                $(#[allow(non_snake_case)] let mut $value: (Option<$param>, bool) = (None, false);)+
+                let inputs = futures::stream::poll_fn(move |cx| {
                     if ended {
-                        return None;
+                        return Poll::Ready(None);
                     }
-                    $(let $value = $col.next_value();)+
-                    let missing = [$($value.is_none()),+];
-                    if let ($(Some($value),)+) = ($($value,)+) {
+                    let mut pending = false;
+                    $(
+                        if $value.0.is_none() && !$value.1 {
+                            match $col.poll_value(cx) {
+                                Poll::Ready(Some(value)) => $value.0 = Some(value),
+                                Poll::Ready(None) => $value.1 = true,
+                                Poll::Pending => pending = true,
+                            }
+                        }
+                    )+
+                    if pending {
+                        return Poll::Pending;
+                    }
+                    let all_ready = true $(&& $value.0.is_some())+;
+                    if all_ready && let ($(Some($value),)+) = ($($value.0.take(),)+) {
                         taken += 1;
-                        return Some(Ok(RunArgs::Ready(($($value,)+))));
+                        return Poll::Ready(Some(Ok(RunArgs::Ready(($($value,)+)))));
                     }
                     ended = true;
-                    unequal(&missing, &mapped, taken, param_names).map(Err)
+                    let missing = [$($value.1),+];
+                    Poll::Ready(unequal(&missing, &mapped, taken, param_names).map(Err))
                 });
-                Ok((Box::new(Bounded { inputs, left }), total))
+                Ok((Box::pin(Bounded { inputs: Box::pin(inputs), left }), total))
             }
         }
     };
@@ -216,7 +299,7 @@ mod tests {
     const AB: &[&str] = &["a", "b"];
 
     fn values<A>(stream: InputStream<A>) -> Vec<Result<A, MapError>> {
-        stream
+        futures::executor::block_on_stream(stream)
             .map(|item| {
                 item.map(|args| match args {
                     RunArgs::Ready(args) => args,
@@ -286,7 +369,7 @@ mod tests {
 
     #[test]
     fn an_endless_iterator_is_fine_until_read() {
-        let (mut stream, total) = ((0u64..).map(|n| n * 2),)
+        let (stream, total) = ((0u64..).map(|n| n * 2),)
             .into_input_stream(&["x"])
             .unwrap();
         assert_eq!(total, None);
@@ -295,6 +378,7 @@ mod tests {
             None,
             "no end known: a stop leaves it unread"
         );
+        let mut stream = futures::executor::block_on_stream(stream);
         assert!(matches!(stream.next(), Some(Ok(RunArgs::Ready((0,))))));
         assert!(matches!(stream.next(), Some(Ok(RunArgs::Ready((2,))))));
     }

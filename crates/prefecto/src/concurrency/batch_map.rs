@@ -83,7 +83,9 @@ macro_rules! positional_map {
             /// goes, and gives each input's outcome, in input order, as soon
             /// as it and every earlier one are ready: one argument per task
             /// parameter, each an iterable (read lazily; its iterator is
-            /// `Send + 'static`) or `unmapped(value)`. Memory stays bounded
+            /// `Send + 'static`), an async stream
+            /// ([`from_stream`](crate::stream_args::from_stream)) or
+            /// `unmapped(value)`. Memory stays bounded
             /// whatever the number of inputs (see
             /// [`with_read_ahead`](BatchTask::with_read_ahead)); the run
             /// history keeps every run. Kill switches stop it as they stop
@@ -92,12 +94,14 @@ macro_rules! positional_map {
             ///
             /// Returns at once; the map runs on the flow's runtime while the
             /// stream is read, from a sync flow (as an `Iterator`) or an
-            /// async one (`next_async`, `into_stream`). The inputs are read on
-            /// the runtime's threads, one at a time: an iterator that waits
-            /// long for each item (a network cursor) is best fed from a thread
-            /// of its own through a channel (`std::sync::mpsc::Receiver::into_iter`).
+            /// async one (`next_async`, `into_stream`). The inputs are read by
+            /// the map's lanes, one at a time: an iterator that waits long for
+            /// each item (a blocking network cursor) blocks a lane's thread
+            /// meanwhile; an async source is better given as a stream
+            /// (`from_stream`), which the lanes wait for without holding a thread.
             /// Inputs left when the map stops (a trip, a dropped stream) are
-            /// recorded `Cancelled` as far as the iterator is bounded.
+            /// recorded `Cancelled` as far as the iterator is bounded; a
+            /// stream's inputs not yet given are left, and named.
             ///
             /// ```
             /// use prefecto::prelude::*;

@@ -242,7 +242,7 @@ impl<T: Task> BatchTask<T> {
             self.switch_order(),
             batches,
             context::current(),
-            Box::new(inputs.into_iter().map(Ok)),
+            Box::pin(futures::stream::iter(inputs.into_iter().map(Ok))),
             Some(total),
             None,
         ));

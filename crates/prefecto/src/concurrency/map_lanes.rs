@@ -27,11 +27,31 @@ impl<T: Task> MapRun<T> {
         // Submitted here, together, as the original submits a batch.
         let mut firsts = VecDeque::with_capacity(lanes);
         self.take_many(lanes, &mut firsts, true);
-        let firsts = Vec::from(firsts);
-        if firsts.is_empty() {
+        // Fewer inputs than lanes: the inputs ended (fewer lanes are
+        // needed), or a stream's have not come yet (every lane is: those
+        // without a first input wait for one).
+        let waiting = firsts.len() < lanes
+            && loop {
+                match self.take_next() {
+                    Next::Input(taken) => firsts.push_back(taken),
+                    Next::Full => break true,
+                    Next::Done => break false,
+                }
+                if firsts.len() == lanes {
+                    break false;
+                }
+            };
+        let count = if waiting { lanes } else { firsts.len() };
+        if count == 0 {
             return;
         }
-        self.lanes_running.store(firsts.len(), Ordering::Release);
+        let firsts: Vec<Option<Taken<T>>> = firsts
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None))
+            .take(count)
+            .collect();
+        self.lanes_running.store(count, Ordering::Release);
         if self.on_pool_lanes() {
             self.start_pool_lanes(firsts, size);
         } else {
@@ -43,7 +63,7 @@ impl<T: Task> MapRun<T> {
                 true => self.ctx.handle.metrics().num_workers().max(1),
                 false => 1,
             };
-            let mut groups: Vec<Vec<Taken<T>>> = (0..tasks).map(|_| Vec::new()).collect();
+            let mut groups: Vec<Vec<Option<Taken<T>>>> = (0..tasks).map(|_| Vec::new()).collect();
             for (i, taken) in firsts.into_iter().enumerate() {
                 groups[i % tasks].push(taken);
             }
@@ -97,15 +117,19 @@ impl<T: Task> MapRun<T> {
         }
     }
 
-    /// Drives the run it was given, then of each input it takes, until none is left.
-    pub(super) async fn lane(self: Arc<Self>, taken: Taken<T>) {
+    /// Drives the run it was given (if any), then of each input it takes, until none is left.
+    pub(super) async fn lane(self: Arc<Self>, taken: Option<Taken<T>>) {
         self.run_inputs(taken).await;
         self.end_lane().await;
     }
 
-    /// A lane's work: the run it was given, then each input it takes.
-    pub(super) async fn run_inputs(&self, taken: Taken<T>) {
-        let mut next = Some(taken);
+    /// A lane's work: the run it was given (if any: else it waits for a
+    /// stream's first input), then each input it takes.
+    pub(super) async fn run_inputs(&self, taken: Option<Taken<T>>) {
+        let mut next = match taken {
+            Some(taken) => Some(taken),
+            None => self.take_next_waiting().await,
+        };
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);
             let started = match submitted {

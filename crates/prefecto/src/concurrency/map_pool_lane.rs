@@ -48,9 +48,9 @@ struct PoolLane<T: Task> {
 }
 
 impl<T: Task> PoolLane<T> {
-    fn new(first: Taken<T>, max_chunk: usize) -> Self {
+    fn new(first: Option<Taken<T>>, max_chunk: usize) -> Self {
         PoolLane {
-            taken: VecDeque::from([first]),
+            taken: first.into_iter().collect(),
             chunk: 1,
             max_chunk: max_chunk.max(1),
             since: Instant::now(),
@@ -95,11 +95,20 @@ enum Detour<T: Task> {
 
 impl<T: Task> MapRun<T> {
     /// Starts a pool lane for each of the inputs taken first, sharing `size`
-    /// between them: together they never hold more.
-    pub(super) fn start_pool_lanes(self: &Arc<Self>, firsts: Vec<Taken<T>>, size: usize) {
+    /// between them: together they never hold more. A lane without one
+    /// waits on the runtime for a stream's first input.
+    pub(super) fn start_pool_lanes(self: &Arc<Self>, firsts: Vec<Option<Taken<T>>>, size: usize) {
         let share = size / firsts.len().max(1);
-        for taken in firsts {
-            self.clone().to_pool(PoolLane::new(taken, share));
+        for first in firsts {
+            let waiting = first.is_none();
+            let lane = PoolLane::new(first, share);
+            match waiting {
+                true => {
+                    let off_pool = self.clone().off_pool(Detour::Next, lane);
+                    self.ctx.tracker.spawn_on(off_pool, &self.ctx.handle);
+                }
+                false => self.clone().to_pool(lane),
+            }
         }
     }
 
@@ -114,7 +123,7 @@ impl<T: Task> MapRun<T> {
                 let handle = ctx.handle.clone();
                 let lane_inputs = async move {
                     while let Some(taken) = lane.taken.pop_front() {
-                        self.run_inputs(taken).await;
+                        self.run_inputs(Some(taken)).await;
                     }
                     self.end_lane().await;
                 };
@@ -133,10 +142,13 @@ impl<T: Task> MapRun<T> {
             // that it seldom has to wait for one when it runs out.
             if lane.running_low() {
                 let chunk = lane.adapt_chunk();
+                let _runtime = self.ctx.handle.enter();
                 self.take_many(chunk, &mut lane.taken, false);
             }
             let Some((position, run, submitted)) = lane.taken.pop_front() else {
                 let chunk = lane.adapt_chunk();
+                // An async stream of inputs may need the runtime to be read.
+                let _runtime = self.ctx.handle.enter();
                 match self.take_many(chunk, &mut lane.taken, true) {
                     None => continue,
                     Some(Next::Full) => break Detour::Next,

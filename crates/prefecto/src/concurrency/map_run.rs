@@ -2,14 +2,15 @@
 //! read as it goes and, for a stream, its outcomes handed over as they come.
 
 use std::collections::VecDeque;
-use std::iter::Peekable;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::task::Poll;
 
 use tokio::sync::Notify;
 
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::KillSwitch;
+use super::map_inputs::MapInputs;
 use super::map_stream::Delivery;
 use crate::args::MapError;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
@@ -50,8 +51,9 @@ pub(super) struct MapRun<T: Task> {
     pub(super) tripped: OnceLock<(String, String)>,
     pub(super) lanes_running: AtomicUsize,
     pub(super) lanes_done: Notify,
-    /// Woken when a stream forgets runs, for lanes waiting for room.
-    pub(super) room: Notify,
+    /// Woken when a stream forgets runs, or its inputs come, for lanes
+    /// waiting for room or inputs.
+    pub(super) room: Arc<Notify>,
     pub(super) progress: Option<Arc<dyn MapProgress>>,
     /// Where a stream's outcomes go; `None` for a collecting map.
     pub(super) delivery: Option<Delivery<T::Output>>,
@@ -74,7 +76,8 @@ pub(super) type Taken<T> = (usize, Arc<RunShared<<T as Task>::Output>>, Submitte
 /// What a lane found when it looked for its next input.
 pub(super) enum Next<T: Task> {
     Input(Taken<T>),
-    /// A stream's span is full: wait until runs are handed over.
+    /// A stream's span is full, or its inputs are not ready: wait until
+    /// runs are handed over or inputs come (`room` is notified).
     Full,
     /// No input for this lane: the batch or the inputs ended, or the map stopped.
     Done,
@@ -92,7 +95,7 @@ pub(super) struct Queue<T: Task> {
     pub(super) next: usize,
     /// Lanes take inputs up to `end`: the end of the current batch, or of all inputs.
     pub(super) end: usize,
-    pub(super) inputs: Peekable<InputStream<T::Args>>,
+    pub(super) inputs: MapInputs<T::Args>,
     /// The inputs ran out, or went wrong (`input_error`).
     pub(super) exhausted: bool,
     pub(super) input_error: Option<MapError>,
@@ -145,6 +148,8 @@ impl<T: Task> MapRun<T> {
             .as_ref()
             .and_then(|display| display.start_map(name, total, batches));
         let inline = crate::runner::runs_inline(&ctx, task);
+        let room = Arc::new(Notify::new());
+        let inputs = MapInputs::new(inputs, room.clone(), ctx.handle.clone());
         MapRun {
             scope: ctx.scope.child(),
             ctx,
@@ -154,7 +159,7 @@ impl<T: Task> MapRun<T> {
             queue: Mutex::new(Queue {
                 next: 0,
                 end: 0,
-                inputs: inputs.peekable(),
+                inputs,
                 exhausted: false,
                 input_error: None,
                 slots: VecDeque::new(),
@@ -167,7 +172,7 @@ impl<T: Task> MapRun<T> {
             tripped: OnceLock::new(),
             lanes_running: AtomicUsize::new(0),
             lanes_done: Notify::new(),
-            room: Notify::new(),
+            room,
             progress,
             delivery,
             inline,
@@ -185,7 +190,7 @@ impl<T: Task> MapRun<T> {
         match mode {
             BatchMode::Strict => {
                 let mut batch = 0;
-                while !self.stopped() && self.has_more_inputs() {
+                while !self.stopped() && self.has_more_inputs().await {
                     batch += 1;
                     match batches {
                         0 => flow_log!(self.ctx, DEBUG, "Mapping '{}' batch {}.", name, batch),
@@ -221,9 +226,31 @@ impl<T: Task> MapRun<T> {
         }
     }
 
-    fn has_more_inputs(&self) -> bool {
-        let mut queue = self.queue();
-        !queue.exhausted && queue.inputs.peek().is_some()
+    /// Whether another batch follows: waits while a stream's inputs are
+    /// not ready, unless the map stops or its flow's function returns.
+    async fn has_more_inputs(&self) -> bool {
+        loop {
+            let inputs_come = self.room.notified();
+            tokio::pin!(inputs_come);
+            inputs_come.as_mut().enable();
+            {
+                let mut queue = self.queue();
+                if queue.exhausted {
+                    return false;
+                }
+                if let Poll::Ready(more) = queue.inputs.poll_has_more() {
+                    return more;
+                }
+            }
+            tokio::select! {
+                _ = inputs_come => {}
+                _ = self.scope.token().cancelled() => return false,
+                _ = self.ctx.body_returned.cancelled() => {
+                    self.abandon_unread();
+                    return false;
+                }
+            }
+        }
     }
 
     /// Whether no further input may start: the switch tripped, or the map
@@ -283,8 +310,10 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let Some((position, run, args)) = self.read_input(queue) else {
-            return Next::Done;
+        let (position, run, args) = match self.read_input(queue) {
+            Poll::Ready(Some(read)) => read,
+            Poll::Ready(None) => return Next::Done,
+            Poll::Pending => return Next::Full,
         };
         let task_run = self.task_run(&run);
         task_run.announce(&args.upstream(self.task.spec().param_names));
@@ -299,22 +328,24 @@ impl<T: Task> MapRun<T> {
     }
 
     /// Reads the next input and makes its run, held from now on; `None`
-    /// once the inputs have run out or gone wrong.
+    /// once the inputs have run out or gone wrong; `Pending` while a
+    /// stream's next input has not come.
     #[allow(clippy::type_complexity)]
     fn read_input(
         &self,
         queue: &mut Queue<T>,
-    ) -> Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)> {
-        let args = match queue.inputs.next() {
-            Some(Ok(args)) => args,
-            Some(Err(error)) => {
+    ) -> Poll<Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)>> {
+        let args = match queue.inputs.poll_next() {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(args))) => args,
+            Poll::Ready(Some(Err(error))) => {
                 queue.exhausted = true;
                 queue.input_error = Some(error);
-                return None;
+                return Poll::Ready(None);
             }
-            None => {
+            Poll::Ready(None) => {
                 queue.exhausted = true;
-                return None;
+                return Poll::Ready(None);
             }
         };
         let position = queue.next;
@@ -324,7 +355,7 @@ impl<T: Task> MapRun<T> {
             run: run.clone(),
             delivered: false,
         });
-        Some((position, run, args))
+        Poll::Ready(Some((position, run, args)))
     }
 
     /// A new run for the next input, named from the reserved block.
@@ -359,7 +390,8 @@ impl<T: Task> MapRun<T> {
 
     /// Ends in `Cancelled` every input not yet taken, as far as it can be
     /// read: an iterator that may be endless (no upper bound in its
-    /// `size_hint`) is left unread and named as such. Later calls find none left.
+    /// `size_hint`), or a stream whose next input has not come, is left
+    /// unread and named as such. Later calls find none left.
     pub(super) async fn cancel_unsubmitted(&self) {
         let message = match self.tripped.get() {
             Some((switch, reason)) => {
@@ -373,16 +405,19 @@ impl<T: Task> MapRun<T> {
         loop {
             let cancelled = {
                 let mut queue = self.queue();
-                if queue.exhausted {
-                    None
-                } else if queue.inputs.size_hint().1.is_none() {
-                    queue.exhausted = true;
-                    queue.unread_from = Some(queue.next);
-                    left_unread = queue.unread_from;
-                    None
-                } else {
-                    self.read_input(&mut queue)
-                        .map(|(position, run, _)| (position, run))
+                let read = match queue.exhausted || queue.inputs.upper_bound().is_none() {
+                    true => Poll::Pending,
+                    false => self.read_input(&mut queue),
+                };
+                match read {
+                    Poll::Ready(read) => read.map(|(position, run, _)| (position, run)),
+                    _ if queue.exhausted => None,
+                    Poll::Pending => {
+                        queue.exhausted = true;
+                        queue.unread_from = Some(queue.next);
+                        left_unread = queue.unread_from;
+                        None
+                    }
                 }
             };
             let Some((position, run)) = cancelled else {
@@ -406,7 +441,7 @@ impl<T: Task> MapRun<T> {
                 self.ctx,
                 WARN,
                 "The inputs of '{}' from #{} on were never read: the map stopped, and their \
-                 iterator has no known end.",
+                 iterator has no known end, or their stream had not given them yet.",
                 self.task.spec().name,
                 first
             );

@@ -8,6 +8,7 @@ mod batch_mode;
 mod batch_task;
 mod kill_switch;
 mod map_handover;
+mod map_inputs;
 mod map_lanes;
 mod map_pool_lane;
 mod map_run;

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod async_stream_inputs;
 mod batch_properties;
 mod batch_task;
 mod blocking_in_async;

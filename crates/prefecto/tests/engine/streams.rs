@@ -18,17 +18,17 @@ use proptest::prelude::*;
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[task]
-fn double(x: u64) -> u64 {
+pub(crate) fn double(x: u64) -> u64 {
     x * 2
 }
 
 #[task]
-async fn double_async(x: u64) -> u64 {
+pub(crate) async fn double_async(x: u64) -> u64 {
     x * 2
 }
 
 #[task]
-fn fail_on(x: u64, bad: u64) -> Result<u64, String> {
+pub(crate) fn fail_on(x: u64, bad: u64) -> Result<u64, String> {
     if x == bad {
         Err(format!("{x} is bad"))
     } else {

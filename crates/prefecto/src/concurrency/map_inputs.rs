@@ -1,0 +1,85 @@
+//! [`MapInputs`]: a map's inputs as its lanes read them, one at a time,
+//! under the queue's lock: an iterator is always ready; an async stream
+//! may not be, and then wakes the lanes waiting for room when it is.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use crate::args::MapError;
+use crate::inputs::RunArgs;
+use crate::stream_args::InputStream;
+
+type Input<Args> = Result<RunArgs<Args>, MapError>;
+
+/// A map's inputs, with one looked at ahead (to tell whether another batch follows).
+pub(super) struct MapInputs<Args> {
+    inputs: InputStream<Args>,
+    peeked: Option<Option<Input<Args>>>,
+    /// Wakes whoever waits for room or inputs.
+    waker: Waker,
+    /// A stream may need the runtime's timers or I/O, and pool lanes read
+    /// from threads outside it.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Wakes every lane (and the driver) waiting on the map's `room`: the one
+/// wake-up a map waits for, whether for room or for inputs.
+struct WakeWaiters(Arc<Notify>);
+
+impl Wake for WakeWaiters {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_waiters();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_waiters();
+    }
+}
+
+impl<Args> MapInputs<Args> {
+    pub(super) fn new(
+        inputs: InputStream<Args>,
+        room: Arc<Notify>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        MapInputs {
+            inputs,
+            peeked: None,
+            waker: Waker::from(Arc::new(WakeWaiters(room))),
+            runtime,
+        }
+    }
+
+    /// The next input, `Ready(None)` after the last; `Pending` while an
+    /// async stream has none ready (its waiters are woken when it has).
+    pub(super) fn poll_next(&mut self) -> Poll<Option<Input<Args>>> {
+        if let Some(peeked) = self.peeked.take() {
+            return Poll::Ready(peeked);
+        }
+        let _runtime = tokio::runtime::Handle::try_current()
+            .is_err()
+            .then(|| self.runtime.enter());
+        self.inputs
+            .poll_next_unpin(&mut Context::from_waker(&self.waker))
+    }
+
+    /// Whether another input follows, once that is known.
+    pub(super) fn poll_has_more(&mut self) -> Poll<bool> {
+        if self.peeked.is_none() {
+            match self.poll_next() {
+                Poll::Ready(next) => self.peeked = Some(next),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(matches!(self.peeked, Some(Some(_))))
+    }
+
+    /// At most how many inputs are left, if that is known: a stopped map
+    /// reads the rest only then (an endless iterator is left unread).
+    pub(super) fn upper_bound(&self) -> Option<usize> {
+        let peeked = usize::from(matches!(self.peeked, Some(Some(_))));
+        self.inputs.size_hint().1.map(|left| left + peeked)
+    }
+}
