@@ -45,6 +45,16 @@ pub enum MapError {
         /// A parameter whose iterator had more.
         longer: &'static str,
     },
+    /// In a streaming map, reading the next input panicked (an iterator's
+    /// `next` or a stream's `poll_next`): the map reads no further, after
+    /// the inputs before it were mapped.
+    #[error("Reading input #{after} panicked: {message}")]
+    InputPanicked {
+        /// How many inputs were read before it.
+        after: usize,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// A value passed unchanged to every call of a `map`, as Prefect's `unmapped`.

@@ -1,7 +1,13 @@
 //! [`MapInputs`]: a map's inputs as its lanes read them, one at a time,
 //! under the queue's lock: an iterator is always ready; an async stream
 //! may not be, and then wakes the lanes waiting for room when it is.
+//!
+//! A stream may need the runtime (its timers, its I/O) to be polled: its
+//! readers are on the runtime's threads, or (pool lanes) enter its context
+//! to read. Iterators, which need nothing, are also read by the collecting
+//! `map` from the caller's thread.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -11,6 +17,7 @@ use tokio::sync::Notify;
 use crate::args::MapError;
 use crate::inputs::RunArgs;
 use crate::stream_args::InputStream;
+use crate::task::panic_message;
 
 type Input<Args> = Result<RunArgs<Args>, MapError>;
 
@@ -20,9 +27,8 @@ pub(super) struct MapInputs<Args> {
     peeked: Option<Option<Input<Args>>>,
     /// Wakes whoever waits for room or inputs.
     waker: Waker,
-    /// A stream may need the runtime's timers or I/O, and pool lanes read
-    /// from threads outside it.
-    runtime: tokio::runtime::Handle,
+    /// How many inputs it gave.
+    read: usize,
 }
 
 /// Wakes every lane (and the driver) waiting on the map's `room`: the one
@@ -38,31 +44,39 @@ impl Wake for WakeWaiters {
     }
 }
 
-impl<Args> MapInputs<Args> {
-    pub(super) fn new(
-        inputs: InputStream<Args>,
-        room: Arc<Notify>,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+impl<Args: Send + 'static> MapInputs<Args> {
+    pub(super) fn new(inputs: InputStream<Args>, room: Arc<Notify>) -> Self {
         MapInputs {
             inputs,
             peeked: None,
             waker: Waker::from(Arc::new(WakeWaiters(room))),
-            runtime,
+            read: 0,
         }
     }
 
     /// The next input, `Ready(None)` after the last; `Pending` while an
-    /// async stream has none ready (its waiters are woken when it has).
+    /// async stream has none ready (its waiters are woken when it has). A
+    /// user's iterator or stream that panics gives an error, and no input
+    /// after it: the lane reading it goes on, and the map ends as for bad inputs.
     pub(super) fn poll_next(&mut self) -> Poll<Option<Input<Args>>> {
         if let Some(peeked) = self.peeked.take() {
             return Poll::Ready(peeked);
         }
-        let _runtime = tokio::runtime::Handle::try_current()
-            .is_err()
-            .then(|| self.runtime.enter());
-        self.inputs
-            .poll_next_unpin(&mut Context::from_waker(&self.waker))
+        let mut cx = Context::from_waker(&self.waker);
+        let next = match catch_unwind(AssertUnwindSafe(|| self.inputs.poll_next_unpin(&mut cx))) {
+            Ok(next) => next,
+            Err(panic) => {
+                self.inputs = Box::pin(futures::stream::empty());
+                Poll::Ready(Some(Err(MapError::InputPanicked {
+                    after: self.read,
+                    message: panic_message(panic.as_ref()),
+                })))
+            }
+        };
+        if let Poll::Ready(Some(Ok(_))) = next {
+            self.read += 1;
+        }
+        next
     }
 
     /// Whether another input follows, once that is known.

@@ -149,7 +149,7 @@ impl<T: Task> MapRun<T> {
             .and_then(|display| display.start_map(name, total, batches));
         let inline = crate::runner::runs_inline(&ctx, task);
         let room = Arc::new(Notify::new());
-        let inputs = MapInputs::new(inputs, room.clone(), ctx.handle.clone());
+        let inputs = MapInputs::new(inputs, room.clone());
         MapRun {
             scope: ctx.scope.child(),
             ctx,

@@ -1,7 +1,8 @@
 //! Streaming maps over async streams of inputs (`from_stream`): read as
 //! their items come, holding no thread while none has, in both batch
-//! modes, with sync and async bodies; zipped with iterators; and stopped
-//! by a kill switch while the stream has nothing to give.
+//! modes, with sync and async bodies; zipped with iterators; stopped by a
+//! kill switch while the stream has nothing to give; and ended by inputs
+//! that panic.
 
 use crate::common::{self, within};
 
@@ -152,5 +153,64 @@ fn a_kill_switch_stops_a_map_waiting_for_its_stream() {
             ..
         }) => assert_eq!(switch, "AnyFailedSwitch"),
         other => panic!("expected the switch's stop naming input 3, got {other:?}"),
+    }
+}
+
+#[flow(max_workers = 2)]
+fn sync_bodies_over_a_timed_stream() -> Vec<u64> {
+    // Each item comes after a tokio timer: the stream needs the runtime to
+    // be polled, from the pool threads that run the bodies too.
+    let ticks = futures::stream::unfold(0u64, |i| async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        (i < 30).then_some((i, i + 1))
+    });
+    let batch = BatchTask::new(double, 4).unwrap().sliding_window();
+    let stream = batch.stream(from_stream(ticks)).unwrap();
+    stream.map(|run| run.result.unwrap()).collect()
+}
+
+#[test]
+fn a_stream_that_needs_the_runtime_feeds_sync_bodies() {
+    common::quiet();
+    let doubled = within(LIMIT, "sync bodies over a timed stream", || {
+        sync_bodies_over_a_timed_stream().unwrap()
+    });
+    assert_eq!(doubled, (0..30).map(|x| x * 2).collect::<Vec<u64>>());
+}
+
+#[flow(max_workers = 1)]
+fn inputs_that_panic(sync_body: bool) -> (Vec<usize>, Option<StreamStop>) {
+    let inputs = (0..20u64).inspect(|&x| {
+        if x == 7 {
+            panic!("the cursor broke");
+        }
+    });
+    let mut stream = match sync_body {
+        true => BatchTask::new(double, 3).unwrap().stream(inputs),
+        false => BatchTask::new(double_async, 3).unwrap().stream(inputs),
+    }
+    .unwrap();
+    let indexes = stream.by_ref().map(|run| run.index).collect();
+    (indexes, stream.stop().cloned())
+}
+
+#[test]
+fn an_input_iterator_that_panics_ends_the_stream_with_an_error() {
+    common::quiet();
+    for sync_body in [true, false] {
+        let (indexes, stop) = within(LIMIT, "inputs that panic", move || {
+            inputs_that_panic(sync_body).unwrap()
+        });
+        assert_eq!(
+            indexes,
+            (0..7).collect::<Vec<_>>(),
+            "sync body: {sync_body}"
+        );
+        match stop {
+            Some(StreamStop::Inputs(MapError::InputPanicked { after, message })) => {
+                assert_eq!((after, message.as_str()), (7, "the cursor broke"));
+            }
+            other => panic!("expected the inputs' panic, got {other:?}"),
+        }
     }
 }
