@@ -60,7 +60,8 @@
 //! [`concurrency::BatchTask`] maps in bounded batches and stops early when a
 //! [`concurrency::KillSwitch`] trips, cancelling what is in flight and
 //! recording every input's outcome. See its docs. For millions of inputs,
-//! or inputs read from a file, `batch.stream(iter)` reads them lazily and
+//! or inputs read from a file, `batch.stream(iter)` reads them lazily (an
+//! async stream too: `batch.stream(`[`from_stream`]`(receiver))`) and
 //! hands over each input's outcome as it is ready ([`concurrency::MapStream`]),
 //! in memory that does not grow with the number of inputs.
 //!
