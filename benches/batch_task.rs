@@ -8,10 +8,12 @@
 //!   (`buffer_unordered(100)`, a `JoinSet` under a `Semaphore(100)`,
 //!   hand-written strict batches of 100 spawned tasks, rayon `par_iter`).
 //! - Flatness: a streaming sliding window from 10k to 10M inputs (1M with
-//!   `--quick`): µs per input at each count.
+//!   `--quick`): µs per input at each count, the median of more runs at the
+//!   small counts (as many inputs in all as at 1M, up to 25 runs).
 //! - Memory: peak RSS, each workload in a fresh process of its own (this
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
 //!   per input. Nothing counts allocations while anything is timed.
+//!   `--rss WORKLOAD N [--history]` runs one workload alone (to profile it).
 //! - History: the same maps with the SQLite run history on, against off.
 //! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
 //!   against the ideal from the nominal durations and from the measured ones.
@@ -295,6 +297,18 @@ fn per_input(seconds: &mut [f64], n: u64) -> (f64, f64, f64) {
     )
 }
 
+/// A set-up with the run history on, in a fresh folder (to remove after).
+fn with_fresh_history() -> (Prefecto, std::path::PathBuf) {
+    let home = std::env::temp_dir().join(format!("prefecto-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let history_on = Prefecto::builder()
+        .engine_only()
+        .history_in(&home)
+        .build()
+        .unwrap();
+    (history_on, home)
+}
+
 fn main() {
     // Logs off: the figures are the engine's, not the console's.
     prefecto::logging::init(tracing::level_filters::LevelFilter::OFF);
@@ -303,7 +317,17 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--rss") {
         let workload = Workload::parse(&args[i + 1]);
         let n = args[i + 2].parse().unwrap();
-        engine_only.scope(|| workload.run(&runtime(), n));
+        // `--history`: with the run history on, in a fresh folder (to profile it).
+        match args.iter().any(|a| a == "--history") {
+            false => engine_only.scope(|| workload.run(&runtime(), n)),
+            true => {
+                let (history_on, home) = with_fresh_history();
+                let seconds = history_on.scope(|| workload.run(&runtime(), n));
+                drop(history_on);
+                let _ = std::fs::remove_dir_all(&home);
+                seconds
+            }
+        };
         println!("rss_kib {}", peak_rss_kib());
         return;
     }
@@ -356,12 +380,23 @@ fn main() {
     }
 
     println!();
-    println!("flatness: stream window, µs per input (median of {reps} runs; one at 10,000,000)");
     let counts: &[u64] = if quick {
         &[10_000, 100_000, 1_000_000]
     } else {
         &[10_000, 100_000, 1_000_000, 10_000_000]
     };
+    // A small count takes a few milliseconds, where one wake-up late on a
+    // busy machine shows: its median is over more runs, at least as many
+    // inputs in all as a large count's (up to 25 runs).
+    let runs_at = |count: u64| (reps as u64 * 1_000_000 / count).clamp(1, 25) as usize;
+    let runs: Vec<String> = counts
+        .iter()
+        .map(|&count| format!("{} at {count}", runs_at(count)))
+        .collect();
+    println!(
+        "flatness: stream window, µs per input (median of {} runs)",
+        runs.join(", ")
+    );
     for sync_body in [false, true] {
         let w = Stream {
             mode: BatchMode::SlidingWindow,
@@ -370,8 +405,7 @@ fn main() {
         let costs: Vec<f64> = counts
             .iter()
             .map(|&count| {
-                let runs = if count >= 10_000_000 { 1 } else { reps };
-                let mut seconds: Vec<f64> = (0..runs)
+                let mut seconds: Vec<f64> = (0..runs_at(count))
                     .map(|_| engine_only.scope(|| w.run(&runtime, count)))
                     .collect();
                 per_input(&mut seconds, count).0
@@ -412,13 +446,7 @@ fn main() {
     println!(
         "run history (SQLite), {history_inputs} inputs: µs per input, off and on (median of {reps})"
     );
-    let home = std::env::temp_dir().join(format!("prefecto-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let history_on = Prefecto::builder()
-        .engine_only()
-        .history_in(&home)
-        .build()
-        .unwrap();
+    let (history_on, home) = with_fresh_history();
     for w in [PREFECTO[0], PREFECTO[2], PREFECTO[4], PREFECTO[5]] {
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for _ in 0..reps {

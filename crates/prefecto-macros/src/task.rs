@@ -107,6 +107,40 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
             }))
         }
     };
+    // The same attempt, run where it is called: no box, no virtual call.
+    let direct_call = if asyncness.is_some() {
+        quote! {
+            fn call_async(
+                &self,
+                _run: ::prefecto::TaskRunName,
+                __args: Self::Args,
+            ) -> impl ::prefecto::__private::Future<
+                Output = ::std::option::Option<
+                    ::prefecto::__private::Result<Self::Output, ::prefecto::__private::BodyError>
+                >
+            > + ::std::marker::Send {
+                let (#(#idents,)*) = __args;
+                async move {
+                    let __out = __prefecto_body(#(#idents),*).await;
+                    ::std::option::Option::Some(#convert)
+                }
+            }
+        }
+    } else {
+        quote! {
+            fn call_sync(
+                &self,
+                _run: ::prefecto::TaskRunName,
+                __args: Self::Args,
+            ) -> ::std::option::Option<
+                ::prefecto::__private::Result<Self::Output, ::prefecto::__private::BodyError>
+            > {
+                let (#(#idents,)*) = __args;
+                let __out = __prefecto_body(#(#idents),*);
+                ::std::option::Option::Some(#convert)
+            }
+        }
+    };
     let call_output = if asyncness.is_some() {
         quote! {
             ::prefecto::__private::Pin<::prefecto::__private::Box<
@@ -202,6 +236,8 @@ pub(crate) fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result
                     let (#(#idents,)*) = __args;
                     #invoke
                 }
+
+                #direct_call
 
                 #retry_args
                 #caching

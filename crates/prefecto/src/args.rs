@@ -6,6 +6,11 @@
 
 use thiserror::Error;
 
+use std::task::{Context, Poll, Waker};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 use crate::future::{PrefectFuture, PrefectFutureList};
 use crate::inputs::{Input, IntoRunArgs, RunArgs, SharedValue};
 
@@ -55,6 +60,16 @@ pub enum MapError {
         /// The panic's message.
         message: String,
     },
+    /// A plain `map` was given a stream ([`from_stream`](crate::from_stream)):
+    /// it submits every input at once, so it cannot wait for a stream's.
+    #[error(
+        "A plain `map` submits every input at once and cannot read '{param}' from a stream: \
+         map it with `BatchTask::map` or `BatchTask::stream`, which read a stream as they go."
+    )]
+    StreamNeedsBatchTask {
+        /// The parameter given a stream.
+        param: &'static str,
+    },
 }
 
 /// A value passed unchanged to every call of a `map`, as Prefect's `unmapped`.
@@ -83,87 +98,114 @@ pub fn unmapped<T>(value: T) -> Unmapped<T> {
 }
 
 /// One argument of a `map`, after it has been taken apart.
-pub enum Column<'a, T> {
+pub enum Column<T> {
     /// One value per input.
     Mapped(std::vec::IntoIter<T>),
     /// One upstream run per input, whose value each run takes.
     Futures(std::vec::IntoIter<PrefectFuture<T>>),
-    /// The same value for every input, cloned on demand.
-    Unmapped(Box<dyn FnMut() -> T + Send + 'a>),
+    /// The same value for every input, cloned for each.
+    Unmapped {
+        /// The value.
+        value: T,
+        /// How it is cloned.
+        clone: fn(&T) -> T,
+    },
     /// The value of one upstream run, cloned for every input.
     UnmappedFuture(SharedValue<T>),
+    /// One value per input, as an async stream gives them
+    /// ([`from_stream`](crate::stream_args::from_stream)): read as the map
+    /// goes, its length known when it ends.
+    Streamed(BoxStream<'static, T>),
 }
 
-impl<T> Column<'_, T> {
-    fn mapped_len(&self) -> Option<usize> {
+impl<T> Column<T> {
+    /// How many inputs it holds, if it holds one per input and knows how many.
+    fn known_len(&self) -> Option<usize> {
         match self {
             Column::Mapped(values) => Some(values.len()),
             Column::Futures(futures) => Some(futures.len()),
-            Column::Unmapped(_) | Column::UnmappedFuture(..) => None,
+            Column::Unmapped { .. } | Column::UnmappedFuture(..) | Column::Streamed(_) => None,
         }
     }
 
+    fn is_mapped(&self) -> bool {
+        !matches!(self, Column::Unmapped { .. } | Column::UnmappedFuture(..))
+    }
+
+    fn is_streamed(&self) -> bool {
+        matches!(self, Column::Streamed(_))
+    }
+
+    /// The next input's value, from a column that is not streamed, whose
+    /// length was checked.
     fn next_input(&mut self) -> Input<T> {
-        const CHECKED: &str = "lengths are checked before the columns are zipped";
-        match self {
-            Column::Mapped(values) => Input::Value(values.next().expect(CHECKED)),
-            Column::Futures(futures) => Input::Future(futures.next().expect(CHECKED)),
-            Column::Unmapped(make) => Input::Value(make()),
-            Column::UnmappedFuture(shared) => Input::Shared(shared.clone()),
+        match self.poll_input(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Some(input)) => input,
+            _ => unreachable!("lengths are checked before the columns are zipped"),
         }
+    }
+
+    /// The next input's value: `Ready(None)` once a mapped column has run out.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input<T>>> {
+        Poll::Ready(Some(match self {
+            Column::Mapped(values) => match values.next() {
+                Some(value) => Input::Value(value),
+                None => return Poll::Ready(None),
+            },
+            Column::Futures(futures) => match futures.next() {
+                Some(future) => Input::Future(future),
+                None => return Poll::Ready(None),
+            },
+            Column::Unmapped { value, clone } => Input::Value(clone(value)),
+            Column::UnmappedFuture(shared) => Input::Shared(shared.clone()),
+            Column::Streamed(values) => {
+                return values
+                    .poll_next_unpin(cx)
+                    .map(|value| value.map(Input::Value));
+            }
+        }))
     }
 }
 
 /// Something that can stand for one parameter in `map`: any iterable of the
-/// parameter's type, a [`PrefectFutureList`] of it, or [`Unmapped`] of a
-/// value or of a [`PrefectFuture`] of one.
+/// parameter's type, a [`PrefectFutureList`] of it, [`Unmapped`] of a
+/// value or of a [`PrefectFuture`] of one, or (in `BatchTask::map`) an
+/// async stream of them ([`from_stream`](crate::stream_args::from_stream)).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot stand for a `{T}` parameter in `map`",
     label = "expected an iterable of `{T}`, a `PrefectFutureList<{T}>`, or `unmapped(value)` of one `{T}`"
 )]
 pub trait MapArg<T> {
     /// Takes the argument apart into a column of inputs.
-    fn into_column<'a>(self) -> Column<'a, T>
-    where
-        Self: 'a;
+    fn into_column(self) -> Column<T>;
 }
 
 impl<T, I> MapArg<T> for I
 where
     I: IntoIterator<Item = T>,
 {
-    fn into_column<'a>(self) -> Column<'a, T>
-    where
-        Self: 'a,
-    {
+    fn into_column(self) -> Column<T> {
         Column::Mapped(self.into_iter().collect::<Vec<T>>().into_iter())
     }
 }
 
 impl<T: Clone + Send> MapArg<T> for Unmapped<T> {
-    fn into_column<'a>(self) -> Column<'a, T>
-    where
-        Self: 'a,
-    {
-        let value = self.0;
-        Column::Unmapped(Box::new(move || value.clone()))
+    fn into_column(self) -> Column<T> {
+        Column::Unmapped {
+            value: self.0,
+            clone: T::clone,
+        }
     }
 }
 
 impl<T> MapArg<T> for PrefectFutureList<T> {
-    fn into_column<'a>(self) -> Column<'a, T>
-    where
-        Self: 'a,
-    {
+    fn into_column(self) -> Column<T> {
         Column::Futures(self.into_inner().into_iter())
     }
 }
 
 impl<T: Clone> MapArg<T> for Unmapped<PrefectFuture<T>> {
-    fn into_column<'a>(self) -> Column<'a, T>
-    where
-        Self: 'a,
-    {
+    fn into_column(self) -> Column<T> {
         Column::UnmappedFuture(SharedValue {
             run: self.0.shared,
             clone: T::clone,
@@ -181,7 +223,55 @@ impl<T: Clone> MapArg<T> for Unmapped<PrefectFuture<T>> {
 pub trait MapArgs<Args> {
     /// Checks the arguments against the rules and zips them into one tuple of
     /// arguments per input, in input order.
-    fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<RunArgs<Args>>, MapError>;
+    fn into_inputs(self, param_names: &'static [&'static str]) -> Result<Zipped<Args>, MapError>;
+}
+
+/// The arguments of every input of a `map`, zipped.
+///
+/// ```
+/// use prefecto::args::{MapArgs, Zipped};
+/// use prefecto::prelude::*;
+///
+/// let listed = (vec![1, 2, 3], unmapped(10)).into_inputs(&["a", "b"]).unwrap();
+/// assert!(matches!(listed, Zipped::Listed(inputs) if inputs.len() == 3));
+///
+/// let streamed = (from_stream(futures::stream::iter(1..=3)), unmapped(10))
+///     .into_inputs(&["a", "b"])
+///     .unwrap();
+/// assert!(matches!(streamed, Zipped::Streamed { param: "a", .. }));
+/// ```
+#[non_exhaustive]
+pub enum Zipped<Args> {
+    /// All of them, at hand.
+    Listed(Vec<RunArgs<Args>>),
+    /// Read as an argument's stream gives them: a map with a
+    /// [`from_stream`](crate::stream_args::from_stream) argument. The
+    /// lengths of the others were checked; the stream's is found when it
+    /// ends, as [`MapError::UnequalLengths`] if it differs.
+    Streamed {
+        /// The inputs, as they come.
+        inputs: BoxStream<'static, Result<RunArgs<Args>, MapError>>,
+        /// The first parameter given a stream.
+        param: &'static str,
+    },
+}
+
+/// The parameter that ran out first, and one that had more, of some mapped
+/// columns read in step: `None` unless some ended and some did not.
+pub(crate) fn unequal(
+    ended: &[bool],
+    mapped: &[bool],
+    after: usize,
+    param_names: &[&'static str],
+) -> Option<MapError> {
+    let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
+    let first_ended = (0..ended.len()).find(|&i| mapped[i] && ended[i])?;
+    let longer = (0..ended.len()).find(|&i| mapped[i] && !ended[i])?;
+    Some(MapError::UnequalLengths {
+        ended: name(first_ended),
+        after,
+        longer: name(longer),
+    })
 }
 
 /// Checks the column lengths. As in Prefect, the mapped parameters are
@@ -213,37 +303,107 @@ pub(crate) fn common_len(
 }
 
 impl MapArgs<()> for () {
-    fn into_inputs(self, _param_names: &[&'static str]) -> Result<Vec<RunArgs<()>>, MapError> {
+    fn into_inputs(self, _param_names: &'static [&'static str]) -> Result<Zipped<()>, MapError> {
         Err(MapError::NoMappedIterable)
     }
 }
 
+/// Zips columns that are read as the map goes (each with `is_mapped` and
+/// `poll_input`) into a stream of each input's arguments, ending with
+/// [`MapError::UnequalLengths`] if some mapped columns run out before others.
+macro_rules! zip_lazily {
+    ($param_names:expr; $($col:ident $value:ident $param:ident),+) => {{
+        let mapped = [$($col.is_mapped()),+];
+        let mut taken = 0;
+        let mut ended = false;
+        // Each column's value for the next input, and whether it ran
+        // out: a value waits here while another column's is not ready.
+        $(#[allow(non_snake_case)] let mut $value: (Option<$crate::inputs::Input<$param>>, bool) = (None, false);)+
+        futures::stream::poll_fn(move |cx| {
+            use std::task::Poll;
+            if ended {
+                return Poll::Ready(None);
+            }
+            let mut pending = false;
+            $(
+                if $value.0.is_none() && !$value.1 {
+                    match $col.poll_input(cx) {
+                        Poll::Ready(Some(value)) => $value.0 = Some(value),
+                        Poll::Ready(None) => $value.1 = true,
+                        Poll::Pending => pending = true,
+                    }
+                }
+            )+
+            if pending {
+                return Poll::Pending;
+            }
+            let all_ready = true $(&& $value.0.is_some())+;
+            if all_ready && let ($(Some($value),)+) = ($($value.0.take(),)+) {
+                taken += 1;
+                let args = $crate::inputs::IntoRunArgs::into_run_args(($($value,)+));
+                return Poll::Ready(Some(Ok(args)));
+            }
+            ended = true;
+            let missing = [$($value.1),+];
+            Poll::Ready($crate::args::unequal(&missing, &mapped, taken, $param_names).map(Err))
+        })
+    }};
+}
+pub(crate) use zip_lazily;
+
 macro_rules! impl_map_args {
-    ($($arg:ident $param:ident $col:ident),+) => {
+    ($($arg:ident $param:ident $col:ident $value:ident),+) => {
         impl<$($param: Send + 'static,)+ $($arg: MapArg<$param>,)+> MapArgs<($($param,)+)> for ($($arg,)+) {
-            fn into_inputs(self, param_names: &[&'static str]) -> Result<Vec<RunArgs<($($param,)+)>>, MapError> {
+            fn into_inputs(self, param_names: &'static [&'static str]) -> Result<Zipped<($($param,)+)>, MapError> {
                 #[allow(non_snake_case)]
                 let ($($col,)+) = self;
                 $(#[allow(non_snake_case)] let mut $col = $col.into_column();)+
-                let n = common_len(&[$($col.mapped_len()),+], param_names)?;
-                let mut inputs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    inputs.push(($($col.next_input(),)+).into_run_args());
+                if !(false $(|| $col.is_streamed())+) {
+                    let n = common_len(&[$($col.known_len()),+], param_names)?;
+                    let mut inputs = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        inputs.push(($($col.next_input(),)+).into_run_args());
+                    }
+                    return Ok(Zipped::Listed(inputs));
                 }
-                Ok(inputs)
+                // The lengths known now are checked now; a stream's when it ends.
+                let known = [$($col.known_len()),+];
+                if known.iter().any(Option::is_some) {
+                    common_len(&known, param_names)?;
+                }
+                let streamed = [$($col.is_streamed()),+];
+                let param = streamed
+                    .iter()
+                    .position(|&streamed| streamed)
+                    .and_then(|i| param_names.get(i).copied())
+                    .unwrap_or("?");
+                let inputs = zip_lazily!(param_names; $($col $value $param),+);
+                Ok(Zipped::Streamed {
+                    inputs: Box::pin(inputs),
+                    param,
+                })
             }
         }
     };
 }
 
-impl_map_args!(M0 T0 c0);
-impl_map_args!(M0 T0 c0, M1 T1 c1);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5, M6 T6 c6);
-impl_map_args!(M0 T0 c0, M1 T1 c1, M2 T2 c2, M3 T3 c3, M4 T4 c4, M5 T5 c5, M6 T6 c6, M7 T7 c7);
+/// Invokes `$impl!` for each arity from 1 to 8 parameters, with names for
+/// each parameter's argument type, value type, column and pending value.
+macro_rules! for_each_arity {
+    ($impl:ident) => {
+        $impl!(M0 T0 c0 v0);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6);
+        $impl!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6, M7 T7 c7 v7);
+    };
+}
+pub(crate) use for_each_arity;
+
+for_each_arity!(impl_map_args);
 
 #[cfg(test)]
 mod tests {
@@ -252,12 +412,15 @@ mod tests {
     const AB: &[&str] = &["a", "b"];
 
     /// The arguments of each input, all of them values.
-    fn ready<A>(inputs: Result<Vec<RunArgs<A>>, MapError>) -> Vec<A> {
+    fn ready<A>(inputs: Result<Zipped<A>, MapError>) -> Vec<A> {
         let ready = |args| match args {
             RunArgs::Ready(args) => args,
             RunArgs::Waiting(_) => panic!("values only: every input is ready"),
         };
-        inputs.unwrap().into_iter().map(ready).collect()
+        match inputs.unwrap() {
+            Zipped::Listed(inputs) => inputs.into_iter().map(ready).collect(),
+            Zipped::Streamed { .. } => panic!("no stream: every input at hand"),
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::flow_pool::FlowPool;
 use crate::names::TaskRunName;
 use crate::names::UpstreamRun;
 use crate::recorder::{FlowRunRef, LogEvent, RunTimes, TransitionEvent};
@@ -90,7 +91,7 @@ pub(crate) struct FlowRunContext {
     pub(crate) handle: Handle,
     max_workers: Option<usize>,
     /// Started by the first sync task run: flows of async tasks never start it.
-    pool: OnceLock<Result<rayon::ThreadPool, String>>,
+    pool: OnceLock<Result<FlowPool, String>>,
     pub(crate) scope: Arc<CancelScope>,
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the flow's function has returned and the flow run
@@ -135,10 +136,10 @@ impl FlowRunContext {
     }
 
     /// The pool for sync task bodies, started on first use.
-    pub(crate) fn pool(&self) -> Result<&rayon::ThreadPool, &str> {
+    pub(crate) fn pool(&self) -> Result<&FlowPool, &str> {
         self.pool
             .get_or_init(|| {
-                thread_pool(self.max_workers)
+                FlowPool::lend(self.max_workers)
                     .map_err(|e| format!("The thread pool for sync task runs could not start: {e}"))
             })
             .as_ref()
@@ -303,6 +304,19 @@ pub(crate) fn with_thread_context<R>(ctx: Arc<FlowRunContext>, f: impl FnOnce() 
     crate::thread_scope::with_value(&THREAD_CONTEXT, ctx, f)
 }
 
+/// Whether `ctx` is this thread's flow run already: a map's pool lane sets
+/// it once for all the sync bodies it runs, instead of once per run (a
+/// reference count shared by every lane of the map, touched twice a run).
+pub(crate) fn in_thread_context(ctx: &Arc<FlowRunContext>) -> bool {
+    THREAD_CONTEXT
+        .try_with(|slot| {
+            slot.borrow()
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, ctx))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether `ctx` is the flow run of the task being polled already: a map's
 /// lane sets it once for all the bodies it runs.
 pub(crate) fn in_task_context(ctx: &Arc<FlowRunContext>) -> bool {
@@ -373,29 +387,4 @@ fn outside_any_flow() -> Arc<FlowRunContext> {
     );
     contexts.push(ctx.clone());
     ctx
-}
-
-/// Builds the bounded pool that runs sync task bodies: `max_workers`
-/// threads, else one per core.
-pub(crate) fn thread_pool(
-    max_workers: Option<usize>,
-) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
-    let workers = max_workers
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .thread_name(|i| format!("prefecto-worker-{i}"))
-        .build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_size_is_bounded() {
-        let pool = thread_pool(Some(3)).unwrap();
-        assert_eq!(pool.current_num_threads(), 3);
-    }
 }

@@ -11,7 +11,8 @@ use crate::future::TaskRunError;
 /// Any of prefecto's errors, for `?`.
 ///
 /// A kill switch's error keeps every input's state through `?`, not its
-/// value: match the [`BatchError`] before `?` to keep the values.
+/// value, and inputs that went wrong part-way keep their error, not the
+/// futures of the inputs before: match the [`BatchError`] before `?` to keep them.
 ///
 /// ```
 /// use prefecto::prelude::*;
@@ -35,7 +36,7 @@ pub enum Error {
     /// `BatchTask` or a kill switch got an argument it cannot work with.
     #[error(transparent)]
     BatchConfig(#[from] BatchConfigError),
-    /// `map` refused its arguments.
+    /// `map` refused its arguments, or they went wrong part-way.
     #[error(transparent)]
     Map(#[from] MapError),
     /// A kill switch stopped a map: every input's state (not its value).
@@ -57,7 +58,7 @@ pub enum Error {
 impl<T> From<BatchError<T>> for Error {
     fn from(error: BatchError<T>) -> Self {
         match error {
-            BatchError::Map(error) => Error::Map(error),
+            BatchError::Map(error) | BatchError::Inputs { error, .. } => Error::Map(error),
             BatchError::KillSwitch(error) => Error::KillSwitch(error.without_values()),
         }
     }

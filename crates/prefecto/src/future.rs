@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn waiters_wake_on_finish() {
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
         let future = PrefectFuture::new(shared.clone());
         assert!(!future.is_done());
         let finisher = std::thread::spawn(move || {
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn terminal_state_is_final() {
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
         shared.finish(State::cancelled("stopped"), None);
         shared.set_state(State::running());
         assert!(shared.state().is_cancelled());

@@ -63,7 +63,8 @@
 //! or inputs read from a file, `batch.stream(iter)` reads them lazily (an
 //! async stream too: `batch.stream(`[`from_stream`]`(receiver))`) and
 //! hands over each input's outcome as it is ready ([`concurrency::MapStream`]),
-//! in memory that does not grow with the number of inputs.
+//! in memory that does not grow with the number of inputs. `batch.map`
+//! takes a `from_stream` argument too, and reads it as it goes.
 //!
 //! To scale out over machines, a binary whose `main` is
 //! [`serve!`]`(my_flow, ...)` runs the flow a Prefect worker asks for;
@@ -108,6 +109,7 @@ pub mod concurrency;
 mod context;
 mod error;
 pub mod flow;
+mod flow_pool;
 pub mod flow_runs;
 pub mod future;
 pub mod inputs;

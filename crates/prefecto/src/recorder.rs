@@ -41,14 +41,67 @@ pub struct FlowRunRef<'a> {
 /// A task run's times so far: when it was created (announced Pending), when
 /// it first ran, and how many times its body ran. With these on every
 /// task-run transition, a recorder can keep only a run's last state.
+///
+/// ```
+/// use prefecto::recorder::{Recorder, TransitionEvent};
+///
+/// /// Prints how long each task run waited for its first start.
+/// struct Waits;
+/// impl Recorder for Waits {
+///     fn on_transition(&self, event: &TransitionEvent<'_>) {
+///         let (Some(run), Some(times)) = (event.task_run, event.times) else { return };
+///         if let (true, Some(started)) = (event.state.is_terminal(), times.started()) {
+///             let waited = started - times.created();
+///             println!("{run} waited {waited} and ran {} time(s)", times.run_count());
+///         }
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunTimes {
+    /// Nanoseconds since the epoch, as [`State`] keeps its time: recorders
+    /// see these on every transition, and converting them is left to those
+    /// that show them.
+    created: i64,
+    started: Option<i64>,
+    run_count: u32,
+}
+
+impl RunTimes {
+    pub(crate) fn from_nanos(created: i64, started: Option<i64>, run_count: u32) -> Self {
+        RunTimes {
+            created,
+            started,
+            run_count,
+        }
+    }
+
     /// When it was created.
-    pub created: std::time::SystemTime,
+    pub fn created(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.created)
+    }
+
     /// When its body first started, if it has.
-    pub started: Option<std::time::SystemTime>,
+    pub fn started(&self) -> Option<DateTime<Utc>> {
+        self.started.map(DateTime::from_timestamp_nanos)
+    }
+
     /// How many times its body has started (retries included).
-    pub run_count: u32,
+    pub fn run_count(&self) -> u32 {
+        self.run_count
+    }
+
+    /// [`created`](Self::created) in nanoseconds since the epoch.
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
+    pub(crate) fn created_nanos(&self) -> i64 {
+        self.created
+    }
+
+    /// [`started`](Self::started) in nanoseconds since the epoch.
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
+    pub(crate) fn started_nanos(&self) -> Option<i64> {
+        self.started
+    }
 }
 
 /// A run entered a new state.

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::names::TaskRunName;
 use crate::queued_body::{self, Helper, QueuedBody};
@@ -15,21 +14,22 @@ use crate::task_run_error::TaskRunError;
 struct Slot<T> {
     state: State,
     outcome: Outcome<T>,
-    /// The body of its current attempt, once queued: a sync body that
-    /// waits for the run may take it (empty once a thread took it).
-    queued: Option<Arc<dyn QueuedBody>>,
-    /// Who waits for it, if anyone does before it ends: boxed, as most
-    /// runs of a map are waited for by nobody, or only once they have ended.
+    /// Who waits for it, if anyone does before it ends, and its queued
+    /// body: boxed, as most runs of a map are waited for by nobody, or
+    /// only once they have ended, and run where they are taken.
     waiting: Option<Box<Waiting>>,
 }
 
-/// Who waits for a run that has not ended.
+/// Who waits for a run that has not ended, and the body they may run.
 #[derive(Default)]
 struct Waiting {
     /// The thread of the sync body that waits for it, if one does.
     route: Option<Route>,
     /// The tasks to wake when it ends.
     wakers: Vec<Waker>,
+    /// The body of its current attempt, once queued: a sync body that
+    /// waits for the run may take it (empty once a thread took it).
+    queued: Option<Arc<dyn QueuedBody>>,
 }
 
 /// Where a run's queued bodies go besides the pool.
@@ -62,13 +62,9 @@ struct RunClock {
     run_count: AtomicU32,
 }
 
-fn nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos().max(1) as u64)
-}
-
-fn from_nanos(nanos: u64) -> Option<SystemTime> {
-    (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos))
+/// 0 is "not yet": a time the clock cannot give (the epoch itself).
+fn from_nanos(nanos: u64) -> Option<i64> {
+    (nanos != 0).then_some(nanos as i64)
 }
 
 /// What a task run's future and its engine share.
@@ -84,10 +80,14 @@ pub(crate) struct RunShared<T> {
 }
 
 impl<T> RunShared<T> {
+    /// A run whose queued bodies are also offered to `waiter`, the helper
+    /// of the sync body that waits for it (a map's runs, made on the
+    /// runtime for a body that called the map).
     pub(crate) fn new(
         name: TaskRunName,
         spec: &'static crate::task::TaskSpec,
         state: State,
+        waiter: Option<Arc<Helper>>,
     ) -> Arc<Self> {
         let terminal = state.is_terminal();
         debug_assert_eq!(name.task, spec.name);
@@ -97,15 +97,13 @@ impl<T> RunShared<T> {
             slot: Mutex::new(Slot {
                 state,
                 outcome: Outcome::None,
-                queued: None,
-                // A run started by a sync body is the body's to run while it waits.
-                waiting: queued_body::current().map(|helper| {
+                waiting: waiter.map(|helper| {
                     Box::new(Waiting {
                         route: Some(Route {
                             helper,
                             only: false,
                         }),
-                        wakers: Vec::new(),
+                        ..Waiting::default()
                     })
                 }),
             }),
@@ -145,7 +143,7 @@ impl<T> RunShared<T> {
         if state.is_pending() {
             let _ = clock.created.compare_exchange(
                 0,
-                nanos(state.system_time()),
+                state.nanos().max(1) as u64,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
@@ -155,17 +153,16 @@ impl<T> RunShared<T> {
         if state.is_running() {
             let _ = clock.started.compare_exchange(
                 0,
-                nanos(state.system_time()),
+                state.nanos().max(1) as u64,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
             run_count = clock.run_count.fetch_add(1, Ordering::Relaxed) + 1;
         }
-        Some(crate::recorder::RunTimes {
-            created,
-            started: from_nanos(clock.started.load(Ordering::Relaxed)),
-            run_count,
-        })
+        let started = from_nanos(clock.started.load(Ordering::Relaxed));
+        Some(crate::recorder::RunTimes::from_nanos(
+            created, started, run_count,
+        ))
     }
 
     /// Sends the run's bodies to the calling sync body's thread only: a
@@ -186,12 +183,9 @@ impl<T> RunShared<T> {
     /// its caller's alone.
     pub(crate) fn queue_body(&self, body: &Arc<dyn QueuedBody>) -> (Option<Arc<Helper>>, bool) {
         let mut slot = self.slot();
-        slot.queued = Some(body.clone());
-        match slot
-            .waiting
-            .as_ref()
-            .and_then(|waiting| waiting.route.as_ref())
-        {
+        let waiting = slot.waiting.get_or_insert_with(Box::default);
+        waiting.queued = Some(body.clone());
+        match waiting.route.as_ref() {
             Some(route) => (Some(route.helper.clone()), !route.only),
             None => (None, true),
         }
@@ -227,7 +221,7 @@ impl<T> RunShared<T> {
                 only: false,
             });
         }
-        if let Some(body) = &slot.queued {
+        if let Some(body) = &waiting.queued {
             helper.offer(body.clone());
         }
     }
@@ -246,7 +240,6 @@ impl<T> RunShared<T> {
             if let Some(value) = value {
                 slot.outcome = Outcome::Value(value);
             }
-            slot.queued = None;
             self.terminal.store(true, Ordering::Release);
             slot.waiting.take()
         };
@@ -322,6 +315,7 @@ impl<T> RunShared<T> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The name of the runs of these tests, and of the future's.
     pub(crate) fn name() -> TaskRunName {
@@ -340,7 +334,7 @@ pub(crate) mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let shared = shared.clone();
@@ -373,23 +367,27 @@ pub(crate) mod tests {
 
     #[test]
     fn a_run_counts_its_times() {
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending());
+        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
         // Not announced: no times (an input stopped before submission).
         assert_eq!(shared.times_with(&State::cancelled("x")), None);
         let pending = State::pending();
         let created = shared.times_with(&pending).unwrap();
-        assert_eq!((created.started, created.run_count), (None, 0));
+        assert_eq!((created.started(), created.run_count()), (None, 0));
+        assert_eq!(created.created(), pending.timestamp());
         let first = State::running();
         let running = shared.times_with(&first).unwrap();
-        assert_eq!(running.created, created.created);
-        assert_eq!(running.started, Some(first.system_time()));
+        assert_eq!(running.created(), created.created());
+        assert_eq!(running.started(), Some(first.timestamp()));
         let retried = shared.times_with(&State::retrying()).unwrap();
         assert_eq!(
-            retried.started,
-            Some(first.system_time()),
+            retried.started(),
+            Some(first.timestamp()),
             "the first start stays"
         );
-        assert_eq!(retried.run_count, 2);
-        assert_eq!(shared.times_with(&State::completed()).unwrap().run_count, 2);
+        assert_eq!(retried.run_count(), 2);
+        assert_eq!(
+            shared.times_with(&State::completed()).unwrap().run_count(),
+            2
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+#[cfg(any(test, not(unix)))]
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
@@ -84,15 +85,75 @@ impl StateType {
 /// assert!(failed.is_failed());
 /// assert_eq!(failed.to_string(), "Failed('invalid digit found in string')");
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct State {
     state_type: StateType,
-    name: Cow<'static, str>,
-    /// Boxed: a run keeps its state, and most states have no message.
-    message: Option<Box<str>>,
-    /// Kept as `SystemTime`, converted when asked: runs take three timestamps
-    /// each, and the calendar arithmetic is only needed to show them.
-    timestamp: SystemTime,
+    /// The name's place in [`NAMES`], or [`CUSTOM`]: the name is then the
+    /// start of `text`, `custom_len` bytes long.
+    name: u8,
+    has_message: bool,
+    custom_len: u32,
+    /// A custom name, then the message: one box, and none for most states.
+    text: Option<Box<str>>,
+    /// When it was entered, in nanoseconds since the epoch: converted once,
+    /// when read from the clock, since every recorder, the run's times and
+    /// the history all count in these (a `SystemTime` was converted seven
+    /// times per task run). A map keeps a state per input, so a state is
+    /// kept small (32 bytes).
+    nanos: i64,
+}
+
+/// The names Prefect and this engine give states, kept as their place here.
+const NAMES: [&str; 16] = [
+    "Pending",
+    "Running",
+    "Retrying",
+    "AwaitingRetry",
+    "Completed",
+    "Cached",
+    "Failed",
+    "TimedOut",
+    "Crashed",
+    "Cancelled",
+    "NotReady",
+    "Scheduled",
+    "Late",
+    "Paused",
+    "Cancelling",
+    "AwaitingConcurrencySlot",
+];
+const CUSTOM: u8 = u8::MAX;
+
+/// The clock, in nanoseconds since the epoch. Read directly: a task run
+/// reads it three times, and `SystemTime::now()` then `duration_since`
+/// cost twice the read itself.
+#[cfg(unix)]
+// `time_t` and `c_long` are 32 bits on some targets.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn now_nanos() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write, and CLOCK_REALTIME always
+    // exists (the call cannot fail with these arguments).
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    (now.tv_sec as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as i64)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn now_nanos() -> i64 {
+    nanos_of(SystemTime::now())
+}
+
+#[cfg(any(test, not(unix)))]
+fn nanos_of(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_nanos().min(i64::MAX as u128) as i64,
+        Err(before) => -(before.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
 }
 
 impl State {
@@ -102,29 +163,51 @@ impl State {
         name: impl Into<Cow<'static, str>>,
         message: Option<String>,
     ) -> Self {
+        let name = name.into();
+        let mut state = match NAMES.iter().position(|known| *known == name) {
+            Some(code) => State::unstamped(state_type, code as u8),
+            None => State {
+                custom_len: name.len() as u32,
+                text: Some(name.into()),
+                ..State::unstamped(state_type, CUSTOM)
+            },
+        };
+        if let Some(message) = message {
+            state.has_message = true;
+            state.text = Some(match state.text.take() {
+                Some(custom) => format!("{custom}{message}").into_boxed_str(),
+                None => message.into_boxed_str(),
+            });
+        }
+        state.nanos = now_nanos();
+        state
+    }
+
+    /// A state with a known name: no string to look up.
+    fn known(state_type: StateType, code: u8, message: Option<String>) -> Self {
         State {
-            state_type,
-            name: name.into(),
-            message: message.map(String::into_boxed_str),
-            timestamp: SystemTime::now(),
+            has_message: message.is_some(),
+            text: message.map(String::into_boxed_str),
+            nanos: now_nanos(),
+            ..State::unstamped(state_type, code)
         }
     }
 
     /// `Pending()`.
     pub fn pending() -> Self {
-        State::new(StateType::Pending, "Pending", None)
+        State::known(StateType::Pending, 0, None)
     }
     /// `Running()`.
     pub fn running() -> Self {
-        State::new(StateType::Running, "Running", None)
+        State::known(StateType::Running, 1, None)
     }
     /// `Retrying()`: running again after a failure.
     pub fn retrying() -> Self {
-        State::new(StateType::Running, "Retrying", None)
+        State::known(StateType::Running, 2, None)
     }
     /// `AwaitingRetry()`: failed, and waiting for its retry delay.
     pub fn awaiting_retry(message: impl Into<String>) -> Self {
-        State::new(StateType::Scheduled, "AwaitingRetry", Some(message.into()))
+        State::known(StateType::Scheduled, 3, Some(message.into()))
     }
     /// `Completed()`.
     pub fn completed() -> Self {
@@ -138,36 +221,38 @@ impl State {
     /// `Completed()`, stamped when it is entered ([`entered_now`](Self::entered_now)):
     /// a run's end is stamped once, not also when it is decided.
     pub(crate) fn completed_unstamped() -> Self {
-        State::unstamped(StateType::Completed, "Completed")
+        State::unstamped(StateType::Completed, 4)
     }
     /// `Cached()`, stamped when it is entered.
     pub(crate) fn cached_unstamped() -> Self {
-        State::unstamped(StateType::Completed, "Cached")
+        State::unstamped(StateType::Completed, 5)
     }
 
-    fn unstamped(state_type: StateType, name: &'static str) -> Self {
+    fn unstamped(state_type: StateType, name: u8) -> Self {
         State {
             state_type,
-            name: Cow::Borrowed(name),
-            message: None,
-            timestamp: SystemTime::UNIX_EPOCH,
+            name,
+            has_message: false,
+            custom_len: 0,
+            text: None,
+            nanos: 0,
         }
     }
     /// `Failed('message')`.
     pub fn failed(message: impl Into<String>) -> Self {
-        State::new(StateType::Failed, "Failed", Some(message.into()))
+        State::known(StateType::Failed, 6, Some(message.into()))
     }
     /// `TimedOut('message')`: a failure because the run exceeded its timeout.
     pub fn timed_out(message: impl Into<String>) -> Self {
-        State::new(StateType::Failed, "TimedOut", Some(message.into()))
+        State::known(StateType::Failed, 7, Some(message.into()))
     }
     /// `Crashed('message')`.
     pub fn crashed(message: impl Into<String>) -> Self {
-        State::new(StateType::Crashed, "Crashed", Some(message.into()))
+        State::known(StateType::Crashed, 8, Some(message.into()))
     }
     /// `Cancelled('message')`.
     pub fn cancelled(message: impl Into<String>) -> Self {
-        State::new(StateType::Cancelled, "Cancelled", Some(message.into()))
+        State::known(StateType::Cancelled, 9, Some(message.into()))
     }
 
     /// The state's type.
@@ -176,37 +261,60 @@ impl State {
     }
     /// The state's name, such as `Completed` or `AwaitingRetry`.
     pub fn name(&self) -> &str {
-        &self.name
+        match NAMES.get(self.name as usize) {
+            Some(known) => known,
+            None => self.text.as_deref().map_or("", |text| {
+                text.get(..self.custom_len as usize).unwrap_or(text)
+            }),
+        }
     }
     #[cfg_attr(not(feature = "history"), allow(dead_code))]
     pub(crate) fn name_cow(&self) -> Cow<'static, str> {
-        self.name.clone()
+        match NAMES.get(self.name as usize) {
+            Some(known) => Cow::Borrowed(known),
+            None => Cow::Owned(self.name().to_string()),
+        }
     }
 
     /// The same state, entered at `time`: a state read back from the history.
     #[cfg_attr(not(all(feature = "history", feature = "prefect")), allow(dead_code))]
     pub(crate) fn at(mut self, time: DateTime<Utc>) -> Self {
-        self.timestamp = time.into();
+        self.nanos = time
+            .timestamp_nanos_opt()
+            .unwrap_or(if time.timestamp() < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            });
         self
     }
 
     /// The same state, entered now: a run's final state is stamped when the
     /// run is recorded as finished, after any lines logged about its end.
     pub(crate) fn entered_now(mut self) -> Self {
-        self.timestamp = SystemTime::now();
+        self.nanos = now_nanos();
         self
     }
 
     /// The message, if the state has one (failures always do).
     pub fn message(&self) -> Option<&str> {
-        self.message.as_deref()
+        let text = self.text.as_deref().filter(|_| self.has_message)?;
+        match self.name {
+            CUSTOM => text.get(self.custom_len as usize..),
+            _ => Some(text),
+        }
     }
     /// When the run entered this state.
     pub fn timestamp(&self) -> DateTime<Utc> {
-        self.timestamp.into()
+        DateTime::from_timestamp_nanos(self.nanos)
     }
+    #[cfg(test)]
     pub(crate) fn system_time(&self) -> SystemTime {
-        self.timestamp
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(self.nanos as u64)
+    }
+    /// [`timestamp`](Self::timestamp) as nanoseconds since the epoch.
+    pub(crate) fn nanos(&self) -> i64 {
+        self.nanos
     }
 
     /// Whether the run will not change state again.
@@ -246,12 +354,23 @@ impl State {
 /// Prefect's rendering: `Completed()`, `Failed('message')`.
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
+        f.write_str(self.name())?;
         f.write_str("(")?;
-        if let Some(message) = &self.message {
+        if let Some(message) = self.message() {
             write_python_repr(f, message)?;
         }
         f.write_str(")")
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("state_type", &self.state_type)
+            .field("name", &self.name())
+            .field("message", &self.message())
+            .field("timestamp", &self.timestamp())
+            .finish()
     }
 }
 
@@ -321,6 +440,47 @@ mod tests {
         assert_eq!(State::timed_out("x").name(), "TimedOut");
         assert!(State::retrying().is_running());
         assert!(State::awaiting_retry("x").is_scheduled());
+    }
+
+    #[test]
+    fn names_and_messages_read_back_as_given() {
+        let custom = State::new(StateType::Failed, "NotQuiteFailed", Some("why".into()));
+        assert_eq!(
+            (custom.name(), custom.message()),
+            ("NotQuiteFailed", Some("why"))
+        );
+        assert_eq!(custom.to_string(), "NotQuiteFailed('why')");
+        let bare = State::new(StateType::Running, "Warming", None);
+        assert_eq!((bare.name(), bare.message()), ("Warming", None));
+        let empty = State::new(StateType::Failed, "", Some(String::new()));
+        assert_eq!((empty.name(), empty.message()), ("", Some("")));
+        // A known name given as text is the same state as the constructor's.
+        let failed = State::new(StateType::Failed, String::from("Failed"), Some("x".into()));
+        assert_eq!(failed, State::failed("x").at(failed.timestamp()));
+        assert_eq!(State::cached().name(), "Cached");
+        assert_eq!(State::awaiting_retry("later").message(), Some("later"));
+        assert!(std::mem::size_of::<State>() <= 32);
+    }
+
+    #[test]
+    fn timestamps_survive_the_round_trip() {
+        let state = State::completed();
+        assert_eq!(state.clone().system_time(), state.system_time());
+        let before_the_epoch = DateTime::from_timestamp(-86_400, 5_000).unwrap();
+        assert_eq!(
+            state.clone().at(before_the_epoch).timestamp(),
+            before_the_epoch
+        );
+        let time: DateTime<Utc> = state.system_time().into();
+        assert_eq!(time, state.timestamp());
+    }
+
+    #[test]
+    fn the_clock_reads_as_the_system_time() {
+        let before = nanos_of(SystemTime::now());
+        let now = now_nanos();
+        let after = nanos_of(SystemTime::now());
+        assert!(before <= now && now <= after, "{before} {now} {after}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
 
-use crate::args::{MapError, Unmapped, common_len};
-use crate::inputs::RunArgs;
+use crate::args::{Column, MapArg, MapError, Unmapped, common_len, for_each_arity, zip_lazily};
+use crate::inputs::{Input, RunArgs};
 
 /// The inputs of a streaming map, zipped, in input order. An item is an
 /// error once, if one mapped argument ran out before another; none follows.
@@ -33,10 +33,12 @@ pub enum LazyColumn<T> {
     Unmapped(Box<dyn FnMut() -> T + Send>),
 }
 
-/// An async [`Stream`] as one argument of [`BatchTask::stream`]: one value
-/// per input, read as the stream gives them. Made by [`from_stream`].
+/// An async [`Stream`] as one argument of [`BatchTask::stream`] or
+/// [`BatchTask::map`]: one value per input, read as the stream gives them.
+/// Made by [`from_stream`].
 ///
 /// [`BatchTask::stream`]: crate::concurrency::BatchTask::stream
+/// [`BatchTask::map`]: crate::concurrency::BatchTask::map
 pub struct FromStream<S>(S);
 
 /// Maps over the items of an async [`Stream`]: the map reads one when it
@@ -82,6 +84,15 @@ impl<T, S: Stream<Item = T> + Send + 'static> StreamArg<T> for FromStream<S> {
     }
 }
 
+/// In `BatchTask::map`, read as the map goes, as in `stream`. A plain
+/// `map` submits every input at once, so it refuses it
+/// ([`MapError::StreamNeedsBatchTask`]).
+impl<T, S: Stream<Item = T> + Send + 'static> MapArg<T> for FromStream<S> {
+    fn into_column(self) -> Column<T> {
+        Column::Streamed(self.0.boxed())
+    }
+}
+
 impl<T> LazyColumn<T> {
     /// `Some(None)` for a mapped column of unknown length; `None` if unmapped.
     fn exact_len(&self) -> Option<Option<usize>> {
@@ -111,12 +122,13 @@ impl<T> LazyColumn<T> {
     }
 
     /// The next value: `Ready(None)` once a mapped column has run out.
-    fn poll_value(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match self {
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input<T>>> {
+        let value = match self {
             LazyColumn::Mapped(values) => Poll::Ready(values.next()),
             LazyColumn::Streamed(values) => values.poll_next_unpin(cx),
             LazyColumn::Unmapped(make) => Poll::Ready(Some(make())),
-        }
+        };
+        value.map(|value| value.map(Input::Value))
     }
 }
 
@@ -186,24 +198,6 @@ fn known_len(
     Ok(all_known.then_some(len))
 }
 
-/// The error for columns that ran out at different inputs: `ended[i]` says
-/// whether column `i` gave no value for input `after`.
-fn unequal(
-    ended: &[bool],
-    mapped: &[bool],
-    after: usize,
-    param_names: &[&'static str],
-) -> Option<MapError> {
-    let name = |i: usize| param_names.get(i).copied().unwrap_or("?");
-    let first_ended = (0..ended.len()).find(|&i| mapped[i] && ended[i])?;
-    let longer = (0..ended.len()).find(|&i| mapped[i] && !ended[i])?;
-    Some(MapError::UnequalLengths {
-        ended: name(first_ended),
-        after,
-        longer: name(longer),
-    })
-}
-
 /// Zipped inputs that remember the bound their columns had: a map that
 /// stops reads the rest only when it is bounded (an endless iterator is
 /// left unread).
@@ -243,53 +237,15 @@ macro_rules! impl_stream_args {
                 let ($($col,)+) = self;
                 $(#[allow(non_snake_case)] let mut $col = $col.into_lazy_column();)+
                 let total = known_len(&[$($col.exact_len()),+], param_names)?;
-                let mapped = [$($col.is_mapped()),+];
                 let left = [$($col.upper_bound()),+].into_iter().flatten().min();
-                let mut taken = 0;
-                let mut ended = false;
-                // Each column's value for the next input, and whether it ran
-                // out: a value waits here while another column's is not ready.
-                $(#[allow(non_snake_case)] let mut $value: (Option<$param>, bool) = (None, false);)+
-                let inputs = futures::stream::poll_fn(move |cx| {
-                    if ended {
-                        return Poll::Ready(None);
-                    }
-                    let mut pending = false;
-                    $(
-                        if $value.0.is_none() && !$value.1 {
-                            match $col.poll_value(cx) {
-                                Poll::Ready(Some(value)) => $value.0 = Some(value),
-                                Poll::Ready(None) => $value.1 = true,
-                                Poll::Pending => pending = true,
-                            }
-                        }
-                    )+
-                    if pending {
-                        return Poll::Pending;
-                    }
-                    let all_ready = true $(&& $value.0.is_some())+;
-                    if all_ready && let ($(Some($value),)+) = ($($value.0.take(),)+) {
-                        taken += 1;
-                        return Poll::Ready(Some(Ok(RunArgs::Ready(($($value,)+)))));
-                    }
-                    ended = true;
-                    let missing = [$($value.1),+];
-                    Poll::Ready(unequal(&missing, &mapped, taken, param_names).map(Err))
-                });
+                let inputs = zip_lazily!(param_names; $($col $value $param),+);
                 Ok((Box::pin(Bounded { inputs: Box::pin(inputs), left }), total))
             }
         }
     };
 }
 
-impl_stream_args!(M0 T0 c0 v0);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6);
-impl_stream_args!(M0 T0 c0 v0, M1 T1 c1 v1, M2 T2 c2 v2, M3 T3 c3 v3, M4 T4 c4 v4, M5 T5 c5 v5, M6 T6 c6 v6, M7 T7 c7 v7);
+for_each_arity!(impl_stream_args);
 
 #[cfg(test)]
 mod tests {

@@ -164,6 +164,37 @@ pub trait Task: Clone + Send + Sync + 'static {
         self.invoke(args)
     }
 
+    /// Runs one attempt of a sync body here and now, as task run `run`:
+    /// how a map runs a body on its lanes, without boxing it for a queue.
+    /// `None` if the body is async. `#[task]` calls the function directly;
+    /// by default, through [`Task::invoke_as`].
+    fn call_sync(
+        &self,
+        run: crate::TaskRunName,
+        args: Self::Args,
+    ) -> Option<Result<Self::Output, BodyError>> {
+        match self.invoke_as(run, args) {
+            Invocation::Sync(body) => Some(body()),
+            Invocation::Async(_) => None,
+        }
+    }
+
+    /// As [`Task::call_sync`], for an async body: its one attempt, as a
+    /// future of its own type, not boxed. `None` if the body is sync.
+    fn call_async(
+        &self,
+        run: crate::TaskRunName,
+        args: Self::Args,
+    ) -> impl Future<Output = Option<Result<Self::Output, BodyError>>> + Send {
+        let invocation = self.invoke_as(run, args);
+        async move {
+            match invocation {
+                Invocation::Async(body) => Some(body.await),
+                Invocation::Sync(_) => None,
+            }
+        }
+    }
+
     /// A copy of the arguments for a later retry. `#[task(retries = ..)]`
     /// requires `Clone` arguments and returns a copy; tasks without retries
     /// return `None` and so never need `Clone`.

@@ -19,6 +19,7 @@ const ENGINE: &[&str] = &[
     "error",
     "flow",
     "flow_runs",
+    "flow_pool",
     "future",
     "inputs",
     "names",

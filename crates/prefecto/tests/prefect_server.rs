@@ -6,6 +6,7 @@
 //! the Prefect configuration is read once per process, as the SDK reads it.
 
 use std::process::{Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use prefecto::concurrency::BatchTask;
@@ -36,6 +37,20 @@ fn example(name: &str, url: &str) -> Command {
     command
 }
 
+/// The tests share one server and run at once. The one that floods it
+/// (5,000 task runs) has it alone: under CI's load a flooded server can keep
+/// another test's flow call past its 60 s start wait, and that flow then runs
+/// on without the "View at" line those tests check.
+static SERVER: RwLock<()> = RwLock::new(());
+
+fn sharing_the_server() -> RwLockReadGuard<'static, ()> {
+    SERVER.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn alone_on_the_server() -> RwLockWriteGuard<'static, ()> {
+    SERVER.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn run(mut command: Command) -> Output {
     command.output().unwrap()
 }
@@ -45,6 +60,7 @@ fn the_batch_add_example_shows_on_the_server() {
     if !server_available("the_batch_add_example_shows_on_the_server") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let output = run(example("batch_add", &api_url()));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -143,6 +159,7 @@ fn at_prefects_warning_level_no_log_line_goes_to_the_server() {
     if !server_available("at_prefects_warning_level_no_log_line_goes_to_the_server") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let mut command = example("batch_add", &api_url());
     command.env("PREFECT_LOGGING_LEVEL", "WARNING");
@@ -165,6 +182,7 @@ fn the_kill_switch_example_reports_every_input() {
     if !server_available("the_kill_switch_example_reports_every_input") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let output = run(example("kill_switch", &api_url()));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -212,6 +230,7 @@ fn five_thousand_task_runs_all_arrive() {
     if !server_available("five_thousand_task_runs_all_arrive") {
         return;
     }
+    let _alone = alone_on_the_server();
     let api = Api::open();
     let started = Instant::now();
     let output = run(child_process("five_thousand", &api_url()));
@@ -263,6 +282,7 @@ fn cancelling_from_the_api_stops_the_flow() {
     if !server_available("cancelling_from_the_api_stops_the_flow") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let mut command = child_process("long_running", &api_url());
     command
@@ -316,6 +336,7 @@ fn bad_configuration_gives_one_clear_message_without_the_secret() {
     if !server_available("bad_configuration_gives_one_clear_message_without_the_secret") {
         return;
     }
+    let _shared = sharing_the_server();
     // Nothing listens on port 9 of loopback.
     let output = run(example("batch_add", "http://127.0.0.1:9/api"));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -391,6 +412,7 @@ fn a_flow_run_created_on_the_server_is_adopted_with_its_parameters() {
     if !server_available("a_flow_run_created_on_the_server_is_adopted_with_its_parameters") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let flow = api.post("/flows/", json!({ "name": "squares" }));
     let name = format!("adopted-by-rust-{}", std::process::id());
@@ -509,6 +531,7 @@ fn a_tag_concurrency_limit_holds_tagged_task_runs_to_it() {
     if !server_available("a_tag_concurrency_limit_holds_tagged_task_runs_to_it") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     // Set the limit, whether or not an earlier run left one.
     let existing = api.runtime.block_on(api.client.send_raw(
@@ -578,6 +601,7 @@ fn a_future_passed_as_an_argument_is_an_edge_of_the_servers_graph() {
     if !server_available("a_future_passed_as_an_argument_is_an_edge_of_the_servers_graph") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let output = run(child_process("chained", &api_url()));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -614,6 +638,7 @@ fn a_megabyte_error_reaches_the_server_cut_to_its_limits() {
     if !server_available("a_megabyte_error_reaches_the_server_cut_to_its_limits") {
         return;
     }
+    let _shared = sharing_the_server();
     let api = Api::open();
     let started = Instant::now();
     let output = run(child_process("huge_error", &api_url()));

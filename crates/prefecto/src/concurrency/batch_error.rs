@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::kill_switch::KillSwitchError;
 use crate::args::MapError;
+use crate::future::PrefectFutureList;
 
 /// Why a [`BatchTask`](super::BatchTask) map returned no futures.
 #[non_exhaustive]
@@ -12,6 +13,15 @@ pub enum BatchError<T> {
     Map(MapError),
     /// A kill switch stopped the map; the error carries every input's outcome.
     KillSwitch(KillSwitchError<T>),
+    /// The inputs went wrong part-way, after the map had started: a
+    /// [`from_stream`](crate::from_stream) argument's length differed from
+    /// the others', or reading an input panicked. The inputs before it ran.
+    Inputs {
+        /// What went wrong.
+        error: MapError,
+        /// The runs of the inputs before it, in input order.
+        futures: PrefectFutureList<T>,
+    },
 }
 
 impl<T> fmt::Display for BatchError<T> {
@@ -19,6 +29,9 @@ impl<T> fmt::Display for BatchError<T> {
         match self {
             BatchError::Map(e) => e.fmt(f),
             BatchError::KillSwitch(e) => e.fmt(f),
+            BatchError::Inputs { error, futures } => {
+                write!(f, "{error} The {} input(s) before it ran.", futures.len())
+            }
         }
     }
 }
@@ -28,6 +41,11 @@ impl<T> fmt::Debug for BatchError<T> {
         match self {
             BatchError::Map(e) => f.debug_tuple("Map").field(e).finish(),
             BatchError::KillSwitch(e) => f.debug_tuple("KillSwitch").field(e).finish(),
+            BatchError::Inputs { error, futures } => f
+                .debug_struct("Inputs")
+                .field("error", error)
+                .field("ran", &futures.len())
+                .finish(),
         }
     }
 }
@@ -35,7 +53,7 @@ impl<T> fmt::Debug for BatchError<T> {
 impl<T> std::error::Error for BatchError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BatchError::Map(e) => Some(e),
+            BatchError::Map(e) | BatchError::Inputs { error: e, .. } => Some(e),
             BatchError::KillSwitch(_) => None,
         }
     }
@@ -58,7 +76,7 @@ impl<T> BatchError<T> {
     pub fn into_kill_switch(self) -> Option<KillSwitchError<T>> {
         match self {
             BatchError::KillSwitch(e) => Some(e),
-            BatchError::Map(_) => None,
+            BatchError::Map(_) | BatchError::Inputs { .. } => None,
         }
     }
 }

@@ -21,9 +21,15 @@ macro_rules! positional_map {
         {
             /// Maps the task over the inputs in batches, blocking until every
             /// run is terminal: one argument per task parameter, each an
-            /// iterable of inputs or `unmapped(value)`. Returns one future per
-            /// input, in input order, or the [`KillSwitchError`](super::KillSwitchError)
-            /// with every input's outcome.
+            /// iterable of inputs, a [`PrefectFutureList`] of upstream runs,
+            /// an async stream read as the map goes
+            /// ([`from_stream`](crate::stream_args::from_stream)), or
+            /// `unmapped(value)`. Returns one future per input, in input
+            /// order, or the [`KillSwitchError`](super::KillSwitchError)
+            /// with every input's outcome. A stream whose length differs
+            /// from the other arguments' ends the map with
+            /// [`BatchError::Inputs`]; for many inputs, `stream` hands each
+            /// outcome over and holds none.
             ///
             /// Call it from a sync flow; in async code use `map_async`.
             ///
@@ -52,6 +58,9 @@ macro_rules! positional_map {
             }
 
             /// As `map`, for async flows: waits without blocking the runtime.
+            /// The map runs in a task of its own: a caller that stops
+            /// waiting (a timeout around this call, a dropped future) does
+            /// not stop it, and its runs all end before the flow run does.
             ///
             /// ```
             /// use prefecto::prelude::*;

@@ -8,11 +8,11 @@ use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::{BatchConfigError, KillSwitch};
 use super::map_run::{MapRun, SharedSwitch};
 use super::map_stream::{Delivery, MapStream};
-use crate::args::{MapArgs, MapError};
+use crate::args::{MapArgs, MapError, Zipped};
 use crate::blocking::block_on;
 use crate::context;
 use crate::future::PrefectFutureList;
-use crate::stream_args::StreamArgs;
+use crate::stream_args::{InputStream, StreamArgs};
 use crate::task::Task;
 
 /// Wraps a task to `map` it in batches of `size`: fewer runs at once, a gentler
@@ -66,11 +66,13 @@ use crate::task::Task;
 /// runs on the flow run's pool (`#[flow(max_workers = ..)]`): each pool
 /// thread takes inputs from the map's queue and runs them, several taken
 /// at a time while runs take under 20 µs each (so a slow run holds back
-/// at most the few inputs its thread took with it), and gives its thread
-/// up every 10 ms and whenever it would wait, so other work queued on the
-/// pool still runs. Async bodies run in lanes that one task per runtime
-/// thread drives. Other tasks' runs go through the full engine, as
-/// `submit` does.
+/// at most the few inputs its thread took with it; the lanes of a strict
+/// batch start with as many as the last batch's took), and gives its
+/// thread up every 10 ms and whenever it would wait, so other work queued
+/// on the pool still runs; the last lane of a strict batch begins the next
+/// on its thread. Async bodies run in lanes that one task per runtime
+/// thread drives, one group of them by the map's own task. Other tasks'
+/// runs go through the full engine, as `submit` does.
 ///
 /// `Args` is always the task's own parameter tuple: it is a type parameter
 /// only so that `map` can take one argument per parameter, whatever the
@@ -230,23 +232,43 @@ impl<T: Task> BatchTask<T> {
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        let inputs = args.into_inputs(self.task.spec().param_names)?;
-        let total = inputs.len();
-        let batches = match self.mode {
-            BatchMode::Strict => total.div_ceil(self.size),
-            BatchMode::SlidingWindow => 0,
+        let (inputs, total): (InputStream<T::Args>, _) =
+            match args.into_inputs(self.task.spec().param_names)? {
+                Zipped::Listed(inputs) => {
+                    let total = inputs.len();
+                    let inputs = futures::stream::iter(inputs.into_iter().map(Ok));
+                    (Box::pin(inputs), Some(total))
+                }
+                Zipped::Streamed { inputs, .. } => (inputs, None),
+            };
+        let batches = match (self.mode, total) {
+            (BatchMode::Strict, Some(total)) => total.div_ceil(self.size),
+            _ => 0,
         };
+        let ctx = context::current();
         let map = Arc::new(MapRun::new(
             &self.task,
             self.kill_switch.clone(),
             self.switch_order(),
-            batches,
-            context::current(),
-            Box::pin(futures::stream::iter(inputs.into_iter().map(Ok))),
-            Some(total),
+            (self.mode, self.size, batches),
+            ctx.clone(),
+            inputs,
+            total,
             None,
         ));
-        map.drive(self.size, self.mode, batches).await;
+        // Driven by a task of its own on the runtime: a batch's end wakes
+        // it there, not the caller's thread, and a caller that stops
+        // waiting does not leave a batch's runs unfinished.
+        let driver = {
+            let map = map.clone();
+            let drive = async move { map.drive().await };
+            ctx.tracker.spawn_on(drive, &ctx.handle)
+        };
+        if let Err(error) = driver.await
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
+        }
         map.finish()
     }
 
@@ -290,17 +312,16 @@ impl<T: Task> BatchTask<T> {
             &self.task,
             self.kill_switch.clone(),
             self.switch_order(),
-            batches,
+            (self.mode, self.size, batches),
             ctx.clone(),
             inputs,
             total,
             Some(delivery),
         ));
         let stream = MapStream::new(receiver, map.scope.clone(), total);
-        let (size, mode) = (self.size, self.mode);
         ctx.tracker.spawn_on(
             async move {
-                map.drive(size, mode, batches).await;
+                map.drive().await;
                 map.end_stream().await;
             },
             &ctx.handle,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use super::batch_error::BatchError;
 use super::batch_mode::SwitchOrder;
 use super::kill_switch::{KillSwitch, KillSwitchError};
-use super::map_run::{MapRun, Queue};
-use super::map_stream::{Delivery, StreamStop, Streamed, StreamedRun};
+use super::map_queue::Queue;
+use super::map_run::MapRun;
+use super::map_stream::{Delivery, StreamStop, Streamed};
 use super::outcome::InputOutcome;
 use crate::context::flow_log;
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
@@ -90,44 +91,90 @@ impl<T: Task> MapRun<T> {
     }
 
     /// Hands a stream's reader the outcomes now due: this run's, in
-    /// completion order; in input order, every finished run from the first
-    /// not yet handed over. Then forgets what no longer needs holding.
+    /// completion order; in input order, every run its lane has finished
+    /// with, from the first not yet handed over. Then forgets what no longer
+    /// needs holding. Called by the run's lane once it has [`observe`](Self::observe)d it.
     pub(super) async fn deliver(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
         let Some(delivery) = &self.delivery else {
             return;
         };
-        // A run is forgotten only once its outcome is in the stream's
-        // buffer: runs on their way there count against the span too.
+        if self.deliver_now(position, run) {
+            return;
+        }
+        // A run is forgotten only once it is in the stream's buffer: runs
+        // on their way there count against the span too.
         if !delivery.in_input_order {
-            self.send(delivery, StreamedRun::of(position, run)).await;
+            self.send(delivery, Streamed::Run(position, run.clone()))
+                .await;
             self.handed_over(position..position + 1);
             return;
         }
-        // One lane at a time, so that outcomes leave in the order they were taken.
+        // One lane at a time, so that outcomes leave in the order they were
+        // taken. `deliver_now` marked this run finished.
         let _sending = delivery.sending.lock().await;
         loop {
-            let (first, due): (usize, Vec<_>) = {
+            let (due, runs): (_, Vec<_>) = {
                 let mut queue = self.queue();
-                let first = queue.next_to_hand;
-                let mut due = Vec::new();
-                while let Some(slot) = queue.slot(first + due.len()) {
-                    if !slot.run.is_terminal() {
-                        break;
-                    }
-                    due.push(StreamedRun::of(first + due.len(), &slot.run));
-                }
-                queue.next_to_hand = first + due.len();
-                (first, due)
+                let due = queue.due_in_order();
+                let runs = due
+                    .clone()
+                    .filter_map(|position| queue.slot(position).map(|slot| slot.run.clone()))
+                    .collect();
+                queue.next_to_hand = due.end;
+                (due, runs)
             };
             if due.is_empty() {
                 return;
             }
-            let count = due.len();
-            for item in due {
-                self.send(delivery, item).await;
+            for (position, run) in due.clone().zip(runs) {
+                self.send(delivery, Streamed::Run(position, run)).await;
             }
-            self.handed_over(first..first + count);
+            self.handed_over(due);
         }
+    }
+
+    /// As [`deliver`](Self::deliver), if it needs no wait: the reader has
+    /// room for all that is due, and no other lane is handing over in input
+    /// order. Whether it did; if not, nothing due is lost: `deliver` hands
+    /// it over.
+    pub(super) fn deliver_now(&self, position: usize, run: &Arc<RunShared<T::Output>>) -> bool {
+        let Some(delivery) = &self.delivery else {
+            return true;
+        };
+        if !delivery.in_input_order {
+            let Ok(permit) = delivery.sender.try_reserve() else {
+                return false;
+            };
+            permit.send(Streamed::Run(position, run.clone()));
+            self.handed_over(position..position + 1);
+            return true;
+        }
+        // One look at the queue: what is due cannot change while it is held.
+        let mut queue = self.queue();
+        if let Some(slot) = queue.slot(position) {
+            slot.finished = true;
+        }
+        // A lane sending in `deliver` holds this while it waits for the
+        // reader; it hands over what this one finished when it looks again.
+        let Ok(_sending) = delivery.sending.try_lock() else {
+            return false;
+        };
+        let due = queue.due_in_order();
+        if due.is_empty() {
+            return true;
+        }
+        let Ok(permits) = delivery.sender.try_reserve_many(due.len()) else {
+            return false;
+        };
+        for (position, permit) in due.clone().zip(permits) {
+            if let Some(slot) = queue.slot(position) {
+                permit.send(Streamed::Run(position, slot.run.clone()));
+                slot.delivered = true;
+            }
+        }
+        queue.next_to_hand = due.end;
+        self.forget_handed_over(&mut queue);
+        true
     }
 
     /// Marks runs as handed over, and forgets what no longer needs holding.
@@ -144,9 +191,9 @@ impl<T: Task> MapRun<T> {
     /// Sends one outcome, waiting while the reader is behind: unless the
     /// reader is gone (the outcome is dropped: the history has it), or the
     /// flow's function returned without reading on.
-    async fn send(&self, delivery: &Delivery<T::Output>, item: StreamedRun<T::Output>) {
+    async fn send(&self, delivery: &Delivery<T::Output>, item: Streamed<T::Output>) {
         tokio::select! {
-            _ = delivery.sender.send(Streamed::Run(item)) => {}
+            _ = delivery.sender.send(item) => {}
             _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
         }
     }
@@ -200,23 +247,30 @@ impl<T: Task> MapRun<T> {
             flow_log!(self.ctx, ERROR, "{}", error);
         }
         tokio::select! {
-            _ = delivery.sender.send(Streamed::End(stop)) => {}
+            _ = delivery.sender.send(Streamed::End(stop.map(Box::new))) => {}
             _ = self.ctx.body_returned.cancelled() => {}
         }
     }
 
-    /// A collecting map's result: every run's future, or the kill switch
-    /// error with every input's outcome.
+    /// A collecting map's result: every run's future; or the kill switch
+    /// error with every input's outcome; or the inputs' error (a stream's
+    /// length differed) with the futures of the inputs before it.
     pub(super) fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        let runs: Vec<_> = self
-            .queue()
-            .slots
-            .iter()
-            .map(|slot| slot.run.clone())
-            .collect();
-        let futures = runs.into_iter().map(PrefectFuture::new);
+        // Taken, not cloned: a million runs' counts are not touched twice.
+        let (slots, input_error) = {
+            let mut queue = self.queue();
+            (std::mem::take(&mut queue.slots), queue.input_error.take())
+        };
+        let futures = slots.into_iter().map(|slot| PrefectFuture::new(slot.run));
         let Some((switch, reason)) = self.tripped.get().cloned() else {
-            return Ok(PrefectFutureList::new(futures.collect()));
+            let futures = PrefectFutureList::new(futures.collect());
+            return match input_error {
+                None => Ok(futures),
+                Some(error) => {
+                    flow_log!(self.ctx, ERROR, "{}", error);
+                    Err(BatchError::Inputs { error, futures })
+                }
+            };
         };
         let (outcomes, values) = futures
             .enumerate()

@@ -8,52 +8,20 @@ use std::sync::atomic::Ordering;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::map_run::{MapRun, Next, Submitted, Taken};
+use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
 use crate::context;
 use crate::task::Task;
 
 impl<T: Task> MapRun<T> {
-    /// Submits up to `lanes` inputs at once, each on a lane of its own that
+    /// Submits up to `size` inputs at once, each on a lane of its own that
     /// then takes further inputs up to `end`, and waits until every lane has ended.
-    pub(super) async fn run_lanes(self: &Arc<Self>, end: usize, lanes: usize) {
-        self.queue().end = end;
-        // A pool lane runs its bodies on a thread of its own: more lanes than
-        // the pool has threads would only wait for one.
-        let size = lanes;
-        let lanes = match self.ctx.pool() {
-            Ok(pool) if self.on_pool_lanes() => lanes.min(pool.current_num_threads()),
-            _ => lanes,
-        };
-        // Submitted here, together, as the original submits a batch.
-        let mut firsts = VecDeque::with_capacity(lanes);
-        self.take_many(lanes, &mut firsts, true);
-        // Fewer inputs than lanes: the inputs ended (fewer lanes are
-        // needed), or a stream's have not come yet (every lane is: those
-        // without a first input wait for one).
-        let waiting = firsts.len() < lanes
-            && loop {
-                match self.take_next() {
-                    Next::Input(taken) => firsts.push_back(taken),
-                    Next::Full => break true,
-                    Next::Done => break false,
-                }
-                if firsts.len() == lanes {
-                    break false;
-                }
-            };
-        let count = if waiting { lanes } else { firsts.len() };
-        if count == 0 {
+    pub(super) async fn run_lanes(self: &Arc<Self>, end: usize) {
+        let firsts = self.take_firsts(end);
+        if firsts.is_empty() {
             return;
         }
-        let firsts: Vec<Option<Taken<T>>> = firsts
-            .into_iter()
-            .map(Some)
-            .chain(std::iter::repeat_with(|| None))
-            .take(count)
-            .collect();
-        self.lanes_running.store(count, Ordering::Release);
         if self.on_pool_lanes() {
-            self.start_pool_lanes(firsts, size);
+            self.start_pool_lanes(firsts);
         } else {
             // Async bodies run in their lanes, which one task per runtime
             // thread drives together: a few spawns per batch, not one per input,
@@ -67,7 +35,7 @@ impl<T: Task> MapRun<T> {
             for (i, taken) in firsts.into_iter().enumerate() {
                 groups[i % tasks].push(taken);
             }
-            for group in groups.into_iter().filter(|group| !group.is_empty()) {
+            let drive_group = |group: Vec<Option<Taken<T>>>| {
                 let map = self.clone();
                 let lanes = async move {
                     let mut lanes: FuturesUnordered<_> = group
@@ -77,16 +45,58 @@ impl<T: Task> MapRun<T> {
                     while lanes.next().await.is_some() {}
                 };
                 // The flow run is current for all the bodies its lanes run.
-                let lanes = context::with_task_context(self.ctx.clone(), lanes);
-                self.ctx.tracker.spawn_on(lanes, &self.ctx.handle);
+                context::with_task_context(self.ctx.clone(), lanes)
+            };
+            let mut groups = groups.into_iter().filter(|group| !group.is_empty());
+            let first = groups.next();
+            for group in groups {
+                self.ctx
+                    .tracker
+                    .spawn_on(drive_group(group), &self.ctx.handle);
+            }
+            // The first group is driven here, by the map's own task: one
+            // task fewer to wake, and a batch's end usually finds this task
+            // awake already.
+            if let Some(group) = first {
+                drive_group(group).await;
             }
         }
         // The last lane leaves a permit, so this cannot miss its wake-up.
         self.lanes_done.notified().await;
     }
 
+    /// Takes the first input of each of up to `lanes` lanes (fewer for
+    /// pool lanes than the pool has threads), which take further inputs up
+    /// to `end`, and counts them in. A lane's first is `None` when a
+    /// stream's input has not come yet: it waits for one.
+    pub(super) fn take_firsts(&self, end: usize) -> Vec<Option<Taken<T>>> {
+        self.queue().end = end;
+        let lanes = self.size;
+        // A pool lane runs its bodies on a thread of its own: more lanes than
+        // the pool has threads would only wait for one. Only a map of sync
+        // bodies starts its flow run's pool.
+        let lanes = match self.on_pool_lanes().then(|| self.ctx.pool()) {
+            Some(Ok(pool)) => lanes.min(pool.current_num_threads()),
+            _ => lanes,
+        };
+        // Submitted here, together, as the original submits a batch.
+        let mut firsts = VecDeque::with_capacity(lanes);
+        // Fewer inputs than lanes: the inputs ended (fewer lanes are
+        // needed), or a stream's have not come yet (every lane is: those
+        // without a first input wait for one).
+        let waiting = self.take_many(|| lanes, &mut firsts, true) == Taking::Full;
+        let count = if waiting { lanes } else { firsts.len() };
+        self.lanes_running.store(count, Ordering::Release);
+        firsts
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None))
+            .take(count)
+            .collect()
+    }
+
     /// Whether its lanes are pool lanes: sync bodies that run inline.
-    fn on_pool_lanes(&self) -> bool {
+    pub(super) fn on_pool_lanes(&self) -> bool {
         self.inline && !self.task.spec().is_async
     }
 

@@ -11,12 +11,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-
-use super::map_run::{MapRun, Next, Submitted, Taken};
+use super::batch_mode::BatchMode;
+use super::map_run::{MapRun, Submitted, Taken, Taking};
+use crate::context;
 use crate::future::RunShared;
 use crate::inputs::RunArgs;
 use crate::task::Task;
@@ -34,11 +35,16 @@ const RUNS_PER_LOOK: u32 = 32;
 /// its lane while another lane could run it.
 const QUICK: Duration = Duration::from_micros(20);
 
-/// A pool lane: the inputs it has taken and not run yet, in input order.
+/// A pool lane: the inputs it has taken and not run yet, in input order,
+/// and how many it takes at a time.
 struct PoolLane<T: Task> {
     taken: VecDeque<Taken<T>>,
-    /// How many inputs it holds at most now: one, doubling while runs are
-    /// quick, up to `max_chunk`.
+    pace: Pace,
+}
+
+/// How many inputs a pool lane holds at most: one, doubling while its runs
+/// are quick, up to its share of the map's size.
+struct Pace {
     chunk: usize,
     /// Its share of the map's size: all lanes together never hold more.
     max_chunk: usize,
@@ -48,19 +54,29 @@ struct PoolLane<T: Task> {
 }
 
 impl<T: Task> PoolLane<T> {
-    fn new(first: Option<Taken<T>>, max_chunk: usize) -> Self {
+    fn new(first: Option<Taken<T>>, chunk: usize, max_chunk: usize) -> Self {
+        let max_chunk = max_chunk.max(1);
         PoolLane {
             taken: first.into_iter().collect(),
-            chunk: 1,
-            max_chunk: max_chunk.max(1),
-            since: Instant::now(),
-            runs_since: 0,
+            pace: Pace {
+                chunk: chunk.clamp(1, max_chunk),
+                max_chunk,
+                since: Instant::now(),
+                runs_since: 0,
+            },
         }
     }
 
+    /// Whether it is time to top its inputs up: half of them are run.
+    fn running_low(&self) -> bool {
+        self.pace.chunk > 1 && self.taken.len() <= self.pace.chunk / 2
+    }
+}
+
+impl Pace {
     /// How many inputs to hold from now on, from how long the runs since
-    /// the last look took.
-    fn adapt_chunk(&mut self) -> usize {
+    /// the last time it took inputs took.
+    fn adapt(&mut self) -> usize {
         let now = Instant::now();
         if self.runs_since > 0 {
             let quick = now.duration_since(self.since) < QUICK * self.runs_since;
@@ -72,11 +88,6 @@ impl<T: Task> PoolLane<T> {
         (self.since, self.runs_since) = (now, 0);
         self.chunk
     }
-
-    /// Whether it is time to top its inputs up: half of them are run.
-    fn running_low(&self) -> bool {
-        self.chunk > 1 && self.taken.len() <= self.chunk / 2
-    }
 }
 
 /// Why a pool lane left its thread: what it does on the runtime before it
@@ -84,8 +95,8 @@ impl<T: Task> PoolLane<T> {
 enum Detour<T: Task> {
     /// An input whose arguments come from runs not finished yet: wait for them.
     Resolve(Taken<T>),
-    /// An outcome the stream's reader has no room for yet: finish handing it over.
-    HandOver(BoxFuture<'static, ()>),
+    /// An outcome the stream's reader has no room for yet: hand it over.
+    HandOver(usize, Arc<RunShared<T::Output>>),
     /// The stream's span was full, or the slice ran out: go on, waiting
     /// for room if need be.
     Next,
@@ -94,14 +105,15 @@ enum Detour<T: Task> {
 }
 
 impl<T: Task> MapRun<T> {
-    /// Starts a pool lane for each of the inputs taken first, sharing `size`
-    /// between them: together they never hold more. A lane without one
-    /// waits on the runtime for a stream's first input.
-    pub(super) fn start_pool_lanes(self: &Arc<Self>, firsts: Vec<Option<Taken<T>>>, size: usize) {
-        let share = size / firsts.len().max(1);
+    /// Starts a pool lane for each of the inputs taken first, sharing the
+    /// map's size between them: together they never hold more. A lane
+    /// without one waits on the runtime for a stream's first input.
+    pub(super) fn start_pool_lanes(self: &Arc<Self>, firsts: Vec<Option<Taken<T>>>) {
+        let share = self.size / firsts.len().max(1);
+        let chunk = self.pool_chunk.load(Ordering::Relaxed);
         for first in firsts {
             let waiting = first.is_none();
-            let lane = PoolLane::new(first, share);
+            let lane = PoolLane::new(first, chunk, share);
             match waiting {
                 true => {
                     let off_pool = self.clone().off_pool(Detour::Next, lane);
@@ -135,24 +147,49 @@ impl<T: Task> MapRun<T> {
     /// Runs inputs on this pool thread until the lane has to wait, its
     /// slice runs out, or no input is left; then goes to the runtime.
     fn pool_lane(self: Arc<Self>, mut lane: PoolLane<T>) {
+        // The flow run is this thread's for the whole slice, not set and
+        // reset around each body.
+        let detour = context::with_thread_context(self.ctx.clone(), || self.run_slice(&mut lane));
+        // A lane with no input left ends here, with no trip to the runtime:
+        // in strict mode every batch ends so. Not when the map has stopped:
+        // the last lane then records the inputs never submitted, on the runtime.
+        if matches!(detour, Detour::End) && !self.stopped() {
+            self.pool_chunk.store(lane.pace.chunk, Ordering::Relaxed);
+            if self.lanes_running.fetch_sub(1, Ordering::AcqRel) > 1 {
+                return;
+            }
+            if !self.stopped() {
+                if !self.begin_next_batch() {
+                    self.lanes_done.notify_one();
+                }
+                return;
+            }
+            // It stopped meanwhile: count this lane in again, to end it there.
+            self.lanes_running.fetch_add(1, Ordering::AcqRel);
+        }
+        let ctx = self.ctx.clone();
+        ctx.tracker
+            .spawn_on(self.off_pool(detour, lane), &ctx.handle);
+    }
+
+    /// Runs the lane's inputs until it has to leave its thread, and says why.
+    fn run_slice(self: &Arc<Self>, lane: &mut PoolLane<T>) -> Detour<T> {
         let slice_end = Instant::now() + SLICE;
         let mut runs = 0u32;
-        let detour = loop {
+        loop {
             // Topped up early, if no other lane is looking at the queue, so
             // that it seldom has to wait for one when it runs out.
             if lane.running_low() {
-                let chunk = lane.adapt_chunk();
                 let _runtime = self.ctx.handle.enter();
-                self.take_many(chunk, &mut lane.taken, false);
+                self.take_many(|| lane.pace.adapt(), &mut lane.taken, false);
             }
             let Some((position, run, submitted)) = lane.taken.pop_front() else {
-                let chunk = lane.adapt_chunk();
                 // An async stream of inputs may need the runtime to be read.
                 let _runtime = self.ctx.handle.enter();
-                match self.take_many(chunk, &mut lane.taken, true) {
-                    None => continue,
-                    Some(Next::Full) => break Detour::Next,
-                    Some(_) => break Detour::End,
+                match self.take_many(|| lane.pace.adapt(), &mut lane.taken, true) {
+                    _ if !lane.taken.is_empty() => continue,
+                    Taking::Full => break Detour::Next,
+                    _ => break Detour::End,
                 }
             };
             let args = match submitted {
@@ -161,38 +198,42 @@ impl<T: Task> MapRun<T> {
             };
             self.task_run(&run).run_inline(args);
             self.observe(&run);
-            if self.delivery.is_some()
-                && let Some(rest) = self.clone().hand_over_now(position, run)
-            {
-                break Detour::HandOver(rest);
+            if !self.deliver_now(position, &run) {
+                break Detour::HandOver(position, run);
             }
             runs += 1;
-            lane.runs_since += 1;
+            lane.pace.runs_since += 1;
             // Slow runs (taken one at a time) look every time.
-            if (lane.chunk == 1 || runs % RUNS_PER_LOOK == 0) && Instant::now() >= slice_end {
+            if (lane.pace.chunk == 1 || runs % RUNS_PER_LOOK == 0) && Instant::now() >= slice_end {
                 break Detour::Next;
             }
-        };
-        let ctx = self.ctx.clone();
-        ctx.tracker
-            .spawn_on(self.off_pool(detour, lane), &ctx.handle);
+        }
     }
 
-    /// Hands a stream's outcome over, if the reader has room for it now;
-    /// else returns the rest of the hand-over, to finish on the runtime.
-    fn hand_over_now(
-        self: Arc<Self>,
-        position: usize,
-        run: Arc<RunShared<T::Output>>,
-    ) -> Option<BoxFuture<'static, ()>> {
-        let mut rest: BoxFuture<'static, ()> =
-            Box::pin(async move { self.deliver(position, &run).await });
-        // Polled again, with a real waker, on the runtime if it is not done.
-        let mut cx = Context::from_waker(Waker::noop());
-        match rest.as_mut().poll(&mut cx) {
-            Poll::Ready(()) => None,
-            Poll::Pending => Some(rest),
+    /// The last lane of a strict batch begins the next batch here, on its
+    /// pool thread: no trip to the map's task on the runtime and back
+    /// between batches. False if no batch follows for sure (the inputs
+    /// ended, or a stream's next has not come), or the map stopped: the
+    /// map's task then takes over.
+    fn begin_next_batch(self: &Arc<Self>) -> bool {
+        if self.mode != BatchMode::Strict || self.stopped() {
+            return false;
         }
+        // An async stream of inputs may need the runtime to be read.
+        let _runtime = self.ctx.handle.enter();
+        {
+            let mut queue = self.queue();
+            if queue.exhausted || queue.inputs.poll_has_more() != Poll::Ready(true) {
+                return false;
+            }
+        }
+        let end = self.begin_batch();
+        let firsts = self.take_firsts(end);
+        if firsts.is_empty() {
+            return false;
+        }
+        self.start_pool_lanes(firsts);
+        true
     }
 
     /// Waits on the runtime for what the lane could not wait for on its
@@ -221,7 +262,7 @@ impl<T: Task> MapRun<T> {
                     }
                 }
             }
-            Detour::HandOver(rest) => rest.await,
+            Detour::HandOver(position, run) => self.deliver(position, &run).await,
             Detour::Next | Detour::End => {}
         }
         if lane.taken.is_empty() {

@@ -2,7 +2,7 @@
 //! read as it goes and, for a stream, its outcomes handed over as they come.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::task::Poll;
 
@@ -11,12 +11,13 @@ use tokio::sync::Notify;
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::KillSwitch;
 use super::map_inputs::MapInputs;
+use super::map_queue::{Queue, Slot};
 use super::map_stream::Delivery;
-use crate::args::MapError;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::RunShared;
 use crate::inputs::RunArgs;
 use crate::progress::MapProgress;
+use crate::queued_body::{self, Helper};
 use crate::runner::{Started, TaskRun, new_run};
 use crate::stream_args::InputStream;
 use crate::task::Task;
@@ -61,6 +62,17 @@ pub(super) struct MapRun<T: Task> {
     /// pool lane (`map_pool_lane`), not queued on the pool from a lane on the
     /// runtime; an async one awaited in its lane, not driven by the engine.
     pub(super) inline: bool,
+    pub(super) mode: BatchMode,
+    pub(super) size: usize,
+    /// How many strict batches, if known (else 0), and how many began.
+    pub(super) batches: usize,
+    pub(super) batches_begun: AtomicUsize,
+    /// How many inputs a pool lane took at a time when it ended: the
+    /// lanes of the next strict batch start there, not from one.
+    pub(super) pool_chunk: AtomicUsize,
+    /// The sync body that made the map, if one did: it waits for the map's
+    /// runs, and runs them itself when every pool thread is taken.
+    pub(super) waiter: Option<Arc<Helper>>,
 }
 
 /// An input taken from the queue: started already (a sync body, queued on
@@ -83,54 +95,28 @@ pub(super) enum Next<T: Task> {
     Done,
 }
 
-/// A run the map still holds.
-pub(super) struct Slot<O> {
-    pub(super) run: Arc<RunShared<O>>,
-    /// Handed over to a stream's reader.
-    pub(super) delivered: bool,
-}
-
-/// The inputs not yet taken, and the runs still held, from position `low`.
-pub(super) struct Queue<T: Task> {
-    pub(super) next: usize,
-    /// Lanes take inputs up to `end`: the end of the current batch, or of all inputs.
-    pub(super) end: usize,
-    pub(super) inputs: MapInputs<T::Args>,
-    /// The inputs ran out, or went wrong (`input_error`).
-    pub(super) exhausted: bool,
-    pub(super) input_error: Option<MapError>,
-    pub(super) slots: VecDeque<Slot<T::Output>>,
-    /// The position of `slots[0]`.
-    pub(super) low: usize,
-    /// In input order, the first run the switch has not been shown yet.
-    pub(super) next_to_show: usize,
-    /// In input order, the first run a stream has not handed over yet.
-    pub(super) next_to_hand: usize,
-    /// Reserved run names: the next index, and how many are left.
-    pub(super) names: (u64, u64),
-    /// Inputs a stop left unread: the position of the first, when the
-    /// iterator may be endless and was not drained.
-    pub(super) unread_from: Option<usize>,
-}
-
-impl<T: Task> Queue<T> {
-    pub(super) fn slot(&mut self, position: usize) -> Option<&mut Slot<T::Output>> {
-        let low = self.low;
-        position
-            .checked_sub(low)
-            .and_then(|offset| self.slots.get_mut(offset))
-    }
+/// Why [`MapRun::take_many`] stopped taking inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taking {
+    /// It holds as many as it was asked for, or another lane was looking
+    /// at the queue and it was not to wait: it goes on with what it holds.
+    Enough,
+    /// As [`Next::Full`].
+    Full,
+    /// As [`Next::Done`].
+    Done,
 }
 
 impl<T: Task> MapRun<T> {
-    /// A map of `task` over `inputs` (`total` of them, if known), in
-    /// `batches` batches (0 for a sliding window or an unknown count).
+    /// A map of `task` over `inputs` (`total` of them, if known), `size` at
+    /// a time in `mode`, in `batches` batches (0 for a sliding window or an
+    /// unknown count).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         task: &T,
         switch: Option<SharedSwitch>,
         switch_order: SwitchOrder,
-        batches: usize,
+        (mode, size, batches): (BatchMode, usize, usize),
         ctx: Arc<FlowRunContext>,
         inputs: InputStream<T::Args>,
         total: Option<usize>,
@@ -148,6 +134,12 @@ impl<T: Task> MapRun<T> {
             .as_ref()
             .and_then(|display| display.start_map(name, total, batches));
         let inline = crate::runner::runs_inline(&ctx, task);
+        // A collecting map holds every run: room for all from the start,
+        // not copied at each doubling. A stream holds at most its span.
+        let slots = match &delivery {
+            None => total.unwrap_or(0),
+            Some(delivery) => delivery.span.min(total.unwrap_or(usize::MAX)),
+        };
         let room = Arc::new(Notify::new());
         let inputs = MapInputs::new(inputs, room.clone());
         MapRun {
@@ -162,7 +154,7 @@ impl<T: Task> MapRun<T> {
                 inputs,
                 exhausted: false,
                 input_error: None,
-                slots: VecDeque::new(),
+                slots: VecDeque::with_capacity(slots),
                 low: 0,
                 next_to_show: 0,
                 next_to_hand: 0,
@@ -176,6 +168,12 @@ impl<T: Task> MapRun<T> {
             progress,
             delivery,
             inline,
+            mode,
+            size,
+            batches,
+            batches_begun: AtomicUsize::new(0),
+            pool_chunk: AtomicUsize::new(1),
+            waiter: queued_body::current(),
         }
     }
 
@@ -185,29 +183,14 @@ impl<T: Task> MapRun<T> {
 
     /// Runs every input, `size` at a time in `mode`, until they run out or
     /// the map stops; then gives the inputs never submitted their outcome.
-    pub(super) async fn drive(self: &Arc<Self>, size: usize, mode: BatchMode, batches: usize) {
-        let name = self.task.spec().name;
-        match mode {
+    pub(super) async fn drive(self: &Arc<Self>) {
+        match self.mode {
             BatchMode::Strict => {
-                let mut batch = 0;
+                // Pool lanes may begin the batches that follow theirs: the
+                // lanes end once no batch follows, or one has to wait.
                 while !self.stopped() && self.has_more_inputs().await {
-                    batch += 1;
-                    match batches {
-                        0 => flow_log!(self.ctx, DEBUG, "Mapping '{}' batch {}.", name, batch),
-                        n => flow_log!(
-                            self.ctx,
-                            DEBUG,
-                            "Mapping '{}' batch {} of {}.",
-                            name,
-                            batch,
-                            n
-                        ),
-                    }
-                    if let Some(progress) = &self.progress {
-                        progress.batch_started(batch);
-                    }
-                    // One lane per input of the batch: each usually takes one input.
-                    self.run_lanes(batch * size, size).await;
+                    let end = self.begin_batch();
+                    self.run_lanes(end).await;
                 }
             }
             BatchMode::SlidingWindow => {
@@ -215,15 +198,36 @@ impl<T: Task> MapRun<T> {
                     self.ctx,
                     DEBUG,
                     "Mapping '{}' with a sliding window of {}.",
-                    name,
-                    size
+                    self.task.spec().name,
+                    self.size
                 );
-                self.run_lanes(usize::MAX, size).await;
+                self.run_lanes(usize::MAX).await;
             }
         }
         if self.stopped() {
             self.cancel_unsubmitted().await;
         }
+    }
+
+    /// Counts a strict batch in and says so; the end of its inputs.
+    pub(super) fn begin_batch(&self) -> usize {
+        let batch = self.batches_begun.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = self.task.spec().name;
+        match self.batches {
+            0 => flow_log!(self.ctx, DEBUG, "Mapping '{}' batch {}.", name, batch),
+            n => flow_log!(
+                self.ctx,
+                DEBUG,
+                "Mapping '{}' batch {} of {}.",
+                name,
+                batch,
+                n
+            ),
+        }
+        if let Some(progress) = &self.progress {
+            progress.batch_started(batch);
+        }
+        batch * self.size
     }
 
     /// Whether another batch follows: waits while a stream's inputs are
@@ -272,33 +276,35 @@ impl<T: Task> MapRun<T> {
         self.take_next_locked(&mut self.queue())
     }
 
-    /// As [`take_next`](Self::take_next), up to `max` inputs in all in
+    /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
     /// `into`, under one look at the queue, for a lane that runs them one
-    /// after the other anyway. `None` if it holds some; else why it took none.
-    /// With `wait` false, it takes none if another lane is looking.
+    /// after the other anyway; and why it stopped taking. `max` is asked
+    /// once the queue is this lane's. With `wait` false, it takes none if
+    /// another lane is looking.
     pub(super) fn take_many(
         &self,
-        max: usize,
+        max: impl FnOnce() -> usize,
         into: &mut VecDeque<Taken<T>>,
         wait: bool,
-    ) -> Option<Next<T>> {
+    ) -> Taking {
         let mut queue = match self.queue.try_lock() {
             Ok(queue) => queue,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) if wait => self.queue(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => return Taking::Enough,
         };
-        while into.len() < max && !self.stopped() {
+        let max = max();
+        while into.len() < max {
+            if self.stopped() {
+                return Taking::Done;
+            }
             match self.take_next_locked(&mut queue) {
                 Next::Input(taken) => into.push_back(taken),
-                none if into.is_empty() => return Some(none),
-                _ => break,
+                Next::Full => return Taking::Full,
+                Next::Done => return Taking::Done,
             }
         }
-        match into.is_empty() {
-            true => Some(Next::Done),
-            false => None,
-        }
+        Taking::Enough
     }
 
     fn take_next_locked(&self, queue: &mut Queue<T>) -> Next<T> {
@@ -353,6 +359,7 @@ impl<T: Task> MapRun<T> {
         let run = self.new_run(queue);
         queue.slots.push_back(Slot {
             run: run.clone(),
+            finished: false,
             delivered: false,
         });
         Poll::Ready(Some((position, run, args)))
@@ -368,7 +375,7 @@ impl<T: Task> MapRun<T> {
         }
         let index = queue.names.0;
         queue.names = (index + 1, queue.names.1 - 1);
-        new_run(&self.task, index)
+        new_run(&self.task, index, self.waiter.clone())
     }
 
     pub(super) fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {

@@ -52,7 +52,7 @@ pub struct StreamedRun<T> {
 
 impl<T> StreamedRun<T> {
     /// Takes a finished run's outcome.
-    pub(super) fn of(index: usize, run: &Arc<RunShared<T>>) -> Self {
+    fn of(index: usize, run: &Arc<RunShared<T>>) -> Self {
         StreamedRun {
             index,
             task_run: run.name(),
@@ -124,10 +124,12 @@ impl std::error::Error for StreamStop {
     }
 }
 
-/// What the map sends its stream.
+/// What the map sends its stream: a finished run, whose outcome the reader
+/// takes, or the end. Small, as it is moved several times per run on its
+/// way: the outcome and an end's reasons stay behind pointers.
 pub(super) enum Streamed<T> {
-    Run(StreamedRun<T>),
-    End(Option<StreamStop>),
+    Run(usize, Arc<RunShared<T>>),
+    End(Option<Box<StreamStop>>),
 }
 
 /// The map's end of a stream.
@@ -215,10 +217,10 @@ impl<T> MapStream<T> {
 
     fn take(&mut self, item: Option<Streamed<T>>) -> Option<StreamedRun<T>> {
         match item {
-            Some(Streamed::Run(run)) => Some(run),
+            Some(Streamed::Run(index, run)) => Some(StreamedRun::of(index, &run)),
             Some(Streamed::End(stop)) => {
                 self.ended = true;
-                self.stop = stop;
+                self.stop = stop.map(|stop| *stop);
                 None
             }
             // The map is gone without an end: only if its runtime was shut down.

@@ -11,6 +11,7 @@ mod map_handover;
 mod map_inputs;
 mod map_lanes;
 mod map_pool_lane;
+mod map_queue;
 mod map_run;
 mod map_stream;
 mod outcome;

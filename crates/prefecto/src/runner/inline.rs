@@ -12,7 +12,7 @@ use super::task_run::TaskRun;
 use crate::context::{self, FlowRunContext};
 use crate::queued_body;
 use crate::state::State;
-use crate::task::{Invocation, Task};
+use crate::task::{BodyError, Task};
 
 /// Whether the runs of a map of `task` may run inline in its lanes: one
 /// attempt, with no timeout (a thread running its own body could not give
@@ -52,20 +52,19 @@ impl<T: Task> TaskRun<'_, T> {
         let Some(cache_key) = self.begin_inline(&args) else {
             return;
         };
-        let attempt = match self.task.invoke_as(self.name(), args) {
-            Invocation::Sync(body) => {
-                // The flow run stays current inside the body, for the tasks it
-                // calls, and the thread runs the bodies of the runs it waits for.
-                let outcome = context::with_thread_context(self.ctx.clone(), || {
-                    queued_body::run_as_helper(|| catch_unwind(AssertUnwindSafe(body)))
-                });
-                body_outcome(outcome)
-            }
-            Invocation::Async(_) => Attempt::Final(State::crashed(format!(
-                "Task '{}' says its body is sync, but gave an async one.",
-                self.task.spec().name
-            ))),
+        let name = self.name();
+        // The flow run stays current inside the body, for the tasks it
+        // calls, and the thread runs the bodies of the runs it waits for.
+        let call = || {
+            queued_body::run_as_helper(|| {
+                catch_unwind(AssertUnwindSafe(|| self.task.call_sync(name, args)))
+            })
         };
+        let outcome = match context::in_thread_context(self.ctx) {
+            true => call(),
+            false => context::with_thread_context(self.ctx.clone(), call),
+        };
+        let attempt = self.inline_attempt(outcome, "sync", "an async");
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);
     }
@@ -77,22 +76,32 @@ impl<T: Task> TaskRun<'_, T> {
         let Some(cache_key) = self.begin_inline(&args) else {
             return;
         };
-        let attempt = match self.task.invoke_as(self.name(), args) {
-            Invocation::Async(body) => {
-                let body = AssertUnwindSafe(body).catch_unwind();
-                // The body first: one that finishes at once never touches the shared token.
-                tokio::select! {
-                    biased;
-                    outcome = body => body_outcome(outcome),
-                    _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
-                }
-            }
-            Invocation::Sync(_) => Attempt::Final(State::crashed(format!(
-                "Task '{}' says its body is async, but gave a sync one.",
-                self.task.spec().name
-            ))),
+        let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
+        // The body first: one that finishes at once never touches the shared token.
+        let attempt = tokio::select! {
+            biased;
+            outcome = body => self.inline_attempt(outcome, "async", "a sync"),
+            _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
         };
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);
+    }
+
+    /// The attempt a body called inline made: `None` from `call_sync` or
+    /// `call_async` means the task's body is of the other kind.
+    fn inline_attempt(
+        &self,
+        outcome: std::thread::Result<Option<Result<T::Output, BodyError>>>,
+        says: &str,
+        gave: &str,
+    ) -> Attempt<T::Output> {
+        match outcome {
+            Ok(Some(result)) => body_outcome(Ok(result)),
+            Ok(None) => Attempt::Final(State::crashed(format!(
+                "Task '{}' says its body is {says}, but gave {gave} one.",
+                self.task.spec().name
+            ))),
+            Err(panic) => body_outcome(Err(panic)),
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::args::{MapArgs, MapError};
+use crate::args::{MapArgs, MapError, Zipped};
 use crate::context::{self, CancelScope, FlowRunContext};
 use crate::future::{PrefectFuture, PrefectFutureList, TaskRunError};
 use crate::inputs::{RunArgs, Upstream};
@@ -139,7 +139,10 @@ pub fn map_after<T: Task, M: MapArgs<T::Args>>(
     args: M,
     wait_for: &[&dyn Upstream],
 ) -> Result<PrefectFutureList<T::Output>, MapError> {
-    let inputs = args.into_inputs(task.spec().param_names)?;
+    let inputs = match args.into_inputs(task.spec().param_names)? {
+        Zipped::Listed(inputs) => inputs,
+        Zipped::Streamed { param, .. } => return Err(MapError::StreamNeedsBatchTask { param }),
+    };
     let ctx = context::current();
     let first = ctx.reserve_run_names(task.spec().name, inputs.len());
     let scope = ctx.scope.clone();
@@ -308,7 +311,7 @@ fn spawn_run_on<T: Task>(
     progress: Option<&Arc<dyn MapProgress>>,
     on_calling_thread: bool,
 ) -> PrefectFuture<T::Output> {
-    let shared = new_run(task, index);
+    let shared = new_run(task, index, crate::queued_body::current());
     if on_calling_thread {
         shared.run_on_calling_thread();
     }

@@ -10,6 +10,7 @@ use crate::context::{CancelScope, FlowRunContext, implied_log};
 use crate::future::RunShared;
 use crate::inputs::UpstreamRun;
 use crate::names::TaskRunName;
+use crate::queued_body::Helper;
 use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
 use crate::state::State;
 use crate::task::Task;
@@ -25,13 +26,18 @@ pub(crate) struct TaskRun<'a, T: Task> {
     pub(crate) scope: &'a Arc<CancelScope>,
 }
 
-/// A task run's state, `Pending`, not yet announced.
-pub(crate) fn new_run<T: Task>(task: &T, index: u64) -> Arc<RunShared<T::Output>> {
+/// A task run's state, `Pending`, not yet announced; a sync body that
+/// waits for it (`waiter`) may run it.
+pub(crate) fn new_run<T: Task>(
+    task: &T,
+    index: u64,
+    waiter: Option<Arc<Helper>>,
+) -> Arc<RunShared<T::Output>> {
     let name = TaskRunName {
         task: task.spec().name,
         index,
     };
-    RunShared::new(name, task.spec(), State::pending())
+    RunShared::new(name, task.spec(), State::pending(), waiter)
 }
 
 impl<T: Task> TaskRun<'_, T> {

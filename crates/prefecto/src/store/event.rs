@@ -25,22 +25,13 @@ impl StateRow {
             state_type: state.state_type(),
             name: state.name_cow(),
             message: state.message().map(str::to_string),
-            micros: system_micros(state.system_time()),
+            micros: state.nanos().div_euclid(1000),
         }
     }
 }
 
 pub(super) fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
-}
-
-/// Microseconds since the epoch, without chrono's calendar arithmetic: this
-/// runs for every transition.
-pub(super) fn system_micros(time: std::time::SystemTime) -> i64 {
-    match time.duration_since(std::time::UNIX_EPOCH) {
-        Ok(since) => since.as_micros() as i64,
-        Err(before) => -(before.duration().as_micros() as i64),
-    }
 }
 
 /// A task run's times, as stored.
@@ -54,9 +45,9 @@ pub(super) struct TimesRow {
 impl TimesRow {
     pub(super) fn of(times: &RunTimes) -> Self {
         TimesRow {
-            created: system_micros(times.created),
-            started: times.started.map(system_micros),
-            run_count: times.run_count,
+            created: times.created_nanos().div_euclid(1000),
+            started: times.started_nanos().map(|t| t.div_euclid(1000)),
+            run_count: times.run_count(),
         }
     }
 }
@@ -103,11 +94,41 @@ pub(super) enum Event {
     Flush(SyncSender<()>),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 /// A flow run, or a task run by flow run, task and number.
+#[derive(Clone, Copy, Eq, PartialOrd, Ord)]
 pub(super) enum RunKey {
     Flow(Uuid),
     Task(Uuid, &'static str, u64),
+}
+
+/// The same field equality as derived, in the order that tells runs apart
+/// soonest (the number, then the flow run), and a task's name compared by
+/// address first: keys are compared for every task run recorded.
+impl PartialEq for RunKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RunKey::Flow(a), RunKey::Flow(b)) => a == b,
+            (RunKey::Task(flow_a, task_a, index_a), RunKey::Task(flow_b, task_b, index_b)) => {
+                index_a == index_b
+                    && flow_a == flow_b
+                    && (std::ptr::eq(*task_a, *task_b) || task_a == task_b)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Hashes a task's name by its length, not its text: equal keys still hash
+/// equal, and runs of one flow run are told apart by their numbers.
+impl std::hash::Hash for RunKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            RunKey::Flow(id) => id.as_u128().hash(state),
+            RunKey::Task(flow_run, task, index) => {
+                (flow_run.as_u128() ^ task.len() as u128, *index).hash(state)
+            }
+        }
+    }
 }
 
 /// What a flow run's row holds beside its states.

@@ -57,16 +57,35 @@ pub(super) struct RunUpdate {
     implied_only: bool,
 }
 
+fn packed_state(row: &StateRow) -> pack::RunState<'_> {
+    pack::RunState {
+        state_type: row.state_type,
+        name: Cow::Borrowed(&*row.name),
+        message: row.message.as_deref().map(Cow::Borrowed),
+    }
+}
+
+/// A task run seen whole, at its end, as a pack holds it: what
+/// `RunUpdate::new(end, Some(times), true).packed(index)` gives, without the
+/// update in between (the writer does this for nearly every task run).
+pub(super) fn seen_whole(end: &StateRow, times: TimesRow, index: u64) -> pack::Run<'_> {
+    debug_assert!(end.state_type.is_terminal());
+    pack::Run {
+        index,
+        created: times.created,
+        start: times.started,
+        end: Some(end.micros),
+        run_count: times.run_count,
+        state: packed_state(end),
+        // The reader rebuilds Pending, Running and the end.
+        history: Vec::new(),
+    }
+}
+
 impl RunUpdate {
     /// The run as a pack holds it.
     pub(super) fn packed(&self, index: u64) -> pack::Run<'_> {
-        fn state(row: &StateRow) -> pack::RunState<'_> {
-            pack::RunState {
-                state_type: row.state_type,
-                name: Cow::Borrowed(&*row.name),
-                message: row.message.as_deref().map(Cow::Borrowed),
-            }
-        }
+        let state = packed_state;
         pack::Run {
             index,
             created: self.created,
@@ -203,6 +222,26 @@ mod tests {
         push_history_line(&mut history, &StateRow::of(state));
         assert!(history.ends_with('\n'));
         serde_json::from_str(history.trim_end()).expect("a JSON array")
+    }
+
+    #[test]
+    fn a_run_seen_whole_packs_as_its_update_would() {
+        for end in [
+            State::completed(),
+            State::failed("no"),
+            State::cancelled("stop"),
+        ] {
+            let end = StateRow::of(&end);
+            for started in [None, Some(end.micros - 5)] {
+                let times = TimesRow {
+                    created: end.micros - 10,
+                    started,
+                    run_count: 3,
+                };
+                let update = RunUpdate::new(&end, Some(times), true);
+                assert_eq!(seen_whole(&end, times, 42), update.packed(42));
+            }
+        }
     }
 
     #[test]

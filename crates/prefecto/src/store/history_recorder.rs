@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use rusqlite::params;
 
 use super::event::{Event, RunKey, StateRow, TimesRow, micros};
-use super::outbox::{Backlog, Outbox, RunningRun};
+use super::outbox::{Backlog, Outbox};
+use super::running_runs::RunningRun;
 use super::writer::write_loop;
 use super::{Store, StoreError};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};

@@ -21,6 +21,7 @@ mod outbox;
 mod pack;
 mod query;
 mod rows;
+mod running_runs;
 mod schema;
 mod sql;
 mod writer;

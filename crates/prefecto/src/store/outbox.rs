@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::event::{Event, RunKey};
+use super::running_runs::{RunningRun, RunningRuns};
 
 /// The writer's and outbox's maps are keyed by run and touched for every
 /// transition: a fast hash matters here, and the keys are our own, not an
@@ -34,18 +35,9 @@ const PARCEL: usize = 256;
 /// writer's batches full without weighing on a streaming map's memory).
 const MAX_QUEUED: usize = 1 << 16;
 
-/// A task run that is running and not yet written.
-pub(super) struct RunningRun {
-    /// When it was created and started, in microseconds since the epoch.
-    pub created: i64,
-    pub started: i64,
-    /// Already written as it stands (it lingered).
-    pub written: bool,
-}
-
 #[derive(Default)]
 struct Shard {
-    running: FastMap<RunKey, RunningRun>,
+    running: RunningRuns,
     events: Vec<Event>,
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::event::{Event, FlowRunNames, RunKey, StateRow, TimesRow, micros};
-use super::fold::{RunUpdate, Unwritten, fold};
+use super::fold::{RunUpdate, Unwritten, fold, seen_whole};
 use super::full_disk::{Reserve, Waiting, is_full};
 use super::outbox::{Backlog, FastHash, FastMap, Outbox};
 use super::pack::Pack;
@@ -166,9 +166,12 @@ pub(super) fn write_loop(
                         && !unwritten.contains_key(&key)
                         && !rows.contains(&key);
                     if whole {
-                        let update = RunUpdate::new(&state, times, true);
                         let pack = packs.entry((flow_run, task)).or_default();
-                        pack.push(&update.packed(index));
+                        match times {
+                            Some(times) => pack.push(&seen_whole(&state, times, index)),
+                            // Never announced: stopped before it was submitted.
+                            None => pack.push(&RunUpdate::new(&state, None, true).packed(index)),
+                        }
                     } else {
                         let synthesize = !rows.contains(&key);
                         fold(&mut unwritten, key, None, &state, times, synthesize, now);

@@ -23,7 +23,7 @@ fn add(a: u64, b: u64) -> u64 {
 
 /// A stream of `0..n` whose items come from another task, with a pause
 /// every `every` items: the map finds it not ready many times.
-fn trickle(n: u64, every: u64) -> futures::channel::mpsc::Receiver<u64> {
+pub(crate) fn trickle(n: u64, every: u64) -> futures::channel::mpsc::Receiver<u64> {
     let (mut sender, receiver) = futures::channel::mpsc::channel(4);
     std::thread::spawn(move || {
         futures::executor::block_on(async {

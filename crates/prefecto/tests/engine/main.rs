@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abandoned_maps;
 mod async_stream_inputs;
 mod batch_properties;
 mod batch_task;
@@ -16,6 +17,7 @@ mod future_inputs;
 #[cfg(feature = "history")]
 mod history;
 mod map;
+mod maps_over_streams;
 mod nested_runs;
 mod panicking_parts;
 #[cfg(feature = "history")]

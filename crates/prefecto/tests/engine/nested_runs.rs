@@ -45,6 +45,41 @@ fn batch_maps_add(x: i64) -> Result<i64, prefecto::Error> {
         .sum())
 }
 
+/// More inputs than the batch's size, in both modes: most runs are made
+/// by the map's lanes, not where the body called it.
+#[task]
+fn batch_streams_add(x: i64) -> Result<i64, prefecto::Error> {
+    let mut sum = 0;
+    for batch in [
+        BatchTask::new(add, 2)?,
+        BatchTask::new(add, 2)?.sliding_window(),
+    ] {
+        sum += batch
+            .map(vec![x; 5], unmapped(100))?
+            .results()?
+            .iter()
+            .sum::<i64>();
+        for run in batch.stream(vec![x; 5], unmapped(100))? {
+            sum += run.result?;
+        }
+    }
+    Ok(sum)
+}
+
+#[flow(max_workers = 1)]
+fn one_worker_batch_streams() -> Vec<i64> {
+    batch_streams_add.map(0..3).unwrap().results().unwrap()
+}
+
+#[test]
+fn a_task_mapping_and_streaming_a_batch_task_with_one_worker_does_not_deadlock() {
+    common::quiet();
+    let sums = within(LIMIT, "BatchTask map and stream in a task", || {
+        one_worker_batch_streams().unwrap()
+    });
+    assert_eq!(sums, vec![2000, 2020, 2040]);
+}
+
 #[task]
 fn waits_for(upstream: PrefectFuture<i64>) -> Result<i64, TaskRunError> {
     Ok(upstream.result()? + 1)

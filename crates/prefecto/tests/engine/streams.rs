@@ -130,45 +130,120 @@ fn a_stream_reads_no_further_ahead_than_size_plus_read_ahead() {
     );
 }
 
+/// Streams 100 inputs through a kill switch that trips on input 3.
+#[flow]
+fn stopped_at_input_3(window: bool) -> (Vec<StreamedRun<u64>>, Option<StreamStop>) {
+    // A span of 3 (2 running, 1 read ahead): no input is taken 3 past
+    // one the switch has not seen, however the threads are scheduled.
+    let batch = BatchTask::new(fail_on, 2)
+        .unwrap()
+        .with_read_ahead(1)
+        .with_kill_switch(AnyFailedSwitch::new());
+    let batch = if window {
+        batch.sliding_window()
+    } else {
+        batch
+    };
+    let mut stream = batch.stream(0..100u64, unmapped(3)).unwrap();
+    let runs: Vec<_> = stream.by_ref().collect();
+    (runs, stream.stop().cloned())
+}
+
 #[test]
 fn a_kill_switch_stops_a_stream_and_every_input_is_handed_over() {
     common::quiet();
-    #[flow]
-    fn stopped(window: bool) -> (Vec<StreamedRun<u64>>, Option<StreamStop>) {
-        let batch = BatchTask::new(fail_on, 2)
-            .unwrap()
-            .with_kill_switch(AnyFailedSwitch::new());
-        let batch = if window {
-            batch.sliding_window()
-        } else {
-            batch
-        };
-        let mut stream = batch.stream(0..100u64, unmapped(3)).unwrap();
-        let runs: Vec<_> = stream.by_ref().collect();
-        (runs, stream.stop().cloned())
-    }
     for window in [false, true] {
-        let (runs, stop) = within(LIMIT, "a stopped stream", move || stopped(window)).unwrap();
-        assert_eq!(
-            indexes(&runs),
-            (0..100).collect::<Vec<_>>(),
-            "window: {window}"
-        );
-        let failed = &runs[3].result.as_ref().unwrap_err().state;
-        assert!(failed.is_failed(), "{failed:?}");
-        let cancelled = runs
-            .iter()
-            .filter(|r| r.result.as_ref().is_err_and(|e| e.state.is_cancelled()))
-            .count();
-        assert!(cancelled >= 90, "the rest never ran: {cancelled} cancelled");
-        match stop {
-            Some(StreamStop::KillSwitch {
-                switch,
-                unread_from: None,
-                ..
-            }) => assert_eq!(switch, "AnyFailedSwitch"),
-            other => panic!("expected the switch's stop, got {other:?}"),
+        let (runs, stop) = within(LIMIT, "a stopped stream", move || {
+            stopped_at_input_3(window)
+        })
+        .unwrap();
+        assert_stopped_at_the_failure(&runs, stop, window);
+    }
+}
+
+/// Shows its maps' finished runs slowly when they failed: the lane that
+/// finished one shows it to the switch late, while other lanes go on.
+struct SlowOnFailure;
+
+impl prefecto::ProgressDisplay for SlowOnFailure {
+    fn start_map(
+        &self,
+        _task: &str,
+        _total: Option<usize>,
+        _batches: usize,
+    ) -> Option<Arc<dyn prefecto::MapProgress>> {
+        Some(Arc::new(SlowOnFailure))
+    }
+}
+
+impl prefecto::MapProgress for SlowOnFailure {
+    fn run_finished(&self, state: &State) {
+        if state.is_failed() {
+            std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+#[test]
+fn a_stream_never_hands_over_a_run_before_its_lane_showed_it_to_the_switch() {
+    common::quiet();
+    // Two threads, so that another lane runs while the failed run's lane
+    // is slow to show it to the switch.
+    let prefecto = Arc::new(
+        Prefecto::builder()
+            .engine_only()
+            .max_workers(2)
+            .progress_display(Arc::new(SlowOnFailure))
+            .build()
+            .unwrap(),
+    );
+    for window in [false, true] {
+        let (runs, stop) = within(LIMIT, "a stream with a slow switch", {
+            let prefecto = prefecto.clone();
+            move || prefecto.scope(|| stopped_at_input_3(window))
+        })
+        .unwrap();
+        assert_stopped_at_the_failure(&runs, stop, window);
+    }
+}
+
+/// Every one of the 100 inputs handed over; input 3 failed, and the switch
+/// stopped the map within its span of 3 of it.
+fn assert_stopped_at_the_failure(
+    runs: &[StreamedRun<u64>],
+    stop: Option<StreamStop>,
+    window: bool,
+) {
+    assert_eq!(
+        indexes(runs),
+        (0..100).collect::<Vec<_>>(),
+        "window: {window}"
+    );
+    let failed = &runs[3].result.as_ref().unwrap_err().state;
+    assert!(failed.is_failed(), "{failed:?}");
+    // Inputs 0 to 5 at most were taken before the switch saw input 3.
+    let cancelled = runs
+        .iter()
+        .filter(|r| r.result.as_ref().is_err_and(|e| e.state.is_cancelled()))
+        .count();
+    let states: Vec<String> = runs
+        .iter()
+        .map(|r| match &r.result {
+            Ok(_) => "Completed".to_string(),
+            Err(e) => e.state.name().to_string(),
+        })
+        .collect();
+    assert!(
+        cancelled >= 94,
+        "window: {window}: {cancelled} cancelled: {states:?}"
+    );
+    match stop {
+        Some(StreamStop::KillSwitch {
+            switch,
+            unread_from: None,
+            ..
+        }) => assert_eq!(switch, "AnyFailedSwitch"),
+        other => panic!("expected the switch's stop, got {other:?}"),
     }
 }
 

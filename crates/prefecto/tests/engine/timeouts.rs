@@ -1,5 +1,7 @@
 //! A sync run's timeout covers its execution, as Prefect's does, not the
-//! time it waited for a worker; a run that ended never starts its body.
+//! time it waited for a worker; a run that ended never starts its body; a
+//! body still running when its flow run ends does not hold a thread of the
+//! next flow run's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -59,4 +61,49 @@ fn a_timed_out_run_never_starts_its_body_after_the_flow_run_ended() {
         started_during_flow,
         "a body started after its run had ended and the flow run had returned"
     );
+}
+
+static STUCK_THREAD: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
+static STUCK_DONE: AtomicUsize = AtomicUsize::new(0);
+
+#[task(timeout = 0.05)]
+fn stuck_past_its_flow() {
+    *STUCK_THREAD.lock().unwrap() = Some(std::thread::current().id());
+    std::thread::sleep(Duration::from_millis(1500));
+    STUCK_DONE.fetch_add(1, Ordering::SeqCst);
+}
+
+#[flow(max_workers = 1)]
+fn leaves_a_body_running() -> State {
+    stuck_past_its_flow.submit().wait()
+}
+
+#[task]
+fn which_thread() -> std::thread::ThreadId {
+    std::thread::current().id()
+}
+
+#[flow(max_workers = 1)]
+fn one_sync_run() -> std::thread::ThreadId {
+    which_thread().unwrap()
+}
+
+#[test]
+fn a_body_still_running_after_its_flow_does_not_hold_the_next_flows_thread() {
+    common::quiet();
+    let state = within(Duration::from_secs(20), "a run that times out", || {
+        leaves_a_body_running().unwrap()
+    });
+    assert!(state.is_failed(), "{state:?}");
+    // The next flow run of the same size gets a pool of its own: not the
+    // one whose only thread is still in the body above.
+    let thread = within(Duration::from_secs(20), "the next flow run", || {
+        one_sync_run().unwrap()
+    });
+    assert_eq!(
+        STUCK_DONE.load(Ordering::SeqCst),
+        0,
+        "ran before the stuck body ended"
+    );
+    assert_ne!(Some(thread), *STUCK_THREAD.lock().unwrap());
 }
