@@ -78,7 +78,7 @@ if [ "$installed" != "$PREFECT_VERSION" ]; then
     echo "== installing prefect==$PREFECT_VERSION into $VENV"
     rm -rf "$VENV"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "prefect==$PREFECT_VERSION"
+    "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "prefect==$PREFECT_VERSION"
 fi
 
 free_port() {
