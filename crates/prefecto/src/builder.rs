@@ -531,10 +531,18 @@ impl PrefectoBuilder {
         }
 
         recorders.extend(self.recorders);
+        // A recorder that panics is dropped, with a warning: the flow run goes on.
+        let recorders: Arc<[Arc<dyn Recorder>]> =
+            recorders.into_iter().map(PanicGuard::wrap).collect();
+        let pending_recorders = recorders
+            .iter()
+            .filter(|recorder| recorder.wants_pending())
+            .cloned()
+            .collect();
         Ok(Prefecto {
             seams: Arc::new(Seams {
-                // A recorder that panics is dropped, with a warning: the flow run goes on.
-                recorders: recorders.into_iter().map(PanicGuard::wrap).collect(),
+                recorders,
+                pending_recorders,
                 result_store,
                 slot_limiter,
                 progress,

@@ -202,7 +202,14 @@ impl FlowRunContext {
         times: Option<RunTimes>,
         upstream: &[UpstreamRun],
     ) {
-        if !self.has_recorders() {
+        // A submission's Pending goes only to those that want it; its time
+        // reaches the others with the run's later transitions.
+        let recorders = if state.is_pending() && times.is_some() && upstream.is_empty() {
+            &self.seams.pending_recorders
+        } else {
+            &self.seams.recorders
+        };
+        if recorders.is_empty() {
             return;
         }
         let event = TransitionEvent {
@@ -213,7 +220,7 @@ impl FlowRunContext {
             state,
             upstream,
         };
-        for recorder in self.seams.recorders.iter() {
+        for recorder in recorders.iter() {
             recorder.on_transition(&event);
         }
     }

@@ -181,6 +181,38 @@ pub trait Recorder: Send + Sync + 'static {
     /// A flow run or task run entered a new state.
     fn on_transition(&self, event: &TransitionEvent<'_>);
 
+    /// Whether to hear a task run's `Pending` transition, made as it is
+    /// submitted. Its later transitions carry its [`RunTimes`], whose
+    /// [`created`](RunTimes::created) is that transition's time, so a
+    /// recorder that keeps only each run's latest state can answer `false`
+    /// and save a call per task run. A `Pending` transition that names
+    /// upstream runs is handed to every recorder. Asked once, when the
+    /// recorder is installed; the default is `true`.
+    ///
+    /// ```
+    /// use prefecto::recorder::{Recorder, TransitionEvent};
+    ///
+    /// /// Counts finished task runs; their submissions do not matter to it.
+    /// #[derive(Default)]
+    /// struct Finished(std::sync::atomic::AtomicU64);
+    ///
+    /// impl Recorder for Finished {
+    ///     fn on_transition(&self, event: &TransitionEvent<'_>) {
+    ///         if event.task_run.is_some() && event.state.is_terminal() {
+    ///             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///         }
+    ///     }
+    ///
+    ///     fn wants_pending(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    /// # assert!(!Finished::default().wants_pending());
+    /// ```
+    fn wants_pending(&self) -> bool {
+        true
+    }
+
     /// The engine logged a line about a flow run or task run, other than the
     /// lines a task run's transitions imply (see [`implied_lines`]).
     fn on_log(&self, _event: &LogEvent<'_>) {}

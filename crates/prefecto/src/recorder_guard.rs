@@ -46,6 +46,11 @@ impl Recorder for PanicGuard {
         self.hand("a transition", |recorder| recorder.on_transition(event));
     }
 
+    fn wants_pending(&self) -> bool {
+        // Asked once, at install: a panic here only hands it everything.
+        catch_unwind(AssertUnwindSafe(|| self.inner.wants_pending())).unwrap_or(true)
+    }
+
     fn on_log(&self, event: &LogEvent<'_>) {
         self.hand("a log line", |recorder| recorder.on_log(event));
     }

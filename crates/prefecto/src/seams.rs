@@ -21,6 +21,9 @@ use crate::slot_limiter::SlotLimiter;
 pub(crate) struct Seams {
     /// Hear every transition and log line, in this order.
     pub(crate) recorders: Arc<[Arc<dyn Recorder>]>,
+    /// Those of `recorders` that hear a task run's `Pending` transition as
+    /// it is submitted ([`Recorder::wants_pending`]).
+    pub(crate) pending_recorders: Arc<[Arc<dyn Recorder>]>,
     pub(crate) result_store: Option<Arc<dyn ResultStore>>,
     pub(crate) slot_limiter: Option<Arc<dyn SlotLimiter>>,
     pub(crate) progress: Option<Arc<dyn ProgressDisplay>>,

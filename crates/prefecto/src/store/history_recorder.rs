@@ -171,6 +171,11 @@ impl Recorder for HistoryRecorder {
         self.outbox.push(ended, run.index, event);
     }
 
+    /// A run's Pending follows from its times, on its later transitions.
+    fn wants_pending(&self) -> bool {
+        false
+    }
+
     fn on_log(&self, event: &LogEvent<'_>) {
         let task_run = event.task_run.map(|r| (r.task, r.index));
         let log = Event::Log {
