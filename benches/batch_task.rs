@@ -387,7 +387,9 @@ fn main() {
     };
     // A small count takes a few milliseconds, where one wake-up late on a
     // busy machine shows: its median is over more runs, at least as many
-    // inputs in all as a large count's (up to 25 runs).
+    // inputs in all as a large count's (up to 25 runs). The counts take
+    // turns, round by round, so that a slow spell of the host falls on all
+    // of them rather than on whichever ran during it.
     let runs_at = |count: u64| (reps as u64 * 1_000_000 / count).clamp(1, 25) as usize;
     let runs: Vec<String> = counts
         .iter()
@@ -402,14 +404,19 @@ fn main() {
             mode: BatchMode::SlidingWindow,
             sync_body,
         };
+        let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+        let rounds = counts.iter().map(|&c| runs_at(c)).max().unwrap_or(0);
+        for round in 0..rounds {
+            for (&count, times) in counts.iter().zip(&mut seconds) {
+                if round < runs_at(count) {
+                    times.push(engine_only.scope(|| w.run(&runtime, count)));
+                }
+            }
+        }
         let costs: Vec<f64> = counts
             .iter()
-            .map(|&count| {
-                let mut seconds: Vec<f64> = (0..runs_at(count))
-                    .map(|_| engine_only.scope(|| w.run(&runtime, count)))
-                    .collect();
-                per_input(&mut seconds, count).0
-            })
+            .zip(&mut seconds)
+            .map(|(&count, times)| per_input(times, count).0)
             .collect();
         let spread = costs.iter().copied().fold(0f64, f64::max)
             / costs.iter().copied().fold(f64::MAX, f64::min);
