@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crossbeam_utils::CachePadded;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,8 +28,11 @@ pub(crate) struct CancelScope {
     token: CancellationToken,
     reason: OnceLock<String>,
     /// Set with the token: every run checks it before it starts, and an atomic
-    /// load is cheaper than the token's lock.
-    cancelled: AtomicBool,
+    /// load is cheaper than the token's lock. In a cache line of its own:
+    /// every run reads it and its parents', and sharing a line with data
+    /// written as runs go made those reads miss (`perf record`: checking
+    /// fell from 2.7% to 1.1% of a window/async map's samples).
+    cancelled: CachePadded<AtomicBool>,
     parent: Option<Arc<CancelScope>>,
 }
 
@@ -37,7 +41,7 @@ impl CancelScope {
         Arc::new(CancelScope {
             token: CancellationToken::new(),
             reason: OnceLock::new(),
-            cancelled: AtomicBool::new(false),
+            cancelled: CachePadded::new(AtomicBool::new(false)),
             parent: None,
         })
     }
@@ -47,7 +51,7 @@ impl CancelScope {
         Arc::new(CancelScope {
             token: self.token.child_token(),
             reason: OnceLock::new(),
-            cancelled: AtomicBool::new(false),
+            cancelled: CachePadded::new(AtomicBool::new(false)),
             parent: Some(self.clone()),
         })
     }

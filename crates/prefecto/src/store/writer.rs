@@ -62,8 +62,8 @@ pub(super) fn write_loop(
     // Task runs written as rows while they were still going: they stay rows.
     // Every other task run is written once, finished, into a pack.
     let mut rows: HashSet<RunKey, FastHash> = HashSet::default();
-    // Parcels as they came: copying them into one list cost more than
-    // packing their runs (a parcel is 256 events of ~130 bytes).
+    // Parcels as they came: copying their events into one list cost about
+    // half as much as packing the runs (a parcel is 256 events of ~130 bytes).
     let mut batch: Vec<Vec<Event>> = Vec::new();
     let mut reserve = Reserve::keep(store.path(), reserve_mb);
     let mut waiting = Waiting::default();
