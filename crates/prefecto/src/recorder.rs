@@ -2,7 +2,10 @@
 //! engine log line of a flow run is handed to each installed [`Recorder`].
 //!
 //! The SQLite run history and the Prefect server reporter are recorders. With
-//! none installed, the engine pays one branch per transition.
+//! none installed, the engine pays one branch per transition. A recorder
+//! that keeps only each run's latest state may decline a task run's
+//! `Pending` transition ([`Recorder::wants_pending`]): its time comes with
+//! the run's later transitions.
 //!
 //! A task run's routine lines ("Created task run", "Submitted task run",
 //! "Finished in state") follow from its transitions, so they are not handed
