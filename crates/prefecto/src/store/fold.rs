@@ -85,21 +85,20 @@ pub(super) fn seen_whole(end: &StateRow, times: TimesRow, index: u64) -> pack::R
 impl RunUpdate {
     /// The run as a pack holds it.
     pub(super) fn packed(&self, index: u64) -> pack::Run<'_> {
-        let state = packed_state;
         pack::Run {
             index,
             created: self.created,
             start: self.start,
             end: self.end,
             run_count: self.run_count as u32,
-            state: state(&self.latest),
+            state: packed_state(&self.latest),
             // Empty when implied: the reader rebuilds Pending, Running and the end.
             history: if self.implied_only {
                 Vec::new()
             } else {
                 self.history
                     .iter()
-                    .map(|row| (state(row), row.micros))
+                    .map(|row| (packed_state(row), row.micros))
                     .collect()
             },
         }
