@@ -318,7 +318,7 @@ fn main() {
         let workload = Workload::parse(&args[i + 1]);
         let n = args[i + 2].parse().unwrap();
         // `--history`: with the run history on, in a fresh folder (to profile it).
-        match args.iter().any(|a| a == "--history") {
+        let seconds = match args.iter().any(|a| a == "--history") {
             false => engine_only.scope(|| workload.run(&runtime(), n)),
             true => {
                 let (history_on, home) = with_fresh_history();
@@ -328,6 +328,8 @@ fn main() {
                 seconds
             }
         };
+        // The time of this one run too, for comparing two builds run by turns.
+        println!("us_per_input {:.3}", seconds * 1e6 / n as f64);
         println!("rss_kib {}", peak_rss_kib());
         return;
     }

@@ -95,12 +95,17 @@ impl<T: Task> MapRun<T> {
     /// with, from the first not yet handed over. Then forgets what no longer
     /// needs holding. Called by the run's lane once it has [`observe`](Self::observe)d it.
     pub(super) async fn deliver(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
+        if !self.deliver_now(position, run) {
+            self.deliver_later(position, run).await;
+        }
+    }
+
+    /// What [`deliver`](Self::deliver) does once [`deliver_now`](Self::deliver_now)
+    /// could not: waits for the reader's room, or for another lane handing over.
+    pub(super) async fn deliver_later(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
         let Some(delivery) = &self.delivery else {
             return;
         };
-        if self.deliver_now(position, run) {
-            return;
-        }
         // A run is forgotten only once it is in the stream's buffer: runs
         // on their way there count against the span too.
         if !delivery.in_input_order {

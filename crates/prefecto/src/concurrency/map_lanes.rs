@@ -156,9 +156,18 @@ impl<T: Task> MapRun<T> {
                 task_run.drive_started(started).await;
             }
             self.observe(&run);
-            self.deliver(position, &run).await;
+            // No async call when there is nothing to wait for (nothing to
+            // hand over, or room for it; an input at hand): making and
+            // dropping their futures cost a quick run 3% of its instructions.
+            if !self.deliver_now(position, &run) {
+                self.deliver_later(position, &run).await;
+            }
             drop(run);
-            next = self.take_next_waiting().await;
+            next = match self.take_next() {
+                Next::Input(taken) => Some(taken),
+                Next::Done => None,
+                Next::Full => self.take_next_waiting().await,
+            };
         }
     }
 

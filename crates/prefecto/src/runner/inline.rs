@@ -3,7 +3,9 @@
 //! wake-up per run; an async one awaited in its lane's task, without the
 //! engine's retries and timeouts around it.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::task::Poll;
 
 use futures::FutureExt;
 
@@ -77,11 +79,18 @@ impl<T: Task> TaskRun<'_, T> {
             return;
         };
         let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
-        // The body first: one that finishes at once never touches the shared token.
-        let attempt = tokio::select! {
-            biased;
-            outcome = body => self.inline_attempt(outcome, "async", "a sync"),
-            _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
+        let mut body = std::pin::pin!(body);
+        // Polled once before the wait for cancellation is made: a body that
+        // finishes at once (most quick ones) never touches the shared token,
+        // whose wait costs about as much to make and drop as a quick body.
+        let first = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll(cx))).await;
+        let attempt = match first {
+            Poll::Ready(outcome) => self.inline_attempt(outcome, "async", "a sync"),
+            Poll::Pending => tokio::select! {
+                biased;
+                outcome = &mut body => self.inline_attempt(outcome, "async", "a sync"),
+                _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
+            },
         };
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);
