@@ -191,6 +191,12 @@ impl FlowRunContext {
         !self.seams.recorders.is_empty()
     }
 
+    /// Whether a task run's submission (its `Pending`, naming these
+    /// upstream runs) goes to any recorder: see [`record_task_transition`](Self::record_task_transition).
+    pub(crate) fn records_submission(&self, upstream: &[UpstreamRun]) -> bool {
+        !self.seams.pending_recorders.is_empty() || (!upstream.is_empty() && self.has_recorders())
+    }
+
     pub(crate) fn record_transition(
         &self,
         task_run: Option<(TaskRunName, &'static TaskSpec)>,

@@ -90,6 +90,12 @@ impl<T> RunShared<T> {
         waiter: Option<Arc<Helper>>,
     ) -> Arc<Self> {
         let terminal = state.is_terminal();
+        // A run made Pending is created then: noted here, so that its
+        // announce need not read its state back when no recorder hears it.
+        let created = match state.is_pending() {
+            true => state.nanos().max(1) as u64,
+            false => 0,
+        };
         debug_assert_eq!(name.task, spec.name);
         Arc::new(RunShared {
             index: name.index,
@@ -107,7 +113,7 @@ impl<T> RunShared<T> {
                     })
                 }),
             }),
-            created: AtomicU64::new(0),
+            created: AtomicU64::new(created),
             started: AtomicU64::new(0),
             run_count: AtomicU32::new(0),
             terminal: AtomicBool::new(terminal),
@@ -139,7 +145,7 @@ impl<T> RunShared<T> {
     }
 
     /// Counts `state` into the run's times, and returns them: `None` for a
-    /// run never announced (an input a kill switch stopped before submission).
+    /// run never Pending.
     pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
         if state.is_pending() {
             let _ = self.created.compare_exchange(
@@ -377,11 +383,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_run_counts_its_times() {
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
-        // Not announced: no times (an input stopped before submission).
-        assert_eq!(shared.times_with(&State::cancelled("x")), None);
+        // Never Pending: no times.
+        let never = RunShared::<u8>::new(name(), &ADD, State::cancelled("x"), None);
+        assert_eq!(never.times_with(&State::cancelled("x")), None);
+        // Made Pending: created then, whenever its Pending is counted.
         let pending = State::pending();
-        let created = shared.times_with(&pending).unwrap();
+        let shared = RunShared::<u8>::new(name(), &ADD, pending.clone(), None);
+        let created = shared.times_with(&State::pending()).unwrap();
         assert_eq!((created.started(), created.run_count()), (None, 0));
         assert_eq!(created.created(), pending.timestamp());
         let first = State::running();

@@ -49,11 +49,12 @@ impl<T: Task> TaskRun<'_, T> {
     /// submitted, with the runs it depends on.
     pub(crate) fn announce(&self, upstream: &[UpstreamRun]) {
         let name = self.name();
-        if self.ctx.has_recorders() {
-            // Made Pending a moment ago (`new_run`, just before every
-            // announce): that stamp is its submission's. Reading the clock
-            // again costs about 24 ns on the bench's VM, an eighth of a
-            // quick run.
+        // Its creation time was noted when `new_run` made it Pending, just
+        // before every announce; the recorders that decline a submission
+        // hear it with the run's later transitions.
+        if self.ctx.records_submission(upstream) {
+            // That stamp is its submission's. Reading the clock again costs
+            // about 24 ns on the bench's VM, an eighth of a quick run.
             let pending = self.shared.state();
             debug_assert!(pending.is_pending());
             self.record_with(&pending, upstream);
