@@ -13,7 +13,8 @@
 //! - Memory: peak RSS, each workload in a fresh process of its own (this
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
 //!   per input. Nothing counts allocations while anything is timed.
-//!   `--rss WORKLOAD N [--history]` runs one workload alone (to profile it).
+//!   `--rss WORKLOAD N [--history] [--times K]` runs one workload alone (to
+//!   profile it), K times in the process, and prints the last run's time.
 //! - History: the same maps with the SQLite run history on, against off.
 //! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
 //!   against the ideal from the nominal durations and from the measured ones.
@@ -318,11 +319,24 @@ fn main() {
         let workload = Workload::parse(&args[i + 1]);
         let n = args[i + 2].parse().unwrap();
         // `--history`: with the run history on, in a fresh folder (to profile it).
+        // `--times K`: K runs in the process, the last one timed (a warm
+        // allocator and pools, as in the tables).
+        let times = match args.iter().position(|a| a == "--times") {
+            Some(t) => args[t + 1].parse().unwrap(),
+            None => 1,
+        };
+        let runtime = runtime();
         let seconds = match args.iter().any(|a| a == "--history") {
-            false => engine_only.scope(|| workload.run(&runtime(), n)),
+            false => (0..times)
+                .map(|_| engine_only.scope(|| workload.run(&runtime, n)))
+                .last()
+                .unwrap_or_default(),
             true => {
                 let (history_on, home) = with_fresh_history();
-                let seconds = history_on.scope(|| workload.run(&runtime(), n));
+                let seconds = (0..times)
+                    .map(|_| history_on.scope(|| workload.run(&runtime, n)))
+                    .last()
+                    .unwrap_or_default();
                 drop(history_on);
                 let _ = std::fs::remove_dir_all(&home);
                 seconds
