@@ -14,6 +14,7 @@ const ENGINE: &[&str] = &[
     "adopt",
     "args",
     "blocking",
+    "clock",
     "concurrency",
     "context",
     "error",
