@@ -10,6 +10,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
 use crate::context;
+use crate::inputs::RunArgs;
 use crate::task::Task;
 
 impl<T: Task> MapRun<T> {
@@ -144,6 +145,14 @@ impl<T: Task> MapRun<T> {
             let task_run = self.task_run(&run);
             let started = match submitted {
                 Submitted::Started(started) => Some(started),
+                // Nothing to wait for: straight to the body, which is not
+                // started if the map was cancelled meanwhile.
+                Submitted::Args(RunArgs::Ready(args))
+                    if self.inline && self.task.spec().is_async =>
+                {
+                    task_run.run_inline_async(args).await;
+                    None
+                }
                 Submitted::Args(args) => match task_run.inputs_ready(args).await {
                     Some(args) if self.inline && self.task.spec().is_async => {
                         task_run.run_inline_async(args).await;
