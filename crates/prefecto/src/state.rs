@@ -318,7 +318,15 @@ impl State {
             _ => Some(text),
         }
     }
-    /// When the run entered this state.
+    /// When the run entered this state, by the realtime clock (on x86-64
+    /// Linux read through the CPU's time-stamp counter, within microseconds
+    /// of it: the crate's `clock` module says how).
+    ///
+    /// ```
+    /// let before = chrono::Utc::now();
+    /// let state = prefecto::State::completed();
+    /// assert!(state.timestamp() >= before - chrono::TimeDelta::milliseconds(1));
+    /// ```
     pub fn timestamp(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_nanos(self.nanos)
     }

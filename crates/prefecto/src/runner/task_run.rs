@@ -53,8 +53,7 @@ impl<T: Task> TaskRun<'_, T> {
         // before every announce; the recorders that decline a submission
         // hear it with the run's later transitions.
         if self.ctx.records_submission(upstream) {
-            // That stamp is its submission's. Reading the clock again costs
-            // about 24 ns on the bench's VM, an eighth of a quick run.
+            // That stamp is its submission's: the clock is not read again.
             let pending = self.shared.state();
             debug_assert!(pending.is_pending());
             self.record_with(&pending, upstream);
