@@ -2,7 +2,7 @@
 //! through the CPU's time-stamp counter where Linux itself does so.
 //!
 //! A task run reads the clock three times (Pending, Running, its end). On
-//! the bench's VM `clock_gettime(CLOCK_REALTIME)` costs 24–29 ns, and perf
+//! the bench's VM `clock_gettime(CLOCK_REALTIME)` costs 23–29 ns, and perf
 //! put a fifth of a quick run of a warm map in it; the counter (`rdtsc`)
 //! costs 10. So, on x86-64 Linux whose clock source is the TSC (the kernel
 //! found it invariant and in step across CPUs), the clock counts ticks from

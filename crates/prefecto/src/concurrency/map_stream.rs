@@ -9,6 +9,7 @@ use futures::Stream;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::args::MapError;
 use crate::blocking::block_on;
@@ -241,11 +242,18 @@ impl<T> Iterator for MapStream<T> {
         if self.ended {
             return None;
         }
-        let item = block_on(
-            self.receiver.recv(),
-            "MapStream::next",
-            "stream.next_async().await",
-        );
+        // An outcome already waiting is taken without blocking: a
+        // `block_on` per outcome cost about 460 instructions, as much as a
+        // third of a quick run.
+        let item = match self.receiver.try_recv() {
+            Ok(item) => Some(item),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => block_on(
+                self.receiver.recv(),
+                "MapStream::next",
+                "stream.next_async().await",
+            ),
+        };
         self.take(item)
     }
 }
