@@ -131,8 +131,10 @@ mod counted {
     use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering, fence};
 
     /// How long the realtime clock is read directly, to measure the
-    /// counter's first rate: 10 ms of readings 30 ns apart at worst give it
-    /// within a few parts per million.
+    /// counter's first rate between two readings: each is within a
+    /// microsecond of its ticks at worst (`paired`), 30 ns as a rule, so
+    /// the rate is within 2·10⁻⁴ at worst, a few parts per million as a
+    /// rule; the rate measured over the next second takes over.
     const CALIBRATION_NANOS: i64 = 10_000_000;
 
     /// Where counting starts, written under a sequence number (odd while
@@ -145,9 +147,9 @@ mod counted {
     static RATE: AtomicU64 = AtomicU64::new(0);
     /// Ticks in a second at that rate: how often the anchor moves.
     static PERIOD: AtomicU64 = AtomicU64::new(u64::MAX);
-    /// The last realtime reading and the ticks then, the rate since the
-    /// one before: the anchor before it is counted, and the one its next
-    /// rate is measured from. Its lock is the right to move the anchor.
+    /// The last realtime reading and the ticks then (while calibrating,
+    /// the first one): the next rate is measured from it. Its lock is the
+    /// right to move the anchor.
     static REAL: Mutex<Option<Fixed>> = Mutex::new(None);
     /// Whether the counter can be used: 0 not known yet, 1 yes, 2 no.
     static USABLE: AtomicU8 = AtomicU8::new(0);
