@@ -322,6 +322,66 @@ fn a_trip_cancels_async_runs_in_flight_and_starts_nothing_more() {
     }
 }
 
+/// Input 0 fails once the other bodies of its window are at their await;
+/// those sleep far longer than the test may take.
+#[task]
+async fn fails_once_the_others_wait(i: usize, probe: Arc<Probe>) -> Result<usize, String> {
+    probe.started.lock().unwrap().insert(i);
+    if i == 0 {
+        while probe.started.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The others have started: let them reach their sleep.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Err("first input fails".into());
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    probe.finished.lock().unwrap().insert(i);
+    Ok(i)
+}
+
+#[flow]
+fn trip_while_bodies_wait(mode: BatchMode, probe: Arc<Probe>) -> KillSwitchError<usize> {
+    let batch = BatchTask::new(fails_once_the_others_wait, 4)
+        .unwrap()
+        .with_mode(mode)
+        .with_kill_switch(AnyFailedSwitch::new());
+    batch
+        .map(0..8, unmapped(probe))
+        .unwrap_err()
+        .into_kill_switch()
+        .unwrap()
+}
+
+#[test]
+fn a_trip_cancels_async_bodies_waiting_at_an_await() {
+    // Unlike the test above, the window's other bodies are past their first
+    // poll when the switch trips: their lanes must drop them there, not wait.
+    common::quiet();
+    for mode in [BatchMode::Strict, BatchMode::SlidingWindow] {
+        let probe = Arc::new(Probe::default());
+        let seen = probe.clone();
+        let err = common::within(Duration::from_secs(60), "the trip", move || {
+            trip_while_bodies_wait(mode, seen).unwrap()
+        });
+        assert_eq!(
+            *probe.started.lock().unwrap(),
+            (0..4).collect::<BTreeSet<_>>(),
+            "{mode:?}"
+        );
+        assert!(probe.finished.lock().unwrap().is_empty(), "{mode:?}");
+        assert_eq!(err.failed_inputs(), vec![0]);
+        assert_eq!(err.cancelled_inputs(), (1..8).collect::<Vec<_>>());
+        for outcome in &err.outcomes[1..4] {
+            let message = outcome.state.message().unwrap();
+            assert!(
+                message.starts_with("Cancelled by kill switch AnyFailedSwitch"),
+                "{message}"
+            );
+        }
+    }
+}
+
 static SWITCH_TRIPPED: AtomicBool = AtomicBool::new(false);
 static ONE_STARTED: AtomicBool = AtomicBool::new(false);
 
