@@ -49,6 +49,10 @@ stop_leftovers() {
     fi
 }
 cleanup() {
+    # A second signal must not cut the cleanup short: `timeout` (as CI runs
+    # this) sends its TERM to the whole process group again, and the TERM
+    # trap's `exit` ran inside this function, leaving the servers running.
+    trap '' INT TERM HUP
     if [ -n "$STEP_PID" ]; then
         kill -TERM -- "-$STEP_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$STEP_PID" 2>/dev/null || break; sleep 0.2; done
