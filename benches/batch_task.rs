@@ -326,17 +326,17 @@ fn main() {
             None => 1,
         };
         let runtime = runtime();
-        let seconds = match args.iter().any(|a| a == "--history") {
-            false => (0..times)
-                .map(|_| engine_only.scope(|| workload.run(&runtime, n)))
+        let last_of = |setup: &Prefecto| {
+            (0..times)
+                .map(|_| setup.scope(|| workload.run(&runtime, n)))
                 .last()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        };
+        let seconds = match args.iter().any(|a| a == "--history") {
+            false => last_of(&engine_only),
             true => {
                 let (history_on, home) = with_fresh_history();
-                let seconds = (0..times)
-                    .map(|_| history_on.scope(|| workload.run(&runtime, n)))
-                    .last()
-                    .unwrap_or_default();
+                let seconds = last_of(&history_on);
                 drop(history_on);
                 let _ = std::fs::remove_dir_all(&home);
                 seconds

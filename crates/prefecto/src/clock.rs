@@ -108,25 +108,35 @@ impl Fixed {
             rate: measured + bend,
         }
     }
+}
 
-    /// The rate between this anchor's realtime reading and a later one,
-    /// unless the realtime clock was set between them: then this one's.
-    fn measured(&self, ticks: u64, real: i64) -> f64 {
-        let elapsed = ticks.wrapping_sub(self.ticks) as i64;
-        if elapsed <= 0 {
-            return self.rate;
-        }
-        let rate = (real - self.nanos) as f64 / elapsed as f64;
-        match (rate - self.rate).abs() <= self.rate * MAX_BEND {
-            true => rate,
-            false => self.rate,
-        }
+/// A realtime reading and the counter's ticks then.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Reading {
+    ticks: u64,
+    real: i64,
+}
+
+impl Reading {
+    /// Nanoseconds per tick from this reading to `later`, if ticks passed.
+    fn rate_to(&self, later: Reading) -> Option<f64> {
+        let elapsed = later.ticks.wrapping_sub(self.ticks) as i64;
+        (elapsed > 0).then(|| (later.real - self.real) as f64 / elapsed as f64)
     }
+}
+
+/// The rate measured between two readings, unless the realtime clock was
+/// set between them (it then differs from `current` by more than a bend):
+/// then `current`.
+fn measured(last: Reading, now: Reading, current: f64) -> f64 {
+    last.rate_to(now)
+        .filter(|rate| (rate - current).abs() <= current * MAX_BEND)
+        .unwrap_or(current)
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod counted {
-    use super::{Fixed, system_nanos};
+    use super::{Fixed, Reading, measured, system_nanos};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering, fence};
 
@@ -150,7 +160,7 @@ mod counted {
     /// The last realtime reading and the ticks then (while calibrating,
     /// the first one): the next rate is measured from it. Its lock is the
     /// right to move the anchor.
-    static REAL: Mutex<Option<Fixed>> = Mutex::new(None);
+    static REAL: Mutex<Option<Reading>> = Mutex::new(None);
     /// Whether the counter can be used: 0 not known yet, 1 yes, 2 no.
     static USABLE: AtomicU8 = AtomicU8::new(0);
 
@@ -227,30 +237,25 @@ mod counted {
         let (Ok(mut first), Some(ticks)) = (REAL.try_lock(), ticks) else {
             return Some(real);
         };
+        let now = Reading { ticks, real };
         match *first {
-            None => {
-                *first = Some(Fixed {
-                    ticks,
-                    nanos: real,
-                    rate: 0.0,
-                })
-            }
-            Some(start) if real - start.nanos >= CALIBRATION_NANOS => {
-                let elapsed = ticks.wrapping_sub(start.ticks) as i64;
-                let rate = (real - start.nanos) as f64 / elapsed as f64;
+            None => *first = Some(now),
+            Some(start) if real - start.real >= CALIBRATION_NANOS => {
                 // A counter that did not move forward at a sane pace (the
                 // realtime clock set meanwhile, say) is measured again.
-                if elapsed <= 0 || !(0.01..100.0).contains(&rate) {
+                let Some(rate) = start.rate_to(now).filter(|r| (0.01..100.0).contains(r)) else {
                     *first = None;
                     return Some(real);
-                }
-                let anchor = Fixed {
-                    ticks,
-                    nanos: real,
-                    rate,
                 };
-                *first = Some(anchor);
-                publish(0, anchor);
+                *first = Some(now);
+                publish(
+                    0,
+                    Fixed {
+                        ticks,
+                        nanos: real,
+                        rate,
+                    },
+                );
             }
             Some(_) => {}
         }
@@ -280,19 +285,10 @@ mod counted {
         if sequence & 1 == 1 || (ticks.wrapping_sub(current.ticks) as i64) < period as i64 {
             return current.at(ticks);
         }
-        let measured = last_real.map_or(current.rate, |last| {
-            let last = Fixed {
-                rate: current.rate,
-                ..last
-            };
-            last.measured(ticks, real)
-        });
-        let next = current.next(ticks, real, measured, period);
-        *last_real = Some(Fixed {
-            ticks,
-            nanos: real,
-            rate: next.rate,
-        });
+        let now = Reading { ticks, real };
+        let rate = last_real.map_or(current.rate, |last| measured(last, now, current.rate));
+        let next = current.next(ticks, real, rate, period);
+        *last_real = Some(now);
         publish(sequence, next);
         next.nanos
     }
@@ -417,17 +413,17 @@ mod tests {
 
     #[test]
     fn the_rate_is_measured_between_realtime_readings_unless_the_clock_was_set() {
-        let last = Fixed {
+        let last = Reading {
             ticks: 1_000,
-            nanos: 1_000_000_000,
-            rate: 0.4,
+            real: 1_000_000_000,
         };
+        let at = |ticks, real| measured(last, Reading { ticks, real }, 0.4);
         // 0.4 ns a tick, 16 ppm slower than thought.
-        let measured = last.measured(1_000 + 1_000_000_000, 1_000_000_000 + 399_993_600);
-        assert!((measured - 0.3999936).abs() < 1e-12, "{measured}");
+        let rate = at(1_000 + 1_000_000_000, 1_000_000_000 + 399_993_600);
+        assert!((rate - 0.3999936).abs() < 1e-12, "{rate}");
         // Set back an hour meanwhile: no measure.
-        assert_eq!(last.measured(2_000, -3_600_000_000_000), 0.4);
-        assert_eq!(last.measured(500, 2_000_000_000), 0.4);
+        assert_eq!(at(2_000, -3_600_000_000_000), 0.4);
+        assert_eq!(at(500, 2_000_000_000), 0.4);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::flow_pool::FlowPool;
 use crate::names::TaskRunName;
 use crate::names::UpstreamRun;
-use crate::recorder::{FlowRunRef, LogEvent, RunTimes, TransitionEvent};
+use crate::recorder::{FlowRunRef, LogEvent, Recorder, RunTimes, TransitionEvent};
 use crate::seams::Seams;
 use crate::state::State;
 use crate::task::TaskSpec;
@@ -192,9 +192,19 @@ impl FlowRunContext {
     }
 
     /// Whether a task run's submission (its `Pending`, naming these
-    /// upstream runs) goes to any recorder: see [`record_task_transition`](Self::record_task_transition).
+    /// upstream runs) goes to any recorder.
     pub(crate) fn records_submission(&self, upstream: &[UpstreamRun]) -> bool {
-        !self.seams.pending_recorders.is_empty() || (!upstream.is_empty() && self.has_recorders())
+        !self.submission_recorders(upstream).is_empty()
+    }
+
+    /// Who hears a task run's submission: a `Pending` naming upstream runs
+    /// goes to every recorder, else only to those that want it; its time
+    /// reaches the others with the run's later transitions.
+    fn submission_recorders(&self, upstream: &[UpstreamRun]) -> &[Arc<dyn Recorder>] {
+        match upstream.is_empty() {
+            true => &self.seams.pending_recorders,
+            false => &self.seams.recorders,
+        }
     }
 
     pub(crate) fn record_transition(
@@ -212,12 +222,10 @@ impl FlowRunContext {
         times: Option<RunTimes>,
         upstream: &[UpstreamRun],
     ) {
-        // A submission's Pending goes only to those that want it; its time
-        // reaches the others with the run's later transitions.
-        let recorders = if state.is_pending() && times.is_some() && upstream.is_empty() {
-            &self.seams.pending_recorders
-        } else {
-            &self.seams.recorders
+        // A submission's Pending (it has times) may go to fewer.
+        let recorders: &[Arc<dyn Recorder>] = match state.is_pending() && times.is_some() {
+            true => self.submission_recorders(upstream),
+            false => &self.seams.recorders,
         };
         if recorders.is_empty() {
             return;

@@ -159,11 +159,7 @@ impl<T> PrefectFutureList<T> {
     /// a sync body, the thread is lent to every run first, as a single
     /// future's wait lends it.
     fn wait_blocking(&self, call: &str, instead: &str) {
-        let all_terminal = async {
-            for future in &self.futures {
-                future.shared.wait().await;
-            }
-        };
+        let all_terminal = self.all_terminal();
         match crate::queued_body::current() {
             Some(helper) => {
                 for future in &self.futures {
@@ -172,6 +168,13 @@ impl<T> PrefectFutureList<T> {
                 helper.block_on(all_terminal);
             }
             None => crate::blocking::block_on(all_terminal, call, instead),
+        }
+    }
+
+    /// Waits until every run is terminal.
+    async fn all_terminal(&self) {
+        for future in &self.futures {
+            future.shared.wait().await;
         }
     }
 
@@ -207,11 +210,9 @@ impl<T> PrefectFutureList<T> {
     /// Waits until every run is terminal; all values in input order, or the
     /// error of the first run (in input order) that did not complete.
     pub async fn results_async(self) -> Result<Vec<T>, TaskRunError> {
-        // Waits without gathering states: a list of a million runs' states
-        // (32 MB, a lock each) was made here and dropped unread.
-        for future in &self.futures {
-            future.shared.wait().await;
-        }
+        // Without gathering states: a list of a million runs' states (32 MB,
+        // a lock each) was made here and dropped unread.
+        self.all_terminal().await;
         self.futures
             .into_iter()
             .map(|future| future.shared.take_outcome())

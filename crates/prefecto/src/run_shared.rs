@@ -145,16 +145,8 @@ impl<T> RunShared<T> {
     }
 
     /// Counts `state` into the run's times, and returns them: `None` for a
-    /// run never Pending.
+    /// run never Pending. Its creation was noted when it was made.
     pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
-        if state.is_pending() {
-            let _ = self.created.compare_exchange(
-                0,
-                state.nanos().max(1) as u64,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
         let created = from_nanos(self.created.load(Ordering::Relaxed))?;
         let mut run_count = self.run_count.load(Ordering::Relaxed);
         if state.is_running() {
