@@ -269,6 +269,23 @@ impl State {
         )
     }
 
+    /// Whether its name is its type's own (`Completed` for COMPLETED) and
+    /// it has no message: how nearly every task run ends, and all the run
+    /// history then needs of it besides its type and time.
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
+    pub(crate) fn is_plain(&self) -> bool {
+        let usual = match self.state_type {
+            StateType::Pending => const { code("Pending") },
+            StateType::Scheduled => const { code("Scheduled") },
+            StateType::Running => const { code("Running") },
+            StateType::Completed => const { code("Completed") },
+            StateType::Failed => const { code("Failed") },
+            StateType::Crashed => const { code("Crashed") },
+            StateType::Cancelled => const { code("Cancelled") },
+        };
+        self.name == usual && !self.has_message
+    }
+
     /// The state's type.
     pub fn state_type(&self) -> StateType {
         self.state_type
@@ -427,6 +444,30 @@ impl serde::Serialize for StateType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_state_has_its_types_own_name_and_no_message() {
+        for plain in [State::pending(), State::running(), State::completed()] {
+            assert!(plain.is_plain(), "{plain}");
+        }
+        let others = [
+            State::cached(),
+            State::retrying(),
+            State::failed("no"),
+            State::timed_out("late"),
+            State::cancelled("stop"),
+            State::new(
+                StateType::Completed,
+                "Completed",
+                Some("with a word".into()),
+            ),
+            State::new(StateType::Completed, "Done", None),
+        ];
+        for other in others {
+            assert!(!other.is_plain(), "{other}");
+        }
+        assert!(State::new(StateType::Crashed, "Crashed", None).is_plain());
+    }
 
     #[test]
     fn displays_like_prefect() {

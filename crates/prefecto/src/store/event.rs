@@ -25,8 +25,13 @@ impl StateRow {
             state_type: state.state_type(),
             name: state.name_cow(),
             message: state.message().map(str::to_string),
-            micros: state.nanos().div_euclid(1000),
+            micros: Self::micros_of(state),
         }
+    }
+
+    /// When `state` was entered, in microseconds since the epoch, as stored.
+    pub(super) fn micros_of(state: &State) -> i64 {
+        state.nanos().div_euclid(1000)
     }
 }
 
@@ -60,11 +65,13 @@ pub(super) enum Event {
         flow: String,
         state: StateRow,
     },
+    /// The state as the engine made it: a row only if the run is not
+    /// written whole at its end (nearly every run is), and half the size.
     TaskRun {
         flow_run: Uuid,
         task: &'static str,
         index: u64,
-        state: StateRow,
+        state: State,
         times: Option<TimesRow>,
     },
     Log {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::event::{FlowRunNames, RunKey, StateRow, TimesRow, implied_states};
 use super::outbox::FastMap;
 use super::pack;
-use crate::state::StateType;
+use crate::state::{State, StateType};
 
 /// A run's transitions not yet written.
 pub(super) struct Unwritten {
@@ -66,17 +66,26 @@ fn packed_state(row: &StateRow) -> pack::RunState<'_> {
 }
 
 /// A task run seen whole, at its end, as a pack holds it: what
-/// `RunUpdate::new(end, Some(times), true).packed(index)` gives, without the
-/// update in between (the writer does this for nearly every task run).
-pub(super) fn seen_whole(end: &StateRow, times: TimesRow, index: u64) -> pack::Run<'_> {
-    debug_assert!(end.state_type.is_terminal());
+/// `RunUpdate::new(&StateRow::of(end), Some(times), true).packed(index)`
+/// gives, without the row and the update in between (the writer does this
+/// for nearly every task run).
+pub(super) fn seen_whole(end: &State, times: TimesRow, index: u64) -> pack::Run<'_> {
+    debug_assert!(end.is_terminal());
+    let state = match end.is_plain() {
+        true => pack::RunState::usual(end.state_type()),
+        false => pack::RunState {
+            state_type: end.state_type(),
+            name: Cow::Borrowed(end.name()),
+            message: end.message().map(Cow::Borrowed),
+        },
+    };
     pack::Run {
         index,
         created: times.created,
         start: times.started,
-        end: Some(end.micros),
+        end: Some(StateRow::micros_of(end)),
         run_count: times.run_count,
-        state: packed_state(end),
+        state,
         // The reader rebuilds Pending, Running and the end.
         history: Vec::new(),
     }
@@ -227,18 +236,25 @@ mod tests {
     fn a_run_seen_whole_packs_as_its_update_would() {
         for end in [
             State::completed(),
+            State::cached(),
             State::failed("no"),
             State::cancelled("stop"),
+            State::new(StateType::Completed, "Done", None),
+            State::new(StateType::Crashed, "Crashed", Some("boom".into())),
         ] {
-            let end = StateRow::of(&end);
-            for started in [None, Some(end.micros - 5)] {
+            let row = StateRow::of(&end);
+            for started in [None, Some(row.micros - 5)] {
                 let times = TimesRow {
-                    created: end.micros - 10,
+                    created: row.micros - 10,
                     started,
                     run_count: 3,
                 };
-                let update = RunUpdate::new(&end, Some(times), true);
+                let update = RunUpdate::new(&row, Some(times), true);
                 assert_eq!(seen_whole(&end, times, 42), update.packed(42));
+                let (mut whole, mut updated) = (pack::Pack::default(), pack::Pack::default());
+                whole.push(&seen_whole(&end, times, 42));
+                updated.push(&update.packed(42));
+                assert_eq!(whole.body(), updated.body(), "{end}");
             }
         }
     }

@@ -165,7 +165,7 @@ impl Recorder for HistoryRecorder {
             flow_run: event.flow_run.id,
             task: run.task,
             index: run.index,
-            state: StateRow::of(state),
+            state: state.clone(),
             times,
         };
         self.outbox.push(ended, run.index, event);

@@ -34,6 +34,14 @@ const PARCEL: usize = 256;
 /// bound (an event is about 150 bytes: 64k of them, ~10 MiB, keep the
 /// writer's batches full without weighing on a streaming map's memory).
 const MAX_QUEUED: usize = 1 << 16;
+/// How many emptied parcels the writer keeps for the shards to fill again:
+/// as many as may wait for it at once, so that a busy map makes none. A
+/// fresh parcel is a ~40 KB allocation on an engine thread, freed on the
+/// writer's, and glibc sweeps the engine thread's small free chunks into its
+/// general bins when it frees one (`malloc_consolidate`: a tenth of the
+/// writer's instructions per run). They stay allocated, at most what the
+/// backlog's bound lets wait (~10 MiB), and only after a map that used them.
+const SPARE_PARCELS: usize = MAX_QUEUED / PARCEL;
 
 #[derive(Default)]
 struct Shard {
@@ -111,7 +119,7 @@ impl Outbox {
         if shard.events.is_empty() {
             return 0;
         }
-        let parcel = std::mem::replace(&mut shard.events, Vec::with_capacity(PARCEL));
+        let parcel = std::mem::replace(&mut shard.events, self.backlog.empty_parcel());
         let count = parcel.len();
         self.backlog.queued.fetch_add(count, Ordering::Relaxed);
         let _ = self.sender.send(parcel);
@@ -141,14 +149,35 @@ impl Drop for Outbox {
     }
 }
 
-/// How many events wait for the writer, and whether it is still there.
+/// How many events wait for the writer, whether it is still there, and
+/// the parcels it has emptied.
 #[derive(Default)]
 pub(super) struct Backlog {
     queued: AtomicUsize,
     writer_gone: AtomicBool,
+    spare: Mutex<Vec<Vec<Event>>>,
 }
 
 impl Backlog {
+    /// A parcel the writer has emptied, or a new one.
+    fn empty_parcel(&self) -> Vec<Event> {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(PARCEL))
+    }
+
+    /// The writer has taken a parcel's events: the shards may fill it
+    /// again. Parcels of other sizes (`send_now`'s) are dropped.
+    pub fn give_back(&self, mut parcel: Vec<Event>) {
+        if parcel.capacity() != PARCEL {
+            return;
+        }
+        parcel.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_PARCELS {
+            spare.push(parcel);
+        }
+    }
+
     /// The writer took `count` events.
     pub fn taken(&self, count: usize) {
         self.queued.fetch_sub(count, Ordering::Relaxed);
@@ -189,6 +218,32 @@ mod tests {
             message: seq.to_string(),
             micros: 0,
         }
+    }
+
+    #[test]
+    fn a_parcel_the_writer_gives_back_is_filled_again() {
+        let (sender, receiver) = mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Outbox::new(sender, backlog.clone());
+        for seq in 0..PARCEL {
+            outbox.push(None, 0, log(0, seq));
+        }
+        let first = receiver.try_recv().expect("a full parcel is sent");
+        assert_eq!(first.len(), PARCEL);
+        let address = first.as_ptr();
+        backlog.give_back(first);
+        // The shard took a parcel when it sent its full one: the next
+        // full parcel is sent in the one given back.
+        for seq in 0..2 * PARCEL {
+            outbox.push(None, 0, log(0, seq));
+        }
+        let _second = receiver.try_recv().expect("a second parcel");
+        let third = receiver.try_recv().expect("a third parcel");
+        assert_eq!(third.as_ptr(), address);
+        // `send_now`'s one-event parcels are not kept.
+        outbox.send_now(log(0, 0));
+        backlog.give_back(receiver.try_recv().unwrap());
+        assert!(backlog.spare.lock().unwrap().is_empty());
     }
 
     #[test]

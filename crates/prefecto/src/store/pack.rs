@@ -160,14 +160,32 @@ const CODES: [(StateType, &str); 7] = [
     (StateType::Cancelled, "Cancelled"),
 ];
 
-fn pack_state<'a>(state: &'a RunState<'_>) -> PackedState<'a> {
-    let code = CODES
+impl RunState<'static> {
+    /// A state of `state_type` with its usual name and no message. Its name
+    /// is the one the pack leaves out, known as such by its address.
+    pub fn usual(state_type: StateType) -> Self {
+        RunState {
+            state_type,
+            name: Cow::Borrowed(CODES[code_of(state_type)].1),
+            message: None,
+        }
+    }
+}
+
+fn code_of(state_type: StateType) -> usize {
+    CODES
         .iter()
-        .position(|(t, _)| *t == state.state_type)
-        .expect("every state type has a code");
+        .position(|(t, _)| *t == state_type)
+        .expect("every state type has a code")
+}
+
+fn pack_state<'a>(state: &'a RunState<'_>) -> PackedState<'a> {
+    let code = code_of(state.state_type);
+    let usual = CODES[code].1;
+    let is_usual = std::ptr::eq(&*state.name, usual) || state.name == usual;
     PackedState {
         code: code as u8,
-        name: (state.name != CODES[code].1).then_some(Cow::Borrowed(&*state.name)),
+        name: (!is_usual).then_some(Cow::Borrowed(&*state.name)),
         message: state.message.as_deref().map(Cow::Borrowed),
     }
 }

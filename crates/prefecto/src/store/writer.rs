@@ -140,8 +140,8 @@ pub(super) fn write_loop(
             }
         }
         // Finished task runs seen whole in this batch go straight into packs.
-        let mut packs: FastMap<(Uuid, &'static str), Pack> = FastMap::default();
-        for event in batch.drain(..).flatten() {
+        let mut batch_packs = BatchPacks::default();
+        for event in batch.iter_mut().flat_map(|parcel| parcel.drain(..)) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
                 Event::FlowRun {
@@ -166,23 +166,30 @@ pub(super) fn write_loop(
                     times,
                 } => {
                     let key = RunKey::Task(flow_run, task, index);
-                    let whole = state.state_type.is_terminal()
+                    let whole = state.is_terminal()
                         && !unwritten.contains_key(&key)
                         && !rows.contains(&key);
                     if whole {
-                        let pack = packs.entry((flow_run, task)).or_default();
+                        let pack = batch_packs.of(flow_run, task);
                         match times {
                             Some(times) => pack.push(&seen_whole(&state, times, index)),
                             // Never announced: stopped before it was submitted.
-                            None => pack.push(&RunUpdate::new(&state, None, true).packed(index)),
+                            None => {
+                                let update = RunUpdate::new(&StateRow::of(&state), None, true);
+                                pack.push(&update.packed(index));
+                            }
                         }
                     } else {
                         let synthesize = !rows.contains(&key);
-                        fold(&mut unwritten, key, None, &state, times, synthesize, now);
+                        let row = StateRow::of(&state);
+                        fold(&mut unwritten, key, None, &row, times, synthesize, now);
                     }
                 }
                 other => others.push(other),
             }
+        }
+        for parcel in batch.drain(..) {
+            backlog.give_back(parcel);
         }
         let (mut as_rows, mut packed) = (Vec::new(), Vec::new());
         for (key, run) in &unwritten {
@@ -204,10 +211,11 @@ pub(super) fn write_loop(
         packed.sort_unstable_by_key(|&(created, key)| (created, key));
         for &(_, key) in &packed {
             if let RunKey::Task(flow_run, task, index) = key {
-                let pack = packs.entry((flow_run, task)).or_default();
+                let pack = batch_packs.of(flow_run, task);
                 pack.push(&unwritten[&key].update.packed(index));
             }
         }
+        let mut packs = batch_packs.into_map();
         let due = Plan {
             others: &others,
             as_rows: &as_rows,
@@ -308,6 +316,42 @@ pub(super) fn write_loop(
             // Try again soon rather than at the next parcel.
             next_fetch = next_fetch.min(Instant::now() + Duration::from_millis(250));
         }
+    }
+}
+
+/// The packs of one batch, by flow run and task, the one filled last at
+/// hand: a batch's runs come mostly a task at a time, and finding a run's
+/// pack by hashing its flow run and task's name cost a tenth of what
+/// packing the run does.
+#[derive(Default)]
+struct BatchPacks {
+    packs: FastMap<(Uuid, &'static str), Pack>,
+    current: Option<((Uuid, &'static str), Pack)>,
+}
+
+impl BatchPacks {
+    fn of(&mut self, flow_run: Uuid, task: &'static str) -> &mut Pack {
+        // A task's name is compared by address first: it is the same
+        // `&'static str` for all its runs.
+        let same = |(at_flow_run, at_task): &(Uuid, &'static str)| {
+            *at_flow_run == flow_run && (std::ptr::eq(*at_task, task) || *at_task == task)
+        };
+        if !self.current.as_ref().is_some_and(|(at, _)| same(at)) {
+            if let Some((at, pack)) = self.current.take() {
+                self.packs.insert(at, pack);
+            }
+            let pack = self.packs.remove(&(flow_run, task)).unwrap_or_default();
+            self.current = Some(((flow_run, task), pack));
+        }
+        let (_, pack) = self.current.get_or_insert_default();
+        pack
+    }
+
+    fn into_map(mut self) -> FastMap<(Uuid, &'static str), Pack> {
+        if let Some((at, pack)) = self.current.take() {
+            self.packs.insert(at, pack);
+        }
+        self.packs
     }
 }
 
