@@ -355,6 +355,12 @@ impl State {
     pub(crate) fn nanos(&self) -> i64 {
         self.nanos
     }
+    /// [`timestamp`](Self::timestamp) as microseconds since the epoch, as
+    /// the run history stores times.
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
+    pub(crate) fn micros(&self) -> i64 {
+        self.nanos.div_euclid(1000)
+    }
 
     /// Whether the run will not change state again.
     pub fn is_terminal(&self) -> bool {

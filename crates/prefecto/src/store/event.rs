@@ -7,6 +7,7 @@ use std::sync::mpsc::SyncSender;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::pack::Pack;
 use crate::names::UpstreamRun;
 use crate::recorder::RunTimes;
 use crate::state::{State, StateType};
@@ -25,13 +26,8 @@ impl StateRow {
             state_type: state.state_type(),
             name: state.name_cow(),
             message: state.message().map(str::to_string),
-            micros: Self::micros_of(state),
+            micros: state.micros(),
         }
-    }
-
-    /// When `state` was entered, in microseconds since the epoch, as stored.
-    pub(super) fn micros_of(state: &State) -> i64 {
-        state.nanos().div_euclid(1000)
     }
 }
 
@@ -97,8 +93,27 @@ pub(super) enum Event {
         created: i64,
         expires: Option<i64>,
     },
+    /// Quick task runs of one task of a flow run, packed by the outbox as
+    /// they ended (see `outbox.rs`): written as they are.
+    Packed {
+        flow_run: Uuid,
+        task: &'static str,
+        pack: Pack,
+    },
     /// Answered once everything sent before it is committed.
     Flush(SyncSender<()>),
+}
+
+impl Event {
+    /// What it counts for in the writer's backlog, which bounds the memory
+    /// of what waits for it: one, or a pack's bytes in events of about
+    /// the size of one (a pack holds runs at about a dozen bytes each).
+    pub(super) fn weight(&self) -> usize {
+        match self {
+            Event::Packed { pack, .. } => 1 + pack.body().len() / size_of::<Event>(),
+            _ => 1,
+        }
+    }
 }
 
 /// A flow run, or a task run by flow run, task and number.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::event::{FlowRunNames, RunKey, StateRow, TimesRow, implied_states};
 use super::outbox::FastMap;
 use super::pack;
-use crate::state::{State, StateType};
+use crate::state::StateType;
 
 /// A run's transitions not yet written.
 pub(super) struct Unwritten {
@@ -62,32 +62,6 @@ fn packed_state(row: &StateRow) -> pack::RunState<'_> {
         state_type: row.state_type,
         name: Cow::Borrowed(&*row.name),
         message: row.message.as_deref().map(Cow::Borrowed),
-    }
-}
-
-/// A task run seen whole, at its end, as a pack holds it: what
-/// `RunUpdate::new(&StateRow::of(end), Some(times), true).packed(index)`
-/// gives, without the row and the update in between (the writer does this
-/// for nearly every task run).
-pub(super) fn seen_whole(end: &State, times: TimesRow, index: u64) -> pack::Run<'_> {
-    debug_assert!(end.is_terminal());
-    let state = match end.is_plain() {
-        true => pack::RunState::usual(end.state_type()),
-        false => pack::RunState {
-            state_type: end.state_type(),
-            name: Cow::Borrowed(end.name()),
-            message: end.message().map(Cow::Borrowed),
-        },
-    };
-    pack::Run {
-        index,
-        created: times.created,
-        start: times.started,
-        end: Some(StateRow::micros_of(end)),
-        run_count: times.run_count,
-        state,
-        // The reader rebuilds Pending, Running and the end.
-        history: Vec::new(),
     }
 }
 
@@ -250,11 +224,12 @@ mod tests {
                     run_count: 3,
                 };
                 let update = RunUpdate::new(&row, Some(times), true);
-                assert_eq!(seen_whole(&end, times, 42), update.packed(42));
                 let (mut whole, mut updated) = (pack::Pack::default(), pack::Pack::default());
-                whole.push(&seen_whole(&end, times, 42));
+                whole.push_ended(42, (times.created, times.started, times.run_count), &end);
                 updated.push(&update.packed(42));
                 assert_eq!(whole.body(), updated.body(), "{end}");
+                let unpacked = pack::unpack(whole.body()).unwrap();
+                assert_eq!(unpacked, [update.packed(42)], "{end}");
             }
         }
     }

@@ -10,12 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-
 use super::Store;
 use super::event::Event;
 use super::outbox::FastMap;
-use super::pack::Pack;
+use super::pack::Packs;
 use super::sql::{Plan, write_batch};
 
 /// How often writes that found no room are tried again.
@@ -73,9 +71,6 @@ fn fill(path: &Path, bytes: u64) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The packs of one batch, by flow run and task.
-type Packs = FastMap<(Uuid, &'static str), Pack>;
-
 /// Writes that found the disk full, waiting for space.
 #[derive(Default)]
 pub(super) struct Waiting {
@@ -108,7 +103,7 @@ impl Waiting {
 
     /// Holds what a failed write held, to be written once space returns.
     pub(super) fn hold(&mut self, others: Vec<Event>, packs: Packs) {
-        let runs: usize = packs.values().map(Pack::runs).sum();
+        let runs: usize = packs.iter().map(|(_, pack)| pack.runs()).sum();
         if self.runs + runs > MAX_WAITING_RUNS {
             self.lost += runs;
             return;
@@ -136,7 +131,7 @@ impl Waiting {
             };
             write_batch(store, &plan)?;
             let (_, packs) = self.batches.remove(0);
-            self.runs -= packs.values().map(Pack::runs).sum::<usize>();
+            self.runs -= packs.iter().map(|(_, pack)| pack.runs()).sum::<usize>();
         }
         Ok(())
     }
@@ -149,7 +144,9 @@ impl Waiting {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pack::Pack;
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn the_reserve_is_made_once_and_given_back() {
@@ -174,7 +171,7 @@ mod tests {
         let now = Instant::now();
         assert!(waiting.due(now));
         waiting.runs = MAX_WAITING_RUNS;
-        let mut packs = FastMap::default();
+        let mut packs = Packs::new();
         let mut pack = Pack::default();
         pack.push(&super::super::pack::Run {
             index: 0,
@@ -189,7 +186,7 @@ mod tests {
             },
             history: Vec::new(),
         });
-        packs.insert((Uuid::nil(), "t"), pack);
+        packs.push(((Uuid::nil(), "t"), pack));
         waiting.hold(Vec::new(), packs);
         waiting.failed(now);
         assert_eq!(waiting.counts(), (MAX_WAITING_RUNS, 1));

@@ -8,9 +8,9 @@ use std::sync::mpsc;
 
 use rusqlite::params;
 
+use super::backlog::Backlog;
 use super::event::{Event, RunKey, StateRow, TimesRow, micros};
-use super::outbox::{Backlog, Outbox};
-use super::running_runs::RunningRun;
+use super::outbox::Outbox;
 use super::writer::write_loop;
 use super::{Store, StoreError};
 use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
@@ -151,24 +151,24 @@ impl Recorder for HistoryRecorder {
             // Its first start (retries count on from 2).
             if state.is_running() && times.run_count == 1 {
                 let started = times.started.unwrap_or(times.created);
-                let running = RunningRun {
-                    created: times.created,
-                    started,
-                    written: false,
-                };
-                self.outbox.running(key, run.index, running);
+                self.outbox.running(key, run.index, times.created, started);
+                return;
+            }
+            if state.is_terminal() {
+                self.outbox.push_end(key, run.index, state, times);
                 return;
             }
         }
-        let ended = (times.is_some() && state.is_terminal()).then_some(key);
-        let event = Event::TaskRun {
+        let transition = Event::TaskRun {
             flow_run: event.flow_run.id,
             task: run.task,
             index: run.index,
             state: state.clone(),
             times,
         };
-        self.outbox.push(ended, run.index, event);
+        let ended = state.is_terminal();
+        self.outbox
+            .push_transition(key, run.index, transition, ended);
     }
 
     /// A run's Pending follows from its times, on its later transitions.
@@ -188,7 +188,7 @@ impl Recorder for HistoryRecorder {
         };
         // With its task run's events: a shard's events keep their order.
         self.outbox
-            .push(None, task_run.map_or(0, |(_, index)| index), log);
+            .push(task_run.map_or(0, |(_, index)| index), log);
     }
 
     fn on_flow_run_end(&self, _flow_run: FlowRunRef<'_>) {

@@ -11,6 +11,7 @@
 //! run flows against it at once. Its schema has a version; opening a database
 //! written by a newer prefecto is an error, never a silent downgrade.
 
+mod backlog;
 mod crashed;
 mod event;
 mod fold;

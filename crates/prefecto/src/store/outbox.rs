@@ -10,16 +10,23 @@
 //!
 //! The shards also hold the task runs that are running: a quick run is
 //! written once, at its end, and the writer looks here for runs that have
-//! been going long enough to be shown as they stand.
+//! been going long enough to be shown as they stand. A run that ends here
+//! with nothing of it sent to the writer yet (it was quick, and not retried)
+//! is packed here as it ends (`pack.rs`), and its pack goes to the writer
+//! whole: building, sending and sorting an event for each such run cost the
+//! writer more than the SQLite it then wrote.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use super::event::{Event, RunKey};
+use uuid::Uuid;
+
+use super::backlog::{Backlog, PARCEL};
+use super::event::{Event, RunKey, TimesRow};
+use super::pack::{Pack, Packs};
 use super::running_runs::{RunningRun, RunningRuns};
+use crate::state::State;
 
 /// The writer's and outbox's maps are keyed by run and touched for every
 /// transition: a fast hash matters here, and the keys are our own, not an
@@ -27,26 +34,63 @@ use super::running_runs::{RunningRun, RunningRuns};
 pub(super) type FastHash = foldhash::fast::RandomState;
 pub(super) type FastMap<K, V> = HashMap<K, V, FastHash>;
 
-/// A shard hands its events over once it holds this many.
-const PARCEL: usize = 256;
-/// Past this many events waiting for the writer, the engine waits for it:
-/// the engine can outpace the disk, and a long map must not queue without
-/// bound (an event is about 150 bytes: 64k of them, ~10 MiB, keep the
-/// writer's batches full without weighing on a streaming map's memory).
-const MAX_QUEUED: usize = 1 << 16;
-/// How many emptied parcels the writer keeps for the shards to fill again:
-/// as many as may wait for it at once, so that a busy map makes none. A
-/// fresh parcel is a ~40 KB allocation on an engine thread, freed on the
-/// writer's, and glibc sweeps the engine thread's small free chunks into its
-/// general bins when it frees one (`malloc_consolidate`: a tenth of the
-/// writer's instructions per run). They stay allocated, at most what the
-/// backlog's bound lets wait (~10 MiB), and only after a map that used them.
-const SPARE_PARCELS: usize = MAX_QUEUED / PARCEL;
+/// A shard sends a pack once it holds this many bytes (about 1,300 quick
+/// runs, a row of the history).
+const PACK_BYTES: usize = 16 * 1024;
+/// How many packs (flow run and task) a shard keeps open at once.
+const OPEN_PACKS: usize = 4;
 
 #[derive(Default)]
 struct Shard {
     running: RunningRuns,
     events: Vec<Event>,
+    /// The ends of quick runs, packed by flow run and task.
+    packs: Packs,
+    /// Task runs not ended some of whose transitions went to the writer
+    /// (a wait for a concurrency slot, a retry): their ends go there too.
+    at_writer: HashSet<RunKey, FastHash>,
+}
+
+impl Shard {
+    /// Where the open pack of `task`'s runs in `flow_run` is: most often
+    /// the one used last. Opening one past the limit sends the oldest.
+    fn open_pack(&mut self, flow_run: Uuid, task: &'static str) -> usize {
+        let same = |(at_flow_run, at_task): &(Uuid, &'static str)| {
+            *at_flow_run == flow_run && (std::ptr::eq(*at_task, task) || *at_task == task)
+        };
+        let found = match self.packs.last() {
+            Some((at, _)) if same(at) => Some(self.packs.len() - 1),
+            _ => self.packs.iter().position(|(at, _)| same(at)),
+        };
+        found.unwrap_or_else(|| {
+            if self.packs.len() == OPEN_PACKS {
+                let oldest = self.packs.remove(0);
+                self.send_pack(oldest);
+            }
+            self.packs
+                .push(((flow_run, task), Pack::with_capacity(PACK_BYTES)));
+            self.packs.len() - 1
+        })
+    }
+
+    /// A transition of `key` goes to the writer: its end will too, unless
+    /// this is its end.
+    fn note_at_writer(&mut self, key: RunKey, ended: bool) {
+        if !ended {
+            self.at_writer.insert(key);
+        } else if !self.at_writer.is_empty() {
+            self.at_writer.remove(&key);
+        }
+    }
+
+    /// Puts a pack among the events to send.
+    fn send_pack(&mut self, ((flow_run, task), pack): ((Uuid, &'static str), Pack)) {
+        self.events.push(Event::Packed {
+            flow_run,
+            task,
+            pack,
+        });
+    }
 }
 
 pub(super) struct Outbox {
@@ -72,58 +116,122 @@ impl Outbox {
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes that a task run is running: it is written when it ends, or
-    /// when it lingers.
-    pub fn running(&self, key: RunKey, index: u64, run: RunningRun) {
-        self.shard(index).running.insert(key, run);
+    /// Notes that a task run (`key`, numbered `index`) started, at
+    /// `started` (µs): it is written when it ends, or when it lingers.
+    pub fn running(&self, key: RunKey, index: u64, created: i64, started: i64) {
+        let mut shard = self.shard(index);
+        let pristine = shard.at_writer.is_empty() || !shard.at_writer.contains(&key);
+        let run = RunningRun {
+            created,
+            started,
+            written: false,
+            pristine,
+        };
+        shard.running.insert(key, run);
     }
 
-    /// Queues an event of the run numbered `index` (0 for the flow's own);
-    /// `ended` names a run that is no longer running.
-    pub fn push(&self, ended: Option<RunKey>, index: u64, event: Event) {
+    /// Queues an event of the run numbered `index` (0 for the flow's own)
+    /// that is not a task run's transition: a log line, a run's upstream.
+    pub fn push(&self, index: u64, event: Event) {
         let sent = {
             let mut shard = self.shard(index);
-            if let Some(key) = ended {
-                shard.running.remove(&key);
-            }
             shard.events.push(event);
-            if shard.events.len() < PARCEL {
-                0
-            } else {
-                self.hand_over(&mut shard)
-            }
+            self.hand_over_if_full(&mut shard)
         };
         self.backlog.wait_if_full(sent);
+    }
+
+    /// Queues a transition of the task run `key`, numbered `index`; `ended`
+    /// if it is the run's last.
+    pub fn push_transition(&self, key: RunKey, index: u64, event: Event, ended: bool) {
+        let sent = {
+            let mut shard = self.shard(index);
+            shard.running.take(&key);
+            shard.note_at_writer(key, ended);
+            shard.events.push(event);
+            self.hand_over_if_full(&mut shard)
+        };
+        self.backlog.wait_if_full(sent);
+    }
+
+    /// The task run `key`, numbered `index`, ended in `end`: packed here if
+    /// nothing of it went to the writer yet, else queued as its transition.
+    pub fn push_end(&self, key: RunKey, index: u64, end: &State, times: TimesRow) {
+        let RunKey::Task(flow_run, task, _) = key else {
+            return;
+        };
+        let sent = {
+            let mut shard = self.shard(index);
+            match shard.running.take(&key) {
+                Some(running) if running.pristine && !running.written => {
+                    let at = shard.open_pack(flow_run, task);
+                    let pack = &mut shard.packs[at].1;
+                    pack.push_ended(index, (times.created, times.started, times.run_count), end);
+                    if pack.body().len() >= PACK_BYTES {
+                        let full = shard.packs.remove(at);
+                        shard.send_pack(full);
+                        // At once: the writer packed nothing while it filled.
+                        let sent = self.hand_over(&mut shard);
+                        drop(shard);
+                        self.backlog.wait_if_full(sent);
+                        return;
+                    }
+                }
+                _ => {
+                    shard.note_at_writer(key, true);
+                    shard.events.push(Event::TaskRun {
+                        flow_run,
+                        task,
+                        index,
+                        state: end.clone(),
+                        times: Some(times),
+                    });
+                }
+            }
+            self.hand_over_if_full(&mut shard)
+        };
+        self.backlog.wait_if_full(sent);
+    }
+
+    fn hand_over_if_full(&self, shard: &mut Shard) -> usize {
+        match shard.events.len() < PARCEL {
+            true => 0,
+            false => self.hand_over(shard),
+        }
     }
 
     /// Sends an event to the writer at once, ahead of what waits in the
     /// shards: for events whose order against task runs' does not matter
     /// (flow-run states, results, and the flush marker, sent after a drain).
     pub fn send_now(&self, event: Event) {
-        self.backlog.queued.fetch_add(1, Ordering::Relaxed);
+        self.backlog.queue(1);
         // A send fails only if the writer thread has died; it said why.
         let _ = self.sender.send(vec![event]);
         self.backlog.wait_if_full(1);
     }
 
-    /// Hands every shard's events to the writer.
+    /// Hands every shard's events and packs to the writer.
     pub fn drain(&self) {
         for index in 0..self.shards.len() {
-            self.hand_over(&mut self.shard(index as u64));
+            let mut shard = self.shard(index as u64);
+            for open in std::mem::take(&mut shard.packs) {
+                shard.send_pack(open);
+            }
+            self.hand_over(&mut shard);
         }
     }
 
     /// Sends a shard's events, under its lock: a later batch of the same
-    /// shard cannot overtake it. Returns how many were sent.
+    /// shard cannot overtake it. Returns their weight.
     fn hand_over(&self, shard: &mut Shard) -> usize {
         if shard.events.is_empty() {
             return 0;
         }
         let parcel = std::mem::replace(&mut shard.events, self.backlog.empty_parcel());
-        let count = parcel.len();
-        self.backlog.queued.fetch_add(count, Ordering::Relaxed);
+        let weight = parcel.iter().map(Event::weight).sum();
+        self.backlog.queue(weight);
         let _ = self.sender.send(parcel);
-        count
+        weight
     }
 
     /// Runs started at least `linger` ago and not yet written: marked written.
@@ -149,61 +257,6 @@ impl Drop for Outbox {
     }
 }
 
-/// How many events wait for the writer, whether it is still there, and
-/// the parcels it has emptied.
-#[derive(Default)]
-pub(super) struct Backlog {
-    queued: AtomicUsize,
-    writer_gone: AtomicBool,
-    spare: Mutex<Vec<Vec<Event>>>,
-}
-
-impl Backlog {
-    /// A parcel the writer has emptied, or a new one.
-    fn empty_parcel(&self) -> Vec<Event> {
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        spare.unwrap_or_else(|| Vec::with_capacity(PARCEL))
-    }
-
-    /// The writer has taken a parcel's events: the shards may fill it
-    /// again. Parcels of other sizes (`send_now`'s) are dropped.
-    pub fn give_back(&self, mut parcel: Vec<Event>) {
-        if parcel.capacity() != PARCEL {
-            return;
-        }
-        parcel.clear();
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_PARCELS {
-            spare.push(parcel);
-        }
-    }
-
-    /// The writer took `count` events.
-    pub fn taken(&self, count: usize) {
-        self.queued.fetch_sub(count, Ordering::Relaxed);
-    }
-
-    /// The writer has stopped: nobody waits for it any more.
-    pub fn writer_gone(&self) {
-        self.writer_gone.store(true, Ordering::Relaxed);
-    }
-
-    /// Blocks the sending thread, if it just sent and too much is queued,
-    /// until the writer has taken half: rare, and what keeps memory bounded
-    /// when the engine outpaces the disk. Never called under a shard's lock,
-    /// which the writer may need.
-    fn wait_if_full(&self, sent: usize) {
-        if sent == 0 || self.queued.load(Ordering::Relaxed) < MAX_QUEUED {
-            return;
-        }
-        while self.queued.load(Ordering::Relaxed) > MAX_QUEUED / 2
-            && !self.writer_gone.load(Ordering::Relaxed)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,13 +273,122 @@ mod tests {
         }
     }
 
+    /// What the writer gets for each task run's end: `Some(index)` for a
+    /// run packed by the outbox, `None` for one sent as its transition.
+    fn ends(receiver: &mpsc::Receiver<Vec<Event>>) -> Vec<(u64, bool)> {
+        let mut ends = Vec::new();
+        for event in receiver.try_iter().flatten() {
+            match event {
+                Event::Packed { pack, .. } => {
+                    let runs = super::super::pack::unpack(pack.body()).unwrap();
+                    ends.extend(runs.iter().map(|run| (run.index, true)));
+                }
+                Event::TaskRun { index, state, .. } if state.is_terminal() => {
+                    ends.push((index, false))
+                }
+                _ => {}
+            }
+        }
+        ends.sort_unstable();
+        ends
+    }
+
+    #[test]
+    fn only_a_run_the_writer_has_nothing_of_is_packed_at_its_end() {
+        let (sender, receiver) = mpsc::channel();
+        let outbox = Outbox::new(sender, Arc::new(Backlog::default()));
+        let key = |index| RunKey::Task(uuid::Uuid::nil(), "t", index);
+        let times = TimesRow {
+            created: 10,
+            started: Some(20),
+            run_count: 1,
+        };
+        let done = State::completed();
+        // 1: quick.
+        outbox.running(key(1), 1, 10, 20);
+        outbox.push_end(key(1), 1, &done, times);
+        // 2: an earlier transition went to the writer (before it started).
+        let waiting = Event::TaskRun {
+            flow_run: uuid::Uuid::nil(),
+            task: "t",
+            index: 2,
+            state: State::awaiting_retry("later"),
+            times: Some(times),
+        };
+        outbox.push_transition(key(2), 2, waiting, false);
+        outbox.running(key(2), 2, 10, 20);
+        outbox.push_end(key(2), 2, &done, times);
+        // 3: it lingered, and was written as it stood.
+        outbox.running(key(3), 3, 10, 20);
+        assert_eq!(outbox.lingering(i64::MAX).len(), 1);
+        outbox.push_end(key(3), 3, &done, times);
+        // 4: never noted as running.
+        outbox.push_end(key(4), 4, &done, times);
+        // 5: quick, after 2's end: the writer has nothing of it.
+        outbox.running(key(2), 2, 10, 20);
+        outbox.push_end(key(2), 2, &done, times);
+        outbox.drain();
+        let expected = [(1, true), (2, false), (2, true), (3, false), (4, false)];
+        assert_eq!(ends(&receiver), expected);
+    }
+
+    #[test]
+    fn a_shard_sends_a_pack_once_full_and_keeps_a_few_open() {
+        let (sender, receiver) = mpsc::channel();
+        let outbox = Outbox::new(sender, Arc::new(Backlog::default()));
+        let times = TimesRow {
+            created: 10,
+            started: Some(20),
+            run_count: 1,
+        };
+        // One shard (index 0 and multiples of the shard count), many tasks.
+        let step = outbox.shards.len() as u64;
+        const TASKS: [&str; OPEN_PACKS + 1] = ["a", "b", "c", "d", "e"];
+        for (n, task) in TASKS.iter().enumerate() {
+            let key = RunKey::Task(uuid::Uuid::nil(), task, n as u64 * step);
+            outbox.running(key, n as u64 * step, 10, 20);
+            outbox.push_end(key, n as u64 * step, &State::completed(), times);
+        }
+        // The fifth task's pack sent the first's, still in the shard's
+        // events (not a full parcel).
+        assert!(receiver.try_recv().is_err());
+        outbox.drain();
+        let sent: Vec<&str> = receiver
+            .try_iter()
+            .flatten()
+            .filter_map(|event| match event {
+                Event::Packed { task, .. } => Some(task),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, TASKS);
+        // A full pack goes without a drain.
+        let mut runs = 0;
+        let parcel = loop {
+            if let Ok(parcel) = receiver.try_recv() {
+                break parcel;
+            }
+            let index = runs * step;
+            let key = RunKey::Task(uuid::Uuid::nil(), "a", index);
+            outbox.running(key, index, 10, 20);
+            outbox.push_end(key, index, &State::completed(), times);
+            runs += 1;
+            assert!(runs < 100_000, "no pack was sent");
+        };
+        let [Event::Packed { pack, .. }] = &parcel[..] else {
+            panic!("one pack");
+        };
+        assert_eq!(pack.runs() as u64, runs);
+        assert!(pack.body().len() >= PACK_BYTES);
+    }
+
     #[test]
     fn a_parcel_the_writer_gives_back_is_filled_again() {
         let (sender, receiver) = mpsc::channel();
         let backlog = Arc::new(Backlog::default());
         let outbox = Outbox::new(sender, backlog.clone());
         for seq in 0..PARCEL {
-            outbox.push(None, 0, log(0, seq));
+            outbox.push(0, log(0, seq));
         }
         let first = receiver.try_recv().expect("a full parcel is sent");
         assert_eq!(first.len(), PARCEL);
@@ -235,7 +397,7 @@ mod tests {
         // The shard took a parcel when it sent its full one: the next
         // full parcel is sent in the one given back.
         for seq in 0..2 * PARCEL {
-            outbox.push(None, 0, log(0, seq));
+            outbox.push(0, log(0, seq));
         }
         let _second = receiver.try_recv().expect("a second parcel");
         let third = receiver.try_recv().expect("a third parcel");
@@ -243,7 +405,7 @@ mod tests {
         // `send_now`'s one-event parcels are not kept.
         outbox.send_now(log(0, 0));
         backlog.give_back(receiver.try_recv().unwrap());
-        assert!(backlog.spare.lock().unwrap().is_empty());
+        assert_eq!(backlog.spare_parcels(), 0);
     }
 
     #[test]
@@ -258,7 +420,7 @@ mod tests {
                 let outbox = &outbox;
                 scope.spawn(move || {
                     for seq in 0..EACH {
-                        outbox.push(None, thread, log(thread, seq));
+                        outbox.push(thread, log(thread, seq));
                     }
                 });
             }
@@ -287,6 +449,6 @@ mod tests {
             total += 1;
         }
         assert_eq!(total, THREADS as usize * EACH);
-        assert_eq!(backlog.queued.load(Ordering::Relaxed), total);
+        assert_eq!(backlog.queued(), total);
     }
 }

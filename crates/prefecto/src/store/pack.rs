@@ -11,8 +11,19 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::state::StateType;
+use crate::state::{State, StateType};
+
+/// A run's numbers, as written ahead of its state.
+#[derive(Clone, Copy)]
+struct Numbers {
+    index: u64,
+    created: i64,
+    start: Option<i64>,
+    end: Option<i64>,
+    run_count: u32,
+}
 
 /// A state as packed: its type's code, and its name and message when they
 /// say more than the type.
@@ -65,6 +76,10 @@ pub(super) struct Run<'a> {
     pub history: Vec<(RunState<'a>, i64)>,
 }
 
+/// Packs, each with the flow run and task whose runs it holds: a flow run's
+/// task may have many.
+pub(super) type Packs = Vec<((Uuid, &'static str), Pack)>;
+
 /// The finished runs of one task of one flow run, packed as they come.
 #[derive(Default)]
 pub(super) struct Pack {
@@ -80,23 +95,16 @@ impl Pack {
     /// and serde's generic path cost several times the engine's own work
     /// per run. A test checks the bytes against postcard's.
     pub fn push(&mut self, run: &Run<'_>) {
-        // The numbers go through a buffer on the stack: one copy into the
-        // body instead of a capacity check per byte.
-        let mut head = Head::default();
-        put_signed(&mut head, run.index.wrapping_sub(self.last_index) as i64);
-        put_signed(&mut head, run.created - self.last_created);
-        put_option(&mut head, run.start.map(|t| t - run.created));
-        put_option(&mut head, run.end.map(|t| t - run.created));
-        put_varint(&mut head, u64::from(run.run_count));
         let state = pack_state(&run.state);
-        head.put(state.code);
         let plain = state.name.is_none() && state.message.is_none() && run.history.is_empty();
-        if plain {
-            // No name, no message, no history: three zeros.
-            head.bytes[head.len..head.len + 3].fill(0);
-            head.len += 3;
-        }
-        self.body.extend_from_slice(&head.bytes[..head.len]);
+        let numbers = Numbers {
+            index: run.index,
+            created: run.created,
+            start: run.start,
+            end: run.end,
+            run_count: run.run_count,
+        };
+        self.push_head(numbers, state.code, plain);
         if !plain {
             let body = &mut self.body;
             put_text(body, state.name.as_deref());
@@ -107,9 +115,74 @@ impl Pack {
                 put_signed(body, at - run.created);
             }
         }
+    }
+
+    /// A run seen whole as it ended in `end`, `index` created and first
+    /// started (µs) as given, after `run_count` attempts: its history is
+    /// what its times imply (Pending, Running if it ran, the end), left for
+    /// the reader to rebuild. Nearly every run is packed so, most with a
+    /// plain end, whose bytes are written here without building the run.
+    pub fn push_ended(
+        &mut self,
+        index: u64,
+        (created, start, run_count): (i64, Option<i64>, u32),
+        end: &State,
+    ) {
+        let numbers = Numbers {
+            index,
+            created,
+            start,
+            end: Some(end.micros()),
+            run_count,
+        };
+        if end.is_plain() {
+            let code = code_of(end.state_type()) as u8;
+            return self.push_head(numbers, code, true);
+        }
+        self.push(&Run {
+            index,
+            created,
+            start,
+            end: numbers.end,
+            run_count,
+            state: RunState {
+                state_type: end.state_type(),
+                name: Cow::Borrowed(end.name()),
+                message: end.message().map(Cow::Borrowed),
+            },
+            history: Vec::new(),
+        });
+    }
+
+    /// Counts the run and writes its numbers and state code, and for a
+    /// `plain` run (no name, message or history) the zeros that say so.
+    fn push_head(&mut self, run: Numbers, code: u8, plain: bool) {
+        // The numbers go through a buffer on the stack: one copy into the
+        // body instead of a capacity check per byte.
+        let mut head = Head::default();
+        put_signed(&mut head, run.index.wrapping_sub(self.last_index) as i64);
+        put_signed(&mut head, run.created - self.last_created);
+        put_option(&mut head, run.start.map(|t| t - run.created));
+        put_option(&mut head, run.end.map(|t| t - run.created));
+        put_varint(&mut head, u64::from(run.run_count));
+        head.put(code);
+        if plain {
+            // No name, no message, no history: three zeros.
+            head.bytes[head.len..head.len + 3].fill(0);
+            head.len += 3;
+        }
+        self.body.extend_from_slice(&head.bytes[..head.len]);
         self.runs += 1;
         self.last_index = run.index;
         self.last_created = run.created;
+    }
+
+    /// An empty pack with room for `bytes` before it grows.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Pack {
+            body: Vec::with_capacity(bytes),
+            ..Pack::default()
+        }
     }
 
     pub fn runs(&self) -> usize {
@@ -160,18 +233,6 @@ const CODES: [(StateType, &str); 7] = [
     (StateType::Cancelled, "Cancelled"),
 ];
 
-impl RunState<'static> {
-    /// A state of `state_type` with its usual name and no message. Its name
-    /// is the one the pack leaves out, known as such by its address.
-    pub fn usual(state_type: StateType) -> Self {
-        RunState {
-            state_type,
-            name: Cow::Borrowed(CODES[code_of(state_type)].1),
-            message: None,
-        }
-    }
-}
-
 fn code_of(state_type: StateType) -> usize {
     CODES
         .iter()
@@ -181,11 +242,9 @@ fn code_of(state_type: StateType) -> usize {
 
 fn pack_state<'a>(state: &'a RunState<'_>) -> PackedState<'a> {
     let code = code_of(state.state_type);
-    let usual = CODES[code].1;
-    let is_usual = std::ptr::eq(&*state.name, usual) || state.name == usual;
     PackedState {
         code: code as u8,
-        name: (!is_usual).then_some(Cow::Borrowed(&*state.name)),
+        name: (state.name != CODES[code].1).then_some(Cow::Borrowed(&*state.name)),
         message: state.message.as_deref().map(Cow::Borrowed),
     }
 }

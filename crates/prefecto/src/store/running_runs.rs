@@ -21,6 +21,9 @@ pub(super) struct RunningRun {
     pub started: i64,
     /// Already written as it stands (it lingered).
     pub written: bool,
+    /// Nothing of it went to the writer before it started: if it ends
+    /// before it lingers, its end is packed where it is noted.
+    pub pristine: bool,
 }
 
 #[derive(Default)]
@@ -41,15 +44,18 @@ impl RunningRuns {
         self.recent.push_back((key, run));
     }
 
-    pub fn remove(&mut self, key: &RunKey) {
+    /// Takes the run out, if it is running.
+    pub fn take(&mut self, key: &RunKey) -> Option<RunningRun> {
         // Most often the run started last: a run's body ran on the thread
         // that recorded its start, and no other run started between.
         if self.recent.back().is_some_and(|(last, _)| last == key) {
-            self.recent.pop_back();
+            self.recent.pop_back().map(|(_, run)| run)
         } else if let Some(at) = self.recent.iter().rposition(|(k, _)| k == key) {
-            self.recent.remove(at);
+            self.recent.remove(at).map(|(_, run)| run)
         } else if !self.older.is_empty() {
-            self.older.remove(key);
+            self.older.remove(key)
+        } else {
+            None
         }
     }
 
@@ -79,6 +85,7 @@ mod tests {
             created: started,
             started,
             written: false,
+            pristine: true,
         }
     }
 
@@ -93,8 +100,8 @@ mod tests {
                     runs.insert(key(index), run(index as i64));
                     model.insert(index);
                 } else if !start {
-                    runs.remove(&key(index));
-                    model.remove(&index);
+                    let taken = runs.take(&key(index));
+                    prop_assert_eq!(taken.map(|run| run.started), model.take(&index).map(|i| i as i64));
                 }
             }
             prop_assert_eq!(runs.len(), model.len());
@@ -114,11 +121,12 @@ mod tests {
         runs.insert(key(0), run(0));
         for index in 1..(RECENT as u64 * 3) {
             runs.insert(key(index), run(0));
-            runs.remove(&key(index));
+            assert!(runs.take(&key(index)).is_some());
         }
         assert_eq!(runs.len(), 1);
         runs.iter_mut().next().unwrap().1.written = true;
-        runs.remove(&key(0));
+        assert!(runs.take(&key(0)).is_some_and(|run| run.written));
         assert_eq!(runs.len(), 0);
+        assert!(runs.take(&key(0)).is_none());
     }
 }

@@ -18,7 +18,7 @@ pub(super) struct Plan<'a> {
     pub(super) as_rows: &'a [RunKey],
     pub(super) unwritten: &'a FastMap<RunKey, Unwritten>,
     /// Finished task runs, packed by flow run and task.
-    pub(super) packs: &'a FastMap<(Uuid, &'static str), Pack>,
+    pub(super) packs: &'a [((Uuid, &'static str), Pack)],
 }
 
 pub(super) fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusqlite::Error> {

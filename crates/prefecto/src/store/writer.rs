@@ -12,11 +12,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::Store;
+use super::backlog::Backlog;
 use super::event::{Event, FlowRunNames, RunKey, StateRow, TimesRow, micros};
-use super::fold::{RunUpdate, Unwritten, fold, seen_whole};
+use super::fold::{RunUpdate, Unwritten, fold};
 use super::full_disk::{Reserve, Waiting, is_full};
-use super::outbox::{Backlog, FastHash, FastMap, Outbox};
-use super::pack::Pack;
+use super::outbox::{FastHash, FastMap, Outbox};
+use super::pack::{Pack, Packs};
 use super::sql::{Plan, write_batch};
 use crate::state::StateType;
 
@@ -95,21 +96,22 @@ pub(super) fn write_loop(
         // flush ends the gathering at once.
         let deadline = Instant::now() + GATHER;
         let is_flush = |parcel: &[Event]| parcel.iter().any(|e| matches!(e, Event::Flush(_)));
+        let weight = |parcel: &[Event]| parcel.iter().map(Event::weight).sum::<usize>();
         let mut flushing = closing || !pending_acks.is_empty() || is_flush(&first);
-        let mut batch_len = first.len();
+        let mut batch_weight = weight(&first);
         batch.push(first);
-        while batch_len < MAX_BATCH && !flushing {
+        while batch_weight < MAX_BATCH && !flushing {
             let wait = deadline.saturating_duration_since(Instant::now());
             match parcels.recv_timeout(wait) {
                 Ok(parcel) => {
                     flushing = is_flush(&parcel);
-                    batch_len += parcel.len();
+                    batch_weight += weight(&parcel);
                     batch.push(parcel);
                 }
                 Err(_) => break,
             }
         }
-        backlog.taken(batch_len);
+        backlog.taken(batch_weight);
         let mut acks = Vec::new();
         let mut others = Vec::new();
         let now = Instant::now();
@@ -141,6 +143,7 @@ pub(super) fn write_loop(
         }
         // Finished task runs seen whole in this batch go straight into packs.
         let mut batch_packs = BatchPacks::default();
+        let mut packed_by_the_outbox = Packs::new();
         for event in batch.iter_mut().flat_map(|parcel| parcel.drain(..)) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
@@ -172,7 +175,10 @@ pub(super) fn write_loop(
                     if whole {
                         let pack = batch_packs.of(flow_run, task);
                         match times {
-                            Some(times) => pack.push(&seen_whole(&state, times, index)),
+                            Some(times) => {
+                                let numbers = (times.created, times.started, times.run_count);
+                                pack.push_ended(index, numbers, &state);
+                            }
                             // Never announced: stopped before it was submitted.
                             None => {
                                 let update = RunUpdate::new(&StateRow::of(&state), None, true);
@@ -185,6 +191,11 @@ pub(super) fn write_loop(
                         fold(&mut unwritten, key, None, &row, times, synthesize, now);
                     }
                 }
+                Event::Packed {
+                    flow_run,
+                    task,
+                    pack,
+                } => packed_by_the_outbox.push(((flow_run, task), pack)),
                 other => others.push(other),
             }
         }
@@ -215,7 +226,8 @@ pub(super) fn write_loop(
                 pack.push(&unwritten[&key].update.packed(index));
             }
         }
-        let mut packs = batch_packs.into_map();
+        let mut packs = batch_packs.into_packs();
+        packs.append(&mut packed_by_the_outbox);
         let due = Plan {
             others: &others,
             as_rows: &as_rows,
@@ -250,7 +262,7 @@ pub(super) fn write_loop(
             Some(Err(err)) if !is_full(&err) => tracing::warn!(
                 target: "prefecto.engine",
                 "Run history: {} run(s) and {} other event(s) could not be written to {}: {err}",
-                as_rows.len() + packs.values().map(Pack::runs).sum::<usize>(),
+                as_rows.len() + packs.iter().map(|(_, pack)| pack.runs()).sum::<usize>(),
                 others.len(),
                 store.path().display()
             ),
@@ -347,11 +359,11 @@ impl BatchPacks {
         pack
     }
 
-    fn into_map(mut self) -> FastMap<(Uuid, &'static str), Pack> {
+    fn into_packs(mut self) -> Packs {
         if let Some((at, pack)) = self.current.take() {
             self.packs.insert(at, pack);
         }
-        self.packs
+        self.packs.into_iter().collect()
     }
 }
 
