@@ -539,10 +539,16 @@ impl PrefectoBuilder {
             .filter(|recorder| recorder.wants_pending())
             .cloned()
             .collect();
+        let (running_recorders, late_running_recorders): (Vec<_>, Vec<_>) = recorders
+            .iter()
+            .cloned()
+            .partition(|recorder| recorder.wants_running());
         Ok(Prefecto {
             seams: Arc::new(Seams {
                 recorders,
                 pending_recorders,
+                running_recorders: running_recorders.into(),
+                late_running_recorders: late_running_recorders.into(),
                 result_store,
                 slot_limiter,
                 progress,

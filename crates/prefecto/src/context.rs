@@ -227,6 +227,18 @@ impl FlowRunContext {
             true => self.submission_recorders(upstream),
             false => &self.seams.recorders,
         };
+        self.record_task_transition_to(recorders, task_run, state, times, upstream);
+    }
+
+    /// Hands a task run's transition to `recorders` only.
+    pub(crate) fn record_task_transition_to(
+        &self,
+        recorders: &[Arc<dyn Recorder>],
+        task_run: Option<(TaskRunName, &'static TaskSpec)>,
+        state: &State,
+        times: Option<RunTimes>,
+        upstream: &[UpstreamRun],
+    ) {
         if recorders.is_empty() {
             return;
         }

@@ -4,8 +4,9 @@
 //! The SQLite run history and the Prefect server reporter are recorders. With
 //! none installed, the engine pays one branch per transition. A recorder
 //! that keeps only each run's latest state may decline a task run's
-//! `Pending` transition ([`Recorder::wants_pending`]): its time comes with
-//! the run's later transitions.
+//! `Pending` transition ([`Recorder::wants_pending`]), and the first
+//! `Running` of a run that ends at once ([`Recorder::wants_running`]): their
+//! times come with the run's later transitions.
 //!
 //! A task run's routine lines ("Created task run", "Submitted task run",
 //! "Finished in state") follow from its transitions, so they are not handed
@@ -213,6 +214,65 @@ pub trait Recorder: Send + Sync + 'static {
     /// # assert!(!Finished::default().wants_pending());
     /// ```
     fn wants_pending(&self) -> bool {
+        true
+    }
+
+    /// Whether to hear a task run's first `Running` transition as soon as
+    /// it is made. A recorder answering `false` hears it only once the run
+    /// is seen still running: not at all for a run whose body ends at once
+    /// (an async body of a map that finishes without waiting), whose later
+    /// transitions carry its [`RunTimes`], with
+    /// [`started`](RunTimes::started) the `Running` time; late, and with
+    /// its own time, for a body that waits. Sync bodies, and runs not run by
+    /// a map's lanes, are heard running at once. A retry's `Running` goes to
+    /// every recorder. Asked once, when the recorder is installed; the
+    /// default is `true`.
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use prefecto::prelude::*;
+    /// use prefecto::recorder::{Recorder, TransitionEvent};
+    ///
+    /// /// Keeps each task run's latest state, and when it started.
+    /// #[derive(Default)]
+    /// struct Latest(Mutex<Vec<(String, String, bool)>>);
+    ///
+    /// impl Recorder for Latest {
+    ///     fn on_transition(&self, event: &TransitionEvent<'_>) {
+    ///         if let (Some(run), Some(times)) = (event.task_run, event.times) {
+    ///             let started = times.started().is_some();
+    ///             let latest = (run.to_string(), event.state.name().to_string(), started);
+    ///             self.0.lock().unwrap().push(latest);
+    ///         }
+    ///     }
+    ///
+    ///     fn wants_running(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    ///
+    /// #[task]
+    /// async fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// #[flow]
+    /// async fn doubled() -> Vec<u32> {
+    ///     let batch = BatchTask::new(double, 2).unwrap();
+    ///     batch.map_async(vec![1]).await.unwrap().results_async().await.unwrap()
+    /// }
+    ///
+    /// let latest = std::sync::Arc::new(Latest::default());
+    /// let prefecto = Prefecto::builder().engine_only().recorder(latest.clone()).build().unwrap();
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// prefecto.scope_async(doubled()).await.unwrap();
+    /// # });
+    /// // Its body ended at once: its Running was not heard, its start was.
+    /// let heard = latest.0.lock().unwrap();
+    /// let heard: Vec<_> = heard.iter().map(|(run, state, started)| (&**run, &**state, *started)).collect();
+    /// assert_eq!(heard, [("double-0", "Pending", false), ("double-0", "Completed", true)]);
+    /// ```
+    fn wants_running(&self) -> bool {
         true
     }
 

@@ -51,6 +51,10 @@ impl Recorder for PanicGuard {
         catch_unwind(AssertUnwindSafe(|| self.inner.wants_pending())).unwrap_or(true)
     }
 
+    fn wants_running(&self) -> bool {
+        catch_unwind(AssertUnwindSafe(|| self.inner.wants_running())).unwrap_or(true)
+    }
+
     fn on_log(&self, event: &LogEvent<'_>) {
         self.hand("a log line", |recorder| recorder.on_log(event));
     }

@@ -16,14 +16,22 @@ use crate::recorder::Recorder;
 use crate::result_store::ResultStore;
 use crate::slot_limiter::SlotLimiter;
 
+/// Recorders, in the order they hear events.
+pub(crate) type Recorders = Arc<[Arc<dyn Recorder>]>;
+
 /// Everything a flow run needs from outside the engine.
 #[derive(Clone, Default)]
 pub(crate) struct Seams {
     /// Hear every transition and log line, in this order.
-    pub(crate) recorders: Arc<[Arc<dyn Recorder>]>,
+    pub(crate) recorders: Recorders,
     /// Those of `recorders` that hear a task run's `Pending` transition as
     /// it is submitted ([`Recorder::wants_pending`]).
-    pub(crate) pending_recorders: Arc<[Arc<dyn Recorder>]>,
+    pub(crate) pending_recorders: Recorders,
+    /// Those of `recorders` that hear a task run's first `Running` as it is
+    /// made ([`Recorder::wants_running`]) ...
+    pub(crate) running_recorders: Recorders,
+    /// ... and the others: they hear it once the run is seen still running.
+    pub(crate) late_running_recorders: Recorders,
     pub(crate) result_store: Option<Arc<dyn ResultStore>>,
     pub(crate) slot_limiter: Option<Arc<dyn SlotLimiter>>,
     pub(crate) progress: Option<Arc<dyn ProgressDisplay>>,

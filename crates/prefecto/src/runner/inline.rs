@@ -10,7 +10,7 @@ use std::task::Poll;
 use futures::FutureExt;
 
 use super::attempt::{Attempt, body_outcome};
-use super::task_run::TaskRun;
+use super::task_run::{OwedRunning, TaskRun};
 use crate::context::{self, FlowRunContext};
 use crate::queued_body;
 use crate::state::State;
@@ -31,9 +31,11 @@ pub(crate) fn runs_inline<T: Task>(ctx: &FlowRunContext, task: &T) -> bool {
 }
 
 impl<T: Task> TaskRun<'_, T> {
-    /// Moves the run to `Running` and gives its cache key, unless it ends
-    /// here: cancelled before it started (its body never starts), or cached.
-    fn begin_inline(&self, args: &T::Args) -> Option<Option<String>> {
+    /// Moves the run to `Running` and gives its cache key, and its
+    /// `Running` owed to the recorders that hear it only once the run is
+    /// seen still running, unless it ends here: cancelled before it started
+    /// (its body never starts), or cached.
+    fn begin_inline(&self, args: &T::Args) -> Option<(Option<String>, Option<OwedRunning>)> {
         if self.scope.is_cancelled() {
             self.finish(State::cancelled(self.scope.reason()), None);
             return None;
@@ -43,17 +45,21 @@ impl<T: Task> TaskRun<'_, T> {
             self.finish(State::cached_unstamped(), Some(value));
             return None;
         }
-        self.transition(State::running());
-        Some(cache_key)
+        let owed = self.start_running();
+        Some((cache_key, owed))
     }
 
     /// Runs the run's one attempt here, on this thread, and ends the run:
     /// for a task that [`runs_inline`], on a thread outside the runtime.
     /// Once the run's scope is cancelled, the body never starts.
     pub(crate) fn run_inline(&self, args: T::Args) {
-        let Some(cache_key) = self.begin_inline(&args) else {
+        let Some((cache_key, owed)) = self.begin_inline(&args) else {
             return;
         };
+        // Nothing shows a sync body running but its `Running`: all hear it.
+        if let Some(owed) = owed {
+            self.record_owed(owed);
+        }
         let name = self.name();
         // The flow run stays current inside the body, for the tasks it
         // calls, and the thread runs the bodies of the runs it waits for.
@@ -75,7 +81,7 @@ impl<T: Task> TaskRun<'_, T> {
     /// whose flow run is `ctx` already (a map's async lane). On
     /// cancellation the body is dropped at its next `.await`.
     pub(crate) async fn run_inline_async(&self, args: T::Args) {
-        let Some(cache_key) = self.begin_inline(&args) else {
+        let Some((cache_key, owed)) = self.begin_inline(&args) else {
             return;
         };
         let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
@@ -86,11 +92,17 @@ impl<T: Task> TaskRun<'_, T> {
         let first = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll(cx))).await;
         let attempt = match first {
             Poll::Ready(outcome) => self.inline_attempt(outcome, "async", "a sync"),
-            Poll::Pending => tokio::select! {
+            Poll::Pending => {
+                // It waits: it is running, for every recorder.
+                if let Some(owed) = owed {
+                    self.record_owed(owed);
+                }
+                tokio::select! {
                 biased;
                 outcome = &mut body => self.inline_attempt(outcome, "async", "a sync"),
-                _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
-            },
+                    _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
+                }
+            }
         };
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);

@@ -15,6 +15,13 @@ use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
 use crate::state::State;
 use crate::task::Task;
 
+/// A run's first `Running`, not yet heard by the recorders that want it
+/// only once the run is seen still running.
+pub(crate) struct OwedRunning {
+    state: State,
+    times: Option<crate::recorder::RunTimes>,
+}
+
 /// One task run of `task` in a flow run: borrowed from whoever drives it (a
 /// spawned engine, a map's lane), for as long as it drives it.
 pub(crate) struct TaskRun<'a, T: Task> {
@@ -76,6 +83,41 @@ impl<T: Task> TaskRun<'_, T> {
     pub(crate) fn transition(&self, state: State) {
         self.record(&state);
         self.shared.set_state(state);
+    }
+
+    /// Moves the run to its first `Running`, as [`transition`](Self::transition)
+    /// does, handing it only to the recorders that want it at once: the
+    /// others are owed it ([`Recorder::wants_running`]), and hear it from
+    /// [`record_owed`](Self::record_owed) if the run is seen still running.
+    ///
+    /// [`Recorder::wants_running`]: crate::recorder::Recorder::wants_running
+    pub(crate) fn start_running(&self) -> Option<OwedRunning> {
+        let state = State::running();
+        let mut owed = None;
+        if self.ctx.has_recorders() {
+            let seams = &self.ctx.seams;
+            let times = self.shared.times_with(&state);
+            let run = Some((self.name(), self.shared.spec));
+            self.ctx
+                .record_task_transition_to(&seams.running_recorders, run, &state, times, &[]);
+            if !seams.late_running_recorders.is_empty() {
+                owed = Some(OwedRunning {
+                    state: state.clone(),
+                    times,
+                });
+            }
+        }
+        self.shared.set_state(state);
+        owed
+    }
+
+    /// The run is still running: the recorders that did not hear its
+    /// `Running` at once hear it now, with its own time.
+    pub(crate) fn record_owed(&self, owed: OwedRunning) {
+        let later = &self.ctx.seams.late_running_recorders;
+        let run = Some((self.name(), self.shared.spec));
+        self.ctx
+            .record_task_transition_to(later, run, &owed.state, owed.times, &[]);
     }
 
     /// Hands a transition to the recorders, with the run's times.

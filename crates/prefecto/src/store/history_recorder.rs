@@ -176,6 +176,12 @@ impl Recorder for HistoryRecorder {
         false
     }
 
+    /// So does the Running of a run that ends at once; a run seen still
+    /// running is noted as running, and written as it stands if it lingers.
+    fn wants_running(&self) -> bool {
+        false
+    }
+
     fn on_log(&self, event: &LogEvent<'_>) {
         let task_run = event.task_run.map(|r| (r.task, r.index));
         let log = Event::Log {

@@ -119,15 +119,12 @@ impl Outbox {
     /// Notes that a task run (`key`, numbered `index`) started, at
     /// `started` (µs): it is written when it ends, or when it lingers.
     pub fn running(&self, key: RunKey, index: u64, created: i64, started: i64) {
-        let mut shard = self.shard(index);
-        let pristine = shard.at_writer.is_empty() || !shard.at_writer.contains(&key);
         let run = RunningRun {
             created,
             started,
             written: false,
-            pristine,
         };
-        shard.running.insert(key, run);
+        self.shard(index).running.insert(key, run);
     }
 
     /// Queues an event of the run numbered `index` (0 for the flow's own)
@@ -162,30 +159,31 @@ impl Outbox {
         };
         let sent = {
             let mut shard = self.shard(index);
-            match shard.running.take(&key) {
-                Some(running) if running.pristine && !running.written => {
-                    let at = shard.open_pack(flow_run, task);
-                    let pack = &mut shard.packs[at].1;
-                    pack.push_ended(index, (times.created, times.started, times.run_count), end);
-                    if pack.body().len() >= PACK_BYTES {
-                        let full = shard.packs.remove(at);
-                        shard.send_pack(full);
-                        // At once: the writer packed nothing while it filled.
-                        let sent = self.hand_over(&mut shard);
-                        drop(shard);
-                        self.backlog.wait_if_full(sent);
-                        return;
-                    }
-                }
-                _ => {
-                    shard.note_at_writer(key, true);
-                    shard.events.push(Event::TaskRun {
-                        flow_run,
-                        task,
-                        index,
-                        state: end.clone(),
-                        times: Some(times),
-                    });
+            // Not noted running at all is the common case: a run whose
+            // recorders heard its end only (`Recorder::wants_running`).
+            let lingered = shard.running.take(&key).is_some_and(|run| run.written);
+            let at_writer = !shard.at_writer.is_empty() && shard.at_writer.contains(&key);
+            if lingered || at_writer {
+                shard.note_at_writer(key, true);
+                shard.events.push(Event::TaskRun {
+                    flow_run,
+                    task,
+                    index,
+                    state: end.clone(),
+                    times: Some(times),
+                });
+            } else {
+                let at = shard.open_pack(flow_run, task);
+                let pack = &mut shard.packs[at].1;
+                pack.push_ended(index, (times.created, times.started, times.run_count), end);
+                if pack.body().len() >= PACK_BYTES {
+                    let full = shard.packs.remove(at);
+                    shard.send_pack(full);
+                    // At once: the writer packed nothing while it filled.
+                    let sent = self.hand_over(&mut shard);
+                    drop(shard);
+                    self.backlog.wait_if_full(sent);
+                    return;
                 }
             }
             self.hand_over_if_full(&mut shard)
@@ -322,13 +320,13 @@ mod tests {
         outbox.running(key(3), 3, 10, 20);
         assert_eq!(outbox.lingering(i64::MAX).len(), 1);
         outbox.push_end(key(3), 3, &done, times);
-        // 4: never noted as running.
+        // 4: never noted as running (its recorders heard only its end).
         outbox.push_end(key(4), 4, &done, times);
         // 5: quick, after 2's end: the writer has nothing of it.
         outbox.running(key(2), 2, 10, 20);
         outbox.push_end(key(2), 2, &done, times);
         outbox.drain();
-        let expected = [(1, true), (2, false), (2, true), (3, false), (4, false)];
+        let expected = [(1, true), (2, false), (2, true), (3, false), (4, true)];
         assert_eq!(ends(&receiver), expected);
     }
 

@@ -21,9 +21,6 @@ pub(super) struct RunningRun {
     pub started: i64,
     /// Already written as it stands (it lingered).
     pub written: bool,
-    /// Nothing of it went to the writer before it started: if it ends
-    /// before it lingers, its end is packed where it is noted.
-    pub pristine: bool,
 }
 
 #[derive(Default)]
@@ -85,7 +82,6 @@ mod tests {
             created: started,
             started,
             written: false,
-            pristine: true,
         }
     }
 

@@ -143,6 +143,24 @@ fn unknown_runs_and_missing_databases_say_so() {
     assert!(err.to_string().starts_with("no run history at "), "{err}");
 }
 
+/// Until the history shows a task run of the flow run `name` running.
+async fn until_one_shows_running(name: &str) -> uuid::Uuid {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let store = open();
+        let Ok(flow_run) = store.flow_run(name) else {
+            continue;
+        };
+        if !store
+            .task_runs(flow_run.id, Some("RUNNING"))
+            .unwrap()
+            .is_empty()
+        {
+            return flow_run.id;
+        }
+    }
+}
+
 #[task]
 async fn linger(x: u64) -> u64 {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -155,20 +173,7 @@ async fn lingering() -> uuid::Uuid {
     let long = linger.submit(7);
     // While it runs, the history shows it running (runs still going after a
     // second are written as they stand).
-    let id = loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let store = open();
-        let Ok(flow_run) = store.flow_run(&name) else {
-            continue;
-        };
-        if !store
-            .task_runs(flow_run.id, Some("RUNNING"))
-            .unwrap()
-            .is_empty()
-        {
-            break flow_run.id;
-        }
-    };
+    let id = until_one_shows_running(&name).await;
     assert_eq!(long.await.unwrap(), 7);
     id
 }
@@ -195,6 +200,49 @@ async fn a_long_task_run_shows_running_then_finishes_once() {
         2,
         "the task run's and the flow run's: {logs:?}"
     );
+}
+
+#[flow]
+async fn lingering_in_a_map() -> uuid::Uuid {
+    let name = prefecto::flow::current_flow_run().unwrap().name;
+    // A map's async body is awaited in its lane: the history hears its
+    // Running only once the body waits (`Recorder::wants_running`), and
+    // must still show it running while it lingers.
+    let batch = BatchTask::new(linger, 2).unwrap();
+    let (results, id) = tokio::join!(
+        async {
+            batch
+                .map_async(vec![7, 8])
+                .await
+                .unwrap()
+                .results_async()
+                .await
+        },
+        until_one_shows_running(&name),
+    );
+    assert_eq!(results.unwrap(), [7, 8]);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_of_a_map_shows_running_then_finishes_once() {
+    home();
+    let run = history().prefecto.scope_async(lingering_in_a_map());
+    let id = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the map ends within 60 s")
+        .unwrap();
+    let store = open();
+    let task_runs = store.task_runs(id, None).unwrap();
+    assert_eq!(task_runs.len(), 2, "{task_runs:?}");
+    for (index, task_run) in task_runs.iter().enumerate() {
+        assert_eq!(task_run.state_name, "Completed");
+        let history = store
+            .state_history(id, Some(("linger", index as u64)))
+            .unwrap();
+        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Pending", "Running", "Completed"]);
+    }
 }
 
 #[task]

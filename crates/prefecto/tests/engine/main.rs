@@ -20,6 +20,7 @@ mod map;
 mod maps_over_streams;
 mod nested_runs;
 mod panicking_parts;
+mod recorder_interest;
 #[cfg(feature = "history")]
 mod resume;
 mod streams;

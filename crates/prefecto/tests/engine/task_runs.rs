@@ -2,14 +2,12 @@
 
 use crate::common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::Recording;
-use prefecto::TaskRunName;
 use prefecto::prelude::*;
-use prefecto::recorder::{Recorder, TransitionEvent};
 
 #[task]
 fn divide(a: i64, b: i64) -> i64 {
@@ -259,95 +257,4 @@ fn a_flow_run_error_keeps_the_bodys_own_error() {
         .and_then(|source| source.downcast_ref())
         .expect("the flow body's NotFound");
     assert_eq!(not_found.0, "flow-key");
-}
-
-/// Each task run's transitions as one recorder heard them: the state's
-/// name, its time, and the run's creation time it carried.
-type Heard = Mutex<Vec<(TaskRunName, &'static str, i64, Option<i64>)>>;
-
-struct Listener {
-    wants_pending: bool,
-    heard: Heard,
-}
-
-impl Recorder for Listener {
-    fn on_transition(&self, event: &TransitionEvent<'_>) {
-        let Some(run) = event.task_run else { return };
-        let name = match event.state.name() {
-            "Pending" => "Pending",
-            "Running" => "Running",
-            "Completed" => "Completed",
-            _ => "other",
-        };
-        let created = event.times.map(|t| t.created().timestamp_micros());
-        let at = event.state.timestamp().timestamp_micros();
-        self.heard.lock().unwrap().push((run, name, at, created));
-    }
-
-    fn wants_pending(&self) -> bool {
-        self.wants_pending
-    }
-}
-
-#[flow]
-fn submissions() {
-    let first = divide.submit(8, 2);
-    let _ = divide.map(vec![9, 12], vec![3, 4]).unwrap().results();
-    // Named upstream: its Pending is heard by every recorder.
-    let _ = divide.submit_after(&[&first], 1, 1).wait();
-}
-
-#[test]
-fn a_recorder_that_wants_no_pending_hears_each_runs_creation_with_its_later_states() {
-    common::quiet();
-    let listener = |wants_pending| {
-        Arc::new(Listener {
-            wants_pending,
-            heard: Mutex::new(Vec::new()),
-        })
-    };
-    let (all, later) = (listener(true), listener(false));
-    let prefecto = Prefecto::builder()
-        .engine_only()
-        .recorder(all.clone())
-        .recorder(later.clone())
-        .build()
-        .unwrap();
-    prefecto.scope(|| submissions().unwrap());
-    let all = all.heard.lock().unwrap().clone();
-    let later = later.heard.lock().unwrap().clone();
-    let run = |index| TaskRunName {
-        task: "divide",
-        index,
-    };
-    for index in 0..4 {
-        let of = |heard: &[(TaskRunName, &'static str, i64, Option<i64>)]| {
-            heard
-                .iter()
-                .filter(|(name, ..)| *name == run(index))
-                .map(|&(_, state, at, created)| (state, at, created))
-                .collect::<Vec<_>>()
-        };
-        let (every, rest) = (of(&all), of(&later));
-        let states = |heard: &[(&'static str, i64, Option<i64>)]| {
-            heard.iter().map(|&(state, ..)| state).collect::<Vec<_>>()
-        };
-        assert_eq!(
-            states(&every),
-            ["Pending", "Running", "Completed"],
-            "{index}"
-        );
-        if index == 3 {
-            assert_eq!(rest, every, "a Pending naming upstream runs goes to all");
-            continue;
-        }
-        assert_eq!(states(&rest), ["Running", "Completed"], "{index}");
-        // The Pending it did not hear is in the times of what it heard.
-        let pending_at = every[0].1;
-        assert!(
-            rest.iter()
-                .all(|&(_, _, created)| created == Some(pending_at))
-        );
-        assert_eq!(&rest[..], &every[1..]);
-    }
 }

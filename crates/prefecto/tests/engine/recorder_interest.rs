@@ -1,0 +1,200 @@
+//! What a recorder that declines some transitions hears
+//! ([`Recorder::wants_pending`], [`Recorder::wants_running`]): fewer calls,
+//! and nothing it needs lost, since the times of what it hears carry the
+//! rest.
+
+use crate::common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prefecto::TaskRunName;
+use prefecto::prelude::*;
+use prefecto::recorder::{Recorder, TransitionEvent};
+
+/// A transition as a recorder heard it: the state's name, its time, and
+/// the run's creation and start times it carried (µs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Heard {
+    state: &'static str,
+    at: i64,
+    created: Option<i64>,
+    started: Option<i64>,
+}
+
+struct Listener {
+    wants_pending: bool,
+    wants_running: bool,
+    heard: Mutex<Vec<(TaskRunName, Heard)>>,
+}
+
+impl Listener {
+    fn new(wants_pending: bool, wants_running: bool) -> Arc<Self> {
+        Arc::new(Listener {
+            wants_pending,
+            wants_running,
+            heard: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// What it heard of one run, in order.
+    fn of(&self, run: TaskRunName) -> Vec<Heard> {
+        let heard = self.heard.lock().unwrap();
+        heard
+            .iter()
+            .filter(|(name, _)| *name == run)
+            .map(|&(_, heard)| heard)
+            .collect()
+    }
+}
+
+impl Recorder for Listener {
+    fn on_transition(&self, event: &TransitionEvent<'_>) {
+        let Some(run) = event.task_run else { return };
+        let state = match event.state.name() {
+            "Pending" => "Pending",
+            "Running" => "Running",
+            "Completed" => "Completed",
+            _ => "other",
+        };
+        let heard = Heard {
+            state,
+            at: event.state.timestamp().timestamp_micros(),
+            created: event.times.map(|t| t.created().timestamp_micros()),
+            started: event
+                .times
+                .and_then(|t| t.started())
+                .map(|t| t.timestamp_micros()),
+        };
+        self.heard.lock().unwrap().push((run, heard));
+    }
+
+    fn wants_pending(&self) -> bool {
+        self.wants_pending
+    }
+
+    fn wants_running(&self) -> bool {
+        self.wants_running
+    }
+}
+
+fn states(heard: &[Heard]) -> Vec<&'static str> {
+    heard.iter().map(|h| h.state).collect()
+}
+
+fn recorded_by<R>(listeners: &[&Arc<Listener>], flow_call: impl FnOnce() -> R) -> R {
+    let mut builder = Prefecto::builder().engine_only();
+    for listener in listeners {
+        builder = builder.recorder((*listener).clone());
+    }
+    builder.build().unwrap().scope(flow_call)
+}
+
+#[task]
+fn ratio(a: i64, b: i64) -> i64 {
+    a / b
+}
+
+#[flow]
+fn submissions() {
+    let first = ratio.submit(8, 2);
+    let _ = ratio.map(vec![9, 12], vec![3, 4]).unwrap().results();
+    // Named upstream: its Pending is heard by every recorder.
+    let _ = ratio.submit_after(&[&first], 1, 1).wait();
+}
+
+#[test]
+fn a_recorder_that_wants_no_pending_hears_each_runs_creation_with_its_later_states() {
+    common::quiet();
+    let (all, later) = (Listener::new(true, true), Listener::new(false, true));
+    recorded_by(&[&all, &later], || submissions().unwrap());
+    for index in 0..4 {
+        let run = TaskRunName {
+            task: "ratio",
+            index,
+        };
+        let (every, rest) = (all.of(run), later.of(run));
+        assert_eq!(
+            states(&every),
+            ["Pending", "Running", "Completed"],
+            "{index}"
+        );
+        if index == 3 {
+            assert_eq!(rest, every, "a Pending naming upstream runs goes to all");
+            continue;
+        }
+        assert_eq!(states(&rest), ["Running", "Completed"], "{index}");
+        // The Pending it did not hear is in the times of what it heard.
+        assert!(rest.iter().all(|h| h.created == Some(every[0].at)));
+        assert_eq!(&rest[..], &every[1..]);
+    }
+}
+
+#[task]
+async fn pause(millis: u64) -> u64 {
+    if millis > 0 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+    millis
+}
+
+#[task]
+fn echo(x: u64) -> u64 {
+    x
+}
+
+#[flow]
+async fn starts() {
+    // A map's async bodies: one ends at once, one waits.
+    let batch = BatchTask::new(pause, 2).unwrap();
+    let mapped = batch.map_async(vec![0, 30]).await.unwrap();
+    assert_eq!(mapped.results_async().await.unwrap(), [0, 30]);
+    // Not run by a map's lane.
+    assert_eq!(pause.submit(0).await.unwrap(), 0);
+}
+
+#[flow]
+fn sync_starts() {
+    // A map's sync body, run on the flow's pool.
+    let batch = BatchTask::new(echo, 2).unwrap();
+    assert_eq!(batch.map(vec![5]).unwrap().results().unwrap(), [5]);
+}
+
+#[test]
+fn a_recorder_that_wants_no_running_hears_it_only_for_runs_seen_running() {
+    common::quiet();
+    let (all, later) = (Listener::new(true, true), Listener::new(true, false));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    recorded_by(&[&all, &later], || {
+        runtime.block_on(async {
+            let run = starts();
+            tokio::time::timeout(Duration::from_secs(60), run).await
+        })
+    })
+    .expect("the flow ends within 60 s")
+    .unwrap();
+    recorded_by(&[&all, &later], || sync_starts().unwrap());
+    let paused = |index| TaskRunName {
+        task: "pause",
+        index,
+    };
+    let echoed = TaskRunName {
+        task: "echo",
+        index: 0,
+    };
+    for run in [paused(0), paused(1), paused(2), echoed] {
+        let every = all.of(run);
+        assert_eq!(states(&every), ["Pending", "Running", "Completed"], "{run}");
+        let rest = later.of(run);
+        if run == paused(0) {
+            // Its body ended at once: its Running is in its end's times.
+            assert_eq!(states(&rest), ["Pending", "Completed"]);
+            assert_eq!(rest[1].started, Some(every[1].at));
+            assert_eq!(rest[..], [every[0], every[2]]);
+        } else {
+            // Its body waited, it is a sync body, or no lane ran it: it
+            // heard the Running, with its own time, before the end.
+            assert_eq!(rest, every, "{run}");
+        }
+    }
+}
