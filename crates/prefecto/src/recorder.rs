@@ -219,14 +219,14 @@ pub trait Recorder: Send + Sync + 'static {
 
     /// Whether to hear a task run's first `Running` transition as soon as
     /// it is made. A recorder answering `false` hears it only once the run
-    /// is seen still running: not at all for a run whose body ends at once
-    /// (an async body of a map that finishes without waiting), whose later
-    /// transitions carry its [`RunTimes`], with
-    /// [`started`](RunTimes::started) the `Running` time; late, and with
-    /// its own time, for a body that waits. Sync bodies, and runs not run by
-    /// a map's lanes, are heard running at once. A retry's `Running` goes to
-    /// every recorder. Asked once, when the recorder is installed; the
-    /// default is `true`.
+    /// is seen still running, for the runs of a map's lanes: not at all for
+    /// a run whose body ends at once, whose later transitions carry its
+    /// [`RunTimes`], with [`started`](RunTimes::started) the `Running`
+    /// time; late, and with its own time, for a body that does not (an
+    /// async body that waits, at once; a sync body still going a fifth of a
+    /// second later, then). Other runs are heard running at once, and a
+    /// retry's `Running` goes to every recorder. Asked once, when the
+    /// recorder is installed; the default is `true`.
     ///
     /// ```
     /// use std::sync::Mutex;

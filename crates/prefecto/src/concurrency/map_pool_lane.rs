@@ -20,6 +20,7 @@ use super::map_run::{MapRun, Submitted, Taken, Taking};
 use crate::context;
 use crate::future::RunShared;
 use crate::inputs::RunArgs;
+use crate::runner::late_running;
 use crate::task::Task;
 
 /// How long a pool lane keeps its thread before it queues again behind
@@ -149,7 +150,9 @@ impl<T: Task> MapRun<T> {
     fn pool_lane(self: Arc<Self>, mut lane: PoolLane<T>) {
         // The flow run is this thread's for the whole slice, not set and
         // reset around each body.
-        let detour = context::with_thread_context(self.ctx.clone(), || self.run_slice(&mut lane));
+        let detour = context::with_thread_context(self.ctx.clone(), || {
+            late_running::watching(&self.ctx, || self.run_slice(&mut lane))
+        });
         // A lane with no input left ends here, with no trip to the runtime:
         // in strict mode every batch ends so. Not when the map has stopped:
         // the last lane then records the inputs never submitted, on the runtime.

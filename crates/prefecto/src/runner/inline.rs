@@ -10,7 +10,8 @@ use std::task::Poll;
 use futures::FutureExt;
 
 use super::attempt::{Attempt, body_outcome};
-use super::task_run::{OwedRunning, TaskRun};
+use super::late_running::{self, OwedRunning};
+use super::task_run::TaskRun;
 use crate::context::{self, FlowRunContext};
 use crate::queued_body;
 use crate::state::State;
@@ -56,10 +57,15 @@ impl<T: Task> TaskRun<'_, T> {
         let Some((cache_key, owed)) = self.begin_inline(&args) else {
             return;
         };
-        // Nothing shows a sync body running but its `Running`: all hear it.
-        if let Some(owed) = owed {
-            self.record_owed(owed);
-        }
+        // Its thread is watched, in a lane's slice: the `Running` is heard
+        // if the body is still going at the watcher's next look.
+        let watched = owed.and_then(|owed| match late_running::owe(owed) {
+            Ok(watched) => Some(watched),
+            Err(owed) => {
+                self.record_owed(owed);
+                None
+            }
+        });
         let name = self.name();
         // The flow run stays current inside the body, for the tasks it
         // calls, and the thread runs the bodies of the runs it waits for.
@@ -72,6 +78,8 @@ impl<T: Task> TaskRun<'_, T> {
             true => call(),
             false => context::with_thread_context(self.ctx.clone(), call),
         };
+        // Before its end is recorded: a `Running` being paid comes first.
+        drop(watched);
         let attempt = self.inline_attempt(outcome, "sync", "an async");
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);

@@ -13,6 +13,7 @@
 mod attempt;
 mod drive;
 mod inline;
+pub(crate) mod late_running;
 mod task_run;
 
 pub(crate) use attempt::Started;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::late_running::OwedRunning;
 use crate::context::{CancelScope, FlowRunContext, implied_log};
 use crate::future::RunShared;
 use crate::inputs::UpstreamRun;
@@ -14,13 +15,6 @@ use crate::queued_body::Helper;
 use crate::recorder::{CreatedLine, FinishedLine, SubmittedLine};
 use crate::state::State;
 use crate::task::Task;
-
-/// A run's first `Running`, not yet heard by the recorders that want it
-/// only once the run is seen still running.
-pub(crate) struct OwedRunning {
-    state: State,
-    times: Option<crate::recorder::RunTimes>,
-}
 
 /// One task run of `task` in a flow run: borrowed from whoever drives it (a
 /// spawned engine, a map's lane), for as long as it drives it.
@@ -102,6 +96,8 @@ impl<T: Task> TaskRun<'_, T> {
                 .record_task_transition_to(&seams.running_recorders, run, &state, times, &[]);
             if !seams.late_running_recorders.is_empty() {
                 owed = Some(OwedRunning {
+                    name: self.name(),
+                    spec: self.shared.spec,
                     state: state.clone(),
                     times,
                 });
@@ -114,10 +110,7 @@ impl<T: Task> TaskRun<'_, T> {
     /// The run is still running: the recorders that did not hear its
     /// `Running` at once hear it now, with its own time.
     pub(crate) fn record_owed(&self, owed: OwedRunning) {
-        let later = &self.ctx.seams.late_running_recorders;
-        let run = Some((self.name(), self.shared.spec));
-        self.ctx
-            .record_task_transition_to(later, run, &owed.state, owed.times, &[]);
+        owed.pay(self.ctx);
     }
 
     /// Hands a transition to the recorders, with the run's times.

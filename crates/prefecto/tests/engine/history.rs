@@ -145,7 +145,12 @@ fn unknown_runs_and_missing_databases_say_so() {
 
 /// Until the history shows a task run of the flow run `name` running.
 async fn until_one_shows_running(name: &str) -> uuid::Uuid {
+    let began = std::time::Instant::now();
     loop {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "no task run of {name} shown running within 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let store = open();
         let Ok(flow_run) = store.flow_run(name) else {
@@ -239,6 +244,47 @@ async fn a_long_run_of_a_map_shows_running_then_finishes_once() {
         assert_eq!(task_run.state_name, "Completed");
         let history = store
             .state_history(id, Some(("linger", index as u64)))
+            .unwrap();
+        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Pending", "Running", "Completed"]);
+    }
+}
+
+#[task]
+fn linger_blocking(x: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    x
+}
+
+#[flow]
+fn lingering_on_the_pool() -> uuid::Uuid {
+    let name = prefecto::flow::current_flow_run().unwrap().name;
+    // A map's sync body runs on a pool thread that the engine watches: the
+    // history hears its Running once the body has run a moment, and must
+    // show it running while it lingers.
+    let watcher = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(until_one_shows_running(&name))
+    });
+    let batch = BatchTask::new(linger_blocking, 2).unwrap();
+    assert_eq!(batch.map(vec![7, 8]).unwrap().results().unwrap(), [7, 8]);
+    watcher.join().unwrap()
+}
+
+#[test]
+fn a_long_sync_run_of_a_map_shows_running_then_finishes_once() {
+    home();
+    let id = recorded(lingering_on_the_pool).unwrap();
+    let store = open();
+    let task_runs = store.task_runs(id, None).unwrap();
+    assert_eq!(task_runs.len(), 2, "{task_runs:?}");
+    for (index, task_run) in task_runs.iter().enumerate() {
+        assert_eq!(task_run.state_name, "Completed");
+        let history = store
+            .state_history(id, Some(("linger_blocking", index as u64)))
             .unwrap();
         let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["Pending", "Running", "Completed"]);

@@ -138,9 +138,27 @@ async fn pause(millis: u64) -> u64 {
     millis
 }
 
+/// The recorder that wants no `Running` at once, for `nap` to ask.
+static LATER: std::sync::OnceLock<Arc<Listener>> = std::sync::OnceLock::new();
+
+/// A sync body: index 0 ends at once; index 1 runs until the recorder
+/// that wants no `Running` at once has heard its `Running` (or 30 s went
+/// by), and says whether it did.
 #[task]
-fn echo(x: u64) -> u64 {
-    x
+fn nap(index: u64) -> bool {
+    if index == 0 {
+        return true;
+    }
+    let run = TaskRunName { task: "nap", index };
+    let waited = std::time::Instant::now();
+    while waited.elapsed() < Duration::from_secs(30) {
+        let heard = LATER.get().map(|later| states(&later.of(run)));
+        if heard.is_some_and(|states| states.contains(&"Running")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 #[flow]
@@ -155,15 +173,20 @@ async fn starts() {
 
 #[flow]
 fn sync_starts() {
-    // A map's sync body, run on the flow's pool.
-    let batch = BatchTask::new(echo, 2).unwrap();
-    assert_eq!(batch.map(vec![5]).unwrap().results().unwrap(), [5]);
+    // A map's sync bodies, run on the flow's pool: one ends at once, one is
+    // heard running while it runs.
+    let batch = BatchTask::new(nap, 2).unwrap();
+    assert_eq!(
+        batch.map(vec![0, 1]).unwrap().results().unwrap(),
+        [true, true]
+    );
 }
 
 #[test]
 fn a_recorder_that_wants_no_running_hears_it_only_for_runs_seen_running() {
     common::quiet();
     let (all, later) = (Listener::new(true, true), Listener::new(true, false));
+    LATER.set(later.clone()).ok().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     recorded_by(&[&all, &later], || {
         runtime.block_on(async {
@@ -178,22 +201,19 @@ fn a_recorder_that_wants_no_running_hears_it_only_for_runs_seen_running() {
         task: "pause",
         index,
     };
-    let echoed = TaskRunName {
-        task: "echo",
-        index: 0,
-    };
-    for run in [paused(0), paused(1), paused(2), echoed] {
+    let napped = |index| TaskRunName { task: "nap", index };
+    for run in [paused(0), paused(1), paused(2), napped(0), napped(1)] {
         let every = all.of(run);
         assert_eq!(states(&every), ["Pending", "Running", "Completed"], "{run}");
         let rest = later.of(run);
-        if run == paused(0) {
+        if run == paused(0) || run == napped(0) {
             // Its body ended at once: its Running is in its end's times.
-            assert_eq!(states(&rest), ["Pending", "Completed"]);
-            assert_eq!(rest[1].started, Some(every[1].at));
-            assert_eq!(rest[..], [every[0], every[2]]);
+            assert_eq!(states(&rest), ["Pending", "Completed"], "{run}");
+            assert_eq!(rest[1].started, Some(every[1].at), "{run}");
+            assert_eq!(rest[..], [every[0], every[2]], "{run}");
         } else {
-            // Its body waited, it is a sync body, or no lane ran it: it
-            // heard the Running, with its own time, before the end.
+            // Its body waited, or no lane ran it: it heard the Running,
+            // with its own time, before the end.
             assert_eq!(rest, every, "{run}");
         }
     }
