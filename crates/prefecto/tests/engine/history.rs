@@ -229,6 +229,20 @@ async fn lingering_in_a_map() -> uuid::Uuid {
     id
 }
 
+/// The flow run `id` has `count` runs of `task`, each recorded once, with
+/// the history of a run written while it was running.
+fn each_shown_running_then_completed_once(id: uuid::Uuid, task: &str, count: usize) {
+    let store = open();
+    let task_runs = store.task_runs(id, None).unwrap();
+    assert_eq!(task_runs.len(), count, "{task_runs:?}");
+    for (index, task_run) in task_runs.iter().enumerate() {
+        assert_eq!(task_run.state_name, "Completed");
+        let history = store.state_history(id, Some((task, index as u64))).unwrap();
+        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Pending", "Running", "Completed"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_run_of_a_map_shows_running_then_finishes_once() {
     home();
@@ -237,17 +251,7 @@ async fn a_long_run_of_a_map_shows_running_then_finishes_once() {
         .await
         .expect("the map ends within 60 s")
         .unwrap();
-    let store = open();
-    let task_runs = store.task_runs(id, None).unwrap();
-    assert_eq!(task_runs.len(), 2, "{task_runs:?}");
-    for (index, task_run) in task_runs.iter().enumerate() {
-        assert_eq!(task_run.state_name, "Completed");
-        let history = store
-            .state_history(id, Some(("linger", index as u64)))
-            .unwrap();
-        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["Pending", "Running", "Completed"]);
-    }
+    each_shown_running_then_completed_once(id, "linger", 2);
 }
 
 #[task]
@@ -278,17 +282,7 @@ fn lingering_on_the_pool() -> uuid::Uuid {
 fn a_long_sync_run_of_a_map_shows_running_then_finishes_once() {
     home();
     let id = recorded(lingering_on_the_pool).unwrap();
-    let store = open();
-    let task_runs = store.task_runs(id, None).unwrap();
-    assert_eq!(task_runs.len(), 2, "{task_runs:?}");
-    for (index, task_run) in task_runs.iter().enumerate() {
-        assert_eq!(task_run.state_name, "Completed");
-        let history = store
-            .state_history(id, Some(("linger_blocking", index as u64)))
-            .unwrap();
-        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["Pending", "Running", "Completed"]);
-    }
+    each_shown_running_then_completed_once(id, "linger_blocking", 2);
 }
 
 #[task]
