@@ -157,21 +157,18 @@ impl Pack {
     /// Counts the run and writes its numbers and state code, and for a
     /// `plain` run (no name, message or history) the zeros that say so.
     fn push_head(&mut self, run: Numbers, code: u8, plain: bool) {
-        // The numbers go through a buffer on the stack: one copy into the
-        // body instead of a capacity check per byte.
-        let mut head = Head::default();
-        put_signed(&mut head, run.index.wrapping_sub(self.last_index) as i64);
-        put_signed(&mut head, run.created - self.last_created);
-        put_option(&mut head, run.start.map(|t| t - run.created));
-        put_option(&mut head, run.end.map(|t| t - run.created));
-        put_varint(&mut head, u64::from(run.run_count));
+        let mut head = Head::new();
+        head.signed(run.index.wrapping_sub(self.last_index) as i64);
+        head.signed(run.created - self.last_created);
+        head.option(run.start.map(|t| t - run.created));
+        head.option(run.end.map(|t| t - run.created));
+        head.varint(u64::from(run.run_count));
         head.put(code);
         if plain {
             // No name, no message, no history: three zeros.
-            head.bytes[head.len..head.len + 3].fill(0);
             head.len += 3;
         }
-        self.body.extend_from_slice(&head.bytes[..head.len]);
+        self.body.extend_from_slice(head.written());
         self.runs += 1;
         self.last_index = run.index;
         self.last_created = run.created;
@@ -249,62 +246,68 @@ fn pack_state<'a>(state: &'a RunState<'_>) -> PackedState<'a> {
     }
 }
 
-/// Where a run's bytes go: the body, or the stack buffer of its numbers.
-trait Sink {
-    fn put(&mut self, byte: u8);
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, byte: u8) {
-        self.push(byte);
-    }
-}
-
-/// A run's numbers: two varints of at most 10 bytes, two options of at
-/// most 11, a count of at most 5, a state code, and three zeros.
+/// A run's numbers, written on the stack and copied into the body at once
+/// (a capacity check per byte cost more than the rest): two varints of at
+/// most 10 bytes, two options of at most 11, a count of at most 5, a state
+/// code, and three zeros, 51 bytes at most. Positions are taken modulo its
+/// length, which they never reach, so that no write needs a bounds check.
 struct Head {
     bytes: [u8; 64],
     len: usize,
 }
 
-impl Default for Head {
-    fn default() -> Self {
+impl Head {
+    fn new() -> Self {
         Head {
             bytes: [0; 64],
             len: 0,
         }
     }
-}
 
-impl Sink for Head {
     fn put(&mut self, byte: u8) {
-        self.bytes[self.len] = byte;
+        self.bytes[self.len % 64] = byte;
         self.len += 1;
     }
-}
 
-/// Postcard's varint: seven bits a byte, least significant first.
-fn put_varint(out: &mut impl Sink, mut value: u64) {
-    while value >= 0x80 {
-        out.put(value as u8 | 0x80);
-        value >>= 7;
+    /// Postcard's varint: seven bits a byte, least significant first.
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.put(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.put(value as u8);
     }
-    out.put(value as u8);
-}
 
-/// Postcard's signed integers: zigzag, then a varint.
-fn put_signed(out: &mut impl Sink, value: i64) {
-    put_varint(out, ((value << 1) ^ (value >> 63)) as u64);
-}
+    /// Postcard's signed integers: zigzag, then a varint.
+    fn signed(&mut self, value: i64) {
+        self.varint(((value << 1) ^ (value >> 63)) as u64);
+    }
 
-fn put_option(out: &mut impl Sink, value: Option<i64>) {
-    match value {
-        None => out.put(0),
-        Some(value) => {
-            out.put(1);
-            put_signed(out, value);
+    fn option(&mut self, value: Option<i64>) {
+        match value {
+            None => self.put(0),
+            Some(value) => {
+                self.put(1);
+                self.signed(value);
+            }
         }
     }
+
+    fn written(&self) -> &[u8] {
+        &self.bytes[..self.len.min(64)]
+    }
+}
+
+fn put_varint(body: &mut Vec<u8>, value: u64) {
+    let mut head = Head::new();
+    head.varint(value);
+    body.extend_from_slice(head.written());
+}
+
+fn put_signed(body: &mut Vec<u8>, value: i64) {
+    let mut head = Head::new();
+    head.signed(value);
+    body.extend_from_slice(head.written());
 }
 
 fn put_text(body: &mut Vec<u8>, text: Option<&str>) {
