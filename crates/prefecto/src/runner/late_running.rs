@@ -185,10 +185,11 @@ impl Watch {
                 let due = watched.owed.as_ref().is_some_and(|owed| {
                     now.saturating_sub(owed.state.nanos()) >= LOOK_EVERY.as_nanos() as i64
                 });
-                if let (true, Some(ctx)) = (due, watched.ctx.clone()) {
-                    if let Some(owed) = watched.owed.take() {
-                        owed.pay(&ctx);
-                    }
+                if !due {
+                    continue;
+                }
+                if let (Some(ctx), Some(owed)) = (watched.ctx.clone(), watched.owed.take()) {
+                    owed.pay(&ctx);
                 }
             }
         }

@@ -271,8 +271,8 @@ mod tests {
         }
     }
 
-    /// What the writer gets for each task run's end: `Some(index)` for a
-    /// run packed by the outbox, `None` for one sent as its transition.
+    /// What the writer gets for each task run's end, by run number: `true`
+    /// for a run packed by the outbox, `false` for one sent as its transition.
     fn ends(receiver: &mpsc::Receiver<Vec<Event>>) -> Vec<(u64, bool)> {
         let mut ends = Vec::new();
         for event in receiver.try_iter().flatten() {

@@ -141,8 +141,9 @@ pub(super) fn write_loop(
                 );
             }
         }
-        // Finished task runs seen whole in this batch go straight into packs.
-        let mut batch_packs = BatchPacks::default();
+        // Finished task runs seen whole in this batch go straight into packs
+        // (most come packed by the outbox).
+        let mut batch_packs: FastMap<(Uuid, &'static str), Pack> = FastMap::default();
         let mut packed_by_the_outbox = Packs::new();
         for event in batch.iter_mut().flat_map(|parcel| parcel.drain(..)) {
             match event {
@@ -173,7 +174,7 @@ pub(super) fn write_loop(
                         && !unwritten.contains_key(&key)
                         && !rows.contains(&key);
                     if whole {
-                        let pack = batch_packs.of(flow_run, task);
+                        let pack = batch_packs.entry((flow_run, task)).or_default();
                         match times {
                             Some(times) => {
                                 let numbers = (times.created, times.started, times.run_count);
@@ -222,11 +223,11 @@ pub(super) fn write_loop(
         packed.sort_unstable_by_key(|&(created, key)| (created, key));
         for &(_, key) in &packed {
             if let RunKey::Task(flow_run, task, index) = key {
-                let pack = batch_packs.of(flow_run, task);
+                let pack = batch_packs.entry((flow_run, task)).or_default();
                 pack.push(&unwritten[&key].update.packed(index));
             }
         }
-        let mut packs = batch_packs.into_packs();
+        let mut packs: Packs = batch_packs.into_iter().collect();
         packs.append(&mut packed_by_the_outbox);
         let due = Plan {
             others: &others,
@@ -328,42 +329,6 @@ pub(super) fn write_loop(
             // Try again soon rather than at the next parcel.
             next_fetch = next_fetch.min(Instant::now() + Duration::from_millis(250));
         }
-    }
-}
-
-/// The packs of one batch, by flow run and task, the one filled last at
-/// hand: a batch's runs come mostly a task at a time, and finding a run's
-/// pack by hashing its flow run and task's name cost a tenth of what
-/// packing the run does.
-#[derive(Default)]
-struct BatchPacks {
-    packs: FastMap<(Uuid, &'static str), Pack>,
-    current: Option<((Uuid, &'static str), Pack)>,
-}
-
-impl BatchPacks {
-    fn of(&mut self, flow_run: Uuid, task: &'static str) -> &mut Pack {
-        // A task's name is compared by address first: it is the same
-        // `&'static str` for all its runs.
-        let same = |(at_flow_run, at_task): &(Uuid, &'static str)| {
-            *at_flow_run == flow_run && (std::ptr::eq(*at_task, task) || *at_task == task)
-        };
-        if !self.current.as_ref().is_some_and(|(at, _)| same(at)) {
-            if let Some((at, pack)) = self.current.take() {
-                self.packs.insert(at, pack);
-            }
-            let pack = self.packs.remove(&(flow_run, task)).unwrap_or_default();
-            self.current = Some(((flow_run, task), pack));
-        }
-        let (_, pack) = self.current.get_or_insert_default();
-        pack
-    }
-
-    fn into_packs(mut self) -> Packs {
-        if let Some((at, pack)) = self.current.take() {
-            self.packs.insert(at, pack);
-        }
-        self.packs.into_iter().collect()
     }
 }
 
