@@ -105,29 +105,33 @@ fn this_threads_slot() -> Option<Arc<Mutex<Slot>>> {
 /// this thread is not watched (its caller then pays it at once), else a
 /// guard that forgets it when the body ends.
 pub(crate) fn owe(owed: OwedRunning) -> Result<BodyWatched, OwedRunning> {
-    let slot = SLOT.with(|slot| slot.get().cloned());
-    let Some(slot) = slot else {
-        return Err(owed);
-    };
-    let mut watched = lock(&slot);
-    // Not in a lane's slice, or in a body that runs another run's body on
-    // its thread: not watched.
-    if watched.ctx.is_none() || watched.owed.is_some() {
-        return Err(owed);
-    }
-    watched.owed = Some(owed);
-    drop(watched);
-    Ok(BodyWatched(slot))
+    SLOT.with(|slot| {
+        let Some(slot) = slot.get() else {
+            return Err(owed);
+        };
+        let mut watched = lock(slot);
+        // Not in a lane's slice, or in a body that runs another run's body
+        // on its thread: not watched.
+        if watched.ctx.is_none() || watched.owed.is_some() {
+            return Err(owed);
+        }
+        watched.owed = Some(owed);
+        Ok(BodyWatched(std::marker::PhantomData))
+    })
 }
 
-/// A body watched on its thread: dropped when it ends. If the watcher paid
-/// its `Running`, it did so under the slot's lock, which this takes: the
-/// run's end is recorded after it.
-pub(crate) struct BodyWatched(Arc<Mutex<Slot>>);
+/// A body watched on its thread: dropped when it ends, on that thread (it
+/// is not `Send`). If the watcher paid its `Running`, it did so under the
+/// slot's lock, which this takes: the run's end is recorded after it.
+pub(crate) struct BodyWatched(std::marker::PhantomData<*const ()>);
 
 impl Drop for BodyWatched {
     fn drop(&mut self) {
-        lock(&self.0).owed = None;
+        SLOT.with(|slot| {
+            if let Some(slot) = slot.get() {
+                lock(slot).owed = None;
+            }
+        });
     }
 }
 
