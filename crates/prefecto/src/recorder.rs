@@ -102,7 +102,6 @@ impl RunTimes {
     }
 
     /// [`started`](Self::started) in nanoseconds since the epoch.
-    #[cfg_attr(not(feature = "history"), allow(dead_code))]
     pub(crate) fn started_nanos(&self) -> Option<i64> {
         self.started
     }

@@ -147,8 +147,6 @@ impl<T> RunShared<T> {
     /// Counts `state` into the run's times, and returns them: `None` for a
     /// run never Pending. Its creation was noted when it was made.
     pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
-        let created = from_nanos(self.created.load(Ordering::Relaxed))?;
-        let mut run_count = self.run_count.load(Ordering::Relaxed);
         if state.is_running() {
             let _ = self.started.compare_exchange(
                 0,
@@ -156,8 +154,15 @@ impl<T> RunShared<T> {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            run_count = self.run_count.fetch_add(1, Ordering::Relaxed) + 1;
+            self.run_count.fetch_add(1, Ordering::Relaxed);
         }
+        self.times()
+    }
+
+    /// Its times as they stand: `None` until it is announced.
+    pub(crate) fn times(&self) -> Option<crate::recorder::RunTimes> {
+        let created = from_nanos(self.created.load(Ordering::Relaxed))?;
+        let run_count = self.run_count.load(Ordering::Relaxed);
         let started = from_nanos(self.started.load(Ordering::Relaxed));
         Some(crate::recorder::RunTimes::from_nanos(
             created, started, run_count,

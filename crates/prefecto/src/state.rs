@@ -195,6 +195,14 @@ impl State {
     pub fn running() -> Self {
         State::known(StateType::Running, const { code("Running") }, None)
     }
+    /// `Running()` entered at `nanos` since the epoch: a run's first
+    /// `Running` read back from its start time.
+    pub(crate) fn running_at(nanos: i64) -> Self {
+        State {
+            nanos,
+            ..State::unstamped(StateType::Running, const { code("Running") })
+        }
+    }
     /// `Retrying()`: running again after a failure.
     pub fn retrying() -> Self {
         State::known(StateType::Running, const { code("Retrying") }, None)

@@ -80,37 +80,42 @@ impl<T: Task> TaskRun<'_, T> {
     }
 
     /// Moves the run to its first `Running`, as [`transition`](Self::transition)
-    /// does, handing it only to the recorders that want it at once: the
-    /// others are owed it ([`Recorder::wants_running`]), and hear it from
-    /// [`record_owed`](Self::record_owed) if the run is seen still running.
+    /// does, handing it only to the recorders that want it at once; true if
+    /// others are owed it ([`Recorder::wants_running`]): they hear it from
+    /// [`owed_running`](Self::owed_running) if the run is seen still running.
     ///
     /// [`Recorder::wants_running`]: crate::recorder::Recorder::wants_running
-    pub(crate) fn start_running(&self) -> Option<OwedRunning> {
+    pub(crate) fn start_running(&self) -> bool {
         let state = State::running();
-        let mut owed = None;
+        let mut owes = false;
         if self.ctx.has_recorders() {
             let seams = &self.ctx.seams;
             let times = self.shared.times_with(&state);
             let run = Some((self.name(), self.shared.spec));
             self.ctx
                 .record_task_transition_to(&seams.running_recorders, run, &state, times, &[]);
-            if !seams.late_running_recorders.is_empty() {
-                owed = Some(OwedRunning {
-                    name: self.name(),
-                    spec: self.shared.spec,
-                    state: state.clone(),
-                    times,
-                });
-            }
+            owes = !seams.late_running_recorders.is_empty();
         }
         self.shared.set_state(state);
-        owed
+        owes
     }
 
-    /// The run is still running: the recorders that did not hear its
-    /// `Running` at once hear it now, with its own time.
-    pub(crate) fn record_owed(&self, owed: OwedRunning) {
-        owed.pay(self.ctx);
+    /// The `Running` that [`start_running`](Self::start_running) owes, read
+    /// back from the run's times: a first start's time is its `Running`'s,
+    /// and a run started inline has one attempt only.
+    pub(crate) fn owed_running(&self) -> OwedRunning {
+        let times = self.shared.times();
+        let started = times.and_then(|times| times.started_nanos());
+        let state = match started {
+            Some(nanos) => State::running_at(nanos),
+            None => self.shared.state(),
+        };
+        OwedRunning {
+            name: self.name(),
+            spec: self.shared.spec,
+            state,
+            times,
+        }
     }
 
     /// Hands a transition to the recorders, with the run's times.
