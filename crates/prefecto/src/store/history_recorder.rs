@@ -141,8 +141,8 @@ impl Recorder for HistoryRecorder {
             });
         }
         let key = RunKey::Task(event.flow_run.id, run.task, run.index);
-        // A run that starts and ends quickly costs one event, at its end:
-        // its Pending and Running states follow from its times.
+        // A run that starts and ends quickly is recorded once, at its end,
+        // packed by the outbox: its Pending and Running follow from its times.
         if event.times.is_some() && state.is_pending() {
             return;
         }
