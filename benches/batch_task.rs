@@ -15,7 +15,8 @@
 //!   per input. Nothing counts allocations while anything is timed.
 //!   `--rss WORKLOAD N [--history] [--times K]` runs one workload alone (to
 //!   profile it), K times in the process, and prints the last run's time.
-//! - History: the same maps with the SQLite run history on, against off.
+//! - History: the same maps with the SQLite run history on, against off,
+//!   three times `REPS` rounds each, interleaved.
 //! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
 //!   against the ideal from the nominal durations and from the measured ones.
 
@@ -466,13 +467,16 @@ fn main() {
 
     println!();
     let history_inputs = if quick { 10_000 } else { 100_000 };
+    // Three times the rounds: a round is short (100k quick runs), and the
+    // ratio of two medians of five moved by a third between runs of the bench.
+    let history_reps = reps * 3;
     println!(
-        "run history (SQLite), {history_inputs} inputs: µs per input, off and on (median of {reps})"
+        "run history (SQLite), {history_inputs} inputs: µs per input, off and on (median of {history_reps})"
     );
     let (history_on, home) = with_fresh_history();
     for w in [PREFECTO[0], PREFECTO[2], PREFECTO[4], PREFECTO[5]] {
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
+        for _ in 0..history_reps {
             off.push(engine_only.scope(|| w.run(&runtime, history_inputs)));
             // The flow call returns once its history is committed: the
             // writer's work is in the figure.
