@@ -157,6 +157,16 @@ impl Pack {
     /// Counts the run and writes its numbers and state code, and for a
     /// `plain` run (no name, message or history) the zeros that say so.
     fn push_head(&mut self, run: Numbers, code: u8, plain: bool) {
+        if plain {
+            if let Some(small) = small_plain(&run, self.last_index, self.last_created, code) {
+                // Most quick runs: every number fits a byte.
+                self.body.extend_from_slice(&small);
+                self.runs += 1;
+                self.last_index = run.index;
+                self.last_created = run.created;
+                return;
+            }
+        }
         let mut head = Head::new();
         head.signed(run.index.wrapping_sub(self.last_index) as i64);
         head.signed(run.created - self.last_created);
@@ -296,6 +306,28 @@ impl Head {
     fn written(&self) -> &[u8] {
         &self.bytes[..self.len.min(64)]
     }
+}
+
+/// A plain run (no name, message or history) that started and ended, once,
+/// with every number under 128 as a varint (most quick runs: their times
+/// are microseconds apart), as `push_head` writes it, in one piece.
+fn small_plain(run: &Numbers, last_index: u64, last_created: i64, code: u8) -> Option<[u8; 11]> {
+    let zigzag = |value: i64| ((value << 1) ^ (value >> 63)) as u64;
+    let (Some(start), Some(end)) = (run.start, run.end) else {
+        return None;
+    };
+    let numbers = [
+        zigzag(run.index.wrapping_sub(last_index) as i64),
+        zigzag(run.created - last_created),
+        zigzag(start - run.created),
+        zigzag(end - run.created),
+        u64::from(run.run_count),
+    ];
+    if numbers.iter().any(|&n| n >= 0x80) {
+        return None;
+    }
+    let [index, created, start, end, run_count] = numbers.map(|n| n as u8);
+    Some([index, created, 1, start, 1, end, run_count, code, 0, 0, 0])
 }
 
 fn put_varint(body: &mut Vec<u8>, value: u64) {
@@ -459,6 +491,55 @@ mod tests {
                 pack.push(run);
             }
             prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
+        }
+    }
+
+    /// Runs a few microseconds apart, most with a plain end: the numbers
+    /// of most of them fit a byte each (`small_plain`), some do not.
+    fn close_runs() -> impl Strategy<Value = Vec<Run<'static>>> {
+        let step = (
+            -3i64..6,
+            -70i64..70,
+            prop::option::of(-70i64..70),
+            prop::option::of(-70i64..70),
+            0u32..3,
+            0..CODES.len(),
+            any::<bool>(),
+        );
+        prop::collection::vec(step, 0..60).prop_map(|steps| {
+            let (mut index, mut created) = (1_000u64, 1_790_000_000_000_000i64);
+            steps
+                .into_iter()
+                .map(
+                    |(index_step, created_step, start, end, run_count, code, plain)| {
+                        index = index.wrapping_add(index_step as u64);
+                        created += created_step;
+                        let (state_type, usual) = CODES[code];
+                        let name = if plain { usual } else { "Renamed" };
+                        Run {
+                            index,
+                            created,
+                            start: start.map(|t| created + t),
+                            end: end.map(|t| created + t),
+                            run_count,
+                            state: state(state_type, name, None),
+                            history: Vec::new(),
+                        }
+                    },
+                )
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn close_runs_are_written_as_postcard_writes_them(runs in close_runs()) {
+            let mut pack = Pack::default();
+            for run in &runs {
+                pack.push(run);
+            }
+            prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
+            prop_assert_eq!(unpack(pack.body()).unwrap(), runs);
         }
     }
 

@@ -42,7 +42,17 @@ impl RunningRuns {
     }
 
     /// Takes the run out, if it is running.
+    #[inline]
     pub fn take(&mut self, key: &RunKey) -> Option<RunningRun> {
+        // Most often none is: quick runs are not noted running at all
+        // (`Recorder::wants_running`).
+        if self.recent.is_empty() && self.older.is_empty() {
+            return None;
+        }
+        self.take_noted(key)
+    }
+
+    fn take_noted(&mut self, key: &RunKey) -> Option<RunningRun> {
         // Most often the run started last: a run's body ran on the thread
         // that recorded its start, and no other run started between.
         if self.recent.back().is_some_and(|(last, _)| last == key) {
