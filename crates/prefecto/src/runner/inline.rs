@@ -112,8 +112,8 @@ impl<T: Task> TaskRun<'_, T> {
                     self.owed_running().pay(self.ctx);
                 }
                 tokio::select! {
-                biased;
-                outcome = &mut body => self.inline_attempt(outcome, "async", "a sync"),
+                    biased;
+                    outcome = &mut body => self.inline_attempt(outcome, "async", "a sync"),
                     _ = self.scope.token().cancelled() => Attempt::Final(State::cancelled(self.scope.reason())),
                 }
             }

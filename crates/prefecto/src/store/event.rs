@@ -61,8 +61,9 @@ pub(super) enum Event {
         flow: String,
         state: StateRow,
     },
-    /// The state as the engine made it: a row only if the run is not
-    /// written whole at its end (nearly every run is), and half the size.
+    /// A transition of a task run the outbox did not pack (a retry, a run
+    /// that lingered), with the state as the engine made it: half a row's
+    /// size, made a row only if the run is not written whole at its end.
     TaskRun {
         flow_run: Uuid,
         task: &'static str,
