@@ -230,8 +230,41 @@ impl FlowRunContext {
         self.record_task_transition_to(recorders, task_run, state, times, upstream);
     }
 
+    /// Hands a task run's first `Running` to the recorders that hear it at
+    /// once; true if others are owed it ([`Recorder::wants_running`]): they
+    /// hear it from [`record_owed_running`](Self::record_owed_running) once
+    /// the run is seen still running.
+    pub(crate) fn record_first_running(
+        &self,
+        task_run: (TaskRunName, &'static TaskSpec),
+        state: &State,
+        times: Option<RunTimes>,
+    ) -> bool {
+        let at_once = &self.seams.running_recorders;
+        self.record_task_transition_to(at_once, Some(task_run), state, times, &[]);
+        self.owes_running()
+    }
+
+    /// Whether any recorder hears a first `Running` only once the run is
+    /// seen still running.
+    pub(crate) fn owes_running(&self) -> bool {
+        !self.seams.late_running_recorders.is_empty()
+    }
+
+    /// A first `Running` that [`record_first_running`](Self::record_first_running)
+    /// owed: the run is still running.
+    pub(crate) fn record_owed_running(
+        &self,
+        task_run: (TaskRunName, &'static TaskSpec),
+        state: &State,
+        times: Option<RunTimes>,
+    ) {
+        let later = &self.seams.late_running_recorders;
+        self.record_task_transition_to(later, Some(task_run), state, times, &[]);
+    }
+
     /// Hands a task run's transition to `recorders` only.
-    pub(crate) fn record_task_transition_to(
+    fn record_task_transition_to(
         &self,
         recorders: &[Arc<dyn Recorder>],
         task_run: Option<(TaskRunName, &'static TaskSpec)>,

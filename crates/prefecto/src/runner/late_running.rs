@@ -37,9 +37,7 @@ pub(crate) struct OwedRunning {
 impl OwedRunning {
     /// Hands it to the recorders it is owed to.
     pub(super) fn pay(self, ctx: &FlowRunContext) {
-        let later = &ctx.seams.late_running_recorders;
-        let run = Some((self.name, self.spec));
-        ctx.record_task_transition_to(later, run, &self.state, self.times, &[]);
+        ctx.record_owed_running((self.name, self.spec), &self.state, self.times);
     }
 }
 
@@ -66,7 +64,7 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 /// Runs a pool lane's slice of `ctx`'s runs with this thread watched, if
 /// any recorder of the flow run wants a `Running` only once it is seen.
 pub(crate) fn watching<R>(ctx: &Arc<FlowRunContext>, slice: impl FnOnce() -> R) -> R {
-    if ctx.seams.late_running_recorders.is_empty() {
+    if !ctx.owes_running() {
         return slice();
     }
     let Some(slot) = this_threads_slot() else {

@@ -87,15 +87,11 @@ impl<T: Task> TaskRun<'_, T> {
     /// [`Recorder::wants_running`]: crate::recorder::Recorder::wants_running
     pub(crate) fn start_running(&self) -> bool {
         let state = State::running();
-        let mut owes = false;
-        if self.ctx.has_recorders() {
-            let seams = &self.ctx.seams;
+        let owes = self.ctx.has_recorders() && {
             let times = self.shared.times_with(&state);
-            let run = Some((self.name(), self.shared.spec));
-            self.ctx
-                .record_task_transition_to(&seams.running_recorders, run, &state, times, &[]);
-            owes = !seams.late_running_recorders.is_empty();
-        }
+            let run = (self.name(), self.shared.spec);
+            self.ctx.record_first_running(run, &state, times)
+        };
         self.shared.set_state(state);
         owes
     }

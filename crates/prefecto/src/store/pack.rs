@@ -290,7 +290,7 @@ impl Head {
 
     /// Postcard's signed integers: zigzag, then a varint.
     fn signed(&mut self, value: i64) {
-        self.varint(((value << 1) ^ (value >> 63)) as u64);
+        self.varint(zigzag(value));
     }
 
     fn option(&mut self, value: Option<i64>) {
@@ -312,7 +312,6 @@ impl Head {
 /// with every number under 128 as a varint (most quick runs: their times
 /// are microseconds apart), as `push_head` writes it, in one piece.
 fn small_plain(run: &Numbers, last_index: u64, last_created: i64, code: u8) -> Option<[u8; 11]> {
-    let zigzag = |value: i64| ((value << 1) ^ (value >> 63)) as u64;
     let (Some(start), Some(end)) = (run.start, run.end) else {
         return None;
     };
@@ -328,6 +327,11 @@ fn small_plain(run: &Numbers, last_index: u64, last_created: i64, code: u8) -> O
     }
     let [index, created, start, end, run_count] = numbers.map(|n| n as u8);
     Some([index, created, 1, start, 1, end, run_count, code, 0, 0, 0])
+}
+
+/// Postcard's zigzag: small magnitudes, of either sign, to small numbers.
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
 }
 
 fn put_varint(body: &mut Vec<u8>, value: u64) {
