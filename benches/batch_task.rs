@@ -14,7 +14,7 @@
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
 //!   per input. Nothing counts allocations while anything is timed.
 //!   `--rss WORKLOAD N [--history] [--times K]` runs one workload alone (to
-//!   profile it), K times in the process, and prints the last run's time.
+//!   profile it), K times in the process, and prints the last run's time and the median.
 //! - History: the same maps with the SQLite run history on, against off,
 //!   three times `REPS` rounds each, interleaved.
 //! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
@@ -320,31 +320,33 @@ fn main() {
         let workload = Workload::parse(&args[i + 1]);
         let n = args[i + 2].parse().unwrap();
         // `--history`: with the run history on, in a fresh folder (to profile it).
-        // `--times K`: K runs in the process, the last one timed (a warm
-        // allocator and pools, as in the tables).
+        // `--times K`: K runs in the process (a warm allocator and pools, as in
+        // the tables): the last one printed, and the median of all.
         let times = match args.iter().position(|a| a == "--times") {
             Some(t) => args[t + 1].parse().unwrap(),
             None => 1,
         };
         let runtime = runtime();
-        let last_of = |setup: &Prefecto| {
+        // Every run's seconds: the last is printed, and the median of all.
+        let all_of = |setup: &Prefecto| {
             (0..times)
                 .map(|_| setup.scope(|| workload.run(&runtime, n)))
-                .last()
-                .unwrap_or_default()
+                .collect::<Vec<f64>>()
         };
-        let seconds = match args.iter().any(|a| a == "--history") {
-            false => last_of(&engine_only),
+        let mut seconds = match args.iter().any(|a| a == "--history") {
+            false => all_of(&engine_only),
             true => {
                 let (history_on, home) = with_fresh_history();
-                let seconds = last_of(&history_on);
+                let seconds = all_of(&history_on);
                 drop(history_on);
                 let _ = std::fs::remove_dir_all(&home);
                 seconds
             }
         };
-        // The time of this one run too, for comparing two builds run by turns.
-        println!("us_per_input {:.3}", seconds * 1e6 / n as f64);
+        // The time of the last run too, for comparing two builds run by turns.
+        let last = seconds.last().copied().unwrap_or_default();
+        println!("us_per_input {:.3}", last * 1e6 / n as f64);
+        println!("us_median {:.3}", per_input(&mut seconds, n).0);
         println!("rss_kib {}", peak_rss_kib());
         return;
     }
