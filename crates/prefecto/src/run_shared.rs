@@ -136,6 +136,7 @@ impl<T> RunShared<T> {
     }
 
     /// Moves to a non-terminal state. Ignored once terminal: a run never leaves a terminal state.
+    #[inline(always)]
     pub(crate) fn set_state(&self, state: State) {
         debug_assert!(!state.is_terminal());
         let mut slot = self.slot();
@@ -157,6 +158,12 @@ impl<T> RunShared<T> {
             self.run_count.fetch_add(1, Ordering::Relaxed);
         }
         self.times()
+    }
+
+    /// When it was made `Pending`, in nanoseconds since the epoch; `None`
+    /// for a run never Pending.
+    pub(crate) fn created_nanos(&self) -> Option<i64> {
+        from_nanos(self.created.load(Ordering::Relaxed))
     }
 
     /// Its times as they stand: `None` until it is announced.
@@ -236,6 +243,7 @@ impl<T> RunShared<T> {
     }
 
     /// Moves to a terminal state, with the value if it completed, and wakes every waiter.
+    #[inline(always)]
     pub(crate) fn finish(&self, state: State, value: Option<T>) {
         debug_assert!(state.is_terminal());
         let waiting = {

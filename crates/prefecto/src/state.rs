@@ -178,6 +178,10 @@ impl State {
     }
 
     /// A state with a known name: no string to look up.
+    // This and the constructors of the states every run goes through are
+    // inlined: returned from a call, a state was written field by field and
+    // read back 16 bytes at a time, a stall on every run's transitions.
+    #[inline]
     fn known(state_type: StateType, code: u8, message: Option<String>) -> Self {
         State {
             has_message: message.is_some(),
@@ -188,15 +192,18 @@ impl State {
     }
 
     /// `Pending()`.
+    #[inline]
     pub fn pending() -> Self {
         State::known(StateType::Pending, const { code("Pending") }, None)
     }
     /// `Running()`.
+    #[inline]
     pub fn running() -> Self {
         State::known(StateType::Running, const { code("Running") }, None)
     }
     /// `Running()` entered at `nanos` since the epoch: a run's first
     /// `Running` read back from its start time.
+    #[inline]
     pub(crate) fn running_at(nanos: i64) -> Self {
         State {
             nanos,
@@ -226,14 +233,17 @@ impl State {
 
     /// `Completed()`, stamped when it is entered ([`entered_now`](Self::entered_now)):
     /// a run's end is stamped once, not also when it is decided.
+    #[inline]
     pub(crate) fn completed_unstamped() -> Self {
         State::unstamped(StateType::Completed, const { code("Completed") })
     }
     /// `Cached()`, stamped when it is entered.
+    #[inline]
     pub(crate) fn cached_unstamped() -> Self {
         State::unstamped(StateType::Completed, const { code("Cached") })
     }
 
+    #[inline]
     fn unstamped(state_type: StateType, name: u8) -> Self {
         State {
             state_type,
@@ -330,6 +340,7 @@ impl State {
 
     /// The same state, entered now: a run's final state is stamped when the
     /// run is recorded as finished, after any lines logged about its end.
+    #[inline]
     pub(crate) fn entered_now(mut self) -> Self {
         self.nanos = crate::clock::now_nanos();
         self

@@ -141,21 +141,26 @@ impl<T: Task> MapRun<T> {
             Some(taken) => Some(taken),
             None => self.take_next_waiting().await,
         };
+        // Whether the run in `next` was made Pending just now, by this
+        // lane going straight on, with no recorder hearing its submission:
+        // it may start at that time (`run_inline_async`).
+        let heard_submitted = self.ctx.records_submission(&[]);
+        let mut just_created = false;
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);
             let started = match submitted {
-                Submitted::Started(started) => Some(started),
+                Submitted::Started(started) => Some(*started),
                 // Nothing to wait for: straight to the body, which is not
                 // started if the map was cancelled meanwhile.
                 Submitted::Args(RunArgs::Ready(args))
                     if self.inline && self.task.spec().is_async =>
                 {
-                    task_run.run_inline_async(args).await;
+                    task_run.run_inline_async(args, just_created).await;
                     None
                 }
                 Submitted::Args(args) => match task_run.inputs_ready(args).await {
                     Some(args) if self.inline && self.task.spec().is_async => {
-                        task_run.run_inline_async(args).await;
+                        task_run.run_inline_async(args, false).await;
                         None
                     }
                     ready => ready.map(|args| task_run.start(args)),
@@ -172,10 +177,10 @@ impl<T: Task> MapRun<T> {
                 self.deliver_later(position, &run).await;
             }
             drop(run);
-            next = match self.take_next() {
-                Next::Input(taken) => Some(taken),
-                Next::Done => None,
-                Next::Full => self.take_next_waiting().await,
+            (next, just_created) = match self.take_next() {
+                Next::Input(taken) => (Some(taken), !heard_submitted),
+                Next::Done => (None, false),
+                Next::Full => (self.take_next_waiting().await, false),
             };
         }
     }

@@ -249,7 +249,7 @@ impl<T: Task> MapRun<T> {
                     Submitted::Args(args) => task_run.inputs_ready(args).await,
                     // Not made for a map that runs inline; driven here if it was.
                     Submitted::Started(started) => {
-                        task_run.drive_started(started).await;
+                        task_run.drive_started(*started).await;
                         None
                     }
                 };

@@ -77,8 +77,12 @@ pub(super) struct MapRun<T: Task> {
 
 /// An input taken from the queue: started already (a sync body, queued on
 /// the pool in input order) or to start on its lane.
+///
+/// A started run is boxed: it is rare on the paths that matter (a queued
+/// sync body pays for channels anyway), and unboxed it made every taken
+/// input ~90 bytes, which a lane moved several times per run.
 pub(super) enum Submitted<T: Task> {
-    Started(Started<T>),
+    Started(Box<Started<T>>),
     Args(RunArgs<T::Args>),
 }
 
@@ -325,7 +329,7 @@ impl<T: Task> MapRun<T> {
         task_run.announce(&args.upstream(self.task.spec().param_names));
         let submitted = match args {
             RunArgs::Ready(args) if !self.task.spec().is_async && !self.inline => {
-                Submitted::Started(task_run.start(args))
+                Submitted::Started(Box::new(task_run.start(args)))
             }
             // Async bodies, and runs that wait for upstream runs, start on their lane.
             args => Submitted::Args(args),

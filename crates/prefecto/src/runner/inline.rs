@@ -36,10 +36,16 @@ impl<T: Task> TaskRun<'_, T> {
     /// `Running` is owed to recorders that hear it only once the run is
     /// seen still running, unless it ends here: cancelled before it started
     /// (its body never starts), or cached.
+    ///
+    /// `just_created`: nothing but the engine's own steps ran since the run
+    /// was made `Pending` (its lane took it and went straight on; no
+    /// recorder heard its submission): a run with no cache key then starts
+    /// at its creation's time, which saves a reading of the clock, a tenth
+    /// of a quick run's time.
     // Inlined into both callers: as a call of its own it cost a quick
     // async run 2% of its instructions (callgrind).
     #[inline(always)]
-    fn begin_inline(&self, args: &T::Args) -> Option<(Option<String>, bool)> {
+    fn begin_inline(&self, args: &T::Args, just_created: bool) -> Option<(Option<String>, bool)> {
         if self.scope.is_cancelled() {
             self.finish(State::cancelled(self.scope.reason()), None);
             return None;
@@ -49,7 +55,11 @@ impl<T: Task> TaskRun<'_, T> {
             self.finish(State::cached_unstamped(), Some(value));
             return None;
         }
-        let owes = self.start_running();
+        let at = match just_created && cache_key.is_none() {
+            true => self.shared.created_nanos(),
+            false => None,
+        };
+        let owes = self.start_running(at);
         Some((cache_key, owes))
     }
 
@@ -57,7 +67,7 @@ impl<T: Task> TaskRun<'_, T> {
     /// for a task that [`runs_inline`], on a thread outside the runtime.
     /// Once the run's scope is cancelled, the body never starts.
     pub(crate) fn run_inline(&self, args: T::Args) {
-        let Some((cache_key, owes)) = self.begin_inline(&args) else {
+        let Some((cache_key, owes)) = self.begin_inline(&args, false) else {
             return;
         };
         // Its thread is watched, in a lane's slice: the `Running` is heard
@@ -93,9 +103,10 @@ impl<T: Task> TaskRun<'_, T> {
 
     /// As [`run_inline`](Self::run_inline), for an async body, in a task
     /// whose flow run is `ctx` already (a map's async lane). On
-    /// cancellation the body is dropped at its next `.await`.
-    pub(crate) async fn run_inline_async(&self, args: T::Args) {
-        let Some((cache_key, owes)) = self.begin_inline(&args) else {
+    /// cancellation the body is dropped at its next `.await`. `just_created`
+    /// as for [`begin_inline`](Self::begin_inline).
+    pub(crate) async fn run_inline_async(&self, args: T::Args, just_created: bool) {
+        let Some((cache_key, owes)) = self.begin_inline(&args, just_created) else {
             return;
         };
         let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
@@ -105,6 +116,14 @@ impl<T: Task> TaskRun<'_, T> {
         // whose wait costs about as much to make and drop as a quick body.
         let first = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll(cx))).await;
         let attempt = match first {
+            // Most quick runs: a value at once, with no key to persist it
+            // under. Ended here, as `settle` would end it, without moving
+            // the outcome through `inline_attempt` and `settle`'s returns
+            // (their stores and reloads were a tenth of this function's time).
+            Poll::Ready(Ok(Some(Ok(value)))) if cache_key.is_none() => {
+                self.finish(State::completed_unstamped(), Some(value));
+                return;
+            }
             Poll::Ready(outcome) => self.inline_attempt(outcome, "async", "a sync"),
             Poll::Pending => {
                 // It waits: it is running, for every recorder.

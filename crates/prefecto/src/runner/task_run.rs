@@ -83,10 +83,12 @@ impl<T: Task> TaskRun<'_, T> {
     /// does, handing it only to the recorders that want it at once; true if
     /// others are owed it ([`Recorder::wants_running`]): they hear it from
     /// [`owed_running`](Self::owed_running) if the run is seen still running.
+    /// Entered now, or `at` (nanoseconds since the epoch) if given.
     ///
     /// [`Recorder::wants_running`]: crate::recorder::Recorder::wants_running
-    pub(crate) fn start_running(&self) -> bool {
-        let state = State::running();
+    #[inline]
+    pub(crate) fn start_running(&self, at: Option<i64>) -> bool {
+        let state = at.map_or_else(State::running, State::running_at);
         let owes = self.ctx.has_recorders() && {
             let times = self.shared.times_with(&state);
             let run = (self.name(), self.shared.spec);
@@ -128,6 +130,7 @@ impl<T: Task> TaskRun<'_, T> {
     }
 
     /// Moves the run to its terminal state, logs it, and wakes its waiters.
+    #[inline]
     pub(crate) fn finish(&self, state: State, value: Option<T::Output>) {
         let name = self.name();
         let state = state.entered_now();

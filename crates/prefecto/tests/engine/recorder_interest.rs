@@ -13,7 +13,7 @@ use prefecto::prelude::*;
 use prefecto::recorder::{Recorder, TransitionEvent};
 
 /// A transition as a recorder heard it: the state's name, its time, and
-/// the run's creation and start times it carried (µs).
+/// the run's creation and start times it carried (ns since the epoch).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Heard {
     state: &'static str,
@@ -59,12 +59,9 @@ impl Recorder for Listener {
         };
         let heard = Heard {
             state,
-            at: event.state.timestamp().timestamp_micros(),
-            created: event.times.map(|t| t.created().timestamp_micros()),
-            started: event
-                .times
-                .and_then(|t| t.started())
-                .map(|t| t.timestamp_micros()),
+            at: nanos(event.state.timestamp()),
+            created: event.times.map(|t| nanos(t.created())),
+            started: event.times.and_then(|t| t.started()).map(nanos),
         };
         self.heard.lock().unwrap().push((run, heard));
     }
@@ -76,6 +73,10 @@ impl Recorder for Listener {
     fn wants_running(&self) -> bool {
         self.wants_running
     }
+}
+
+fn nanos(time: chrono::DateTime<chrono::Utc>) -> i64 {
+    time.timestamp_nanos_opt().unwrap()
 }
 
 fn states(heard: &[Heard]) -> Vec<&'static str> {
@@ -216,5 +217,69 @@ fn a_recorder_that_wants_no_running_hears_it_only_for_runs_seen_running() {
             // with its own time, before the end.
             assert_eq!(rest, every, "{run}");
         }
+    }
+}
+
+#[task]
+async fn echo(x: u64) -> u64 {
+    x
+}
+
+#[flow]
+async fn quick_map(inputs: u64) -> Vec<u64> {
+    let batch = BatchTask::new(echo, 2).unwrap().sliding_window();
+    let futures = batch.map_async(0..inputs).await.unwrap();
+    futures.results_async().await.unwrap()
+}
+
+/// Runs `quick_map` over 50 inputs for the listener; what it heard of each run.
+fn heard_of_quick_map(listener: &Arc<Listener>) -> Vec<Vec<Heard>> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mapped = recorded_by(&[listener], || {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), quick_map(50)).await })
+    });
+    assert_eq!(
+        mapped.expect("the flow ends within 60 s").unwrap().len(),
+        50
+    );
+    (0..50)
+        .map(|index| {
+            listener.of(TaskRunName {
+                task: "echo",
+                index,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_its_lane_starts_as_it_makes_it_has_one_time_for_both() {
+    common::quiet();
+    // Nobody hears the submissions: a lane that goes straight on from one
+    // run to the next input starts that run at its creation's time.
+    let quiet = Listener::new(false, false);
+    let runs = heard_of_quick_map(&quiet);
+    for heard in &runs {
+        assert_eq!(states(heard), ["Completed"]);
+        let (created, started) = (heard[0].created.unwrap(), heard[0].started.unwrap());
+        assert!(created <= started && started <= heard[0].at, "{heard:?}");
+    }
+    // All but the lanes' first runs, taken together before either started.
+    let one_time = runs
+        .iter()
+        .filter(|heard| heard[0].created == heard[0].started)
+        .count();
+    assert!(one_time >= 48, "{one_time} of 50 started as they were made");
+    // A recorder hears the submissions: the start is read from the clock,
+    // after the Pending it heard.
+    let told = Listener::new(true, false);
+    for heard in heard_of_quick_map(&told) {
+        assert_eq!(states(&heard), ["Pending", "Completed"]);
+        let started = heard[1].started.unwrap();
+        assert!(
+            heard[0].at <= started && started <= heard[1].at,
+            "{heard:?}"
+        );
     }
 }
