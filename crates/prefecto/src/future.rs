@@ -151,31 +151,12 @@ impl<T> PrefectFutureList<T> {
     /// Inside a current-thread Tokio runtime, whose only thread the runs
     /// need: use [`wait_async`](Self::wait_async) there.
     pub fn wait(&self) -> Vec<State> {
-        self.wait_blocking("PrefectFutureList::wait", "wait_async().await");
+        wait_blocking(
+            &self.futures,
+            "PrefectFutureList::wait",
+            "wait_async().await",
+        );
         self.states()
-    }
-
-    /// Blocks once for the whole list (not once per run). On the thread of
-    /// a sync body, the thread is lent to every run first, as a single
-    /// future's wait lends it.
-    fn wait_blocking(&self, call: &str, instead: &str) {
-        let all_terminal = self.all_terminal();
-        match crate::queued_body::current() {
-            Some(helper) => {
-                for future in &self.futures {
-                    future.shared.lend_thread(&helper);
-                }
-                helper.block_on(all_terminal);
-            }
-            None => crate::blocking::block_on(all_terminal, call, instead),
-        }
-    }
-
-    /// Waits until every run is terminal.
-    async fn all_terminal(&self) {
-        for future in &self.futures {
-            future.shared.wait().await;
-        }
     }
 
     /// Waits until every run is terminal; their states, in input order.
@@ -200,28 +181,96 @@ impl<T> PrefectFutureList<T> {
     /// Inside a current-thread Tokio runtime, whose only thread the runs
     /// need: use [`results_async`](Self::results_async) there.
     pub fn results(self) -> Result<Vec<T>, TaskRunError> {
-        self.wait_blocking("PrefectFutureList::results", "results_async().await");
-        self.futures
-            .into_iter()
-            .map(|future| future.shared.take_outcome())
-            .collect()
+        let mut futures = self.futures.into_iter();
+        let mut collected = Collected::new(futures.len());
+        while let Some(future) = futures.next() {
+            if !future.shared.is_terminal() {
+                // Once, for this run and every later one, not once per run.
+                let left = std::slice::from_ref(&future)
+                    .iter()
+                    .chain(futures.as_slice());
+                wait_blocking(left, "PrefectFutureList::results", "results_async().await");
+            }
+            collected.take(&future);
+        }
+        collected.into_result()
     }
 
     /// Waits until every run is terminal; all values in input order, or the
     /// error of the first run (in input order) that did not complete.
     pub async fn results_async(self) -> Result<Vec<T>, TaskRunError> {
-        // Without gathering states: a list of a million runs' states (32 MB,
-        // a lock each) was made here and dropped unread.
-        self.all_terminal().await;
-        self.futures
-            .into_iter()
-            .map(|future| future.shared.take_outcome())
-            .collect()
+        let mut collected = Collected::new(self.futures.len());
+        for future in self.futures {
+            future.shared.wait().await;
+            collected.take(&future);
+        }
+        collected.into_result()
     }
 
     /// The futures themselves.
     pub fn into_inner(self) -> Vec<PrefectFuture<T>> {
         self.futures
+    }
+}
+
+/// Blocks once until every run of `futures` is terminal. On the thread of
+/// a sync body, the thread is lent to every run first, as a single
+/// future's wait lends it.
+fn wait_blocking<'a, T: 'a>(
+    futures: impl IntoIterator<Item = &'a PrefectFuture<T>> + Clone,
+    call: &str,
+    instead: &str,
+) {
+    let all_terminal = async {
+        for future in futures.clone() {
+            future.shared.wait().await;
+        }
+    };
+    match crate::queued_body::current() {
+        Some(helper) => {
+            for future in futures.clone() {
+                future.shared.lend_thread(&helper);
+            }
+            helper.block_on(all_terminal);
+        }
+        None => crate::blocking::block_on(all_terminal, call, instead),
+    }
+}
+
+/// The values taken from a list's runs, in input order, as each is
+/// waited for: one pass over the runs, each looked at once (a map's runs
+/// were read twice, waited for and then taken, and at a million runs each
+/// pass over them was mostly cache misses), and then freed.
+struct Collected<T> {
+    values: Vec<T>,
+    /// The first run that did not complete: the later ones are waited for,
+    /// not taken.
+    error: Option<TaskRunError>,
+}
+
+impl<T> Collected<T> {
+    fn new(runs: usize) -> Self {
+        Collected {
+            values: Vec::with_capacity(runs),
+            error: None,
+        }
+    }
+
+    /// Takes the outcome of a terminal run.
+    fn take(&mut self, future: &PrefectFuture<T>) {
+        if self.error.is_none() {
+            match future.shared.take_outcome() {
+                Ok(value) => self.values.push(value),
+                Err(error) => self.error = Some(error),
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<Vec<T>, TaskRunError> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(self.values),
+        }
     }
 }
 

@@ -177,3 +177,71 @@ fn a_length_mismatch_names_the_parameters_in_sorted_order_as_prefect() {
         "Expected all iterables to be of length 2 like 'alpha'. 'zeta' is length 3."
     );
 }
+
+/// How many runs of `settle_after` have ended, per flow (the two flows
+/// below each count their own).
+static SETTLED: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
+
+/// Ends after `millis`, in success or not, and counts itself in `SETTLED[counter]`.
+#[task]
+async fn settle_after(millis: u64, ok: bool, counter: usize) -> Result<u64, String> {
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    SETTLED[counter].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    match ok {
+        true => Ok(millis),
+        false => Err(format!("{millis} ms, then failed")),
+    }
+}
+
+/// A success, a failure, a quicker failure, and a slow success last: the
+/// failure given is the first in input order, not the first to happen, and
+/// only once every run ended, the slow one too.
+fn failures_among_successes(counter: usize) -> (Vec<u64>, Vec<bool>, Vec<usize>) {
+    (
+        vec![50, 100, 0, 250],
+        vec![true, false, false, true],
+        vec![counter; 4],
+    )
+}
+
+#[flow]
+fn results_of_failures() -> (TaskRunError, usize) {
+    let (millis, ok, counter) = failures_among_successes(0);
+    let futures = settle_after.map(millis, ok, counter).unwrap();
+    let error = futures.results().unwrap_err();
+    (error, SETTLED[0].load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[flow]
+async fn results_of_failures_async() -> (TaskRunError, usize) {
+    let (millis, ok, counter) = failures_among_successes(1);
+    let futures = settle_after.map(millis, ok, counter).unwrap();
+    let error = futures.results_async().await.unwrap_err();
+    (error, SETTLED[1].load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[test]
+fn results_wait_for_every_run_and_give_the_first_failure_in_input_order() {
+    common::quiet();
+    let (error, ended) = results_of_failures().unwrap();
+    assert_eq!(ended, 4, "every run ended before `results` returned");
+    assert_eq!(error.task_run, "settle_after-1");
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("100 ms, then failed"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (error, ended) = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                results_of_failures_async(),
+            )
+            .await
+        })
+        .expect("the flow ends within 60 s")
+        .unwrap();
+    assert_eq!(ended, 4, "every run ended before `results_async` returned");
+    assert_eq!(error.task_run, "settle_after-1");
+}
