@@ -184,6 +184,33 @@ impl Pack {
         self.last_created = run.created;
     }
 
+    /// Appends the runs of `other` after this pack's, as if pushed here one
+    /// by one: only its first run is written again (it was counted from
+    /// zero, and now counts from this pack's last); the bytes of the rest
+    /// count from that one, and are copied as they are.
+    pub fn append(&mut self, other: &Pack) {
+        let mut rest = other.body();
+        if self.runs == 0 || rest.is_empty() {
+            self.body.extend_from_slice(rest);
+        } else {
+            let first = next_run(&mut rest, &mut (0, 0)).expect("a pack reads back");
+            self.push(&first);
+            self.body.extend_from_slice(rest);
+            self.runs -= 1;
+        }
+        if other.runs > 0 {
+            self.runs += other.runs;
+            self.last_index = other.last_index;
+            self.last_created = other.last_created;
+        }
+    }
+
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        (self.runs, self.last_index, self.last_created) = (0, 0, 0);
+    }
+
     /// An empty pack with room for `bytes` before it grows.
     pub fn with_capacity(bytes: usize) -> Self {
         Pack {
@@ -204,29 +231,35 @@ impl Pack {
 /// The runs of a pack's body, in the order they were pushed.
 pub(super) fn unpack(body: &[u8]) -> Result<Vec<Run<'_>>, String> {
     let (mut rest, mut runs) = (body, Vec::new());
-    let (mut last_index, mut last_created) = (0u64, 0i64);
+    let mut last = (0u64, 0i64);
     while !rest.is_empty() {
-        let (packed, tail): (PackedRun<'_>, _) =
-            postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
-        rest = tail;
-        let index = last_index.wrapping_add(packed.index as u64);
-        let created = last_created + packed.created;
-        (last_index, last_created) = (index, created);
-        let mut history = Vec::with_capacity(packed.history.len());
-        for (state, at) in packed.history {
-            history.push((unpack_state(state)?, created + at));
-        }
-        runs.push(Run {
-            index,
-            created,
-            start: packed.start.map(|t| created + t),
-            end: packed.end.map(|t| created + t),
-            run_count: packed.run_count,
-            state: unpack_state(packed.state)?,
-            history,
-        });
+        runs.push(next_run(&mut rest, &mut last)?);
     }
     Ok(runs)
+}
+
+/// Reads the run at the start of `rest`, whose number and creation are
+/// counted from `last`'s, and moves both past it.
+fn next_run<'a>(rest: &mut &'a [u8], last: &mut (u64, i64)) -> Result<Run<'a>, String> {
+    let (packed, tail): (PackedRun<'_>, _) =
+        postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+    *rest = tail;
+    let index = last.0.wrapping_add(packed.index as u64);
+    let created = last.1 + packed.created;
+    *last = (index, created);
+    let mut history = Vec::with_capacity(packed.history.len());
+    for (state, at) in packed.history {
+        history.push((unpack_state(state)?, created + at));
+    }
+    Ok(Run {
+        index,
+        created,
+        start: packed.start.map(|t| created + t),
+        end: packed.end.map(|t| created + t),
+        run_count: packed.run_count,
+        state: unpack_state(packed.state)?,
+        history,
+    })
 }
 
 /// Codes as stored: never renumber.
@@ -377,213 +410,4 @@ fn unpack_state(state: PackedState<'_>) -> Result<RunState<'_>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn state(state_type: StateType, name: &str, message: Option<&str>) -> RunState<'static> {
-        RunState {
-            state_type,
-            name: Cow::Owned(name.to_string()),
-            message: message.map(|m| Cow::Owned(m.to_string())),
-        }
-    }
-
-    #[test]
-    fn a_quick_run_takes_about_a_dozen_bytes() {
-        let mut pack = Pack::default();
-        let base = 1_790_000_000_000_000;
-        for i in 0..1000 {
-            pack.push(&Run {
-                index: i,
-                created: base + i as i64,
-                start: Some(base + i as i64 + 3),
-                end: Some(base + i as i64 + 40),
-                run_count: 1,
-                state: state(StateType::Completed, "Completed", None),
-                history: Vec::new(),
-            });
-        }
-        assert_eq!(pack.runs(), 1000);
-        let per_run = pack.body().len() as f64 / 1000.0;
-        assert!(per_run <= 12.0, "{per_run} bytes per run");
-    }
-
-    fn any_state() -> impl Strategy<Value = RunState<'static>> {
-        (
-            0..CODES.len(),
-            prop::option::of("[A-Za-z ]{0,12}"),
-            prop::option::of(".{0,40}"),
-        )
-            .prop_map(|(code, name, message)| {
-                let (state_type, usual) = CODES[code];
-                state(
-                    state_type,
-                    &name.unwrap_or(usual.to_string()),
-                    message.as_deref(),
-                )
-            })
-    }
-
-    fn any_run() -> impl Strategy<Value = Run<'static>> {
-        (
-            any::<u64>(),
-            -(1i64 << 52)..(1i64 << 52),
-            prop::option::of(-1_000_000i64..1_000_000_000),
-            prop::option::of(-1_000_000i64..1_000_000_000),
-            any::<u32>(),
-            any_state(),
-            prop::collection::vec((any_state(), -1_000_000i64..1_000_000_000), 0..4),
-        )
-            .prop_map(
-                |(index, created, start, end, run_count, state, history)| Run {
-                    index,
-                    created,
-                    start: start.map(|t| created + t),
-                    end: end.map(|t| created + t),
-                    run_count,
-                    state,
-                    history: history
-                        .into_iter()
-                        .map(|(s, at)| (s, created + at))
-                        .collect(),
-                },
-            )
-    }
-
-    proptest! {
-        #[test]
-        fn runs_come_back_as_they_went_in(runs in prop::collection::vec(any_run(), 0..50)) {
-            let mut pack = Pack::default();
-            for run in &runs {
-                pack.push(run);
-            }
-            prop_assert_eq!(pack.runs(), runs.len());
-            prop_assert_eq!(unpack(pack.body()).unwrap(), runs);
-        }
-    }
-
-    /// The hand-written writer and postcard agree byte for byte, so that
-    /// `unpack` (postcard) reads every pack, old or new.
-    fn postcard_bytes(runs: &[Run<'_>]) -> Vec<u8> {
-        let (mut body, mut last_index, mut last_created) = (Vec::new(), 0u64, 0i64);
-        for run in runs {
-            let packed = PackedRun {
-                index: run.index.wrapping_sub(last_index) as i64,
-                created: run.created - last_created,
-                start: run.start.map(|t| t - run.created),
-                end: run.end.map(|t| t - run.created),
-                run_count: run.run_count,
-                state: pack_state(&run.state),
-                history: run
-                    .history
-                    .iter()
-                    .map(|(state, at)| (pack_state(state), at - run.created))
-                    .collect(),
-            };
-            body = postcard::to_extend(&packed, body).unwrap();
-            (last_index, last_created) = (run.index, run.created);
-        }
-        body
-    }
-
-    proptest! {
-        #[test]
-        fn the_writer_writes_what_postcard_writes(runs in prop::collection::vec(any_run(), 0..50)) {
-            let mut pack = Pack::default();
-            for run in &runs {
-                pack.push(run);
-            }
-            prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
-        }
-    }
-
-    /// Runs a few microseconds apart, most with a plain end: the numbers
-    /// of most of them fit a byte each (`small_plain`), some do not.
-    fn close_runs() -> impl Strategy<Value = Vec<Run<'static>>> {
-        let step = (
-            -3i64..6,
-            -70i64..70,
-            prop::option::of(-70i64..70),
-            prop::option::of(-70i64..70),
-            0u32..3,
-            0..CODES.len(),
-            any::<bool>(),
-        );
-        prop::collection::vec(step, 0..60).prop_map(|steps| {
-            let (mut index, mut created) = (1_000u64, 1_790_000_000_000_000i64);
-            steps
-                .into_iter()
-                .map(
-                    |(index_step, created_step, start, end, run_count, code, plain)| {
-                        index = index.wrapping_add(index_step as u64);
-                        created += created_step;
-                        let (state_type, usual) = CODES[code];
-                        let name = if plain { usual } else { "Renamed" };
-                        Run {
-                            index,
-                            created,
-                            start: start.map(|t| created + t),
-                            end: end.map(|t| created + t),
-                            run_count,
-                            state: state(state_type, name, None),
-                            history: Vec::new(),
-                        }
-                    },
-                )
-                .collect()
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn close_runs_are_written_as_postcard_writes_them(runs in close_runs()) {
-            let mut pack = Pack::default();
-            for run in &runs {
-                pack.push(run);
-            }
-            prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
-            prop_assert_eq!(unpack(pack.body()).unwrap(), runs);
-        }
-    }
-
-    #[test]
-    fn extreme_numbers_are_written_as_postcard_writes_them() {
-        let runs: Vec<Run<'static>> = [i64::MIN / 2, -1, 0, 1, 63, 64, 8191, 8192, i64::MAX / 2]
-            .into_iter()
-            .enumerate()
-            .map(|(i, created)| Run {
-                index: [0, u64::MAX, 1 << 63, 127, 128][i % 5],
-                created,
-                start: Some(created / 2),
-                end: None,
-                run_count: [0, u32::MAX, 127, 128][i % 4],
-                state: state(StateType::Failed, "TimedOut", Some(&"é".repeat(100))),
-                history: vec![(state(StateType::Running, "Running", None), created)],
-            })
-            .collect();
-        let mut pack = Pack::default();
-        for run in &runs {
-            pack.push(run);
-        }
-        assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
-        assert_eq!(unpack(pack.body()).unwrap(), runs);
-    }
-
-    #[test]
-    fn a_damaged_body_is_an_error_not_a_panic() {
-        let mut pack = Pack::default();
-        pack.push(&Run {
-            index: 7,
-            created: 1,
-            start: None,
-            end: None,
-            run_count: 0,
-            state: state(StateType::Cancelled, "Cancelled", Some("stopped")),
-            history: Vec::new(),
-        });
-        let body = pack.body();
-        assert!(unpack(&body[..body.len() - 2]).is_err());
-        assert!(unpack(&[0xff; 3]).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,263 @@
+//! Packs written and read back, against postcard's own bytes.
+
+use super::*;
+use proptest::prelude::*;
+
+fn state(state_type: StateType, name: &str, message: Option<&str>) -> RunState<'static> {
+    RunState {
+        state_type,
+        name: Cow::Owned(name.to_string()),
+        message: message.map(|m| Cow::Owned(m.to_string())),
+    }
+}
+
+#[test]
+fn a_quick_run_takes_about_a_dozen_bytes() {
+    let mut pack = Pack::default();
+    let base = 1_790_000_000_000_000;
+    for i in 0..1000 {
+        pack.push(&Run {
+            index: i,
+            created: base + i as i64,
+            start: Some(base + i as i64 + 3),
+            end: Some(base + i as i64 + 40),
+            run_count: 1,
+            state: state(StateType::Completed, "Completed", None),
+            history: Vec::new(),
+        });
+    }
+    assert_eq!(pack.runs(), 1000);
+    let per_run = pack.body().len() as f64 / 1000.0;
+    assert!(per_run <= 12.0, "{per_run} bytes per run");
+}
+
+fn any_state() -> impl Strategy<Value = RunState<'static>> {
+    (
+        0..CODES.len(),
+        prop::option::of("[A-Za-z ]{0,12}"),
+        prop::option::of(".{0,40}"),
+    )
+        .prop_map(|(code, name, message)| {
+            let (state_type, usual) = CODES[code];
+            state(
+                state_type,
+                &name.unwrap_or(usual.to_string()),
+                message.as_deref(),
+            )
+        })
+}
+
+fn any_run() -> impl Strategy<Value = Run<'static>> {
+    (
+        any::<u64>(),
+        -(1i64 << 52)..(1i64 << 52),
+        prop::option::of(-1_000_000i64..1_000_000_000),
+        prop::option::of(-1_000_000i64..1_000_000_000),
+        any::<u32>(),
+        any_state(),
+        prop::collection::vec((any_state(), -1_000_000i64..1_000_000_000), 0..4),
+    )
+        .prop_map(
+            |(index, created, start, end, run_count, state, history)| Run {
+                index,
+                created,
+                start: start.map(|t| created + t),
+                end: end.map(|t| created + t),
+                run_count,
+                state,
+                history: history
+                    .into_iter()
+                    .map(|(s, at)| (s, created + at))
+                    .collect(),
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn runs_come_back_as_they_went_in(runs in prop::collection::vec(any_run(), 0..50)) {
+        let mut pack = Pack::default();
+        for run in &runs {
+            pack.push(run);
+        }
+        prop_assert_eq!(pack.runs(), runs.len());
+        prop_assert_eq!(unpack(pack.body()).unwrap(), runs);
+    }
+}
+
+/// The hand-written writer and postcard agree byte for byte, so that
+/// `unpack` (postcard) reads every pack, old or new.
+fn postcard_bytes(runs: &[Run<'_>]) -> Vec<u8> {
+    let (mut body, mut last_index, mut last_created) = (Vec::new(), 0u64, 0i64);
+    for run in runs {
+        let packed = PackedRun {
+            index: run.index.wrapping_sub(last_index) as i64,
+            created: run.created - last_created,
+            start: run.start.map(|t| t - run.created),
+            end: run.end.map(|t| t - run.created),
+            run_count: run.run_count,
+            state: pack_state(&run.state),
+            history: run
+                .history
+                .iter()
+                .map(|(state, at)| (pack_state(state), at - run.created))
+                .collect(),
+        };
+        body = postcard::to_extend(&packed, body).unwrap();
+        (last_index, last_created) = (run.index, run.created);
+    }
+    body
+}
+
+proptest! {
+    #[test]
+    fn the_writer_writes_what_postcard_writes(runs in prop::collection::vec(any_run(), 0..50)) {
+        let mut pack = Pack::default();
+        for run in &runs {
+            pack.push(run);
+        }
+        prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
+    }
+}
+
+/// Runs a few microseconds apart, most with a plain end: the numbers
+/// of most of them fit a byte each (`small_plain`), some do not.
+fn close_runs() -> impl Strategy<Value = Vec<Run<'static>>> {
+    let step = (
+        -3i64..6,
+        -70i64..70,
+        prop::option::of(-70i64..70),
+        prop::option::of(-70i64..70),
+        0u32..3,
+        0..CODES.len(),
+        any::<bool>(),
+    );
+    prop::collection::vec(step, 0..60).prop_map(|steps| {
+        let (mut index, mut created) = (1_000u64, 1_790_000_000_000_000i64);
+        steps
+            .into_iter()
+            .map(
+                |(index_step, created_step, start, end, run_count, code, plain)| {
+                    index = index.wrapping_add(index_step as u64);
+                    created += created_step;
+                    let (state_type, usual) = CODES[code];
+                    let name = if plain { usual } else { "Renamed" };
+                    Run {
+                        index,
+                        created,
+                        start: start.map(|t| created + t),
+                        end: end.map(|t| created + t),
+                        run_count,
+                        state: state(state_type, name, None),
+                        history: Vec::new(),
+                    }
+                },
+            )
+            .collect()
+    })
+}
+
+proptest! {
+    #[test]
+    fn close_runs_are_written_as_postcard_writes_them(runs in close_runs()) {
+        let mut pack = Pack::default();
+        for run in &runs {
+            pack.push(run);
+        }
+        prop_assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
+        prop_assert_eq!(unpack(pack.body()).unwrap(), runs);
+    }
+}
+
+#[test]
+fn extreme_numbers_are_written_as_postcard_writes_them() {
+    let runs: Vec<Run<'static>> = [i64::MIN / 2, -1, 0, 1, 63, 64, 8191, 8192, i64::MAX / 2]
+        .into_iter()
+        .enumerate()
+        .map(|(i, created)| Run {
+            index: [0, u64::MAX, 1 << 63, 127, 128][i % 5],
+            created,
+            start: Some(created / 2),
+            end: None,
+            run_count: [0, u32::MAX, 127, 128][i % 4],
+            state: state(StateType::Failed, "TimedOut", Some(&"é".repeat(100))),
+            history: vec![(state(StateType::Running, "Running", None), created)],
+        })
+        .collect();
+    let mut pack = Pack::default();
+    for run in &runs {
+        pack.push(run);
+    }
+    assert_eq!(pack.body(), &postcard_bytes(&runs)[..]);
+    assert_eq!(unpack(pack.body()).unwrap(), runs);
+}
+
+#[test]
+fn a_damaged_body_is_an_error_not_a_panic() {
+    let mut pack = Pack::default();
+    pack.push(&Run {
+        index: 7,
+        created: 1,
+        start: None,
+        end: None,
+        run_count: 0,
+        state: state(StateType::Cancelled, "Cancelled", Some("stopped")),
+        history: Vec::new(),
+    });
+    let body = pack.body();
+    assert!(unpack(&body[..body.len() - 2]).is_err());
+    assert!(unpack(&[0xff; 3]).is_err());
+}
+
+fn pack_of(runs: &[Run<'_>]) -> Pack {
+    let mut pack = Pack::default();
+    for run in runs {
+        pack.push(run);
+    }
+    pack
+}
+
+proptest! {
+    #[test]
+    fn packs_appended_are_the_pack_of_all_their_runs(
+        runs in close_runs(),
+        more in prop::collection::vec(any_run(), 0..10),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let runs: Vec<Run<'static>> = runs.into_iter().chain(more).collect();
+        // Cut into consecutive packs, appended one after the other to a
+        // pack used and cleared before (as a lane's pack is).
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(runs.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(runs.len());
+        cuts.sort_unstable();
+        let mut whole = pack_of(&runs[..runs.len() / 2]);
+        whole.clear();
+        for part in cuts.windows(2) {
+            whole.append(&pack_of(&runs[part[0]..part[1]]));
+        }
+        let expected = pack_of(&runs);
+        prop_assert_eq!(whole.runs(), runs.len());
+        prop_assert_eq!(whole.body(), expected.body());
+        // And what comes after packs on from the last run appended.
+        let next = close_runs_after(&runs);
+        whole.push(&next);
+        let mut all = runs.clone();
+        all.push(next);
+        prop_assert_eq!(unpack(whole.body()).unwrap(), all);
+    }
+}
+
+/// A plain run a few microseconds after the last of `runs`.
+fn close_runs_after(runs: &[Run<'_>]) -> Run<'static> {
+    let (index, created) = runs.last().map_or((0, 0), |run| (run.index, run.created));
+    Run {
+        index: index.wrapping_add(1),
+        created: created + 5,
+        start: Some(created + 6),
+        end: Some(created + 9),
+        run_count: 1,
+        state: state(StateType::Completed, "Completed", None),
+        history: Vec::new(),
+    }
+}
