@@ -264,7 +264,7 @@ impl FlowRunContext {
     }
 
     /// Hands a task run's transition to `recorders` only.
-    fn record_task_transition_to(
+    pub(crate) fn record_task_transition_to(
         &self,
         recorders: &[Arc<dyn Recorder>],
         task_run: Option<(TaskRunName, &'static TaskSpec)>,

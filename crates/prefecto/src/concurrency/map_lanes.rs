@@ -11,6 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
 use crate::context;
 use crate::inputs::RunArgs;
+use crate::runner::LaneEnds;
 use crate::task::Task;
 
 impl<T: Task> MapRun<T> {
@@ -146,6 +147,11 @@ impl<T: Task> MapRun<T> {
         // it may start at that time (`run_inline_async`).
         let heard_submitted = self.ctx.records_submission(&[]);
         let mut just_created = false;
+        // The ends of its quick runs, handed over before the lane waits.
+        let mut ends = match self.inline && self.task.spec().is_async {
+            true => LaneEnds::new(&self.ctx),
+            false => LaneEnds::none(),
+        };
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);
             let started = match submitted {
@@ -155,18 +161,24 @@ impl<T: Task> MapRun<T> {
                 Submitted::Args(RunArgs::Ready(args))
                     if self.inline && self.task.spec().is_async =>
                 {
-                    task_run.run_inline_async(args, just_created).await;
+                    task_run
+                        .run_inline_async(args, just_created, &mut ends)
+                        .await;
                     None
                 }
-                Submitted::Args(args) => match task_run.inputs_ready(args).await {
-                    Some(args) if self.inline && self.task.spec().is_async => {
-                        task_run.run_inline_async(args, false).await;
-                        None
+                Submitted::Args(args) => {
+                    ends.hand_over();
+                    match task_run.inputs_ready(args).await {
+                        Some(args) if self.inline && self.task.spec().is_async => {
+                            task_run.run_inline_async(args, false, &mut ends).await;
+                            None
+                        }
+                        ready => ready.map(|args| task_run.start(args)),
                     }
-                    ready => ready.map(|args| task_run.start(args)),
-                },
+                }
             };
             if let Some(started) = started {
+                ends.hand_over();
                 task_run.drive_started(started).await;
             }
             self.observe(&run);
@@ -174,15 +186,21 @@ impl<T: Task> MapRun<T> {
             // hand over, or room for it; an input at hand): making and
             // dropping their futures cost a quick run 8% of its instructions.
             if !self.deliver_now(position, &run) {
+                ends.hand_over();
                 self.deliver_later(position, &run).await;
             }
             drop(run);
             (next, just_created) = match self.take_next() {
                 Next::Input(taken) => (Some(taken), !heard_submitted),
                 Next::Done => (None, false),
-                Next::Full => (self.take_next_waiting().await, false),
+                Next::Full => {
+                    ends.hand_over();
+                    (self.take_next_waiting().await, false)
+                }
             };
         }
+        // Dropped, it hands over the rest: the lane has ended.
+        drop(ends);
     }
 
     /// Counts a lane out: the last one ends the map.

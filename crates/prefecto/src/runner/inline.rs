@@ -10,6 +10,7 @@ use std::task::Poll;
 use futures::FutureExt;
 
 use super::attempt::{Attempt, body_outcome};
+use super::lane_ends::LaneEnds;
 use super::late_running;
 use super::task_run::TaskRun;
 use crate::context::{self, FlowRunContext};
@@ -104,8 +105,15 @@ impl<T: Task> TaskRun<'_, T> {
     /// As [`run_inline`](Self::run_inline), for an async body, in a task
     /// whose flow run is `ctx` already (a map's async lane). On
     /// cancellation the body is dropped at its next `.await`. `just_created`
-    /// as for [`begin_inline`](Self::begin_inline).
-    pub(crate) async fn run_inline_async(&self, args: T::Args, just_created: bool) {
+    /// as for [`begin_inline`](Self::begin_inline). A body that ends at once
+    /// has its end handed to the lane's `ends`, which are handed over before
+    /// the lane waits for a body that does not.
+    pub(crate) async fn run_inline_async(
+        &self,
+        args: T::Args,
+        just_created: bool,
+        ends: &mut LaneEnds,
+    ) {
         let Some((cache_key, owes)) = self.begin_inline(&args, just_created) else {
             return;
         };
@@ -121,11 +129,12 @@ impl<T: Task> TaskRun<'_, T> {
             // the outcome through `inline_attempt` and `settle`'s returns
             // (their stores and reloads were a tenth of this function's time).
             Poll::Ready(Ok(Some(Ok(value)))) if cache_key.is_none() => {
-                self.finish(State::completed_unstamped(), Some(value));
+                self.finish_quick(State::completed_unstamped(), Some(value), ends);
                 return;
             }
             Poll::Ready(outcome) => self.inline_attempt(outcome, "async", "a sync"),
             Poll::Pending => {
+                ends.hand_over();
                 // It waits: it is running, for every recorder.
                 if owes {
                     self.owed_running().pay(self.ctx);

@@ -13,11 +13,13 @@
 mod attempt;
 mod drive;
 mod inline;
+mod lane_ends;
 pub(crate) mod late_running;
 mod task_run;
 
 pub(crate) use attempt::Started;
 pub(crate) use inline::runs_inline;
+pub(crate) use lane_ends::LaneEnds;
 pub(crate) use task_run::{TaskRun, new_run};
 
 use std::sync::Arc;

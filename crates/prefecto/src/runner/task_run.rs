@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::lane_ends::LaneEnds;
 use super::late_running::OwedRunning;
 use crate::context::{CancelScope, FlowRunContext, implied_log};
 use crate::future::RunShared;
@@ -132,6 +133,25 @@ impl<T: Task> TaskRun<'_, T> {
     /// Moves the run to its terminal state, logs it, and wakes its waiters.
     #[inline]
     pub(crate) fn finish(&self, state: State, value: Option<T::Output>) {
+        self.end(state, value, |state| self.record(state));
+    }
+
+    /// As [`finish`](Self::finish), for a quick run of a map's async lane
+    /// (its body ended in its first poll): its end goes to the recorders
+    /// through the lane's batches.
+    #[inline]
+    pub(crate) fn finish_quick(&self, state: State, value: Option<T::Output>, ends: &mut LaneEnds) {
+        self.end(state, value, |state| {
+            if self.ctx.has_recorders() {
+                let times = self.shared.times_with(state);
+                let run = (self.name(), self.shared.spec);
+                ends.ended(self.ctx, run, state, times);
+            }
+        });
+    }
+
+    #[inline(always)]
+    fn end(&self, state: State, value: Option<T::Output>, record: impl FnOnce(&State)) {
         let name = self.name();
         let state = state.entered_now();
         if state.is_completed() || state.is_cancelled() {
@@ -139,7 +159,7 @@ impl<T: Task> TaskRun<'_, T> {
         } else {
             implied_log!(name, ERROR, "{}", FinishedLine(&state));
         }
-        self.record(&state);
+        record(&state);
         self.shared.finish(state, value);
     }
 }

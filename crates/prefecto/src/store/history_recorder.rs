@@ -10,10 +10,11 @@ use rusqlite::params;
 
 use super::backlog::Backlog;
 use super::event::{Event, RunKey, StateRow, TimesRow, micros};
+use super::lane_pack::LanePack;
 use super::outbox::Outbox;
 use super::writer::write_loop;
 use super::{Store, StoreError};
-use crate::recorder::{FlowRunRef, LogEvent, Recorder, TransitionEvent};
+use crate::recorder::{EndBatch, FlowRunRef, LogEvent, Recorder, TransitionEvent};
 use crate::result_store::ResultStore;
 
 /// Records flow runs into the SQLite run history. Installed by default.
@@ -169,6 +170,12 @@ impl Recorder for HistoryRecorder {
         let ended = state.is_terminal();
         self.outbox
             .push_transition(key, run.index, transition, ended);
+    }
+
+    /// A lane's quick runs are packed by the lane, and the pack goes to
+    /// the writer whole.
+    fn end_batch(&self, flow_run: FlowRunRef<'_>) -> Option<Box<dyn EndBatch>> {
+        Some(Box::new(LanePack::new(self.outbox.clone(), flow_run.id)))
     }
 
     /// A run's Pending follows from its times, on its later transitions.

@@ -17,6 +17,7 @@ mod event;
 mod fold;
 mod full_disk;
 mod history_recorder;
+mod lane_pack;
 mod left_over;
 mod outbox;
 mod pack;

@@ -311,3 +311,47 @@ fn a_streamed_map_leaves_every_outcome_in_the_history() {
     assert_eq!(counts.get(&StateType::Failed), Some(&20));
     assert_eq!(counts.len(), 2, "{counts:?}");
 }
+
+#[task]
+async fn odd_fails_async(x: u64) -> Result<u64, String> {
+    match x % 1000 {
+        999 => Err(format!("{x} fails")),
+        _ => Ok(x),
+    }
+}
+
+#[flow]
+async fn mapped_async(count: u64) -> (uuid::Uuid, usize) {
+    // Quick async bodies: their lanes pack their ends themselves
+    // (`Recorder::end_batch`), the failures' go one by one.
+    let batch = BatchTask::new(odd_fails_async, 50)
+        .unwrap()
+        .sliding_window();
+    let futures = batch.map_async(0..count).await.unwrap();
+    let states = futures.wait_async().await;
+    (common::flow_run_id(), states.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_map_of_quick_runs_leaves_every_outcome_in_the_history_once() {
+    home();
+    let run = history().prefecto.scope_async(mapped_async(20_000));
+    let (flow_run, ended) = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the map ends within 60 s")
+        .unwrap();
+    assert_eq!(ended, 20_000);
+    let store = open();
+    let counts = store.task_run_counts(flow_run).unwrap();
+    assert_eq!(counts.get(&StateType::Completed), Some(&19_980));
+    assert_eq!(counts.get(&StateType::Failed), Some(&20));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(store.task_runs(flow_run, None).unwrap().len(), 20_000);
+    for index in [0, 4_321, 19_998] {
+        let history = store
+            .state_history(flow_run, Some(("odd_fails_async", index)))
+            .unwrap();
+        let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Pending", "Running", "Completed"], "{index}");
+    }
+}

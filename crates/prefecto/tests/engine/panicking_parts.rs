@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prefecto::Prefecto;
 use prefecto::prelude::*;
 use prefecto::recorder::{Recorder, TransitionEvent};
+use prefecto::{Prefecto, TaskRunName};
 
 use crate::common::{self, within};
 
@@ -83,6 +83,23 @@ impl Recorder for PanickyRecorder {
     }
 }
 
+/// Runs `flow_call` with `recorder` installed, failing past 20 s.
+fn recorded_by<R: Send + 'static>(
+    recorder: Arc<dyn Recorder>,
+    what: &str,
+    flow_call: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let prefecto = Prefecto::builder()
+        .engine_only()
+        .recorder(recorder)
+        .build()
+        .unwrap();
+    let what = format!("a flow with {what}");
+    within(Duration::from_secs(20), &what, move || {
+        prefecto.scope(flow_call)
+    })
+}
+
 #[flow]
 fn sums() -> u32 {
     identity.map(0..5).unwrap().results().unwrap().iter().sum()
@@ -92,20 +109,73 @@ fn sums() -> u32 {
 fn a_panicking_recorder_is_dropped_and_the_flow_goes_on() {
     common::quiet();
     let recorder = Arc::new(PanickyRecorder::default());
-    let prefecto = Prefecto::builder()
-        .engine_only()
-        .recorder(recorder.clone())
-        .build()
-        .unwrap();
-    let sum = within(
-        Duration::from_secs(20),
-        "a flow with a panicking recorder",
-        move || prefecto.scope(|| sums().unwrap()),
-    );
+    let sum = recorded_by(recorder.clone(), "a panicking recorder", || sums().unwrap());
     assert_eq!(sum, 10);
     assert_eq!(
         recorder.heard.load(Ordering::SeqCst),
         1,
         "dropped after its first panic"
     );
+}
+
+/// Takes quick runs' ends in batches that panic on the second end; counts
+/// the ends its batches took and the transitions it heard.
+#[derive(Default)]
+struct PanickyBatches {
+    ended: Arc<AtomicUsize>,
+    heard: AtomicUsize,
+}
+
+struct PanickyBatch(Arc<AtomicUsize>);
+
+impl prefecto::recorder::EndBatch for PanickyBatch {
+    fn ended(&mut self, _: TaskRunName, _: &State, _: prefecto::recorder::RunTimes) {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            panic!("the batch broke");
+        }
+    }
+
+    fn hand_over(&mut self) {}
+}
+
+impl Recorder for PanickyBatches {
+    fn on_transition(&self, _event: &TransitionEvent<'_>) {
+        self.heard.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end_batch(
+        &self,
+        _flow_run: prefecto::recorder::FlowRunRef<'_>,
+    ) -> Option<Box<dyn prefecto::recorder::EndBatch>> {
+        Some(Box::new(PanickyBatch(self.ended.clone())))
+    }
+}
+
+#[task]
+async fn identity_async(x: u32) -> u32 {
+    x
+}
+
+#[flow]
+async fn sums_async() -> u32 {
+    let batch = BatchTask::new(identity_async, 1).unwrap();
+    let futures = batch.map_async(0..5).await.unwrap();
+    futures.results_async().await.unwrap().iter().sum()
+}
+
+#[test]
+fn a_recorder_whose_batch_panics_is_dropped_and_the_flow_goes_on() {
+    common::quiet();
+    let recorder = Arc::new(PanickyBatches::default());
+    let sum = recorded_by(recorder.clone(), "a recorder whose batch panics", || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(sums_async()).unwrap()
+    });
+    assert_eq!(sum, 10);
+    // Its batch took two ends, the second panicked: nothing more after.
+    assert_eq!(recorder.ended.load(Ordering::SeqCst), 2);
+    // Before that: the flow run's Pending and Running, and the first two
+    // runs' Pending and Running (one at a time); none of the others, and
+    // not the flow run's end.
+    assert_eq!(recorder.heard.load(Ordering::SeqCst), 2 + 2 * 2);
 }

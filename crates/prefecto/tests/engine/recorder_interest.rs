@@ -283,3 +283,120 @@ fn a_run_its_lane_starts_as_it_makes_it_has_one_time_for_both() {
         );
     }
 }
+
+/// A recorder that takes quick runs' ends in batches, and says how each
+/// end came: through a batch, or one by one.
+#[derive(Default)]
+struct Batched {
+    one_by_one: Mutex<Vec<TaskRunName>>,
+    batched: Arc<Mutex<Vec<TaskRunName>>>,
+    /// How many ends batches held when they were handed over, and how many
+    /// batches were made.
+    handed_over: Arc<Mutex<usize>>,
+    batches: Mutex<usize>,
+}
+
+struct Ends {
+    held: Vec<TaskRunName>,
+    batched: Arc<Mutex<Vec<TaskRunName>>>,
+    handed_over: Arc<Mutex<usize>>,
+}
+
+impl prefecto::recorder::EndBatch for Ends {
+    fn ended(
+        &mut self,
+        run: TaskRunName,
+        state: &prefecto::State,
+        times: prefecto::recorder::RunTimes,
+    ) {
+        assert!(state.is_completed(), "{run}: {state:?}");
+        assert!(times.started().is_some(), "{run} started");
+        self.held.push(run);
+    }
+
+    fn hand_over(&mut self) {
+        *self.handed_over.lock().unwrap() += self.held.len();
+        self.batched.lock().unwrap().append(&mut self.held);
+    }
+}
+
+impl Recorder for Batched {
+    fn on_transition(&self, event: &TransitionEvent<'_>) {
+        if let Some(run) = event.task_run.filter(|_| event.state.is_terminal()) {
+            self.one_by_one.lock().unwrap().push(run);
+        }
+    }
+
+    fn end_batch(
+        &self,
+        _flow_run: prefecto::recorder::FlowRunRef<'_>,
+    ) -> Option<Box<dyn prefecto::recorder::EndBatch>> {
+        *self.batches.lock().unwrap() += 1;
+        Some(Box::new(Ends {
+            held: Vec::new(),
+            batched: self.batched.clone(),
+            handed_over: self.handed_over.clone(),
+        }))
+    }
+
+    fn wants_pending(&self) -> bool {
+        false
+    }
+
+    fn wants_running(&self) -> bool {
+        false
+    }
+}
+
+fn is_slow(input: u64) -> bool {
+    input < 40 && input % 7 == 3
+}
+
+#[flow]
+async fn quick_and_slow() -> Vec<u64> {
+    // Every seventh body of the first 40 waits: its end comes one by one,
+    // after its lane handed over what it held. The last 20 are quick: the
+    // lanes end holding ends.
+    let batch = BatchTask::new(pause, 3).unwrap().sliding_window();
+    let millis = (0..60u64).map(|i| if is_slow(i) { 20 } else { 0 });
+    let futures = batch.map_async(millis.collect::<Vec<_>>()).await.unwrap();
+    futures.results_async().await.unwrap()
+}
+
+#[test]
+fn a_recorder_that_takes_batches_hears_each_end_once_before_the_flow_returns() {
+    common::quiet();
+    let batched = Arc::new(Batched::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let prefecto = Prefecto::builder()
+        .engine_only()
+        .recorder(batched.clone())
+        .build()
+        .unwrap();
+    let results = prefecto.scope(|| {
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), quick_and_slow()).await
+        })
+    });
+    assert_eq!(
+        results.expect("the flow ends within 60 s").unwrap().len(),
+        60
+    );
+    let mut one_by_one = batched.one_by_one.lock().unwrap().clone();
+    let mut in_batches = batched.batched.lock().unwrap().clone();
+    // The waiting bodies came one by one, the quick ones in batches.
+    one_by_one.sort_by_key(|run| run.index);
+    let slow: Vec<u64> = (0..60).filter(|&i| is_slow(i)).collect();
+    assert_eq!(
+        one_by_one.iter().map(|run| run.index).collect::<Vec<_>>(),
+        slow
+    );
+    assert_eq!(in_batches.len(), 60 - slow.len());
+    // Each run once, all of them, and every batch handed over in full.
+    in_batches.append(&mut one_by_one);
+    in_batches.sort_by_key(|run| run.index);
+    in_batches.dedup();
+    assert_eq!(in_batches.len(), 60);
+    assert_eq!(*batched.handed_over.lock().unwrap(), 60 - slow.len());
+    assert!(*batched.batches.lock().unwrap() >= 1);
+}
