@@ -279,11 +279,13 @@ pub trait Recorder: Send + Sync + 'static {
     /// its quick task runs to, instead of one [`on_transition`](Self::on_transition)
     /// each; `None` (the default) hears them one by one.
     ///
-    /// A quick run is one whose body ended at once, in its first poll, on
-    /// an async map's lane, with no retry: its `Running` went only to the
-    /// recorders that want it at once ([`wants_running`](Self::wants_running)),
-    /// and nothing else of it happened but its `Pending` (heard as usual:
-    /// see [`wants_pending`](Self::wants_pending)). The lane hands the batch over ([`EndBatch::hand_over`])
+    /// A quick run is a run of a map's lane, with one attempt, whose body
+    /// ended at once: an async body in its first poll, a sync body on a
+    /// pool lane before the engine's watcher saw it running. Its `Running`
+    /// went only to the recorders that want it at once
+    /// ([`wants_running`](Self::wants_running)), and nothing else of it
+    /// happened but its `Pending` (heard as usual: see
+    /// [`wants_pending`](Self::wants_pending)). The lane hands the batch over ([`EndBatch::hand_over`])
     /// before it waits for anything, and when it ends, so a batch holds
     /// ends only while its lane is busy, and every end is handed over
     /// before its flow run ends. A recorder taking batches saves a call

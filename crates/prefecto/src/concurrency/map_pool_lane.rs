@@ -20,7 +20,7 @@ use super::map_run::{MapRun, Submitted, Taken, Taking};
 use crate::context;
 use crate::future::RunShared;
 use crate::inputs::RunArgs;
-use crate::runner::late_running;
+use crate::runner::{LaneEnds, late_running};
 use crate::task::Task;
 
 /// How long a pool lane keeps its thread before it queues again behind
@@ -179,6 +179,8 @@ impl<T: Task> MapRun<T> {
     fn run_slice(self: &Arc<Self>, lane: &mut PoolLane<T>) -> Detour<T> {
         let slice_end = Instant::now() + SLICE;
         let mut runs = 0u32;
+        // The ends of its quick runs, handed over as the slice ends (dropped).
+        let mut ends = LaneEnds::new(&self.ctx);
         loop {
             // Topped up early, if no other lane is looking at the queue, so
             // that it seldom has to wait for one when it runs out.
@@ -199,7 +201,7 @@ impl<T: Task> MapRun<T> {
                 Submitted::Args(RunArgs::Ready(args)) => args,
                 waiting => break Detour::Resolve((position, run, waiting)),
             };
-            self.task_run(&run).run_inline(args);
+            self.task_run(&run).run_inline(args, &mut ends);
             self.observe(&run);
             if !self.deliver_now(position, &run) {
                 break Detour::HandOver(position, run);

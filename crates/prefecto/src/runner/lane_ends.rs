@@ -1,6 +1,7 @@
-//! [`LaneEnds`]: how one of a map's async lanes hands the ends of its quick
-//! task runs to the recorders: in batches to those that take them so
-//! ([`Recorder::end_batch`]), one transition each to the others.
+//! [`LaneEnds`]: how one of a map's lanes (an async lane, or a pool lane's
+//! slice) hands the ends of its quick task runs to the recorders: in
+//! batches to those that take them so ([`Recorder::end_batch`]), one
+//! transition each to the others.
 //!
 //! A quick run's end was most of what a recorder cost a map: for the run
 //! history, a lock, a look-up of the run and of its pack, for every run. A

@@ -118,19 +118,33 @@ pub(crate) fn owe(owed: OwedRunning) -> Result<BodyWatched, OwedRunning> {
     })
 }
 
-/// A body watched on its thread: dropped when it ends, on that thread (it
-/// is not `Send`). If the watcher paid its `Running`, it did so under the
-/// slot's lock, which this takes: the run's end is recorded after it.
+/// A body watched on its thread: ended (or dropped) when it ends, on that
+/// thread (it is not `Send`). If the watcher paid its `Running`, it did so
+/// under the slot's lock, which this takes: the run's end is recorded after it.
 pub(crate) struct BodyWatched(std::marker::PhantomData<*const ()>);
+
+impl BodyWatched {
+    /// The body ended: whether the watcher paid its `Running` meanwhile.
+    pub(crate) fn ended(self) -> bool {
+        let paid = forget_owed();
+        std::mem::forget(self);
+        paid
+    }
+}
 
 impl Drop for BodyWatched {
     fn drop(&mut self) {
-        SLOT.with(|slot| {
-            if let Some(slot) = slot.get() {
-                lock(slot).owed = None;
-            }
-        });
+        forget_owed();
     }
+}
+
+/// Forgets this thread's owed `Running`; true if there was none left (the
+/// watcher paid it).
+fn forget_owed() -> bool {
+    SLOT.with(|slot| {
+        slot.get()
+            .is_none_or(|slot| lock(slot).owed.take().is_none())
+    })
 }
 
 /// The watcher: the slots of the threads that ran lanes' slices.

@@ -136,9 +136,9 @@ impl<T: Task> TaskRun<'_, T> {
         self.end(state, value, |state| self.record(state));
     }
 
-    /// As [`finish`](Self::finish), for a quick run of a map's async lane
-    /// (its body ended in its first poll): its end goes to the recorders
-    /// through the lane's batches.
+    /// As [`finish`](Self::finish), for a quick run of a map's lane (see
+    /// [`Recorder::end_batch`](crate::recorder::Recorder::end_batch)): its
+    /// end goes to the recorders through the lane's batches.
     #[inline]
     pub(crate) fn finish_quick(&self, state: State, value: Option<T::Output>, ends: &mut LaneEnds) {
         self.end(state, value, |state| {
