@@ -301,15 +301,29 @@ fn streamed(count: u64) -> (uuid::Uuid, u64) {
     (common::flow_run_id(), handed)
 }
 
+/// An async flow call with the history on, failing past a minute.
+async fn recorded_within_a_minute<F: std::future::Future>(flow_call: F) -> F::Output {
+    let run = history().prefecto.scope_async(flow_call);
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the flow call ends within 60 s")
+}
+
+/// The 20,000 runs of `odd_fails` (or its async twin) in `flow_run` are
+/// each in the history, in their end states.
+fn each_of_20_000_recorded(flow_run: uuid::Uuid) {
+    let counts = open().task_run_counts(flow_run).unwrap();
+    assert_eq!(counts.get(&StateType::Completed), Some(&19_980));
+    assert_eq!(counts.get(&StateType::Failed), Some(&20));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+}
+
 #[test]
 fn a_streamed_map_leaves_every_outcome_in_the_history() {
     home();
     let (flow_run, handed) = recorded(|| streamed(20_000)).unwrap();
     assert_eq!(handed, 20_000);
-    let counts = open().task_run_counts(flow_run).unwrap();
-    assert_eq!(counts.get(&StateType::Completed), Some(&19_980));
-    assert_eq!(counts.get(&StateType::Failed), Some(&20));
-    assert_eq!(counts.len(), 2, "{counts:?}");
+    each_of_20_000_recorded(flow_run);
 }
 
 #[task]
@@ -335,17 +349,12 @@ async fn mapped_async(count: u64) -> (uuid::Uuid, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_map_of_quick_runs_leaves_every_outcome_in_the_history_once() {
     home();
-    let run = history().prefecto.scope_async(mapped_async(20_000));
-    let (flow_run, ended) = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+    let (flow_run, ended) = recorded_within_a_minute(mapped_async(20_000))
         .await
-        .expect("the map ends within 60 s")
         .unwrap();
     assert_eq!(ended, 20_000);
+    each_of_20_000_recorded(flow_run);
     let store = open();
-    let counts = store.task_run_counts(flow_run).unwrap();
-    assert_eq!(counts.get(&StateType::Completed), Some(&19_980));
-    assert_eq!(counts.get(&StateType::Failed), Some(&20));
-    assert_eq!(counts.len(), 2, "{counts:?}");
     assert_eq!(store.task_runs(flow_run, None).unwrap().len(), 20_000);
     for index in [0, 4_321, 19_998] {
         let history = store
@@ -354,4 +363,30 @@ async fn an_async_map_of_quick_runs_leaves_every_outcome_in_the_history_once() {
         let names: Vec<&str> = history.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["Pending", "Running", "Completed"], "{index}");
     }
+}
+
+#[flow]
+async fn streamed_async(count: u64) -> (uuid::Uuid, u64) {
+    // In input order: lanes wait for their turn to hand over, and hand
+    // their batches over before they wait.
+    let batch = BatchTask::new(odd_fails_async, 50)
+        .unwrap()
+        .sliding_window();
+    let mut stream = batch.stream(0..count).unwrap();
+    let mut handed = 0;
+    while let Some(run) = stream.next_async().await {
+        assert_eq!(run.index as u64, handed);
+        handed += 1;
+    }
+    (common::flow_run_id(), handed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_stream_in_input_order_leaves_every_outcome_in_the_history() {
+    home();
+    let (flow_run, handed) = recorded_within_a_minute(streamed_async(20_000))
+        .await
+        .unwrap();
+    assert_eq!(handed, 20_000);
+    each_of_20_000_recorded(flow_run);
 }
