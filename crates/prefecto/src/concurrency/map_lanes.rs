@@ -148,7 +148,8 @@ impl<T: Task> MapRun<T> {
         let heard_submitted = self.ctx.records_submission(&[]);
         let mut just_created = false;
         // The ends of its quick runs, handed over before the lane waits.
-        let mut ends = match self.inline && self.task.spec().is_async {
+        let inline_async = self.inline && self.task.spec().is_async;
+        let mut ends = match inline_async {
             true => LaneEnds::new(&self.ctx),
             false => LaneEnds::none(),
         };
@@ -158,9 +159,7 @@ impl<T: Task> MapRun<T> {
                 Submitted::Started(started) => Some(*started),
                 // Nothing to wait for: straight to the body, which is not
                 // started if the map was cancelled meanwhile.
-                Submitted::Args(RunArgs::Ready(args))
-                    if self.inline && self.task.spec().is_async =>
-                {
+                Submitted::Args(RunArgs::Ready(args)) if inline_async => {
                     task_run
                         .run_inline_async(args, just_created, &mut ends)
                         .await;
@@ -169,7 +168,7 @@ impl<T: Task> MapRun<T> {
                 Submitted::Args(args) => {
                     ends.hand_over();
                     match task_run.inputs_ready(args).await {
-                        Some(args) if self.inline && self.task.spec().is_async => {
+                        Some(args) if inline_async => {
                             task_run.run_inline_async(args, false, &mut ends).await;
                             None
                         }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::event::TimesRow;
 use super::outbox::Outbox;
-use super::pack::Pack;
+use super::pack::{Pack, same_task};
 use crate::names::TaskRunName;
 use crate::recorder::{EndBatch, RunTimes};
 use crate::state::State;
@@ -49,7 +49,7 @@ impl EndBatch for LanePack {
     fn ended(&mut self, run: TaskRunName, state: &State, times: RunTimes) {
         // A lane runs one task: another starts a pack of its own.
         match self.held {
-            Some((task, _)) if std::ptr::eq(task, run.task) || task == run.task => {}
+            Some((task, _)) if same_task(task, run.task) => {}
             Some(_) => {
                 self.hand_over();
                 self.held = Some((run.task, run.index));

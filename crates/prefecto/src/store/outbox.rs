@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::backlog::{Backlog, PARCEL};
 use super::event::{Event, RunKey, TimesRow};
-use super::pack::{Pack, Packs};
+use super::pack::{Pack, Packs, same_task};
 use super::running_runs::{RunningRun, RunningRuns};
 use crate::state::State;
 
@@ -56,7 +56,7 @@ impl Shard {
     /// the one used last. Opening one past the limit sends the oldest.
     fn open_pack(&mut self, flow_run: Uuid, task: &'static str) -> usize {
         let same = |(at_flow_run, at_task): &(Uuid, &'static str)| {
-            *at_flow_run == flow_run && (std::ptr::eq(*at_task, task) || *at_task == task)
+            *at_flow_run == flow_run && same_task(at_task, task)
         };
         let found = match self.packs.last() {
             Some((at, _)) if same(at) => Some(self.packs.len() - 1),

@@ -189,20 +189,19 @@ impl Pack {
     /// zero, and now counts from this pack's last); the bytes of the rest
     /// count from that one, and are copied as they are.
     pub fn append(&mut self, other: &Pack) {
+        if other.runs == 0 {
+            return;
+        }
         let mut rest = other.body();
-        if self.runs == 0 || rest.is_empty() {
-            self.body.extend_from_slice(rest);
-        } else {
+        if self.runs > 0 {
             let first = next_run(&mut rest, &mut (0, 0)).expect("a pack reads back");
             self.push(&first);
-            self.body.extend_from_slice(rest);
             self.runs -= 1;
         }
-        if other.runs > 0 {
-            self.runs += other.runs;
-            self.last_index = other.last_index;
-            self.last_created = other.last_created;
-        }
+        self.body.extend_from_slice(rest);
+        self.runs += other.runs;
+        self.last_index = other.last_index;
+        self.last_created = other.last_created;
     }
 
     /// Empties it, keeping its room.
@@ -226,6 +225,12 @@ impl Pack {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+}
+
+/// Whether two task names are the same task's: most often the very same
+/// `&'static str`, compared by address before by text.
+pub(super) fn same_task(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// The runs of a pack's body, in the order they were pushed.
