@@ -15,247 +15,21 @@
 //!   per input. Nothing counts allocations while anything is timed.
 //!   `--rss WORKLOAD N [--history] [--times K]` runs one workload alone (to
 //!   profile it), K times in the process, and prints the last run's time and the median.
+//! - `--only SECTION` (`cost`, `flatness`, `memory`, `history`, `stragglers`)
+//!   prints that table alone.
 //! - History: the same maps with the SQLite run history on, against off,
 //!   three times `REPS` rounds each, interleaved.
 //! - Stragglers: 2,000 inputs, 5% sleeping 50 ms and 95% 1 ms, size 50,
 //!   against the ideal from the nominal durations and from the measured ones.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::future::join_all;
 use prefecto::prelude::*;
-use rayon::prelude::*;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
-const SIZE: usize = 100;
-
-#[task]
-async fn add_one(x: u64) -> u64 {
-    x + 1
-}
-
-#[task]
-fn add_one_sync(x: u64) -> u64 {
-    x + 1
-}
-
-/// What is measured: a baseline, or prefecto in a mode.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Workload {
-    BufferUnordered,
-    JoinSetSemaphore,
-    HandStrict,
-    Rayon,
-    /// `BatchTask::map`, collecting every result.
-    Map {
-        mode: BatchMode,
-        sync_body: bool,
-    },
-    /// `BatchTask::stream_unordered`, summing outcomes as they come.
-    Stream {
-        mode: BatchMode,
-        sync_body: bool,
-    },
-}
-
-use Workload::*;
-
-const BASELINES: [Workload; 4] = [BufferUnordered, JoinSetSemaphore, HandStrict, Rayon];
-
-const PREFECTO: [Workload; 6] = [
-    Map {
-        mode: BatchMode::SlidingWindow,
-        sync_body: false,
-    },
-    Map {
-        mode: BatchMode::Strict,
-        sync_body: false,
-    },
-    Map {
-        mode: BatchMode::SlidingWindow,
-        sync_body: true,
-    },
-    Map {
-        mode: BatchMode::Strict,
-        sync_body: true,
-    },
-    Stream {
-        mode: BatchMode::SlidingWindow,
-        sync_body: false,
-    },
-    Stream {
-        mode: BatchMode::SlidingWindow,
-        sync_body: true,
-    },
-];
-
-impl Workload {
-    fn name(self) -> String {
-        let body = |sync: bool| if sync { "sync" } else { "async" };
-        let mode = |mode: BatchMode| match mode {
-            BatchMode::Strict => "strict",
-            BatchMode::SlidingWindow => "window",
-            _ => "other",
-        };
-        match self {
-            BufferUnordered => "futures buffer_unordered(100)".into(),
-            JoinSetSemaphore => "tokio JoinSet + Semaphore(100)".into(),
-            HandStrict => "hand-written strict (100 spawns)".into(),
-            Rayon => "rayon par_iter (sync)".into(),
-            Map { mode: m, sync_body } => format!("map {}, {} body", mode(m), body(sync_body)),
-            Stream { mode: m, sync_body } => {
-                format!("stream {}, {} body", mode(m), body(sync_body))
-            }
-        }
-    }
-
-    fn parse(name: &str) -> Workload {
-        *BASELINES
-            .iter()
-            .chain(PREFECTO.iter())
-            .find(|w| w.name() == name)
-            .unwrap_or_else(|| panic!("no workload {name:?}"))
-    }
-
-    /// Runs once over `n` inputs; the seconds it took. Checks the results.
-    fn run(self, runtime: &Runtime, n: u64) -> f64 {
-        let started = Instant::now();
-        let checksum: u64 = match self {
-            BufferUnordered => runtime.block_on(async {
-                let results: Vec<u64> = futures::stream::iter(0..n)
-                    .map(|x| async move { x + 1 })
-                    .buffer_unordered(SIZE)
-                    .collect()
-                    .await;
-                results.iter().sum()
-            }),
-            JoinSetSemaphore => runtime.block_on(join_set(n)),
-            HandStrict => runtime.block_on(async {
-                let mut results = Vec::with_capacity(n as usize);
-                let mut start = 0;
-                while start < n {
-                    let end = (start + SIZE as u64).min(n);
-                    let batch = (start..end).map(|i| tokio::spawn(async move { i + 1 }));
-                    results.extend(join_all(batch).await.into_iter().map(Result::unwrap));
-                    start = end;
-                }
-                results.iter().sum()
-            }),
-            Rayon => {
-                let results: Vec<u64> = (0..n).into_par_iter().map(|x| x + 1).collect();
-                results.iter().sum()
-            }
-            Map { mode, sync_body } => runtime
-                .block_on(map_flow(n, mode, sync_body))
-                .unwrap()
-                .iter()
-                .sum(),
-            Stream { mode, sync_body } => {
-                runtime.block_on(stream_flow(n, mode, sync_body)).unwrap()
-            }
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        assert_eq!(checksum, n * (n + 1) / 2, "{self:?} lost inputs");
-        seconds
-    }
-}
-
-async fn join_set(n: u64) -> u64 {
-    let semaphore = Arc::new(Semaphore::new(SIZE));
-    let mut set = JoinSet::new();
-    let mut results = vec![0u64; n as usize];
-    for i in 0..n {
-        let permit = semaphore.clone().acquire_owned().await.unwrap();
-        set.spawn(async move {
-            drop(permit);
-            (i, i + 1)
-        });
-        while let Some(done) = set.try_join_next() {
-            let (i, r) = done.unwrap();
-            results[i as usize] = r;
-        }
-    }
-    while let Some(done) = set.join_next().await {
-        let (i, r) = done.unwrap();
-        results[i as usize] = r;
-    }
-    results.iter().sum()
-}
-
-async fn map_all<T: Task<Args = (u64,), Output = u64>>(
-    task: T,
-    n: u64,
-    mode: BatchMode,
-) -> Vec<u64> {
-    let batch = BatchTask::new(task, SIZE).unwrap().with_mode(mode);
-    let futures = batch.map_async(0..n).await.unwrap();
-    futures.results_async().await.unwrap()
-}
-
-#[flow]
-async fn map_flow(n: u64, mode: BatchMode, sync_body: bool) -> Vec<u64> {
-    if sync_body {
-        map_all(add_one_sync, n, mode).await
-    } else {
-        map_all(add_one, n, mode).await
-    }
-}
-
-#[flow]
-async fn stream_flow(n: u64, mode: BatchMode, sync_body: bool) -> u64 {
-    let mut stream = if sync_body {
-        let batch = BatchTask::new(add_one_sync, SIZE).unwrap().with_mode(mode);
-        batch.stream_unordered(0..n).unwrap()
-    } else {
-        let batch = BatchTask::new(add_one, SIZE).unwrap().with_mode(mode);
-        batch.stream_unordered(0..n).unwrap()
-    };
-    let mut sum = 0;
-    while let Some(run) = stream.next_async().await {
-        sum += run.result.unwrap();
-    }
-    sum
-}
-
-static WORK_NANOS: AtomicU64 = AtomicU64::new(0);
-
-#[task]
-async fn straggle(i: u64) -> u64 {
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(straggler_millis(i))).await;
-    WORK_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    i
-}
-
-fn straggler_millis(i: u64) -> u64 {
-    if i % 20 == 0 { 50 } else { 1 }
-}
-
-#[flow]
-async fn straggler_flow(mode: BatchMode) -> (f64, f64) {
-    WORK_NANOS.store(0, Ordering::Relaxed);
-    let batch = BatchTask::new(straggle, 50).unwrap().with_mode(mode);
-    let started = Instant::now();
-    let results = batch
-        .map_async(0..2000u64)
-        .await
-        .unwrap()
-        .results_async()
-        .await
-        .unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(results.len(), 2000);
-    (
-        seconds,
-        WORK_NANOS.load(Ordering::Relaxed) as f64 / 1e9 / 50.0,
-    )
-}
+#[path = "batch_task/workloads.rs"]
+mod workloads;
+use workloads::*;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -351,6 +125,13 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only SECTION` (cost, flatness, memory, history, stragglers): that
+    // table alone, to compare two builds on one figure.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].clone());
+    let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let (n, reps) = if quick { (100_000, 1) } else { (1_000_000, 5) };
     let runtime = runtime();
     println!(
@@ -363,18 +144,43 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let workloads: Vec<Workload> = BASELINES.iter().chain(PREFECTO.iter()).copied().collect();
+    if wants("cost") {
+        cost_per_input(&engine_only, &runtime, &workloads, n, reps);
+    }
+    if wants("flatness") {
+        flatness(&engine_only, &runtime, quick, reps);
+    }
+    if wants("memory") {
+        memory(&workloads, n);
+    }
+    if wants("history") {
+        history(&engine_only, &runtime, quick, reps);
+    }
+    if wants("stragglers") {
+        stragglers(&engine_only, &runtime);
+    }
+}
+
+/// Cost per input of every workload, interleaved, with its ratios.
+fn cost_per_input(
+    engine_only: &Prefecto,
+    runtime: &Runtime,
+    workloads: &[Workload],
+    n: u64,
+    reps: usize,
+) {
     println!(
         "{n} trivial inputs, size {SIZE}, logs and history off; median of {reps} interleaved runs [min-max], µs per input"
     );
-    let workloads: Vec<Workload> = BASELINES.iter().chain(PREFECTO.iter()).copied().collect();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     engine_only.scope(|| {
-        for w in &workloads {
-            w.run(&runtime, n.min(10_000)); // warm-up: first use of pools and allocator
+        for w in workloads {
+            w.run(runtime, n.min(10_000)); // warm-up: first use of pools and allocator
         }
         for _ in 0..reps {
             for (w, s) in workloads.iter().zip(&mut seconds) {
-                s.push(w.run(&runtime, n));
+                s.push(w.run(runtime, n));
             }
         }
     });
@@ -397,7 +203,10 @@ fn main() {
             ratio(3)
         );
     }
+}
 
+/// Cost per input of a streaming window from 10k to 10M inputs.
+fn flatness(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize) {
     println!();
     let counts: &[u64] = if quick {
         &[10_000, 100_000, 1_000_000]
@@ -428,7 +237,7 @@ fn main() {
         for round in 0..rounds {
             for (&count, times) in counts.iter().zip(&mut seconds) {
                 if round < runs_at(count) {
-                    times.push(engine_only.scope(|| w.run(&runtime, count)));
+                    times.push(engine_only.scope(|| w.run(runtime, count)));
                 }
             }
         }
@@ -450,13 +259,16 @@ fn main() {
             cells.join(", ")
         );
     }
+}
 
+/// Peak RSS per input, each workload in a fresh process.
+fn memory(workloads: &[Workload], n: u64) {
     println!();
     let small = n / 100;
     println!(
         "peak RSS, each in a fresh process: at {n} and at {small} inputs, and the difference per input"
     );
-    for w in &workloads {
+    for w in workloads {
         let (big, little) = (rss_of(*w, n), rss_of(*w, small));
         println!(
             "{:<34} {:>8.1} MiB {:>8.1} MiB {:>8.1} B/input",
@@ -466,7 +278,10 @@ fn main() {
             (big as f64 - little as f64) * 1024.0 / (n - small) as f64
         );
     }
+}
 
+/// The same maps with the run history on and off, interleaved.
+fn history(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize) {
     println!();
     let history_inputs = if quick { 10_000 } else { 100_000 };
     // Three times the rounds: a round is short (100k quick runs), and the
@@ -479,10 +294,10 @@ fn main() {
     for w in [PREFECTO[0], PREFECTO[2], PREFECTO[4], PREFECTO[5]] {
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for _ in 0..history_reps {
-            off.push(engine_only.scope(|| w.run(&runtime, history_inputs)));
+            off.push(engine_only.scope(|| w.run(runtime, history_inputs)));
             // The flow call returns once its history is committed: the
             // writer's work is in the figure.
-            on.push(history_on.scope(|| w.run(&runtime, history_inputs)));
+            on.push(history_on.scope(|| w.run(runtime, history_inputs)));
         }
         let (off, on) = (
             per_input(&mut off, history_inputs).0,
@@ -496,7 +311,10 @@ fn main() {
     }
     drop(history_on);
     let _ = std::fs::remove_dir_all(&home);
+}
 
+/// A map whose inputs take 1 ms or 50 ms, against its ideal time.
+fn stragglers(engine_only: &Prefecto, runtime: &Runtime) {
     println!();
     let nominal: f64 = (0..2000).map(straggler_millis).sum::<u64>() as f64 / 1e3 / 50.0;
     println!(
