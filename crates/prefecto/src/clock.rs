@@ -1,7 +1,9 @@
 //! The clock of every state's timestamp: the system's realtime clock, read
 //! through the CPU's time-stamp counter where Linux itself does so.
 //!
-//! A task run reads the clock three times (Pending, Running, its end). On
+//! A task run reads the clock up to three times (Pending, Running, its
+//! end; a quick run that a map's lane takes straight on reads it once: it
+//! is made as the lane's last run ended, and starts as it is made). On
 //! the bench's VM `clock_gettime(CLOCK_REALTIME)` costs 23–29 ns, and perf
 //! put a fifth of a quick run of a warm map in it; the counter (`rdtsc`)
 //! costs 10. So, on x86-64 Linux whose clock source is the TSC (the kernel

@@ -201,6 +201,15 @@ impl State {
     pub fn running() -> Self {
         State::known(StateType::Running, const { code("Running") }, None)
     }
+    /// `Pending()` entered at `nanos` since the epoch: a run made by a
+    /// map's lane at the time its previous run ended.
+    #[inline]
+    pub(crate) fn pending_at(nanos: i64) -> Self {
+        State {
+            nanos,
+            ..State::unstamped(StateType::Pending, const { code("Pending") })
+        }
+    }
     /// `Running()` entered at `nanos` since the epoch: a run's first
     /// `Running` read back from its start time.
     #[inline]

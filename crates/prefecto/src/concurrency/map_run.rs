@@ -268,16 +268,17 @@ impl<T: Task> MapRun<T> {
     }
 
     /// Takes the next input, unless the map has stopped or a stream's span
-    /// is full, and announces its run.
+    /// is full, and announces its run, made now or at `created_at` (a
+    /// reading of the clock the lane just took: see `run_inputs`).
     ///
     /// A sync body is also handed to the thread pool here, under the queue's
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
-    pub(super) fn take_next(&self) -> Next<T> {
+    pub(super) fn take_next(&self, created_at: Option<i64>) -> Next<T> {
         if self.stopped() {
             return Next::Done;
         }
-        self.take_next_locked(&mut self.queue())
+        self.take_next_locked(&mut self.queue(), created_at)
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
@@ -302,7 +303,7 @@ impl<T: Task> MapRun<T> {
             if self.stopped() {
                 return Taking::Done;
             }
-            match self.take_next_locked(&mut queue) {
+            match self.take_next_locked(&mut queue, None) {
                 Next::Input(taken) => into.push_back(taken),
                 Next::Full => return Taking::Full,
                 Next::Done => return Taking::Done,
@@ -311,7 +312,7 @@ impl<T: Task> MapRun<T> {
         Taking::Enough
     }
 
-    fn take_next_locked(&self, queue: &mut Queue<T>) -> Next<T> {
+    fn take_next_locked(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Next<T> {
         if queue.exhausted || queue.next >= queue.end {
             return Next::Done;
         }
@@ -320,7 +321,7 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let (position, run, args) = match self.read_input(queue) {
+        let (position, run, args) = match self.read_input(queue, created_at) {
             Poll::Ready(Some(read)) => read,
             Poll::Ready(None) => return Next::Done,
             Poll::Pending => return Next::Full,
@@ -344,6 +345,7 @@ impl<T: Task> MapRun<T> {
     fn read_input(
         &self,
         queue: &mut Queue<T>,
+        created_at: Option<i64>,
     ) -> Poll<Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)>> {
         let args = match queue.inputs.poll_next() {
             Poll::Pending => return Poll::Pending,
@@ -360,7 +362,7 @@ impl<T: Task> MapRun<T> {
         };
         let position = queue.next;
         queue.next += 1;
-        let run = self.new_run(queue);
+        let run = self.new_run(queue, created_at);
         queue.slots.push_back(Slot {
             run: run.clone(),
             finished: false,
@@ -370,7 +372,7 @@ impl<T: Task> MapRun<T> {
     }
 
     /// A new run for the next input, named from the reserved block.
-    fn new_run(&self, queue: &mut Queue<T>) -> Arc<RunShared<T::Output>> {
+    fn new_run(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Arc<RunShared<T::Output>> {
         if queue.names.1 == 0 {
             let first = self
                 .ctx
@@ -379,7 +381,7 @@ impl<T: Task> MapRun<T> {
         }
         let index = queue.names.0;
         queue.names = (index + 1, queue.names.1 - 1);
-        new_run(&self.task, index, self.waiter.clone())
+        new_run(&self.task, index, self.waiter.clone(), created_at)
     }
 
     pub(super) fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {
@@ -418,7 +420,7 @@ impl<T: Task> MapRun<T> {
                 let mut queue = self.queue();
                 let read = match queue.exhausted || queue.inputs.upper_bound().is_none() {
                     true => Poll::Pending,
-                    false => self.read_input(&mut queue),
+                    false => self.read_input(&mut queue, None),
                 };
                 match read {
                     Poll::Ready(read) => read.map(|(position, run, _)| (position, run)),

@@ -104,7 +104,9 @@ impl<T: Task> TaskRun<'_, T> {
         let attempt = self.inline_attempt(outcome, "sync", "an async");
         let (state, value) = self.settle(attempt, cache_key);
         match quick {
-            true => self.finish_quick(state, value, ends),
+            true => {
+                self.finish_quick(state, value, ends);
+            }
             false => {
                 ends.hand_over();
                 self.finish(state, value);
@@ -117,16 +119,15 @@ impl<T: Task> TaskRun<'_, T> {
     /// cancellation the body is dropped at its next `.await`. `just_created`
     /// as for [`begin_inline`](Self::begin_inline). A body that ends at once
     /// has its end handed to the lane's `ends`, which are handed over before
-    /// the lane waits for a body that does not.
+    /// the lane waits for a body that does not. Returns the time a run that
+    /// ended in its first poll was stamped with, for the lane's next run.
     pub(crate) async fn run_inline_async(
         &self,
         args: T::Args,
         just_created: bool,
         ends: &mut LaneEnds,
-    ) {
-        let Some((cache_key, owes)) = self.begin_inline(&args, just_created) else {
-            return;
-        };
+    ) -> Option<i64> {
+        let (cache_key, owes) = self.begin_inline(&args, just_created)?;
         let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
         let mut body = std::pin::pin!(body);
         // Polled once before the wait for cancellation is made: a body that
@@ -139,8 +140,7 @@ impl<T: Task> TaskRun<'_, T> {
             // the outcome through `inline_attempt` and `settle`'s returns
             // (their stores and reloads were a tenth of this function's time).
             Poll::Ready(Ok(Some(Ok(value)))) if cache_key.is_none() => {
-                self.finish_quick(State::completed_unstamped(), Some(value), ends);
-                return;
+                return Some(self.finish_quick(State::completed_unstamped(), Some(value), ends));
             }
             Poll::Ready(outcome) => self.inline_attempt(outcome, "async", "a sync"),
             Poll::Pending => {
@@ -158,6 +158,7 @@ impl<T: Task> TaskRun<'_, T> {
         };
         let (state, value) = self.settle(attempt, cache_key);
         self.finish(state, value);
+        None
     }
 
     /// The attempt a body called inline made: `None` from `call_sync` or

@@ -28,18 +28,24 @@ pub(crate) struct TaskRun<'a, T: Task> {
     pub(crate) scope: &'a Arc<CancelScope>,
 }
 
-/// A task run's state, `Pending`, not yet announced; a sync body that
-/// waits for it (`waiter`) may run it.
+/// A task run's state, `Pending`, not yet announced, made now or at
+/// `created_at` (nanoseconds since the epoch, a reading of the clock just
+/// taken); a sync body that waits for it (`waiter`) may run it.
 pub(crate) fn new_run<T: Task>(
     task: &T,
     index: u64,
     waiter: Option<Arc<Helper>>,
+    created_at: Option<i64>,
 ) -> Arc<RunShared<T::Output>> {
     let name = TaskRunName {
         task: task.spec().name,
         index,
     };
-    RunShared::new(name, task.spec(), State::pending(), waiter)
+    let pending = match created_at {
+        Some(nanos) => State::pending_at(nanos),
+        None => State::pending(),
+    };
+    RunShared::new(name, task.spec(), pending, waiter)
 }
 
 impl<T: Task> TaskRun<'_, T> {
@@ -138,22 +144,29 @@ impl<T: Task> TaskRun<'_, T> {
 
     /// As [`finish`](Self::finish), for a quick run of a map's lane (see
     /// [`Recorder::end_batch`](crate::recorder::Recorder::end_batch)): its
-    /// end goes to the recorders through the lane's batches.
+    /// end goes to the recorders through the lane's batches. Returns the
+    /// time its end was stamped with (nanoseconds since the epoch).
     #[inline]
-    pub(crate) fn finish_quick(&self, state: State, value: Option<T::Output>, ends: &mut LaneEnds) {
+    pub(crate) fn finish_quick(
+        &self,
+        state: State,
+        value: Option<T::Output>,
+        ends: &mut LaneEnds,
+    ) -> i64 {
         self.end(state, value, |state| {
             if self.ctx.has_recorders() {
                 let times = self.shared.times_with(state);
                 let run = (self.name(), self.shared.spec);
                 ends.ended(self.ctx, run, state, times);
             }
-        });
+        })
     }
 
     #[inline(always)]
-    fn end(&self, state: State, value: Option<T::Output>, record: impl FnOnce(&State)) {
+    fn end(&self, state: State, value: Option<T::Output>, record: impl FnOnce(&State)) -> i64 {
         let name = self.name();
         let state = state.entered_now();
+        let at = state.nanos();
         if state.is_completed() || state.is_cancelled() {
             implied_log!(name, INFO, "{}", FinishedLine(&state));
         } else {
@@ -161,5 +174,6 @@ impl<T: Task> TaskRun<'_, T> {
         }
         record(&state);
         self.shared.finish(state, value);
+        at
     }
 }

@@ -284,6 +284,34 @@ fn a_run_its_lane_starts_as_it_makes_it_has_one_time_for_both() {
     }
 }
 
+#[test]
+fn a_lane_going_straight_on_makes_its_next_run_as_its_last_ended() {
+    common::quiet();
+    // Each lane's runs after its first are made with the time its previous
+    // run's end was stamped with: one reading of the clock for both.
+    for listener in [Listener::new(false, false), Listener::new(true, false)] {
+        let runs = heard_of_quick_map(&listener);
+        let ends: std::collections::HashSet<i64> =
+            runs.iter().map(|heard| heard.last().unwrap().at).collect();
+        let mut made_as_one_ended = 0;
+        for heard in &runs {
+            let end = heard.last().unwrap();
+            let created = end.created.unwrap();
+            let started = end.started.unwrap();
+            assert!(created <= started && started <= end.at, "{heard:?}");
+            if let Some(pending) = heard.iter().find(|h| h.state == "Pending") {
+                assert_eq!(pending.at, created, "{heard:?}");
+            }
+            made_as_one_ended += usize::from(ends.contains(&created));
+        }
+        // All but the lanes' first runs (two lanes).
+        assert!(
+            made_as_one_ended >= 48,
+            "{made_as_one_ended} of 50 made as a run ended"
+        );
+    }
+}
+
 /// A recorder that takes quick runs' ends in batches, and says how each
 /// end came: through a batch, or one by one.
 #[derive(Default)]
