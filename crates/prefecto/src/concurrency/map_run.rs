@@ -282,8 +282,9 @@ impl<T: Task> MapRun<T> {
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
-    /// `into`, under one look at the queue, for a lane that runs them one
-    /// after the other anyway; and why it stopped taking. `max` is asked
+    /// `into`, under one look at the queue and one reading of the clock,
+    /// for a lane that runs them one after the other anyway; and why it
+    /// stopped taking. `max` is asked
     /// once the queue is this lane's. With `wait` false, it takes none if
     /// another lane is looking.
     pub(super) fn take_many(
@@ -299,11 +300,13 @@ impl<T: Task> MapRun<T> {
             Err(TryLockError::WouldBlock) => return Taking::Enough,
         };
         let max = max();
+        // Made together, under one look at the queue: at one time.
+        let now = crate::clock::now_nanos();
         while into.len() < max {
             if self.stopped() {
                 return Taking::Done;
             }
-            match self.take_next_locked(&mut queue, None) {
+            match self.take_next_locked(&mut queue, Some(now)) {
                 Next::Input(taken) => into.push_back(taken),
                 Next::Full => return Taking::Full,
                 Next::Done => return Taking::Done,

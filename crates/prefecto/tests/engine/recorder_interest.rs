@@ -312,6 +312,41 @@ fn a_lane_going_straight_on_makes_its_next_run_as_its_last_ended() {
     }
 }
 
+#[task]
+fn echo_sync(x: u64) -> u64 {
+    x
+}
+
+#[test]
+fn runs_a_pool_lane_takes_together_are_made_at_one_time() {
+    common::quiet();
+    let listener = Listener::new(true, false);
+    let mapped = recorded_by(&[&listener], || {
+        let batch = BatchTask::new(echo_sync, 64).unwrap().sliding_window();
+        batch.map(0..2000u64).unwrap().results()
+    });
+    assert_eq!(mapped.unwrap().len(), 2000);
+    let mut made_at = std::collections::HashSet::new();
+    for index in 0..2000 {
+        let heard = listener.of(TaskRunName {
+            task: "echo_sync",
+            index,
+        });
+        assert_eq!(states(&heard)[0], "Pending", "{index}: {heard:?}");
+        let end = heard.last().unwrap();
+        assert_eq!(heard[0].at, end.created.unwrap(), "{index}: {heard:?}");
+        assert!(end.created <= end.started && end.started <= Some(end.at));
+        made_at.insert(heard[0].at);
+    }
+    // A lane takes several inputs at a time while its runs are quick (up to
+    // its share of the size): far fewer times than runs.
+    assert!(
+        made_at.len() < 1000,
+        "{} times for 2000 runs",
+        made_at.len()
+    );
+}
+
 /// A recorder that takes quick runs' ends in batches, and says how each
 /// end came: through a batch, or one by one.
 #[derive(Default)]
