@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::event::Event;
+use super::pack::PlainEnd;
 
 /// A shard hands its events over once it holds this many.
 pub(super) const PARCEL: usize = 256;
@@ -23,6 +24,13 @@ const MAX_QUEUED: usize = 1 << 16;
 /// writer's instructions per run). They stay allocated, at most what the
 /// backlog's bound lets wait (~10 MiB), and only after a map that used them.
 const SPARE_PARCELS: usize = MAX_QUEUED / PARCEL;
+/// A lane hands its plain ends over once it holds this many
+/// (`lane_pack.rs`): 40 KB, which reach the writer a few at a time.
+pub(super) const LANE_ENDS: usize = 1024;
+/// How many emptied lists of plain ends the writer keeps for the lanes, as
+/// it keeps parcels (a list is made on a lane and emptied on the writer's
+/// thread): the writer packs them as they come, so few are ever away.
+const SPARE_ENDS: usize = 64;
 
 /// How many events wait for the writer, whether it is still there, and
 /// the parcels it has emptied.
@@ -30,27 +38,64 @@ const SPARE_PARCELS: usize = MAX_QUEUED / PARCEL;
 pub(super) struct Backlog {
     queued: AtomicUsize,
     writer_gone: AtomicBool,
-    spare: Mutex<Vec<Vec<Event>>>,
+    spare: Spare<Event>,
+    spare_ends: Spare<PlainEnd>,
+}
+
+/// Emptied lists of one capacity, made on engine threads and emptied on
+/// the writer's, kept to fill again.
+struct Spare<T>(Mutex<Vec<Vec<T>>>);
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Spare(Mutex::default())
+    }
+}
+
+impl<T> Spare<T> {
+    fn lists(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, capacity: usize) -> Vec<T> {
+        let spare = self.lists().pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// Keeps `list`, emptied, if it has that capacity and fewer than `max`
+    /// are kept; else drops it.
+    fn keep(&self, mut list: Vec<T>, capacity: usize, max: usize) {
+        if list.capacity() != capacity {
+            return;
+        }
+        list.clear();
+        let mut spare = self.lists();
+        if spare.len() < max {
+            spare.push(list);
+        }
+    }
 }
 
 impl Backlog {
     /// A parcel the writer has emptied, or a new one.
     pub(super) fn empty_parcel(&self) -> Vec<Event> {
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        spare.unwrap_or_else(|| Vec::with_capacity(PARCEL))
+        self.spare.take(PARCEL)
     }
 
     /// The writer has taken a parcel's events: the shards may fill it
     /// again. Parcels of other sizes (`send_now`'s) are dropped.
-    pub fn give_back(&self, mut parcel: Vec<Event>) {
-        if parcel.capacity() != PARCEL {
-            return;
-        }
-        parcel.clear();
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_PARCELS {
-            spare.push(parcel);
-        }
+    pub fn give_back(&self, parcel: Vec<Event>) {
+        self.spare.keep(parcel, PARCEL, SPARE_PARCELS);
+    }
+
+    /// A list of plain ends the writer has emptied, or a new one.
+    pub(super) fn empty_ends(&self) -> Vec<PlainEnd> {
+        self.spare_ends.take(LANE_ENDS)
+    }
+
+    /// The writer has packed a list of plain ends: a lane may fill it again.
+    pub fn give_back_ends(&self, ends: Vec<PlainEnd>) {
+        self.spare_ends.keep(ends, LANE_ENDS, SPARE_ENDS);
     }
 
     #[cfg(test)]
@@ -60,7 +105,7 @@ impl Backlog {
 
     #[cfg(test)]
     pub(super) fn spare_parcels(&self) -> usize {
-        self.spare.lock().unwrap().len()
+        self.spare.lists().len()
     }
 
     /// A shard sent events of this weight (`Event::weight`).

@@ -7,7 +7,7 @@ use std::sync::mpsc::SyncSender;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::pack::Pack;
+use super::pack::{Pack, PlainEnd};
 use crate::names::UpstreamRun;
 use crate::recorder::RunTimes;
 use crate::state::{State, StateType};
@@ -101,6 +101,13 @@ pub(super) enum Event {
         task: &'static str,
         pack: Pack,
     },
+    /// Quick task runs of one task of a flow run that ended plainly, in
+    /// the order one lane made them (`lane_pack.rs`): packed by the writer.
+    Ended {
+        flow_run: Uuid,
+        task: &'static str,
+        ends: Vec<PlainEnd>,
+    },
     /// Answered once everything sent before it is committed.
     Flush(SyncSender<()>),
 }
@@ -112,6 +119,9 @@ impl Event {
     pub(super) fn weight(&self) -> usize {
         match self {
             Event::Packed { pack, .. } => 1 + pack.body().len() / size_of::<Event>(),
+            Event::Ended { ends, .. } => {
+                1 + ends.len() * size_of::<PlainEnd>() / size_of::<Event>()
+            }
             _ => 1,
         }
     }

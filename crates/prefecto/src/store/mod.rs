@@ -21,6 +21,7 @@ mod lane_pack;
 mod left_over;
 mod outbox;
 mod pack;
+mod plain_ends;
 mod query;
 mod rows;
 mod running_runs;

@@ -15,6 +15,22 @@ use uuid::Uuid;
 
 use crate::state::{State, StateType};
 
+/// A quick task run's plain end (its state's usual name, no message), as
+/// its lane saw it: the writer packs it ([`Pack::push_plain_end`]). Its
+/// times are the engine's nanoseconds, made microseconds there too: what a
+/// lane does per run is on a map's critical path, and the writer's thread
+/// mostly has a core to itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct PlainEnd {
+    pub(super) index: u64,
+    pub(super) created_nanos: i64,
+    /// 0: it never started.
+    pub(super) started_nanos: i64,
+    pub(super) ended_nanos: i64,
+    pub(super) run_count: u32,
+    pub(super) state_type: StateType,
+}
+
 /// A run's numbers, as written ahead of its state.
 #[derive(Clone, Copy)]
 struct Numbers {
@@ -154,6 +170,20 @@ impl Pack {
         });
     }
 
+    /// A quick run that ended plainly, as its lane saw it (times in
+    /// nanoseconds): as [`push_ended`](Self::push_ended) would pack it.
+    pub fn push_plain_end(&mut self, end: &PlainEnd) {
+        let micros = |nanos: i64| nanos.div_euclid(1000);
+        let numbers = Numbers {
+            index: end.index,
+            created: micros(end.created_nanos),
+            start: (end.started_nanos != 0).then(|| micros(end.started_nanos)),
+            end: Some(micros(end.ended_nanos)),
+            run_count: end.run_count,
+        };
+        self.push_head(numbers, code_of(end.state_type) as u8, true);
+    }
+
     /// Counts the run and writes its numbers and state code, and for a
     /// `plain` run (no name, message or history) the zeros that say so.
     fn push_head(&mut self, run: Numbers, code: u8, plain: bool) {
@@ -216,6 +246,11 @@ impl Pack {
             body: Vec::with_capacity(bytes),
             ..Pack::default()
         }
+    }
+
+    /// The bytes it holds before it grows.
+    pub fn capacity(&self) -> usize {
+        self.body.capacity()
     }
 
     pub fn runs(&self) -> usize {

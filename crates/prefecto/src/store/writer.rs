@@ -18,6 +18,7 @@ use super::fold::{RunUpdate, Unwritten, fold};
 use super::full_disk::{Reserve, Waiting, is_full};
 use super::outbox::{FastHash, FastMap, Outbox};
 use super::pack::{Pack, Packs};
+use super::plain_ends::{WriterPacks, pack_plain_ends};
 use super::sql::{Plan, write_batch};
 use crate::state::StateType;
 
@@ -66,6 +67,7 @@ pub(super) fn write_loop(
     // Parcels as they came: copying their events into one list cost about
     // half as much as packing the runs (a parcel is 256 events of ~130 bytes).
     let mut batch: Vec<Vec<Event>> = Vec::new();
+    let mut writer_packs = WriterPacks::default();
     let mut reserve = Reserve::keep(store.path(), reserve_mb);
     let mut waiting = Waiting::default();
     // Flushes answered once their records are written, or the disk has
@@ -97,15 +99,37 @@ pub(super) fn write_loop(
         let deadline = Instant::now() + GATHER;
         let is_flush = |parcel: &[Event]| parcel.iter().any(|e| matches!(e, Event::Flush(_)));
         let weight = |parcel: &[Event]| parcel.iter().map(Event::weight).sum::<usize>();
+        // Finished task runs seen whole in this batch go straight into packs
+        // (most come packed by the outbox, or as lanes' plain ends).
+        let mut batch_packs: FastMap<(Uuid, &'static str), Pack> = FastMap::default();
+        // Packs to write as they are: the outbox's, and the writer's own once full.
+        let mut ready_packs = Packs::new();
+        let mut first = first;
         let mut flushing = closing || !pending_acks.is_empty() || is_flush(&first);
         let mut batch_weight = weight(&first);
+        pack_plain_ends(
+            &mut first,
+            &mut batch_packs,
+            &mut ready_packs,
+            &mut writer_packs,
+            backlog,
+        );
         batch.push(first);
         while batch_weight < MAX_BATCH && !flushing {
             let wait = deadline.saturating_duration_since(Instant::now());
             match parcels.recv_timeout(wait) {
-                Ok(parcel) => {
+                Ok(mut parcel) => {
                     flushing = is_flush(&parcel);
                     batch_weight += weight(&parcel);
+                    // Packed as they come, not once gathered: most of a map's
+                    // runs are then packed by the time the map ends.
+                    pack_plain_ends(
+                        &mut parcel,
+                        &mut batch_packs,
+                        &mut ready_packs,
+                        &mut writer_packs,
+                        backlog,
+                    );
                     batch.push(parcel);
                 }
                 Err(_) => break,
@@ -141,10 +165,6 @@ pub(super) fn write_loop(
                 );
             }
         }
-        // Finished task runs seen whole in this batch go straight into packs
-        // (most come packed by the outbox).
-        let mut batch_packs: FastMap<(Uuid, &'static str), Pack> = FastMap::default();
-        let mut packed_by_the_outbox = Packs::new();
         for event in batch.iter_mut().flat_map(|parcel| parcel.drain(..)) {
             match event {
                 Event::Flush(ack) => acks.push(ack),
@@ -196,7 +216,7 @@ pub(super) fn write_loop(
                     flow_run,
                     task,
                     pack,
-                } => packed_by_the_outbox.push(((flow_run, task), pack)),
+                } => ready_packs.push(((flow_run, task), pack)),
                 other => others.push(other),
             }
         }
@@ -228,7 +248,7 @@ pub(super) fn write_loop(
             }
         }
         let mut packs: Packs = batch_packs.into_iter().collect();
-        packs.append(&mut packed_by_the_outbox);
+        packs.append(&mut ready_packs);
         let due = Plan {
             others: &others,
             as_rows: &as_rows,
@@ -287,6 +307,8 @@ pub(super) fn write_loop(
         if keep_rows {
             as_rows.clear();
         }
+        // Written, or held by the full disk's wait (which took them).
+        writer_packs.recycle(std::mem::take(&mut packs));
         for key in as_rows.drain(..) {
             if let Some(run) = unwritten.remove(&key) {
                 if matches!(key, RunKey::Task(..)) {

@@ -261,3 +261,39 @@ fn close_runs_after(runs: &[Run<'_>]) -> Run<'static> {
         history: Vec::new(),
     }
 }
+
+proptest! {
+    #[test]
+    fn plain_ends_packed_by_the_writer_are_the_runs_packed_here(
+        runs in close_runs(),
+        sub_micros in prop::collection::vec((0i64..1000, 0i64..1000, 0i64..1000), 60),
+    ) {
+        // Ended plainly, as lanes hand them over: times in nanoseconds.
+        let runs: Vec<Run<'static>> = runs
+            .into_iter()
+            .map(|run| {
+                let usual = CODES[code_of(run.state.state_type)].1;
+                Run {
+                    end: Some(run.end.unwrap_or(run.created + 1)),
+                    state: state(run.state.state_type, usual, None),
+                    ..run
+                }
+            })
+            .collect();
+        let mut by_writer = Pack::default();
+        for (run, (c, s, e)) in runs.iter().zip(&sub_micros) {
+            by_writer.push_plain_end(&PlainEnd {
+                index: run.index,
+                created_nanos: run.created * 1000 + c,
+                started_nanos: run.start.map_or(0, |t| t * 1000 + s),
+                ended_nanos: run.end.unwrap() * 1000 + e,
+                run_count: run.run_count,
+                state_type: run.state.state_type,
+            });
+        }
+        prop_assert_eq!(by_writer.runs(), runs.len());
+        let here = pack_of(&runs);
+        prop_assert_eq!(by_writer.body(), here.body());
+        prop_assert_eq!(unpack(by_writer.body()).unwrap(), runs);
+    }
+}
