@@ -230,19 +230,24 @@ impl FlowRunContext {
         self.record_task_transition_to(recorders, task_run, state, times, upstream);
     }
 
+    /// Whether any recorder hears a task run's first `Running` at once.
+    pub(crate) fn hears_running_at_once(&self) -> bool {
+        !self.seams.running_recorders.is_empty()
+    }
+
     /// Hands a task run's first `Running` to the recorders that hear it at
-    /// once; true if others are owed it ([`Recorder::wants_running`]): they
-    /// hear it from [`record_owed_running`](Self::record_owed_running) once
-    /// the run is seen still running.
+    /// once. Others, if any ([`owes_running`](Self::owes_running),
+    /// [`Recorder::wants_running`]), hear it from
+    /// [`record_owed_running`](Self::record_owed_running) once the run is
+    /// seen still running.
     pub(crate) fn record_first_running(
         &self,
         task_run: (TaskRunName, &'static TaskSpec),
         state: &State,
         times: Option<RunTimes>,
-    ) -> bool {
+    ) {
         let at_once = &self.seams.running_recorders;
         self.record_task_transition_to(at_once, Some(task_run), state, times, &[]);
-        self.owes_running()
     }
 
     /// Whether any recorder hears a first `Running` only once the run is

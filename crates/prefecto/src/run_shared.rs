@@ -148,6 +148,13 @@ impl<T> RunShared<T> {
     /// Counts `state` into the run's times, and returns them: `None` for a
     /// run never Pending. Its creation was noted when it was made.
     pub(crate) fn times_with(&self, state: &State) -> Option<crate::recorder::RunTimes> {
+        self.count_into_times(state);
+        self.times()
+    }
+
+    /// Counts `state` into the run's times: a `Running` is a start.
+    #[inline]
+    pub(crate) fn count_into_times(&self, state: &State) {
         if state.is_running() {
             let _ = self.started.compare_exchange(
                 0,
@@ -157,7 +164,6 @@ impl<T> RunShared<T> {
             );
             self.run_count.fetch_add(1, Ordering::Relaxed);
         }
-        self.times()
     }
 
     /// When it was made `Pending`, in nanoseconds since the epoch; `None`

@@ -96,11 +96,17 @@ impl<T: Task> TaskRun<'_, T> {
     #[inline]
     pub(crate) fn start_running(&self, at: Option<i64>) -> bool {
         let state = at.map_or_else(State::running, State::running_at);
-        let owes = self.ctx.has_recorders() && {
-            let times = self.shared.times_with(&state);
-            let run = (self.name(), self.shared.spec);
-            self.ctx.record_first_running(run, &state, times)
-        };
+        if self.ctx.has_recorders() {
+            self.shared.count_into_times(&state);
+            // Read back and handed over only to a recorder that hears it
+            // now: the run history hears a quick run's end only.
+            if self.ctx.hears_running_at_once() {
+                let run = (self.name(), self.shared.spec);
+                self.ctx
+                    .record_first_running(run, &state, self.shared.times());
+            }
+        }
+        let owes = self.ctx.owes_running();
         self.shared.set_state(state);
         owes
     }
