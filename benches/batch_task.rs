@@ -130,7 +130,12 @@ fn main() {
     let only = args
         .iter()
         .position(|a| a == "--only")
-        .map(|i| args[i + 1].clone());
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    const SECTIONS: [&str; 5] = ["cost", "flatness", "memory", "history", "stragglers"];
+    if let Some(section) = only.as_deref().filter(|o| !SECTIONS.contains(o)) {
+        eprintln!("--only {section:?}: no such section; the sections are {SECTIONS:?}");
+        std::process::exit(2);
+    }
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let (n, reps) = if quick { (100_000, 1) } else { (1_000_000, 5) };
     let runtime = runtime();

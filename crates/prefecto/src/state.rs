@@ -201,8 +201,9 @@ impl State {
     pub fn running() -> Self {
         State::known(StateType::Running, const { code("Running") }, None)
     }
-    /// `Pending()` entered at `nanos` since the epoch: a run made by a
-    /// map's lane at the time its previous run ended.
+    /// `Pending()` entered at `nanos` since the epoch: a run a map's lane
+    /// makes with a reading of the clock it just took (its last run's end,
+    /// or the time it took several inputs at once).
     #[inline]
     pub(crate) fn pending_at(nanos: i64) -> Self {
         State {

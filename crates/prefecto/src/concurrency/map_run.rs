@@ -284,9 +284,8 @@ impl<T: Task> MapRun<T> {
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
     /// `into`, under one look at the queue and one reading of the clock,
     /// for a lane that runs them one after the other anyway; and why it
-    /// stopped taking. `max` is asked
-    /// once the queue is this lane's. With `wait` false, it takes none if
-    /// another lane is looking.
+    /// stopped taking. `max` is asked once the queue is this lane's. With
+    /// `wait` false, it takes none if another lane is looking.
     pub(super) fn take_many(
         &self,
         max: impl FnOnce() -> usize,

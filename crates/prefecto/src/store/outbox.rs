@@ -14,7 +14,9 @@
 //! with nothing of it sent to the writer yet (it was quick, and not retried)
 //! is packed here as it ends (`pack.rs`), and its pack goes to the writer
 //! whole: building, sending and sorting an event for each such run cost the
-//! writer more than the SQLite it then wrote.
+//! writer more than the SQLite it then wrote. A map's lanes keep their quick
+//! runs' ends themselves (`lane_pack.rs`) and hand them here in lists, which
+//! go to the writer a few at a time, for it to pack (`plain_ends.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;

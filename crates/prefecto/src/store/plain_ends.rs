@@ -46,11 +46,9 @@ pub(super) fn pack_plain_ends(
     }
 }
 
-/// The writer's own packs of plain ends, kept from one batch to the next:
-/// made afresh, each grew through a few reallocations, and each allocation
-/// of a pack's size swept the writer's small free chunks together
-/// (`malloc_consolidate`): callgrind put a third of the writer's
-/// instructions there.
+/// The writer's own packs of plain ends, kept from one batch to the next
+/// and made with a full pack's room: made afresh from empty, each grew
+/// through a few reallocations, copying what it held each time.
 #[derive(Default)]
 pub(super) struct WriterPacks {
     spare: Vec<Pack>,
