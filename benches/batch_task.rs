@@ -9,7 +9,8 @@
 //!   hand-written strict batches of 100 spawned tasks, rayon `par_iter`).
 //! - Flatness: a streaming sliding window from 10k to 10M inputs (1M with
 //!   `--quick`): µs per input at each count, the median of more runs at the
-//!   small counts (as many inputs in all as at 1M, up to 25 runs).
+//!   small counts (as many inputs in all as at 1M, up to 25 runs), and of
+//!   three at least.
 //! - Memory: peak RSS, each workload in a fresh process of its own (this
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
 //!   per input. Nothing counts allocations while anything is timed.
@@ -220,10 +221,13 @@ fn flatness(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize)
     };
     // A small count takes a few milliseconds, where one wake-up late on a
     // busy machine shows: its median is over more runs, at least as many
-    // inputs in all as a large count's (up to 25 runs). The counts take
-    // turns, round by round, so that a slow spell of the host falls on all
-    // of them rather than on whichever ran during it.
-    let runs_at = |count: u64| (reps as u64 * 1_000_000 / count).clamp(1, 25) as usize;
+    // inputs in all as a large count's (up to 25 runs). Every count's is a
+    // median of three at least: a single run at 10M took the host's slow
+    // spells (a round at close to twice its time, now and then) for the
+    // engine's. The counts take turns, round by round, so that a slow
+    // spell of the host falls on all of them rather than on whichever ran
+    // during it.
+    let runs_at = |count: u64| (reps as u64 * 1_000_000 / count).clamp(3, 25) as usize;
     let runs: Vec<String> = counts
         .iter()
         .map(|&count| format!("{} at {count}", runs_at(count)))
