@@ -31,7 +31,8 @@ fn checks(inputs: Vec<i64>) -> Result<(), prefecto::concurrency::BatchError<i64>
 /// A fresh run history of its own, named after `name` and this process, in
 /// which `flows` run; returns its folder and what `flows` returned.
 fn history_with<R>(name: &str, flows: impl FnOnce() -> R) -> (PathBuf, R) {
-    let home = std::env::temp_dir().join(format!("prefecto-cli-{name}-{}", std::process::id()));
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("prefecto-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     let setup = Prefecto::builder()
         .engine_only()
@@ -232,7 +233,7 @@ fn timeline_draws_runs_by_state_and_the_trip() {
     );
     // Kept for a person to look at.
     pixmap
-        .save_png(std::env::temp_dir().join("prefecto-timeline-test.png"))
+        .save_png(Path::new(env!("CARGO_TARGET_TMPDIR")).join("prefecto-timeline-test.png"))
         .unwrap();
 }
 
@@ -356,7 +357,8 @@ fn hostile_messages_are_escaped_for_people_and_exact_in_json() {
         1_000_000 + HOSTILE.len()
     );
 
-    let svg = std::env::temp_dir().join(format!("prefecto-hostile-{}.svg", std::process::id()));
+    let svg = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("prefecto-hostile-{}.svg", std::process::id()));
     let (ok, _, err) = prefecto(
         home,
         &["flow-run", "timeline", name, "-o", svg.to_str().unwrap()],

@@ -87,7 +87,8 @@ fn can_mount() -> bool {
 /// Runs the child flow on a fresh tmpfs of `size_mb`, with `env` set; gives
 /// its output and a copy of the history made before the tmpfs went away.
 fn run_on_small_disk(name: &str, size_mb: u32, env: &[(&str, &str)]) -> (Output, PathBuf) {
-    let work = std::env::temp_dir().join(format!("prefecto-full-{name}-{}", std::process::id()));
+    let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("prefecto-full-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let disk = work.join("disk");
     let copy = work.join("copy");

@@ -14,7 +14,8 @@ const CHILD_ENV: &str = "PREFECTO_TEST_CHILD";
 const INPUTS: u64 = 3_000;
 
 fn temp_home(name: &str) -> PathBuf {
-    let home = std::env::temp_dir().join(format!("prefecto-{name}-{}", std::process::id()));
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("prefecto-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     home
 }

@@ -135,6 +135,7 @@ pub enum StoreError {
 /// let task_runs = store.task_runs(run.id, None).unwrap();
 /// assert_eq!(task_runs.len(), 2);
 /// assert_eq!(task_runs[1].name, "add-1");
+/// # drop((store, prefecto)); let _ = std::fs::remove_dir_all(&home);
 /// ```
 pub struct Store {
     path: PathBuf,
@@ -208,6 +209,7 @@ impl Store {
     ///
     /// let store = Store::open_read_only(home.join(store::DB_FILE)).unwrap();
     /// assert_eq!(store.flow_runs(10, None, None).unwrap().len(), 1);
+    /// # drop(store); let _ = std::fs::remove_dir_all(&home);
     /// ```
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         use rusqlite::OpenFlags;

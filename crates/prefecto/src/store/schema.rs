@@ -259,16 +259,30 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    fn temp_db(name: &str) -> std::path::PathBuf {
+    /// A database path in a fresh folder, removed when the test ends.
+    struct TempDb {
+        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn temp_db(name: &str) -> TempDb {
         let dir =
             std::env::temp_dir().join(format!("prefecto-schema-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        dir.join("prefecto.db")
+        let path = dir.join("prefecto.db");
+        TempDb { dir, path }
     }
 
     #[test]
     fn a_new_database_gets_the_current_version() {
-        let path = temp_db("new");
+        let db = temp_db("new");
+        let path = db.path.clone();
         let store = Store::open(&path).unwrap();
         let version: i64 = store
             .conn
@@ -282,7 +296,8 @@ mod tests {
 
     #[test]
     fn an_older_database_is_migrated_forward() {
-        let path = temp_db("older");
+        let db = temp_db("older");
+        let path = db.path.clone();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         let Sql(first) = MIGRATIONS[0] else {
@@ -313,7 +328,8 @@ mod tests {
 
     #[test]
     fn task_runs_chunked_as_json_lines_are_migrated_to_rows() {
-        let path = temp_db("chunks");
+        let db = temp_db("chunks");
+        let path = db.path.clone();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         for migration in &MIGRATIONS[..4] {
@@ -368,7 +384,8 @@ mod tests {
 
     #[test]
     fn a_newer_database_is_refused_untouched() {
-        let path = temp_db("newer");
+        let db = temp_db("newer");
+        let path = db.path.clone();
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)

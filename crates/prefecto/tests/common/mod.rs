@@ -46,8 +46,8 @@ impl HistoryHome {
     /// A fresh one, in a folder named after `name` and this process.
     pub fn new(name: &str) -> Self {
         quiet();
-        let home =
-            std::env::temp_dir().join(format!("prefecto-{name}-test-{}", std::process::id()));
+        let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("prefecto-{name}-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         let prefecto = Prefecto::builder()
             .engine_only()
