@@ -201,26 +201,6 @@ impl Outbox {
         self.backlog.wait_if_full(sent);
     }
 
-    /// Adds the ends of quick runs of `task` in `flow_run`, packed
-    /// elsewhere (by a lane: `lane_pack.rs`), to the open pack of the
-    /// shard of their run numbered `index`: one lock and look-up for the
-    /// lot, and the writer still gets full packs as the map goes.
-    pub fn append_pack(&self, index: u64, flow_run: Uuid, task: &'static str, ends: &Pack) {
-        let sent = {
-            let mut shard = self.shard(index);
-            let at = shard.open_pack(flow_run, task);
-            let pack = &mut shard.packs[at].1;
-            pack.append(ends);
-            if pack.body().len() < PACK_BYTES {
-                return;
-            }
-            let full = shard.packs.remove(at);
-            shard.send_pack(full);
-            self.hand_over(&mut shard)
-        };
-        self.backlog.wait_if_full(sent);
-    }
-
     /// Sends a lane's plain ends of `task` in `flow_run` to the writer, to
     /// pack there, with the next few lanes' lists (or at the next drain):
     /// nothing else of those runs went to the writer or waits in a shard

@@ -214,26 +214,6 @@ impl Pack {
         self.last_created = run.created;
     }
 
-    /// Appends the runs of `other` after this pack's, as if pushed here one
-    /// by one: only its first run is written again (it was counted from
-    /// zero, and now counts from this pack's last); the bytes of the rest
-    /// count from that one, and are copied as they are.
-    pub fn append(&mut self, other: &Pack) {
-        if other.runs == 0 {
-            return;
-        }
-        let mut rest = other.body();
-        if self.runs > 0 {
-            let first = next_run(&mut rest, &mut (0, 0)).expect("a pack reads back");
-            self.push(&first);
-            self.runs -= 1;
-        }
-        self.body.extend_from_slice(rest);
-        self.runs += other.runs;
-        self.last_index = other.last_index;
-        self.last_created = other.last_created;
-    }
-
     /// Empties it, keeping its room.
     pub fn clear(&mut self) {
         self.body.clear();

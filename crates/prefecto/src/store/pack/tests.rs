@@ -219,51 +219,6 @@ fn pack_of(runs: &[Run<'_>]) -> Pack {
 
 proptest! {
     #[test]
-    fn packs_appended_are_the_pack_of_all_their_runs(
-        runs in close_runs(),
-        more in prop::collection::vec(any_run(), 0..10),
-        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
-    ) {
-        let runs: Vec<Run<'static>> = runs.into_iter().chain(more).collect();
-        // Cut into consecutive packs, appended one after the other to a
-        // pack used and cleared before (as a lane's pack is).
-        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(runs.len() + 1)).collect();
-        cuts.push(0);
-        cuts.push(runs.len());
-        cuts.sort_unstable();
-        let mut whole = pack_of(&runs[..runs.len() / 2]);
-        whole.clear();
-        for part in cuts.windows(2) {
-            whole.append(&pack_of(&runs[part[0]..part[1]]));
-        }
-        let expected = pack_of(&runs);
-        prop_assert_eq!(whole.runs(), runs.len());
-        prop_assert_eq!(whole.body(), expected.body());
-        // And what comes after packs on from the last run appended.
-        let next = close_runs_after(&runs);
-        whole.push(&next);
-        let mut all = runs.clone();
-        all.push(next);
-        prop_assert_eq!(unpack(whole.body()).unwrap(), all);
-    }
-}
-
-/// A plain run a few microseconds after the last of `runs`.
-fn close_runs_after(runs: &[Run<'_>]) -> Run<'static> {
-    let (index, created) = runs.last().map_or((0, 0), |run| (run.index, run.created));
-    Run {
-        index: index.wrapping_add(1),
-        created: created + 5,
-        start: Some(created + 6),
-        end: Some(created + 9),
-        run_count: 1,
-        state: state(StateType::Completed, "Completed", None),
-        history: Vec::new(),
-    }
-}
-
-proptest! {
-    #[test]
     fn plain_ends_packed_by_the_writer_are_the_runs_packed_here(
         runs in close_runs(),
         sub_micros in prop::collection::vec((0i64..1000, 0i64..1000, 0i64..1000), 60),
