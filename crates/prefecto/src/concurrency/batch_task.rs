@@ -8,6 +8,7 @@ use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::{BatchConfigError, KillSwitch};
 use super::map_run::{MapRun, SharedSwitch};
 use super::map_stream::{Delivery, MapStream};
+use super::stream_handoff;
 use crate::args::{MapArgs, MapError, Zipped};
 use crate::blocking::block_on;
 use crate::context;
@@ -300,9 +301,10 @@ impl<T: Task> BatchTask<T> {
             _ => 0,
         };
         let span = self.size + self.read_ahead();
-        let (sender, receiver) = tokio::sync::mpsc::channel(span);
+        let (handoff, reader) = stream_handoff::handoff(span);
         let delivery = Delivery {
-            sender,
+            shared_buffer: handoff.buffer(0),
+            handoff,
             in_input_order,
             sending: tokio::sync::Mutex::new(()),
             span,
@@ -318,7 +320,7 @@ impl<T: Task> BatchTask<T> {
             total,
             Some(delivery),
         ));
-        let stream = MapStream::new(receiver, map.scope.clone(), total);
+        let stream = MapStream::new(reader, map.scope.clone(), total);
         ctx.tracker.spawn_on(
             async move {
                 map.drive().await;

@@ -10,8 +10,10 @@ use super::batch_mode::SwitchOrder;
 use super::kill_switch::{KillSwitch, KillSwitchError};
 use super::map_queue::Queue;
 use super::map_run::MapRun;
-use super::map_stream::{Delivery, StreamStop, Streamed};
+use super::map_stream::Delivery;
 use super::outcome::InputOutcome;
+use super::stream_handoff::{Buffer, HandedRun};
+use super::stream_stop::StreamStop;
 use crate::context::flow_log;
 use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
 use crate::task::{Task, panic_message};
@@ -94,22 +96,41 @@ impl<T: Task> MapRun<T> {
     /// completion order; in input order, every run its lane has finished
     /// with, from the first not yet handed over. Then forgets what no longer
     /// needs holding. Called by the run's lane once it has [`observe`](Self::observe)d it.
-    pub(super) async fn deliver(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
-        if !self.deliver_now(position, run) {
-            self.deliver_later(position, run).await;
+    /// `lane` is the buffer of the lane that hands it over, if any.
+    pub(super) async fn deliver(
+        &self,
+        position: usize,
+        run: &Arc<RunShared<T::Output>>,
+        lane: Option<&Buffer<T::Output>>,
+    ) {
+        if !self.deliver_now(position, run, lane) {
+            self.deliver_later(position, run, lane).await;
         }
+    }
+
+    /// The buffer of a lane, or group of lanes, of a stream: lanes that
+    /// run at once had best have `group`s of their own.
+    pub(super) fn lane_buffer(&self, group: usize) -> Option<Arc<Buffer<T::Output>>> {
+        let delivery = self.delivery.as_ref()?;
+        Some(delivery.handoff.buffer(group))
     }
 
     /// What [`deliver`](Self::deliver) does once [`deliver_now`](Self::deliver_now)
     /// could not: waits for the reader's room, or for another lane handing over.
-    pub(super) async fn deliver_later(&self, position: usize, run: &Arc<RunShared<T::Output>>) {
+    pub(super) async fn deliver_later(
+        &self,
+        position: usize,
+        run: &Arc<RunShared<T::Output>>,
+        lane: Option<&Buffer<T::Output>>,
+    ) {
         let Some(delivery) = &self.delivery else {
             return;
         };
-        // A run is forgotten only once it is in the stream's buffer: runs
-        // on their way there count against the span too.
+        let buffer = delivery.buffer(lane);
+        // A run is forgotten only once its outcome is on its way to the
+        // reader: runs waiting to be count against the span too.
         if !delivery.in_input_order {
-            self.send(delivery, Streamed::Run(position, run.clone()))
+            self.hand(delivery, buffer, vec![HandedRun::of(position, run)])
                 .await;
             self.handed_over(position..position + 1);
             return;
@@ -123,7 +144,10 @@ impl<T: Task> MapRun<T> {
                 let due = queue.due_in_order();
                 let runs = due
                     .clone()
-                    .filter_map(|position| queue.slot(position).map(|slot| slot.run.clone()))
+                    .filter_map(|position| {
+                        let slot = queue.slot(position)?;
+                        Some(HandedRun::of(position, &slot.run))
+                    })
                     .collect();
                 queue.next_to_hand = due.end;
                 (due, runs)
@@ -131,9 +155,7 @@ impl<T: Task> MapRun<T> {
             if due.is_empty() {
                 return;
             }
-            for (position, run) in due.clone().zip(runs) {
-                self.send(delivery, Streamed::Run(position, run)).await;
-            }
+            self.hand(delivery, buffer, runs).await;
             self.handed_over(due);
         }
     }
@@ -142,17 +164,24 @@ impl<T: Task> MapRun<T> {
     /// room for all that is due, and no other lane is handing over in input
     /// order. Whether it did; if not, nothing due is lost: `deliver` hands
     /// it over.
-    pub(super) fn deliver_now(&self, position: usize, run: &Arc<RunShared<T::Output>>) -> bool {
+    pub(super) fn deliver_now(
+        &self,
+        position: usize,
+        run: &Arc<RunShared<T::Output>>,
+        lane: Option<&Buffer<T::Output>>,
+    ) -> bool {
         let Some(delivery) = &self.delivery else {
             return true;
         };
+        let buffer = delivery.buffer(lane);
         if !delivery.in_input_order {
-            let Ok(permit) = delivery.sender.try_reserve() else {
-                return false;
-            };
-            permit.send(Streamed::Run(position, run.clone()));
-            self.handed_over(position..position + 1);
-            return true;
+            let handed = delivery
+                .handoff
+                .try_hand(buffer, 1, |into| into.push(HandedRun::of(position, run)));
+            if handed {
+                self.handed_over(position..position + 1);
+            }
+            return handed;
         }
         // One look at the queue: what is due cannot change while it is held.
         let mut queue = self.queue();
@@ -168,14 +197,16 @@ impl<T: Task> MapRun<T> {
         if due.is_empty() {
             return true;
         }
-        let Ok(permits) = delivery.sender.try_reserve_many(due.len()) else {
-            return false;
-        };
-        for (position, permit) in due.clone().zip(permits) {
-            if let Some(slot) = queue.slot(position) {
-                permit.send(Streamed::Run(position, slot.run.clone()));
-                slot.delivered = true;
+        let handed = delivery.handoff.try_hand(buffer, due.len(), |into| {
+            for position in due.clone() {
+                if let Some(slot) = queue.slot(position) {
+                    into.push(HandedRun::of(position, &slot.run));
+                    slot.delivered = true;
+                }
             }
+        });
+        if !handed {
+            return false;
         }
         queue.next_to_hand = due.end;
         self.forget_handed_over(&mut queue);
@@ -193,12 +224,17 @@ impl<T: Task> MapRun<T> {
         self.forget_handed_over(&mut queue);
     }
 
-    /// Sends one outcome, waiting while the reader is behind: unless the
-    /// reader is gone (the outcome is dropped: the history has it), or the
-    /// flow's function returned without reading on.
-    async fn send(&self, delivery: &Delivery<T::Output>, item: Streamed<T::Output>) {
+    /// Hands over outcomes, waiting while the reader is behind: unless the
+    /// reader is gone (the outcomes are dropped: the history has them), or
+    /// the flow's function returned without reading on.
+    async fn hand(
+        &self,
+        delivery: &Delivery<T::Output>,
+        buffer: &Buffer<T::Output>,
+        runs: Vec<HandedRun<T::Output>>,
+    ) {
         tokio::select! {
-            _ = delivery.sender.send(item) => {}
+            _ = delivery.handoff.hand(buffer, runs) => {}
             _ = self.ctx.body_returned.cancelled() => self.abandon_unread(),
         }
     }
@@ -251,10 +287,7 @@ impl<T: Task> MapRun<T> {
         if let Some(StreamStop::Inputs(error)) = &stop {
             flow_log!(self.ctx, ERROR, "{}", error);
         }
-        tokio::select! {
-            _ = delivery.sender.send(Streamed::End(stop.map(Box::new))) => {}
-            _ = self.ctx.body_returned.cancelled() => {}
-        }
+        delivery.handoff.end(stop.map(Box::new));
     }
 
     /// A collecting map's result: every run's future; or the kill switch

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
+use super::stream_handoff::Buffer;
 use crate::context;
 use crate::inputs::RunArgs;
 use crate::runner::LaneEnds;
@@ -37,19 +38,25 @@ impl<T: Task> MapRun<T> {
             for (i, taken) in firsts.into_iter().enumerate() {
                 groups[i % tasks].push(taken);
             }
-            let drive_group = |group: Vec<Option<Taken<T>>>| {
+            let drive_group = |(index, group): (usize, Vec<Option<Taken<T>>>)| {
                 let map = self.clone();
+                // A stream's outcomes go in a buffer per group: its lanes
+                // never run at once.
+                let buffer = self.lane_buffer(index);
                 let lanes = async move {
                     let mut lanes: FuturesUnordered<_> = group
                         .into_iter()
-                        .map(|taken| map.clone().lane(taken))
+                        .map(|taken| map.clone().lane(taken, buffer.clone()))
                         .collect();
                     while lanes.next().await.is_some() {}
                 };
                 // The flow run is current for all the bodies its lanes run.
                 context::with_task_context(self.ctx.clone(), lanes)
             };
-            let mut groups = groups.into_iter().filter(|group| !group.is_empty());
+            let mut groups = groups
+                .into_iter()
+                .enumerate()
+                .filter(|(_, group)| !group.is_empty());
             let first = groups.next();
             for group in groups {
                 self.ctx
@@ -130,14 +137,23 @@ impl<T: Task> MapRun<T> {
     }
 
     /// Drives the run it was given (if any), then of each input it takes, until none is left.
-    pub(super) async fn lane(self: Arc<Self>, taken: Option<Taken<T>>) {
-        self.run_inputs(taken).await;
+    /// `buffer` is where it hands a stream's outcomes over.
+    pub(super) async fn lane(
+        self: Arc<Self>,
+        taken: Option<Taken<T>>,
+        buffer: Option<Arc<Buffer<T::Output>>>,
+    ) {
+        self.run_inputs(taken, buffer.as_deref()).await;
         self.end_lane().await;
     }
 
     /// A lane's work: the run it was given (if any: else it waits for a
     /// stream's first input), then each input it takes.
-    pub(super) async fn run_inputs(&self, taken: Option<Taken<T>>) {
+    pub(super) async fn run_inputs(
+        &self,
+        taken: Option<Taken<T>>,
+        buffer: Option<&Buffer<T::Output>>,
+    ) {
         let mut next = match taken {
             Some(taken) => Some(taken),
             None => self.take_next_waiting().await,
@@ -189,9 +205,9 @@ impl<T: Task> MapRun<T> {
             // No async call when there is nothing to wait for (nothing to
             // hand over, or room for it; an input at hand): making and
             // dropping their futures cost a quick run 8% of its instructions.
-            if !self.deliver_now(position, &run) {
+            if !self.deliver_now(position, &run, buffer) {
                 ends.hand_over();
-                self.deliver_later(position, &run).await;
+                self.deliver_later(position, &run, buffer).await;
                 ended_at = None;
             }
             drop(run);

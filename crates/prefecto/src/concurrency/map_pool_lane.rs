@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::batch_mode::BatchMode;
 use super::map_run::{MapRun, Submitted, Taken, Taking};
+use super::stream_handoff::Buffer;
 use crate::context;
 use crate::future::RunShared;
 use crate::inputs::RunArgs;
@@ -41,6 +42,8 @@ const QUICK: Duration = Duration::from_micros(20);
 struct PoolLane<T: Task> {
     taken: VecDeque<Taken<T>>,
     pace: Pace,
+    /// Where it hands a stream's outcomes over.
+    buffer: Option<Arc<Buffer<T::Output>>>,
 }
 
 /// How many inputs a pool lane holds at most: one, doubling while its runs
@@ -55,7 +58,12 @@ struct Pace {
 }
 
 impl<T: Task> PoolLane<T> {
-    fn new(first: Option<Taken<T>>, chunk: usize, max_chunk: usize) -> Self {
+    fn new(
+        first: Option<Taken<T>>,
+        chunk: usize,
+        max_chunk: usize,
+        buffer: Option<Arc<Buffer<T::Output>>>,
+    ) -> Self {
         let max_chunk = max_chunk.max(1);
         PoolLane {
             taken: first.into_iter().collect(),
@@ -65,6 +73,7 @@ impl<T: Task> PoolLane<T> {
                 since: Instant::now(),
                 runs_since: 0,
             },
+            buffer,
         }
     }
 
@@ -112,9 +121,9 @@ impl<T: Task> MapRun<T> {
     pub(super) fn start_pool_lanes(self: &Arc<Self>, firsts: Vec<Option<Taken<T>>>) {
         let share = self.size / firsts.len().max(1);
         let chunk = self.pool_chunk.load(Ordering::Relaxed);
-        for first in firsts {
+        for (index, first) in firsts.into_iter().enumerate() {
             let waiting = first.is_none();
-            let lane = PoolLane::new(first, chunk, share);
+            let lane = PoolLane::new(first, chunk, share, self.lane_buffer(index));
             match waiting {
                 true => {
                     let off_pool = self.clone().off_pool(Detour::Next, lane);
@@ -136,7 +145,7 @@ impl<T: Task> MapRun<T> {
                 let handle = ctx.handle.clone();
                 let lane_inputs = async move {
                     while let Some(taken) = lane.taken.pop_front() {
-                        self.run_inputs(Some(taken)).await;
+                        self.run_inputs(Some(taken), lane.buffer.as_deref()).await;
                     }
                     self.end_lane().await;
                 };
@@ -203,7 +212,7 @@ impl<T: Task> MapRun<T> {
             };
             self.task_run(&run).run_inline(args, &mut ends);
             self.observe(&run);
-            if !self.deliver_now(position, &run) {
+            if !self.deliver_now(position, &run, lane.buffer.as_deref()) {
                 break Detour::HandOver(position, run);
             }
             runs += 1;
@@ -263,11 +272,13 @@ impl<T: Task> MapRun<T> {
                     // It ended without running: cancelled, or an upstream run did not complete.
                     None => {
                         self.observe(&run);
-                        self.deliver(position, &run).await;
+                        self.deliver(position, &run, lane.buffer.as_deref()).await;
                     }
                 }
             }
-            Detour::HandOver(position, run) => self.deliver(position, &run).await,
+            Detour::HandOver(position, run) => {
+                self.deliver(position, &run, lane.buffer.as_deref()).await
+            }
             Detour::Next | Detour::End => {}
         }
         if lane.taken.is_empty() {

@@ -440,7 +440,7 @@ impl<T: Task> MapRun<T> {
             };
             self.task_run(&run).cancel_unsubmitted(&message);
             count += 1;
-            self.deliver(position, &run).await;
+            self.deliver(position, &run, None).await;
         }
         if count > 0 {
             flow_log!(

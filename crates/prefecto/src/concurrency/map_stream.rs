@@ -8,13 +8,12 @@ use std::sync::Arc;
 use futures::Stream;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::args::MapError;
+use super::stream_handoff::{Buffer, HandedRun, Handoff, Read, Reader};
+use super::stream_stop::StreamStop;
 use crate::blocking::block_on;
 use crate::context::CancelScope;
-use crate::future::{RunShared, TaskRunError};
+use crate::future::TaskRunError;
 use crate::names::TaskRunName;
 
 /// The outcome of one input of a [`MapStream`].
@@ -51,96 +50,37 @@ pub struct StreamedRun<T> {
     pub result: Result<T, TaskRunError>,
 }
 
-impl<T> StreamedRun<T> {
-    /// Takes a finished run's outcome.
-    fn of(index: usize, run: &Arc<RunShared<T>>) -> Self {
+impl<T> From<HandedRun<T>> for StreamedRun<T> {
+    fn from(run: HandedRun<T>) -> Self {
         StreamedRun {
-            index,
-            task_run: run.name(),
-            result: run.take_outcome(),
+            index: run.index,
+            task_run: run.task_run,
+            result: run.result.map_err(|error| *error),
         }
     }
-}
-
-/// Why a [`MapStream`] ended before every input ran, as
-/// [`MapStream::stop`] tells once it has ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StreamStop {
-    /// A kill switch tripped. The runs in flight were cancelled and, like
-    /// every input read after the trip, handed over `Cancelled`.
-    KillSwitch {
-        /// The switch's name.
-        switch: String,
-        /// Why it tripped.
-        reason: String,
-        /// The first input never read, if the inputs were left unread
-        /// because their iterator may be endless.
-        unread_from: Option<usize>,
-    },
-    /// The map was cancelled: its flow run was, or the stream was dropped.
-    Cancelled {
-        /// Why.
-        reason: String,
-        /// As for [`StreamStop::KillSwitch`].
-        unread_from: Option<usize>,
-    },
-    /// The inputs went wrong: mapped iterators of unequal lengths.
-    Inputs(MapError),
-}
-
-impl fmt::Display for StreamStop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unread = |f: &mut fmt::Formatter<'_>, unread_from: &Option<usize>| match unread_from {
-            Some(first) => write!(f, " (inputs from #{first} on were never read)"),
-            None => Ok(()),
-        };
-        match self {
-            StreamStop::KillSwitch {
-                switch,
-                reason,
-                unread_from,
-            } => {
-                write!(f, "Kill switch {switch} stopped the map: {reason}")?;
-                unread(f, unread_from)
-            }
-            StreamStop::Cancelled {
-                reason,
-                unread_from,
-            } => {
-                write!(f, "The map was cancelled: {reason}")?;
-                unread(f, unread_from)
-            }
-            StreamStop::Inputs(error) => write!(f, "The map's inputs went wrong: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for StreamStop {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StreamStop::Inputs(error) => Some(error),
-            _ => None,
-        }
-    }
-}
-
-/// What the map sends its stream: a finished run, whose outcome the reader
-/// takes, or the end. Small, as it is moved several times per run on its
-/// way: the outcome and an end's reasons stay behind pointers.
-pub(super) enum Streamed<T> {
-    Run(usize, Arc<RunShared<T>>),
-    End(Option<Box<StreamStop>>),
 }
 
 /// The map's end of a stream.
 pub(super) struct Delivery<T> {
-    pub(super) sender: mpsc::Sender<Streamed<T>>,
+    pub(super) handoff: Handoff<T>,
     pub(super) in_input_order: bool,
     /// Held while handing over in input order, so outcomes leave in order.
     pub(super) sending: tokio::sync::Mutex<()>,
     /// At most this many runs held, from the oldest not handed over to the newest taken.
     pub(super) span: usize,
+    /// The buffer of hand-overs in input order, and of those no lane makes.
+    pub(super) shared_buffer: Arc<Buffer<T>>,
+}
+
+impl<T> Delivery<T> {
+    /// The buffer a hand-over goes into: the lane's own, if it has one and
+    /// order does not matter.
+    pub(super) fn buffer<'a>(&'a self, lane: Option<&'a Buffer<T>>) -> &'a Buffer<T> {
+        match lane {
+            Some(lane) if !self.in_input_order => lane,
+            _ => &self.shared_buffer,
+        }
+    }
 }
 
 /// The outcomes of a streaming map ([`BatchTask::stream`]), one per input:
@@ -178,7 +118,7 @@ pub(super) struct Delivery<T> {
 /// [`BatchTask::stream`]: super::BatchTask::stream
 /// [`BatchTask::with_read_ahead`]: super::BatchTask::with_read_ahead
 pub struct MapStream<T> {
-    receiver: mpsc::Receiver<Streamed<T>>,
+    reader: Reader<T>,
     scope: Arc<CancelScope>,
     total: Option<usize>,
     ended: bool,
@@ -186,13 +126,9 @@ pub struct MapStream<T> {
 }
 
 impl<T> MapStream<T> {
-    pub(super) fn new(
-        receiver: mpsc::Receiver<Streamed<T>>,
-        scope: Arc<CancelScope>,
-        total: Option<usize>,
-    ) -> Self {
+    pub(super) fn new(reader: Reader<T>, scope: Arc<CancelScope>, total: Option<usize>) -> Self {
         MapStream {
-            receiver,
+            reader,
             scope,
             total,
             ended: false,
@@ -216,17 +152,12 @@ impl<T> MapStream<T> {
         self.ended
     }
 
-    fn take(&mut self, item: Option<Streamed<T>>) -> Option<StreamedRun<T>> {
-        match item {
-            Some(Streamed::Run(index, run)) => Some(StreamedRun::of(index, &run)),
-            Some(Streamed::End(stop)) => {
+    fn take(&mut self, read: Read<T>) -> Option<StreamedRun<T>> {
+        match read {
+            Read::Run(run) => Some(run.into()),
+            Read::End(stop) => {
                 self.ended = true;
                 self.stop = stop.map(|stop| *stop);
-                None
-            }
-            // The map is gone without an end: only if its runtime was shut down.
-            None => {
-                self.ended = true;
                 None
             }
         }
@@ -242,19 +173,23 @@ impl<T> Iterator for MapStream<T> {
         if self.ended {
             return None;
         }
-        // An outcome already waiting is taken without blocking: a
+        // An outcome already at hand is taken without blocking: a
         // `block_on` per outcome cost about 460 instructions, as much as a
         // third of a quick run.
-        let item = match self.receiver.try_recv() {
-            Ok(item) => Some(item),
-            Err(TryRecvError::Disconnected) => None,
-            Err(TryRecvError::Empty) => block_on(
-                self.receiver.recv(),
+        let read = loop {
+            if let Some(read) = self.reader.try_read() {
+                break read;
+            }
+            let message = block_on(
+                self.reader.receiver().recv(),
                 "MapStream::next",
                 "stream.next_async().await",
-            ),
+            );
+            if let Some(read) = self.reader.read(message) {
+                break read;
+            }
         };
-        self.take(item)
+        self.take(read)
     }
 }
 
@@ -264,8 +199,16 @@ impl<T: Send + 'static> MapStream<T> {
         if self.ended {
             return None;
         }
-        let item = self.receiver.recv().await;
-        self.take(item)
+        let read = loop {
+            if let Some(read) = self.reader.try_read() {
+                break read;
+            }
+            let message = self.reader.receiver().recv().await;
+            if let Some(read) = self.reader.read(message) {
+                break read;
+            }
+        };
+        self.take(read)
     }
 
     /// The outcomes as a [`Stream`], for async code and its combinators.

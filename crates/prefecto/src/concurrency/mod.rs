@@ -15,6 +15,8 @@ mod map_queue;
 mod map_run;
 mod map_stream;
 mod outcome;
+mod stream_handoff;
+mod stream_stop;
 
 pub use batch_error::BatchError;
 pub use batch_mode::{BatchMode, SwitchOrder};
@@ -22,5 +24,6 @@ pub use batch_task::BatchTask;
 pub use kill_switch::{
     AnyFailedSwitch, BatchConfigError, CountSwitch, KillSwitch, KillSwitchError, RateSwitch,
 };
-pub use map_stream::{MapStream, StreamStop, StreamedRun};
+pub use map_stream::{MapStream, StreamedRun};
 pub use outcome::InputOutcome;
+pub use stream_stop::StreamStop;

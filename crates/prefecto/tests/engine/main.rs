@@ -23,6 +23,7 @@ mod panicking_parts;
 mod recorder_interest;
 #[cfg(feature = "history")]
 mod resume;
+mod stream_outcomes_at_once;
 mod streams;
 mod sync_maps_on_the_pool;
 mod task_runs;
