@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::batch_error::BatchError;
 use super::batch_mode::SwitchOrder;
 use super::kill_switch::{KillSwitch, KillSwitchError};
-use super::map_queue::Queue;
+use super::map_queue::{Queue, Unmarked};
 use super::map_run::MapRun;
 use super::map_stream::Delivery;
 use super::outcome::InputOutcome;
@@ -103,7 +103,7 @@ impl<T: Task> MapRun<T> {
         run: &Arc<RunShared<T::Output>>,
         lane: Option<&Buffer<T::Output>>,
     ) {
-        if !self.deliver_now(position, run, lane) {
+        if !self.deliver_now(position, run, lane, None) {
             self.deliver_later(position, run, lane).await;
         }
     }
@@ -163,12 +163,14 @@ impl<T: Task> MapRun<T> {
     /// As [`deliver`](Self::deliver), if it needs no wait: the reader has
     /// room for all that is due, and no other lane is handing over in input
     /// order. Whether it did; if not, nothing due is lost: `deliver` hands
-    /// it over.
+    /// it over. Out of order, a lane's hand-over is marked in the queue at
+    /// its next look (`unmarked`), if it has one.
     pub(super) fn deliver_now(
         &self,
         position: usize,
         run: &Arc<RunShared<T::Output>>,
         lane: Option<&Buffer<T::Output>>,
+        unmarked: Option<&mut Unmarked>,
     ) -> bool {
         let Some(delivery) = &self.delivery else {
             return true;
@@ -178,8 +180,10 @@ impl<T: Task> MapRun<T> {
             let handed = delivery
                 .handoff
                 .try_hand(buffer, 1, |into| into.push(HandedRun::of(position, run)));
-            if handed {
-                self.handed_over(position..position + 1);
+            match unmarked {
+                _ if !handed => {}
+                Some(unmarked) => unmarked.push(position),
+                None => self.handed_over(position..position + 1),
             }
             return handed;
         }
@@ -211,6 +215,14 @@ impl<T: Task> MapRun<T> {
         queue.next_to_hand = due.end;
         self.forget_handed_over(&mut queue);
         true
+    }
+
+    /// Marks a lane's hand-overs it has not marked yet, and forgets what no
+    /// longer needs holding.
+    pub(super) fn mark_handed_over(&self, queue: &mut Queue<T>, unmarked: &mut Unmarked) {
+        if queue.mark(unmarked) {
+            self.forget_handed_over(queue);
+        }
     }
 
     /// Marks runs as handed over, and forgets what no longer needs holding.

@@ -16,6 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::batch_mode::BatchMode;
+use super::map_queue::Unmarked;
 use super::map_run::{MapRun, Submitted, Taken, Taking};
 use super::stream_handoff::Buffer;
 use crate::context;
@@ -44,6 +45,8 @@ struct PoolLane<T: Task> {
     pace: Pace,
     /// Where it hands a stream's outcomes over.
     buffer: Option<Arc<Buffer<T::Output>>>,
+    /// Its hand-overs, marked at its next look at the queue.
+    unmarked: Unmarked,
 }
 
 /// How many inputs a pool lane holds at most: one, doubling while its runs
@@ -74,6 +77,7 @@ impl<T: Task> PoolLane<T> {
                 runs_since: 0,
             },
             buffer,
+            unmarked: Unmarked::default(),
         }
     }
 
@@ -195,12 +199,14 @@ impl<T: Task> MapRun<T> {
             // that it seldom has to wait for one when it runs out.
             if lane.running_low() {
                 let _runtime = self.ctx.handle.enter();
-                self.take_many(|| lane.pace.adapt(), &mut lane.taken, false);
+                let pace = &mut lane.pace;
+                self.take_many(|| pace.adapt(), &mut lane.taken, false, &mut lane.unmarked);
             }
             let Some((position, run, submitted)) = lane.taken.pop_front() else {
                 // An async stream of inputs may need the runtime to be read.
                 let _runtime = self.ctx.handle.enter();
-                match self.take_many(|| lane.pace.adapt(), &mut lane.taken, true) {
+                let pace = &mut lane.pace;
+                match self.take_many(|| pace.adapt(), &mut lane.taken, true, &mut lane.unmarked) {
                     _ if !lane.taken.is_empty() => continue,
                     Taking::Full => break Detour::Next,
                     _ => break Detour::End,
@@ -212,7 +218,12 @@ impl<T: Task> MapRun<T> {
             };
             self.task_run(&run).run_inline(args, &mut ends);
             self.observe(&run);
-            if !self.deliver_now(position, &run, lane.buffer.as_deref()) {
+            if !self.deliver_now(
+                position,
+                &run,
+                lane.buffer.as_deref(),
+                Some(&mut lane.unmarked),
+            ) {
                 break Detour::HandOver(position, run);
             }
             runs += 1;
@@ -282,7 +293,7 @@ impl<T: Task> MapRun<T> {
             Detour::Next | Detour::End => {}
         }
         if lane.taken.is_empty() {
-            match self.take_next_waiting().await {
+            match self.take_next_waiting(&mut lane.unmarked).await {
                 Some(taken) => lane.taken.push_back(taken),
                 None => return self.end_lane().await,
             }

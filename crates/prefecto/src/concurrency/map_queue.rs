@@ -22,6 +22,24 @@ pub(super) struct Slot<O> {
     pub(super) delivered: bool,
 }
 
+/// The positions of runs a lane handed over to a stream's reader whose
+/// slots it has not marked `delivered` yet: it marks them at its next look
+/// at the queue, which it takes anyway, not under a lock of their own.
+/// Until then they hold the span a little longer: no longer than a run the
+/// lane went on to, which is older than any input a lane could take.
+#[derive(Default)]
+pub(super) struct Unmarked(Vec<usize>);
+
+impl Unmarked {
+    pub(super) fn push(&mut self, position: usize) {
+        self.0.push(position);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The inputs not yet taken, and the runs still held, from position `low`.
 pub(super) struct Queue<T: Task> {
     pub(super) next: usize,
@@ -57,6 +75,19 @@ impl<T: Task> Queue<T> {
             .take_while(|slot| slot.finished)
             .count();
         first..first + finished
+    }
+
+    /// Marks the runs of `unmarked` delivered; whether there were any.
+    pub(super) fn mark(&mut self, unmarked: &mut Unmarked) -> bool {
+        if unmarked.0.is_empty() {
+            return false;
+        }
+        for position in unmarked.0.drain(..) {
+            if let Some(slot) = self.slot(position) {
+                slot.delivered = true;
+            }
+        }
+        true
     }
 
     pub(super) fn slot(&mut self, position: usize) -> Option<&mut Slot<T::Output>> {

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::KillSwitch;
 use super::map_inputs::MapInputs;
-use super::map_queue::{Queue, Slot};
+use super::map_queue::{Queue, Slot, Unmarked};
 use super::map_stream::Delivery;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::RunShared;
@@ -274,23 +274,32 @@ impl<T: Task> MapRun<T> {
     /// A sync body is also handed to the thread pool here, under the queue's
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
-    pub(super) fn take_next(&self, created_at: Option<i64>) -> Next<T> {
+    ///
+    /// Marks the lane's `unmarked` hand-overs first, under the same lock.
+    pub(super) fn take_next(&self, created_at: Option<i64>, unmarked: &mut Unmarked) -> Next<T> {
+        if self.stopped() && unmarked.is_empty() {
+            return Next::Done;
+        }
+        let mut queue = self.queue();
+        self.mark_handed_over(&mut queue, unmarked);
         if self.stopped() {
             return Next::Done;
         }
-        self.take_next_locked(&mut self.queue(), created_at)
+        self.take_next_locked(&mut queue, created_at)
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
     /// `into`, under one look at the queue and one reading of the clock,
     /// for a lane that runs them one after the other anyway; and why it
     /// stopped taking. `max` is asked once the queue is this lane's. With
-    /// `wait` false, it takes none if another lane is looking.
+    /// `wait` false, it takes none if another lane is looking. Marks the
+    /// lane's `unmarked` hand-overs first, if it looks.
     pub(super) fn take_many(
         &self,
         max: impl FnOnce() -> usize,
         into: &mut VecDeque<Taken<T>>,
         wait: bool,
+        unmarked: &mut Unmarked,
     ) -> Taking {
         let mut queue = match self.queue.try_lock() {
             Ok(queue) => queue,
@@ -298,6 +307,7 @@ impl<T: Task> MapRun<T> {
             Err(TryLockError::WouldBlock) if wait => self.queue(),
             Err(TryLockError::WouldBlock) => return Taking::Enough,
         };
+        self.mark_handed_over(&mut queue, unmarked);
         let max = max();
         // Made together, under one look at the queue: at one time.
         let now = crate::clock::now_nanos();
