@@ -22,6 +22,9 @@ use uuid::Uuid;
 use crate::names::TaskRunName;
 use crate::state::State;
 
+mod end_batch;
+pub use end_batch::{EndBatch, PlainEnd};
+
 /// The logger of engine-wide lines, such as flow run creation.
 pub const ENGINE: &str = "prefecto.engine";
 /// The logger of lines about one flow run.
@@ -351,20 +354,6 @@ pub trait Recorder: Send + Sync + 'static {
 
     /// The flow run has ended and no more events will come for it: flush.
     fn on_flow_run_end(&self, _flow_run: FlowRunRef<'_>) {}
-}
-
-/// Where one of a map's lanes hands a recorder the ends of its quick task
-/// runs, one flow run's, a batch at a time ([`Recorder::end_batch`]).
-pub trait EndBatch: Send {
-    /// A quick task run ended in `state`; `times` hold its creation and
-    /// start, which the recorder did not hear as transitions unless it
-    /// wants them at once.
-    fn ended(&mut self, run: TaskRunName, state: &State, times: RunTimes);
-
-    /// The lane is about to wait, or ends: whatever the batch holds goes
-    /// where the recorder's other transitions go. Also called before the
-    /// batch is dropped.
-    fn hand_over(&mut self);
 }
 
 /// A log line that a task run's transition implies.

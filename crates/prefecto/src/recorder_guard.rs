@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::names::TaskRunName;
 use crate::recorder::ENGINE;
-use crate::recorder::{EndBatch, FlowRunRef, LogEvent, Recorder, RunTimes, TransitionEvent};
+use crate::recorder::{
+    EndBatch, FlowRunRef, LogEvent, PlainEnd, Recorder, RunTimes, TransitionEvent,
+};
 use crate::state::State;
 use crate::task::panic_message;
 
@@ -61,6 +63,15 @@ impl EndBatch for GuardedBatch {
         guarded(&self.dropped, "a task run's end", || {
             inner.ended(run, state, times)
         });
+    }
+
+    fn plain_ends(&mut self, task: &'static str, ends: &mut Vec<PlainEnd>) {
+        let inner = &mut self.inner;
+        guarded(&self.dropped, "a list of ends", || {
+            inner.plain_ends(task, ends)
+        });
+        // Whatever a panic left in it is not handed over twice.
+        ends.clear();
     }
 
     fn hand_over(&mut self) {

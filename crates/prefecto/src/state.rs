@@ -150,6 +150,19 @@ const fn code(name: &str) -> u8 {
     panic!("not one of NAMES")
 }
 
+/// The code of a state type's own name: `Completed` for COMPLETED.
+fn usual_code(state_type: StateType) -> u8 {
+    match state_type {
+        StateType::Pending => const { code("Pending") },
+        StateType::Scheduled => const { code("Scheduled") },
+        StateType::Running => const { code("Running") },
+        StateType::Completed => const { code("Completed") },
+        StateType::Failed => const { code("Failed") },
+        StateType::Crashed => const { code("Crashed") },
+        StateType::Cancelled => const { code("Cancelled") },
+    }
+}
+
 impl State {
     /// A state of the given type and name, stamped now.
     pub fn new(
@@ -302,16 +315,16 @@ impl State {
     /// history then needs of it besides its type and time.
     #[cfg_attr(not(feature = "history"), allow(dead_code))]
     pub(crate) fn is_plain(&self) -> bool {
-        let usual = match self.state_type {
-            StateType::Pending => const { code("Pending") },
-            StateType::Scheduled => const { code("Scheduled") },
-            StateType::Running => const { code("Running") },
-            StateType::Completed => const { code("Completed") },
-            StateType::Failed => const { code("Failed") },
-            StateType::Crashed => const { code("Crashed") },
-            StateType::Cancelled => const { code("Cancelled") },
-        };
-        self.name == usual && !self.has_message
+        self.name == usual_code(self.state_type) && !self.has_message
+    }
+
+    /// A state of its type's own name and no message, at `nanos`: a plain
+    /// end as a lane kept it ([`PlainEnd`](crate::recorder::PlainEnd)).
+    pub(crate) fn plain_at(state_type: StateType, nanos: i64) -> Self {
+        State {
+            nanos,
+            ..State::unstamped(state_type, usual_code(state_type))
+        }
     }
 
     /// The state's type.

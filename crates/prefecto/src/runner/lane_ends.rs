@@ -11,15 +11,24 @@ use std::sync::Arc;
 
 use crate::context::FlowRunContext;
 use crate::names::TaskRunName;
-use crate::recorder::{EndBatch, Recorder, RunTimes};
+use crate::recorder::{EndBatch, PlainEnd, Recorder, RunTimes};
 use crate::state::State;
 use crate::task::TaskSpec;
+
+/// Plain ends a lane keeps before it hands them to its batches: the
+/// history's writer takes lists of this length.
+const ENDS_PER_LIST: usize = 1024;
 
 /// The recorders of one lane's quick runs' ends.
 pub(crate) struct LaneEnds {
     batches: Vec<Box<dyn EndBatch>>,
     /// The recorders that take no batch: they hear each end as a transition.
     one_by_one: Vec<Arc<dyn Recorder>>,
+    /// Its runs that ended plainly and are not handed to the batches yet,
+    /// with their task: a lane's run costs a push here, not a call through
+    /// each batch and its panic guard.
+    plain: Vec<PlainEnd>,
+    task: Option<&'static str>,
     /// Whether a batch may hold an end not handed over.
     holding: bool,
 }
@@ -30,6 +39,8 @@ impl LaneEnds {
         LaneEnds {
             batches: Vec::new(),
             one_by_one: Vec::new(),
+            plain: Vec::new(),
+            task: None,
             holding: false,
         }
     }
@@ -60,15 +71,55 @@ impl LaneEnds {
         }
         // A run made by a lane is always announced: it has times.
         let Some(times) = times else { return };
-        for batch in &mut self.batches {
-            batch.ended(run.0, state, times);
+        if self.batches.is_empty() {
+            return;
         }
-        self.holding |= !self.batches.is_empty();
+        self.holding = true;
+        let (name, _) = run;
+        let plain = state.is_plain();
+        let other_task = |task: &str| !std::ptr::eq(task, name.task) && task != name.task;
+        if !plain || self.task.is_some_and(other_task) {
+            // In the order they ended: the plain ones before it first.
+            self.hand_plain_ends();
+        }
+        if !plain {
+            for batch in &mut self.batches {
+                batch.ended(name, state, times);
+            }
+            return;
+        }
+        self.task = Some(name.task);
+        self.plain.push(PlainEnd::new(
+            name.index,
+            state.state_type(),
+            (times.created_nanos(), times.started_nanos(), state.nanos()),
+            times.run_count(),
+        ));
+        if self.plain.len() >= ENDS_PER_LIST {
+            self.hand_plain_ends();
+        }
+    }
+
+    /// Hands the plain ends kept to every batch.
+    fn hand_plain_ends(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let Some((last, others)) = self.batches.split_last_mut() else {
+            return;
+        };
+        for batch in others {
+            batch.plain_ends(task, &mut self.plain.clone());
+        }
+        last.plain_ends(task, &mut self.plain);
+        self.plain.clear();
+        if self.plain.capacity() == 0 {
+            self.plain.reserve(ENDS_PER_LIST);
+        }
     }
 
     /// The lane is about to wait, or ends: every batch hands over what it holds.
     pub(crate) fn hand_over(&mut self) {
         if std::mem::take(&mut self.holding) {
+            self.hand_plain_ends();
             for batch in &mut self.batches {
                 batch.hand_over();
             }

@@ -46,6 +46,21 @@ impl LanePack {
     }
 }
 
+impl LanePack {
+    /// Holds ends of `task`'s runs from now on: a lane runs one task, and
+    /// another starts a list of its own.
+    fn hold(&mut self, task: &'static str) {
+        match self.held {
+            Some(held) if same_task(held, task) => {}
+            Some(_) => {
+                self.hand_over();
+                self.held = Some(task);
+            }
+            None => self.held = Some(task),
+        }
+    }
+}
+
 impl EndBatch for LanePack {
     fn ended(&mut self, run: TaskRunName, state: &State, times: RunTimes) {
         // Rare (a message, a state's own name): ended as the history ends
@@ -56,15 +71,7 @@ impl EndBatch for LanePack {
                 .push_end(key, run.index, state, TimesRow::of(&times));
             return;
         }
-        // A lane runs one task: another starts a list of its own.
-        match self.held {
-            Some(task) if same_task(task, run.task) => {}
-            Some(_) => {
-                self.hand_over();
-                self.held = Some(run.task);
-            }
-            None => self.held = Some(run.task),
-        }
+        self.hold(run.task);
         if self.plain.capacity() == 0 {
             self.plain = self.outbox.empty_ends();
         }
@@ -76,6 +83,22 @@ impl EndBatch for LanePack {
             run_count: times.run_count(),
             state_type: state.state_type(),
         });
+        if self.plain.len() >= LANE_ENDS {
+            self.hand_over();
+        }
+    }
+
+    fn plain_ends(&mut self, task: &'static str, ends: &mut Vec<PlainEnd>) {
+        self.hold(task);
+        if self.plain.is_empty() {
+            // The lane's list itself, and a spare one in its place.
+            std::mem::swap(&mut self.plain, ends);
+            if ends.capacity() == 0 {
+                *ends = self.outbox.empty_ends();
+            }
+        } else {
+            self.plain.append(ends);
+        }
         if self.plain.len() >= LANE_ENDS {
             self.hand_over();
         }

@@ -13,23 +13,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub(super) use crate::recorder::PlainEnd;
 use crate::state::{State, StateType};
-
-/// A quick task run's plain end (its state's usual name, no message), as
-/// its lane saw it: the writer packs it ([`Pack::push_plain_end`]). Its
-/// times are the engine's nanoseconds, made microseconds there too: what a
-/// lane does per run is on a map's critical path, and the writer's thread
-/// mostly has a core to itself.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct PlainEnd {
-    pub(super) index: u64,
-    pub(super) created_nanos: i64,
-    /// 0: it never started.
-    pub(super) started_nanos: i64,
-    pub(super) ended_nanos: i64,
-    pub(super) run_count: u32,
-    pub(super) state_type: StateType,
-}
 
 /// A run's numbers, as written ahead of its state.
 #[derive(Clone, Copy)]
