@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::batch_error::BatchError;
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::{BatchConfigError, KillSwitch};
+use super::map_inputs::Source;
 use super::map_run::{MapRun, SharedSwitch};
 use super::map_stream::{Delivery, MapStream};
 use super::stream_handoff;
@@ -13,7 +14,7 @@ use crate::args::{MapArgs, MapError, Zipped};
 use crate::blocking::block_on;
 use crate::context;
 use crate::future::PrefectFutureList;
-use crate::stream_args::{InputStream, StreamArgs};
+use crate::stream_args::StreamArgs;
 use crate::task::Task;
 
 /// Wraps a task to `map` it in batches of `size`: fewer runs at once, a gentler
@@ -233,15 +234,13 @@ impl<T: Task> BatchTask<T> {
         &self,
         args: M,
     ) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
-        let (inputs, total): (InputStream<T::Args>, _) =
-            match args.into_inputs(self.task.spec().param_names)? {
-                Zipped::Listed(inputs) => {
-                    let total = inputs.len();
-                    let inputs = futures::stream::iter(inputs.into_iter().map(Ok));
-                    (Box::pin(inputs), Some(total))
-                }
-                Zipped::Streamed { inputs, .. } => (inputs, None),
-            };
+        let (inputs, total) = match args.into_inputs(self.task.spec().param_names)? {
+            Zipped::Listed(inputs) => {
+                let total = inputs.len();
+                (Source::Listed(inputs.into_iter()), Some(total))
+            }
+            Zipped::Streamed { inputs, .. } => (Source::Streamed(inputs), None),
+        };
         let batches = match (self.mode, total) {
             (BatchMode::Strict, Some(total)) => total.div_ceil(self.size),
             _ => 0,
@@ -316,7 +315,7 @@ impl<T: Task> BatchTask<T> {
             self.switch_order(),
             (self.mode, self.size, batches),
             ctx.clone(),
-            inputs,
+            Source::Streamed(inputs),
             total,
             Some(delivery),
         ));

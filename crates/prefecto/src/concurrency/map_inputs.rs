@@ -21,9 +21,18 @@ use crate::task::panic_message;
 
 type Input<Args> = Result<RunArgs<Args>, MapError>;
 
+/// Where a map's inputs come from.
+pub(super) enum Source<Args> {
+    /// All at hand, as a collecting map's are: read with no poll and no
+    /// call through the stream's box, a fifth of a quick run's time.
+    Listed(std::vec::IntoIter<RunArgs<Args>>),
+    /// As a stream (of an iterator or of a user's stream) gives them.
+    Streamed(InputStream<Args>),
+}
+
 /// A map's inputs, with one looked at ahead (to tell whether another batch follows).
 pub(super) struct MapInputs<Args> {
-    inputs: InputStream<Args>,
+    inputs: Source<Args>,
     peeked: Option<Option<Input<Args>>>,
     /// Wakes whoever waits for room or inputs.
     waker: Waker,
@@ -45,7 +54,7 @@ impl Wake for WakeWaiters {
 }
 
 impl<Args: Send + 'static> MapInputs<Args> {
-    pub(super) fn new(inputs: InputStream<Args>, room: Arc<Notify>) -> Self {
+    pub(super) fn new(inputs: Source<Args>, room: Arc<Notify>) -> Self {
         MapInputs {
             inputs,
             peeked: None,
@@ -62,11 +71,16 @@ impl<Args: Send + 'static> MapInputs<Args> {
         if let Some(peeked) = self.peeked.take() {
             return Poll::Ready(peeked);
         }
+        let inputs = match &mut self.inputs {
+            // Read before the map began: nothing of the user's runs here.
+            Source::Listed(inputs) => return Poll::Ready(inputs.next().map(Ok)),
+            Source::Streamed(inputs) => inputs,
+        };
         let mut cx = Context::from_waker(&self.waker);
-        let next = match catch_unwind(AssertUnwindSafe(|| self.inputs.poll_next_unpin(&mut cx))) {
+        let next = match catch_unwind(AssertUnwindSafe(|| inputs.poll_next_unpin(&mut cx))) {
             Ok(next) => next,
             Err(panic) => {
-                self.inputs = Box::pin(futures::stream::empty());
+                self.inputs = Source::Streamed(Box::pin(futures::stream::empty()));
                 Poll::Ready(Some(Err(MapError::InputPanicked {
                     after: self.read,
                     message: panic_message(panic.as_ref()),
@@ -94,6 +108,10 @@ impl<Args: Send + 'static> MapInputs<Args> {
     /// reads the rest only then (an endless iterator is left unread).
     pub(super) fn upper_bound(&self) -> Option<usize> {
         let peeked = usize::from(matches!(self.peeked, Some(Some(_))));
-        self.inputs.size_hint().1.map(|left| left + peeked)
+        let left = match &self.inputs {
+            Source::Listed(inputs) => Some(inputs.len()),
+            Source::Streamed(inputs) => inputs.size_hint().1,
+        };
+        left.map(|left| left + peeked)
     }
 }

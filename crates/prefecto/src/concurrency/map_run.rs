@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::KillSwitch;
-use super::map_inputs::MapInputs;
+use super::map_inputs::{MapInputs, Source};
 use super::map_queue::{Queue, Slot, Unmarked};
 use super::map_stream::Delivery;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
@@ -19,7 +19,6 @@ use crate::inputs::RunArgs;
 use crate::progress::MapProgress;
 use crate::queued_body::{self, Helper};
 use crate::runner::{Started, TaskRun, new_run};
-use crate::stream_args::InputStream;
 use crate::task::Task;
 
 /// A kill switch, shared by the maps of one `BatchTask`.
@@ -122,7 +121,7 @@ impl<T: Task> MapRun<T> {
         switch_order: SwitchOrder,
         (mode, size, batches): (BatchMode, usize, usize),
         ctx: Arc<FlowRunContext>,
-        inputs: InputStream<T::Args>,
+        inputs: Source<T::Args>,
         total: Option<usize>,
         delivery: Option<Delivery<T::Output>>,
     ) -> Self {
