@@ -9,6 +9,27 @@ use super::MapStream;
 
 /// Why a [`MapStream`] ended before every input ran, as
 /// [`MapStream::stop`] tells once it has ended.
+///
+/// ```
+/// use prefecto::prelude::*;
+/// use prefecto::concurrency::StreamStop;
+///
+/// #[task]
+/// fn check(x: u32) -> Result<u32, String> {
+///     if x == 2 { Err("2 is bad".into()) } else { Ok(x) }
+/// }
+///
+/// #[flow]
+/// fn checked() -> Option<StreamStop> {
+///     let batch = BatchTask::new(check, 1).unwrap().with_kill_switch(AnyFailedSwitch::new());
+///     let mut stream = batch.stream(0..10u32).unwrap();
+///     stream.by_ref().for_each(drop);
+///     stream.stop().cloned()
+/// }
+///
+/// let stop = checked().unwrap().unwrap();
+/// assert!(matches!(stop, StreamStop::KillSwitch { .. }), "{stop}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamStop {

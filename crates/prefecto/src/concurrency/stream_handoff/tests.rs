@@ -236,3 +236,84 @@ fn a_reader_whose_map_is_gone_reads_what_was_handed_over_then_ends() {
     assert!(matches!(reader.try_read(), Some(Read::End(None))));
     drop(buffer);
 }
+
+/// One step of a property test: a lane hands an outcome over from its
+/// group's buffer, or the reader reads what it can without waiting.
+#[derive(Clone, Debug)]
+enum Step {
+    Hand(usize),
+    Read,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![3 => (0..3usize).prop_map(Step::Hand), 1 => Just(Step::Read)]
+}
+
+proptest::proptest! {
+    /// Any room, any interleaving of three groups' hand-overs and reads:
+    /// every outcome handed over is read once, none before those its
+    /// buffer took earlier, never more held than the room, and a refused
+    /// hand-over takes nothing; at the end, the rest comes before the end.
+    #[test]
+    fn every_outcome_handed_over_is_read_once_in_its_buffers_order_within_the_room(
+        room in 1usize..80,
+        steps in proptest::collection::vec(step(), 0..400),
+    ) {
+        let (handoff, mut reader) = handoff::<usize>(room);
+        let buffers: Vec<_> = (0..3).map(|group| handoff.buffer(group)).collect();
+        let mut handed: Vec<Vec<usize>> = vec![Vec::new(); 3];
+        let mut read: Vec<usize> = Vec::new();
+        let mut next = 0;
+        for step in steps {
+            match step {
+                Step::Hand(group) => {
+                    let index = next;
+                    let mut taken = false;
+                    let done = handoff.try_hand(&buffers[group], 1, |into| {
+                        taken = true;
+                        into.push(outcome(index));
+                    });
+                    proptest::prop_assert_eq!(done, taken);
+                    if done {
+                        handed[group].push(index);
+                        next += 1;
+                    }
+                    // Held: handed over and not read.
+                    let held = handed.iter().map(Vec::len).sum::<usize>() - read.len();
+                    proptest::prop_assert!(held <= room, "{} held, room for {}", held, room);
+                }
+                Step::Read => {
+                    while let Some(Read::Run(run)) = reader.try_read() {
+                        read.push(run.index);
+                    }
+                }
+            }
+        }
+        handoff.end(None);
+        loop {
+            match reader.try_read() {
+                Some(Read::Run(run)) => read.push(run.index),
+                Some(Read::End(_)) => break,
+                None => {
+                    let message = reader.receiver().try_recv().ok();
+                    proptest::prop_assert!(message.is_some(), "no end after the last outcome");
+                    match reader.read(message) {
+                        Some(Read::Run(run)) => read.push(run.index),
+                        Some(Read::End(_)) => break,
+                        None => {}
+                    }
+                }
+            }
+        }
+        let mut all: Vec<usize> = handed.concat();
+        all.sort_unstable();
+        let mut sorted = read.clone();
+        sorted.sort_unstable();
+        proptest::prop_assert_eq!(sorted, all, "lost or read twice");
+        for group in handed {
+            let order: Vec<usize> = read.iter().copied().filter(|i| group.contains(i)).collect();
+            proptest::prop_assert_eq!(order, group, "a buffer's outcomes out of order");
+        }
+    }
+}
