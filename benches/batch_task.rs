@@ -8,9 +8,9 @@
 //!   (`buffer_unordered(100)`, a `JoinSet` under a `Semaphore(100)`,
 //!   hand-written strict batches of 100 spawned tasks, rayon `par_iter`).
 //! - Flatness: a streaming sliding window from 10k to 10M inputs (1M with
-//!   `--quick`): µs per input at each count, the median of more runs at the
-//!   small counts (as many inputs in all as at 1M, up to 25 runs), and of
-//!   three at least.
+//!   `--quick`): µs per input at each count, the median over five rounds
+//!   (three with `--quick`) that each run every count close together in
+//!   time, the small counts several times a round.
 //! - Memory: peak RSS, each workload in a fresh process of its own (this
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
 //!   per input. Nothing counts allocations while anything is timed.
@@ -219,21 +219,20 @@ fn flatness(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize)
     } else {
         &[10_000, 100_000, 1_000_000, 10_000_000]
     };
-    // A small count takes a few milliseconds, where one wake-up late on a
-    // busy machine shows: its median is over more runs, at least as many
-    // inputs in all as a large count's (up to 25 runs). Every count's is a
-    // median of three at least: a single run at 10M took the host's slow
-    // spells (a round at close to twice its time, now and then) for the
-    // engine's. The counts take turns, round by round, so that a slow
-    // spell of the host falls on all of them rather than on whichever ran
-    // during it.
-    let runs_at = |count: u64| (reps as u64 * 1_000_000 / count).clamp(3, 25) as usize;
+    // The counts take turns, round by round, each round running every
+    // count close together in time: the host has slow spells (seconds at a
+    // time at up to twice the usual cost), and a count measured only in
+    // part of the section (small counts take milliseconds) took them for
+    // the engine's. A small count runs several times a round, as one
+    // wake-up late shows in a few milliseconds; its median is over all.
+    let rounds = reps.max(3);
+    let per_round = |count: u64| (300_000 / count).clamp(1, 5) as usize;
     let runs: Vec<String> = counts
         .iter()
-        .map(|&count| format!("{} at {count}", runs_at(count)))
+        .map(|&count| format!("{} at {count}", rounds * per_round(count)))
         .collect();
     println!(
-        "flatness: stream window, µs per input (median of {} runs)",
+        "flatness: stream window, µs per input (median of {} runs, in {rounds} rounds of every count)",
         runs.join(", ")
     );
     for sync_body in [false, true] {
@@ -242,10 +241,9 @@ fn flatness(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize)
             sync_body,
         };
         let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
-        let rounds = counts.iter().map(|&c| runs_at(c)).max().unwrap_or(0);
-        for round in 0..rounds {
-            for (&count, times) in counts.iter().zip(&mut seconds) {
-                if round < runs_at(count) {
+        for _ in 0..rounds {
+            for (&count, times) in counts.iter().zip(&mut seconds).rev() {
+                for _ in 0..per_round(count) {
                     times.push(engine_only.scope(|| w.run(runtime, count)));
                 }
             }
