@@ -23,8 +23,8 @@ type Input<Args> = Result<RunArgs<Args>, MapError>;
 
 /// Where a map's inputs come from.
 pub(super) enum Source<Args> {
-    /// All at hand, as a collecting map's are: read with no poll and no
-    /// call through the stream's box, a fifth of a quick run's time.
+    /// All at hand, as a collecting map's are: read with no poll, no call
+    /// through a box and no panic guard.
     Listed(std::vec::IntoIter<RunArgs<Args>>),
     /// As a stream (of an iterator or of a user's stream) gives them.
     Streamed(InputStream<Args>),
@@ -72,7 +72,7 @@ impl<Args: Send + 'static> MapInputs<Args> {
             return Poll::Ready(peeked);
         }
         let inputs = match &mut self.inputs {
-            // Read before the map began: nothing of the user's runs here.
+            // Read before the map began: none of the user's code runs here.
             Source::Listed(inputs) => return Poll::Ready(inputs.next().map(Ok)),
             Source::Streamed(inputs) => inputs,
         };
