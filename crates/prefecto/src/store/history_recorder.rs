@@ -33,7 +33,8 @@ impl HistoryRecorder {
     /// let home = std::env::temp_dir().join(format!("prefecto-doc-recorder-{}", std::process::id()));
     /// let history = prefecto::store::HistoryRecorder::start(&home.join("history.db")).unwrap();
     /// assert!(history.path().ends_with("history.db"));
-    /// # drop(history); let _ = std::fs::remove_dir_all(&home);
+    /// # // Flushed first: the writer makes the reserve file as it starts.
+    /// # history.flush(); drop(history); let _ = std::fs::remove_dir_all(&home);
     /// ```
     pub fn start(path: &Path) -> Result<Self, StoreError> {
         Self::start_with_reserve(path, crate::Settings::default().history_reserve_mb)
