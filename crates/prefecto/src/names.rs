@@ -14,6 +14,12 @@ pub struct TaskRunName {
     pub index: u64,
 }
 
+/// Whether two task names are the same task's: most often the very same
+/// `&'static str`, compared by address before by text.
+pub(crate) fn same_task(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 impl fmt::Display for TaskRunName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.task, self.index)

@@ -76,6 +76,18 @@ impl PlainEnd {
         }
     }
 
+    /// Run `index`'s end in `state`, plain, with `times`.
+    pub(crate) fn of(index: u64, state: &State, times: RunTimes) -> Self {
+        PlainEnd {
+            index,
+            created_nanos: times.created_nanos(),
+            started_nanos: times.started_nanos().unwrap_or(0),
+            ended_nanos: state.nanos(),
+            run_count: times.run_count(),
+            state_type: state.state_type(),
+        }
+    }
+
     /// The run's name, as a run of `task`.
     pub fn run(&self, task: &'static str) -> TaskRunName {
         TaskRunName {

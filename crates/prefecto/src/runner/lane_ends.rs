@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::context::FlowRunContext;
-use crate::names::TaskRunName;
+use crate::names::{TaskRunName, same_task};
 use crate::recorder::{EndBatch, PlainEnd, Recorder, RunTimes};
 use crate::state::State;
 use crate::task::TaskSpec;
@@ -77,8 +77,7 @@ impl LaneEnds {
         self.holding = true;
         let (name, _) = run;
         let plain = state.is_plain();
-        let other_task = |task: &str| !std::ptr::eq(task, name.task) && task != name.task;
-        if !plain || self.task.is_some_and(other_task) {
+        if !plain || self.task.is_some_and(|task| !same_task(task, name.task)) {
             // In the order they ended: the plain ones before it first.
             self.hand_plain_ends();
         }
@@ -89,12 +88,7 @@ impl LaneEnds {
             return;
         }
         self.task = Some(name.task);
-        self.plain.push(PlainEnd::new(
-            name.index,
-            state.state_type(),
-            (times.created_nanos(), times.started_nanos(), state.nanos()),
-            times.run_count(),
-        ));
+        self.plain.push(PlainEnd::of(name.index, state, times));
         if self.plain.len() >= ENDS_PER_LIST {
             self.hand_plain_ends();
         }

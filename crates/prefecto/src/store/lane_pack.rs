@@ -75,14 +75,7 @@ impl EndBatch for LanePack {
         if self.plain.capacity() == 0 {
             self.plain = self.outbox.empty_ends();
         }
-        self.plain.push(PlainEnd {
-            index: run.index,
-            created_nanos: times.created_nanos(),
-            started_nanos: times.started_nanos().unwrap_or(0),
-            ended_nanos: state.nanos(),
-            run_count: times.run_count(),
-            state_type: state.state_type(),
-        });
+        self.plain.push(PlainEnd::of(run.index, state, times));
         if self.plain.len() >= LANE_ENDS {
             self.hand_over();
         }

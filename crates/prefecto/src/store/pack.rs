@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub(super) use crate::names::same_task;
 pub(super) use crate::recorder::PlainEnd;
 use crate::state::{State, StateType};
 
@@ -225,12 +226,6 @@ impl Pack {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
-}
-
-/// Whether two task names are the same task's: most often the very same
-/// `&'static str`, compared by address before by text.
-pub(super) fn same_task(a: &'static str, b: &'static str) -> bool {
-    std::ptr::eq(a, b) || a == b
 }
 
 /// The runs of a pack's body, in the order they were pushed.
