@@ -207,7 +207,7 @@ impl<T> MapArg<T> for PrefectFutureList<T> {
 impl<T: Clone> MapArg<T> for Unmapped<PrefectFuture<T>> {
     fn into_column(self) -> Column<T> {
         Column::UnmappedFuture(SharedValue {
-            run: self.0.shared,
+            run: self.0.into_shared(),
             clone: T::clone,
         })
     }

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::ended_run::EndedRun;
 use crate::names::TaskRunName;
 pub(crate) use crate::run_shared::RunShared;
 use crate::state::State;
@@ -38,27 +39,78 @@ pub use crate::task_run_error::TaskRunError;
 /// # });
 /// ```
 pub struct PrefectFuture<T> {
-    pub(crate) shared: Arc<RunShared<T>>,
+    run: FutureRun<T>,
+}
+
+/// The run a future stands for: in progress (or may be), or ended and
+/// kept by value, as a map keeps the runs its lanes are done with.
+enum FutureRun<T> {
+    Live(Arc<RunShared<T>>),
+    Ended(EndedRun<T>),
 }
 
 impl<T> PrefectFuture<T> {
     pub(crate) fn new(shared: Arc<RunShared<T>>) -> Self {
-        PrefectFuture { shared }
+        PrefectFuture {
+            run: FutureRun::Live(shared),
+        }
+    }
+
+    /// The run's record while it may be in progress; `None` once it is
+    /// kept by value, ended.
+    pub(crate) fn live(&self) -> Option<&Arc<RunShared<T>>> {
+        match &self.run {
+            FutureRun::Live(shared) => Some(shared),
+            FutureRun::Ended(_) => None,
+        }
+    }
+
+    /// Keeps the run by value from now on, if `lane`'s handle and this
+    /// future's are its record's only ones (the lane that ran it is done
+    /// with it); then gives the record back, for another run.
+    pub(crate) fn keep_ended(&mut self, lane: Arc<RunShared<T>>) -> Option<Arc<RunShared<T>>> {
+        let FutureRun::Live(held) = &mut self.run else {
+            return None;
+        };
+        if !Arc::ptr_eq(held, &lane) || !held.is_terminal() {
+            return None;
+        }
+        drop(lane);
+        // `None` when another handle is left: it stays live for its holder.
+        let ended = Arc::get_mut(held)?.take_ended();
+        match std::mem::replace(&mut self.run, FutureRun::Ended(ended)) {
+            FutureRun::Live(record) => Some(record),
+            FutureRun::Ended(_) => None,
+        }
+    }
+
+    /// The run's record, made for it if it is kept by value.
+    pub(crate) fn into_shared(self) -> Arc<RunShared<T>> {
+        match self.run {
+            FutureRun::Live(shared) => shared,
+            FutureRun::Ended(ended) => RunShared::of_ended(ended),
+        }
     }
 
     /// The task run's name, `add-0`.
     pub fn task_run_name(&self) -> TaskRunName {
-        self.shared.name()
+        match &self.run {
+            FutureRun::Live(shared) => shared.name(),
+            FutureRun::Ended(ended) => ended.name(),
+        }
     }
 
     /// A snapshot of the run's current state. Never blocks on the run.
     pub fn state(&self) -> State {
-        self.shared.state()
+        match &self.run {
+            FutureRun::Live(shared) => shared.state(),
+            FutureRun::Ended(ended) => ended.state.clone(),
+        }
     }
 
     /// Whether the run has reached a terminal state.
     pub fn is_done(&self) -> bool {
-        self.shared.is_terminal()
+        self.live().is_none_or(|shared| shared.is_terminal())
     }
 
     /// Blocks the calling thread until the run is terminal, and returns that state.
@@ -68,15 +120,23 @@ impl<T> PrefectFuture<T> {
     /// Inside a current-thread Tokio runtime, whose only thread the run
     /// needs: use [`wait_async`](Self::wait_async) there.
     pub fn wait(&self) -> State {
-        self.shared
-            .wait_blocking("PrefectFuture::wait", "wait_async().await");
+        if let Some(shared) = self.live() {
+            shared.wait_blocking("PrefectFuture::wait", "wait_async().await");
+        }
         self.state()
     }
 
     /// Waits until the run is terminal, and returns that state.
     pub async fn wait_async(&self) -> State {
-        self.shared.wait().await;
+        self.until_done().await;
         self.state()
+    }
+
+    /// Waits until the run is terminal.
+    pub(crate) async fn until_done(&self) {
+        if let Some(shared) = self.live() {
+            shared.wait().await;
+        }
     }
 
     /// Blocks until the run is terminal; its value, or an error with its final state.
@@ -85,15 +145,26 @@ impl<T> PrefectFuture<T> {
     ///
     /// Inside a current-thread Tokio runtime, whose only thread the run
     /// needs: use `.await` (or [`result_async`](Self::result_async)) there.
-    pub fn result(self) -> Result<T, TaskRunError> {
-        self.shared.wait_blocking("PrefectFuture::result", ".await");
-        self.shared.take_outcome()
+    pub fn result(mut self) -> Result<T, TaskRunError> {
+        if let Some(shared) = self.live() {
+            shared.wait_blocking("PrefectFuture::result", ".await");
+        }
+        self.take_outcome()
     }
 
     /// Waits until the run is terminal; its value, or an error with its final state.
-    pub async fn result_async(self) -> Result<T, TaskRunError> {
-        self.shared.wait().await;
-        self.shared.take_outcome()
+    pub async fn result_async(mut self) -> Result<T, TaskRunError> {
+        self.until_done().await;
+        self.take_outcome()
+    }
+
+    /// The outcome of a run that has ended (else its state, as an error).
+    /// Takes the value out.
+    pub(crate) fn take_outcome(&mut self) -> Result<T, TaskRunError> {
+        match &mut self.run {
+            FutureRun::Live(shared) => shared.take_outcome(),
+            FutureRun::Ended(ended) => ended.take_outcome(),
+        }
     }
 }
 
@@ -109,7 +180,7 @@ impl<T: Send + 'static> IntoFuture for PrefectFuture<T> {
 impl<T> fmt::Debug for PrefectFuture<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrefectFuture")
-            .field("task_run", &self.shared.name().to_string())
+            .field("task_run", &self.task_run_name().to_string())
             .field("state", &self.state())
             .finish()
     }
@@ -184,14 +255,14 @@ impl<T> PrefectFutureList<T> {
         let mut futures = self.futures.into_iter();
         let mut collected = Collected::new(futures.len());
         while let Some(future) = futures.next() {
-            if !future.shared.is_terminal() {
+            if !future.is_done() {
                 // Once, for this run and every later one, not once per run.
                 let left = std::slice::from_ref(&future)
                     .iter()
                     .chain(futures.as_slice());
                 wait_blocking(left, "PrefectFutureList::results", "results_async().await");
             }
-            collected.take(&future);
+            collected.take(future);
         }
         collected.into_result()
     }
@@ -201,8 +272,8 @@ impl<T> PrefectFutureList<T> {
     pub async fn results_async(self) -> Result<Vec<T>, TaskRunError> {
         let mut collected = Collected::new(self.futures.len());
         for future in self.futures {
-            future.shared.wait().await;
-            collected.take(&future);
+            future.until_done().await;
+            collected.take(future);
         }
         collected.into_result()
     }
@@ -223,13 +294,13 @@ fn wait_blocking<'a, T: 'a>(
 ) {
     let all_terminal = async {
         for future in futures.clone() {
-            future.shared.wait().await;
+            future.until_done().await;
         }
     };
     match crate::queued_body::current() {
         Some(helper) => {
-            for future in futures.clone() {
-                future.shared.lend_thread(&helper);
+            for shared in futures.clone().into_iter().filter_map(PrefectFuture::live) {
+                shared.lend_thread(&helper);
             }
             helper.block_on(all_terminal);
         }
@@ -257,9 +328,9 @@ impl<T> Collected<T> {
     }
 
     /// Takes the outcome of a terminal run.
-    fn take(&mut self, future: &PrefectFuture<T>) {
+    fn take(&mut self, mut future: PrefectFuture<T>) {
         if self.error.is_none() {
-            match future.shared.take_outcome() {
+            match future.take_outcome() {
                 Ok(value) => self.values.push(value),
                 Err(error) => self.error = Some(error),
             }

@@ -96,7 +96,31 @@ pub trait Upstream: Send + Sync {
 
 impl<T: Send + 'static> Upstream for PrefectFuture<T> {
     fn upstream(&self) -> WaitFor {
-        WaitFor(self.shared.clone())
+        match self.live() {
+            Some(shared) => WaitFor(shared.clone()),
+            None => WaitFor(Arc::new(Ended {
+                name: self.task_run_name(),
+                state: self.state(),
+            })),
+        }
+    }
+}
+
+/// A run waited for that has ended, kept by value: its name and final state.
+struct Ended {
+    name: TaskRunName,
+    state: State,
+}
+
+impl AnyRun for Ended {
+    fn run_name(&self) -> TaskRunName {
+        self.name
+    }
+    fn final_state(&self) -> State {
+        self.state.clone()
+    }
+    fn until_terminal(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -139,7 +163,7 @@ impl<T: Send + 'static> Input<T> {
     fn upstream(&self) -> Option<TaskRunName> {
         match self {
             Input::Value(_) => None,
-            Input::Future(future) => Some(future.shared.name()),
+            Input::Future(future) => Some(future.task_run_name()),
             Input::Shared(shared) => Some(shared.run.name()),
         }
     }
@@ -149,11 +173,8 @@ impl<T: Send + 'static> Input<T> {
         match self {
             Input::Value(value) => Ok(value),
             Input::Future(future) => {
-                future.shared.wait().await;
-                future
-                    .shared
-                    .take_outcome()
-                    .map_err(|_| not_completed(future.shared.name()))
+                let name = future.task_run_name();
+                future.result_async().await.map_err(|_| not_completed(name))
             }
             Input::Shared(SharedValue { run, clone }) => {
                 run.wait().await;

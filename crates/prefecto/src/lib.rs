@@ -108,6 +108,7 @@ mod blocking;
 mod clock;
 pub mod concurrency;
 mod context;
+mod ended_run;
 mod error;
 pub mod flow;
 mod flow_pool;

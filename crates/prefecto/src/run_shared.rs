@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
+use sync_wrapper::SyncWrapper;
+
+use crate::ended_run::{EndedRun, Outcome};
 use crate::names::TaskRunName;
 use crate::queued_body::{self, Helper, QueuedBody};
 use crate::state::State;
@@ -41,18 +44,33 @@ struct Route {
     only: bool,
 }
 
-/// What a finished run leaves besides its state. The error is boxed: it is
-/// rare, and a thin pointer keeps every run's slot as small as the value alone.
-enum Outcome<T> {
-    None,
-    Value(T),
-    /// The body's own error, for a run that failed with one.
-    Error(Box<ErrorSource>),
-}
-
 /// 0 is "not yet": a time the clock cannot give (the epoch itself).
 fn from_nanos(nanos: u64) -> Option<i64> {
     (nanos != 0).then_some(nanos as i64)
+}
+
+/// When a run made in `state` was created, as its record keeps it: a run
+/// made Pending is created then, noted so that its announce need not read
+/// its state back when no recorder hears it.
+fn created_nanos(state: &State) -> u64 {
+    match state.is_pending() {
+        true => state.nanos().max(1) as u64,
+        false => 0,
+    }
+}
+
+/// A run's waiting list, for a run made for a sync body (`waiter`) that
+/// waits for it.
+fn waiting_of(waiter: Option<Arc<Helper>>) -> Option<Box<Waiting>> {
+    waiter.map(|helper| {
+        Box::new(Waiting {
+            route: Some(Route {
+                helper,
+                only: false,
+            }),
+            ..Waiting::default()
+        })
+    })
 }
 
 /// What a task run's future and its engine share.
@@ -89,35 +107,59 @@ impl<T> RunShared<T> {
         state: State,
         waiter: Option<Arc<Helper>>,
     ) -> Arc<Self> {
-        let terminal = state.is_terminal();
-        // A run made Pending is created then: noted here, so that its
-        // announce need not read its state back when no recorder hears it.
-        let created = match state.is_pending() {
-            true => state.nanos().max(1) as u64,
-            false => 0,
+        Arc::new(Self::unshared(name, spec, state, waiter))
+    }
+
+    /// As [`new`](Self::new), made in `record` when nobody else holds it
+    /// (a lane's record of its last run, which the map no longer needs):
+    /// a map's runs then cost no allocation, and their records stay in
+    /// the lane's cache.
+    pub(crate) fn renew(
+        record: &mut Arc<Self>,
+        name: TaskRunName,
+        spec: &'static crate::task::TaskSpec,
+        state: State,
+        waiter: Option<Arc<Helper>>,
+    ) {
+        let Some(run) = Arc::get_mut(record) else {
+            *record = Self::new(name, spec, state, waiter);
+            return;
         };
+        // Field by field: a whole new record built and moved in cost a
+        // quick run a twelfth of its instructions (callgrind).
         debug_assert_eq!(name.task, spec.name);
-        Arc::new(RunShared {
+        run.index = name.index;
+        run.spec = spec;
+        *run.created.get_mut() = created_nanos(&state);
+        *run.started.get_mut() = 0;
+        *run.run_count.get_mut() = 0;
+        *run.terminal.get_mut() = state.is_terminal();
+        let slot = run.slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        slot.state = state;
+        slot.outcome = Outcome::None;
+        slot.waiting = waiting_of(waiter);
+    }
+
+    fn unshared(
+        name: TaskRunName,
+        spec: &'static crate::task::TaskSpec,
+        state: State,
+        waiter: Option<Arc<Helper>>,
+    ) -> Self {
+        debug_assert_eq!(name.task, spec.name);
+        RunShared {
             index: name.index,
             spec,
+            created: AtomicU64::new(created_nanos(&state)),
+            started: AtomicU64::new(0),
+            run_count: AtomicU32::new(0),
+            terminal: AtomicBool::new(state.is_terminal()),
             slot: Mutex::new(Slot {
                 state,
                 outcome: Outcome::None,
-                waiting: waiter.map(|helper| {
-                    Box::new(Waiting {
-                        route: Some(Route {
-                            helper,
-                            only: false,
-                        }),
-                        ..Waiting::default()
-                    })
-                }),
+                waiting: waiting_of(waiter),
             }),
-            created: AtomicU64::new(created),
-            started: AtomicU64::new(0),
-            run_count: AtomicU32::new(0),
-            terminal: AtomicBool::new(terminal),
-        })
+        }
     }
 
     pub(crate) fn name(&self) -> TaskRunName {
@@ -300,123 +342,42 @@ impl<T> RunShared<T> {
     /// `unmapped(future)`, whose value every run of a map takes.
     pub(crate) fn clone_value(&self, clone: fn(&T) -> T) -> Result<T, State> {
         let slot = self.slot();
-        match (&slot.outcome, slot.state.is_completed()) {
-            (Outcome::Value(value), true) => Ok(clone(value)),
-            _ => Err(slot.state.clone()),
-        }
+        slot.outcome.clone_value(&slot.state, clone)
     }
 
     /// The final outcome: the value if completed, else the state. Takes the value out.
     pub(crate) fn take_outcome(&self) -> Result<T, TaskRunError> {
         let mut slot = self.slot();
-        let completed = slot.state.is_completed();
-        let source = match std::mem::replace(&mut slot.outcome, Outcome::None) {
-            Outcome::Value(value) if completed => return Ok(value),
-            Outcome::Error(error) => {
-                let source = (*error).clone();
-                // Kept, so that a second look at a failed run finds it too.
-                slot.outcome = Outcome::Error(error);
-                Some(source)
-            }
-            _ => None,
-        };
-        Err(TaskRunError {
-            task_run: self.name().to_string(),
-            state: if completed {
-                State::failed("The result of this task run was already taken.")
-            } else {
-                slot.state.clone()
-            },
-            source,
-        })
+        let slot = &mut *slot;
+        slot.outcome.take(&slot.state, self.name())
+    }
+
+    /// What the ended run leaves, moved out of a record held by nobody
+    /// else, which is then made into another run (a map's lane reuses its
+    /// record: no allocation per run).
+    pub(crate) fn take_ended(&mut self) -> EndedRun<T> {
+        let slot = self.slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        debug_assert!(slot.state.is_terminal());
+        EndedRun {
+            index: self.index,
+            spec: self.spec,
+            // Any state: the record is made into another run before it is read.
+            state: std::mem::replace(&mut slot.state, State::completed_unstamped()),
+            outcome: SyncWrapper::new(std::mem::replace(&mut slot.outcome, Outcome::None)),
+        }
+    }
+
+    /// A record of a run that ended already, for who needs one (an
+    /// `unmapped(future)` of a map's future).
+    pub(crate) fn of_ended(ended: EndedRun<T>) -> Arc<Self> {
+        let mut run = Self::unshared(ended.name(), ended.spec, ended.state, None);
+        run.slot
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .outcome = ended.outcome.into_inner();
+        Arc::new(run)
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// The name of the runs of these tests, and of the future's.
-    pub(crate) fn name() -> TaskRunName {
-        TaskRunName {
-            task: "add",
-            index: 3,
-        }
-    }
-
-    pub(crate) static ADD: crate::task::TaskSpec = crate::task::TaskSpec::new("add", &["a", "b"]);
-
-    #[test]
-    fn every_waiter_wakes_when_the_run_ends_and_a_late_one_does_not_wait() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_time()
-            .build()
-            .unwrap();
-        let shared = RunShared::<u8>::new(name(), &ADD, State::pending(), None);
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let shared = shared.clone();
-                runtime.spawn(async move { shared.wait().await })
-            })
-            .collect();
-        // A waiter polled again before the end registers once.
-        let again = shared.clone();
-        let twice = runtime.spawn(async move {
-            let wait = again.wait();
-            tokio::pin!(wait);
-            let polled = tokio::time::timeout(Duration::from_millis(20), &mut wait).await;
-            assert!(polled.is_err(), "the run has not ended yet");
-            wait.await
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!shared.is_terminal());
-        shared.finish(State::completed(), Some(1));
-        runtime.block_on(async {
-            for waiter in waiters.into_iter().chain([twice]) {
-                tokio::time::timeout(Duration::from_secs(10), waiter)
-                    .await
-                    .expect("woken")
-                    .unwrap();
-            }
-            shared.wait().await;
-        });
-        assert_eq!(shared.take_outcome().unwrap(), 1);
-    }
-
-    #[test]
-    fn a_run_of_a_word_sized_value_fits_glibcs_fast_bins() {
-        // The `Arc`'s two counts and the run, within the 120 bytes glibc
-        // serves from its fast bins (see the fields' comment).
-        assert!(std::mem::size_of::<RunShared<u64>>() + 16 <= 120);
-    }
-
-    #[test]
-    fn a_run_counts_its_times() {
-        // Never Pending: no times.
-        let never = RunShared::<u8>::new(name(), &ADD, State::cancelled("x"), None);
-        assert_eq!(never.times_with(&State::cancelled("x")), None);
-        // Made Pending: created then, whenever its Pending is counted.
-        let pending = State::pending();
-        let shared = RunShared::<u8>::new(name(), &ADD, pending.clone(), None);
-        let created = shared.times_with(&State::pending()).unwrap();
-        assert_eq!((created.started(), created.run_count()), (None, 0));
-        assert_eq!(created.created(), pending.timestamp());
-        let first = State::running();
-        let running = shared.times_with(&first).unwrap();
-        assert_eq!(running.created(), created.created());
-        assert_eq!(running.started(), Some(first.timestamp()));
-        let retried = shared.times_with(&State::retrying()).unwrap();
-        assert_eq!(
-            retried.started(),
-            Some(first.timestamp()),
-            "the first start stays"
-        );
-        assert_eq!(retried.run_count(), 2);
-        assert_eq!(
-            shared.times_with(&State::completed()).unwrap().run_count(),
-            2
-        );
-    }
-}
+pub(crate) mod tests;

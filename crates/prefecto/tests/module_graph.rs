@@ -32,6 +32,7 @@ const ENGINE: &[&str] = &[
     "recorder_guard",
     "result_store",
     "run_shared",
+    "ended_run",
     "runner",
     "seams",
     "served",

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use super::batch_error::BatchError;
 use super::batch_mode::SwitchOrder;
 use super::kill_switch::{KillSwitch, KillSwitchError};
-use super::map_queue::{Queue, Unmarked};
+use super::map_queue::{LaneNotes, Queue};
 use super::map_run::MapRun;
 use super::map_stream::Delivery;
 use super::outcome::InputOutcome;
 use super::stream_handoff::{Buffer, HandedRun};
 use super::stream_stop::StreamStop;
 use crate::context::flow_log;
-use crate::future::{PrefectFuture, PrefectFutureList, RunShared};
+use crate::future::{PrefectFutureList, RunShared};
+use crate::names::TaskRunName;
+use crate::state::State;
 use crate::task::{Task, panic_message};
 
 impl<T: Task> MapRun<T> {
@@ -32,21 +34,21 @@ impl<T: Task> MapRun<T> {
         match self.switch_order {
             SwitchOrder::Completion => {
                 let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
-                self.show(&mut switch, run);
+                self.show(&mut switch, run.name(), &run.state());
             }
             SwitchOrder::Input => {
                 let mut queue = self.queue();
                 let mut switch = switch.lock().unwrap_or_else(|p| p.into_inner());
                 while self.tripped.get().is_none() {
                     let next = queue.next_to_show;
-                    let Some(slot) = queue.slot(next) else {
+                    let Some(run) = queue.run(next) else {
                         break;
                     };
-                    if !slot.run.is_terminal() {
+                    if !run.is_done() {
                         break;
                     }
-                    let run = slot.run.clone();
-                    self.show(&mut switch, &run);
+                    let (name, state) = (run.task_run_name(), run.state());
+                    self.show(&mut switch, name, &state);
                     queue.next_to_show = next + 1;
                 }
                 drop(switch);
@@ -58,13 +60,12 @@ impl<T: Task> MapRun<T> {
     /// Shows one finished run's state to the switch; on a trip, stops the map.
     /// A switch that panics trips, with the panic as its reason: the map ends
     /// rather than losing the lane that showed it.
-    fn show(&self, switch: &mut Box<dyn KillSwitch>, run: &Arc<RunShared<T::Output>>) {
+    fn show(&self, switch: &mut Box<dyn KillSwitch>, run: TaskRunName, state: &State) {
         // Once tripped, the switch sees no more states: they are the trip's consequences.
         if self.tripped.get().is_some() {
             return;
         }
-        let state = run.state();
-        let verdict = catch_unwind(AssertUnwindSafe(|| switch.should_flip_switch(&state)));
+        let verdict = catch_unwind(AssertUnwindSafe(|| switch.should_flip_switch(state)));
         let name = catch_unwind(AssertUnwindSafe(|| switch.name()))
             .unwrap_or_else(|_| "KillSwitch".to_string());
         let reason = match verdict {
@@ -81,7 +82,7 @@ impl<T: Task> MapRun<T> {
             ERROR,
             "Kill switch {} tripped on task run '{}': {}. No further input of '{}' will be submitted.",
             name,
-            run.name(),
+            run,
             reason,
             self.task.spec().name
         );
@@ -145,8 +146,8 @@ impl<T: Task> MapRun<T> {
                 let runs = due
                     .clone()
                     .filter_map(|position| {
-                        let slot = queue.slot(position)?;
-                        Some(HandedRun::of(position, &slot.run))
+                        let run = queue.run(position)?;
+                        Some(HandedRun::of_future(position, run))
                     })
                     .collect();
                 queue.next_to_hand = due.end;
@@ -164,13 +165,13 @@ impl<T: Task> MapRun<T> {
     /// room for all that is due, and no other lane is handing over in input
     /// order. Whether it did; if not, nothing due is lost: `deliver` hands
     /// it over. Out of order, a lane's hand-over is marked in the queue at
-    /// its next look (`unmarked`), if it has one.
+    /// its next look (`notes`), if it has one.
     pub(super) fn deliver_now(
         &self,
         position: usize,
         run: &Arc<RunShared<T::Output>>,
         lane: Option<&Buffer<T::Output>>,
-        unmarked: Option<&mut Unmarked>,
+        notes: Option<&mut LaneNotes<T::Output>>,
     ) -> bool {
         let Some(delivery) = &self.delivery else {
             return true;
@@ -180,17 +181,17 @@ impl<T: Task> MapRun<T> {
             let handed = delivery
                 .handoff
                 .try_hand(buffer, 1, |into| into.push(HandedRun::of(position, run)));
-            match unmarked {
+            match notes {
                 _ if !handed => {}
-                Some(unmarked) => unmarked.push(position),
+                Some(notes) => notes.handed(position),
                 None => self.handed_over(position..position + 1),
             }
             return handed;
         }
         // One look at the queue: what is due cannot change while it is held.
         let mut queue = self.queue();
-        if let Some(slot) = queue.slot(position) {
-            slot.finished = true;
+        if let Some(marks) = queue.marks(position) {
+            marks.finished = true;
         }
         // A lane sending in `deliver` holds this while it waits for the
         // reader; it hands over what this one finished when it looks again.
@@ -203,9 +204,11 @@ impl<T: Task> MapRun<T> {
         }
         let handed = delivery.handoff.try_hand(buffer, due.len(), |into| {
             for position in due.clone() {
-                if let Some(slot) = queue.slot(position) {
-                    into.push(HandedRun::of(position, &slot.run));
-                    slot.delivered = true;
+                if let Some(run) = queue.run(position) {
+                    into.push(HandedRun::of_future(position, run));
+                }
+                if let Some(marks) = queue.marks(position) {
+                    marks.delivered = true;
                 }
             }
         });
@@ -217,20 +220,21 @@ impl<T: Task> MapRun<T> {
         true
     }
 
-    /// Marks a lane's hand-overs it has not marked yet, and forgets what no
-    /// longer needs holding.
-    pub(super) fn mark_handed_over(&self, queue: &mut Queue<T>, unmarked: &mut Unmarked) {
-        if queue.mark(unmarked) {
+    /// Takes what a lane noted: marks its hand-overs, forgets what no
+    /// longer needs holding, then takes the runs it is done with.
+    pub(super) fn take_notes(&self, queue: &mut Queue<T>, notes: &mut LaneNotes<T::Output>) {
+        if queue.mark(notes) {
             self.forget_handed_over(queue);
         }
+        queue.take_ended(notes, self.delivery.is_none());
     }
 
     /// Marks runs as handed over, and forgets what no longer needs holding.
     fn handed_over(&self, positions: std::ops::Range<usize>) {
         let mut queue = self.queue();
         for position in positions {
-            if let Some(slot) = queue.slot(position) {
-                slot.delivered = true;
+            if let Some(marks) = queue.marks(position) {
+                marks.delivered = true;
             }
         }
         self.forget_handed_over(&mut queue);
@@ -259,14 +263,13 @@ impl<T: Task> MapRun<T> {
         }
         let input_switch = self.switch.is_some() && self.switch_order == SwitchOrder::Input;
         let mut forgot = false;
-        while let Some(front) = queue.slots.front() {
+        while let Some(front) = queue.marks.front() {
             let seen =
                 !input_switch || queue.low < queue.next_to_show || self.tripped.get().is_some();
             if !(front.delivered && seen) {
                 break;
             }
-            queue.slots.pop_front();
-            queue.low += 1;
+            queue.pop();
             forgot = true;
         }
         if forgot {
@@ -307,13 +310,15 @@ impl<T: Task> MapRun<T> {
     /// length differed) with the futures of the inputs before it.
     pub(super) fn finish(&self) -> Result<PrefectFutureList<T::Output>, BatchError<T::Output>> {
         // Taken, not cloned: a million runs' counts are not touched twice.
-        let (slots, input_error) = {
+        let (runs, input_error) = {
             let mut queue = self.queue();
-            (std::mem::take(&mut queue.slots), queue.input_error.take())
+            (std::mem::take(&mut queue.runs), queue.input_error.take())
         };
-        let futures = slots.into_iter().map(|slot| PrefectFuture::new(slot.run));
+        // A collecting map's runs are never popped: the deque is one run
+        // of futures already, the list's own (no second list of them).
+        let futures = Vec::from(runs);
         let Some((switch, reason)) = self.tripped.get().cloned() else {
-            let futures = PrefectFutureList::new(futures.collect());
+            let futures = PrefectFutureList::new(futures);
             return match input_error {
                 None => Ok(futures),
                 Some(error) => {
@@ -323,14 +328,15 @@ impl<T: Task> MapRun<T> {
             };
         };
         let (outcomes, values) = futures
+            .into_iter()
             .enumerate()
-            .map(|(index, future)| {
+            .map(|(index, mut future)| {
                 let outcome = InputOutcome {
                     index,
                     task_run: future.task_run_name(),
                     state: future.state(),
                 };
-                (outcome, future.shared.take_outcome().ok())
+                (outcome, future.take_outcome().ok())
             })
             .unzip();
         Err(BatchError::KillSwitch(KillSwitchError::of_map(

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::map_queue::Unmarked;
+use super::map_queue::LaneNotes;
 use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
 use super::stream_handoff::Buffer;
 use crate::context;
@@ -95,7 +95,7 @@ impl<T: Task> MapRun<T> {
         // needed), or a stream's have not come yet (every lane is: those
         // without a first input wait for one).
         let waiting =
-            self.take_many(|| lanes, &mut firsts, true, &mut Unmarked::default()) == Taking::Full;
+            self.take_many(|| lanes, &mut firsts, true, &mut LaneNotes::default()) == Taking::Full;
         let count = if waiting { lanes } else { firsts.len() };
         self.lanes_running.store(count, Ordering::Release);
         firsts
@@ -114,10 +114,13 @@ impl<T: Task> MapRun<T> {
     /// As [`take_next`](Self::take_next), waiting while a stream's span is
     /// full (until its reader takes outcomes, the map stops, or its flow's
     /// function returns).
-    /// Marks the lane's `unmarked` hand-overs first.
-    pub(super) async fn take_next_waiting(&self, unmarked: &mut Unmarked) -> Option<Taken<T>> {
+    /// Takes the lane's `notes` first.
+    pub(super) async fn take_next_waiting(
+        &self,
+        notes: &mut LaneNotes<T::Output>,
+    ) -> Option<Taken<T>> {
         // Most looks find an input or the end: no need to arm a wake-up first.
-        match self.take_next(None, unmarked) {
+        match self.take_next(None, notes) {
             Next::Input(taken) => return Some(taken),
             Next::Done => return None,
             Next::Full => {}
@@ -126,7 +129,7 @@ impl<T: Task> MapRun<T> {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.take_next(None, unmarked) {
+            match self.take_next(None, notes) {
                 Next::Input(taken) => return Some(taken),
                 Next::Done => return None,
                 Next::Full => {}
@@ -159,7 +162,7 @@ impl<T: Task> MapRun<T> {
     ) {
         let mut next = match taken {
             Some(taken) => Some(taken),
-            None => self.take_next_waiting(&mut Unmarked::default()).await,
+            None => self.take_next_waiting(&mut LaneNotes::default()).await,
         };
         // Whether the run in `next` was made Pending just now, by this
         // lane going straight on, with no recorder hearing its submission:
@@ -173,8 +176,9 @@ impl<T: Task> MapRun<T> {
         let mut ended_at = None;
         // The ends of its quick runs, handed over before the lane waits.
         let inline_async = self.inline && self.task.spec().is_async;
-        // Its hand-overs to a stream's reader, marked at its next look at the queue.
-        let mut unmarked = Unmarked::default();
+        // What it tells the queue at its next look: its hand-overs to a
+        // stream's reader, and the runs it is done with.
+        let mut notes = LaneNotes::default();
         let mut ends = match inline_async {
             true => LaneEnds::new(&self.ctx),
             false => LaneEnds::none(),
@@ -210,18 +214,18 @@ impl<T: Task> MapRun<T> {
             // No async call when there is nothing to wait for (nothing to
             // hand over, or room for it; an input at hand): making and
             // dropping their futures cost a quick run 8% of its instructions.
-            if !self.deliver_now(position, &run, buffer, Some(&mut unmarked)) {
+            if !self.deliver_now(position, &run, buffer, Some(&mut notes)) {
                 ends.hand_over();
                 self.deliver_later(position, &run, buffer).await;
                 ended_at = None;
             }
-            drop(run);
-            (next, just_created) = match self.take_next(ended_at.take(), &mut unmarked) {
+            notes.ended(position, run);
+            (next, just_created) = match self.take_next(ended_at.take(), &mut notes) {
                 Next::Input(taken) => (Some(taken), !heard_submitted),
                 Next::Done => (None, false),
                 Next::Full => {
                     ends.hand_over();
-                    (self.take_next_waiting(&mut unmarked).await, false)
+                    (self.take_next_waiting(&mut notes).await, false)
                 }
             };
         }

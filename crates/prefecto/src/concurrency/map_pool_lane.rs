@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::batch_mode::BatchMode;
-use super::map_queue::Unmarked;
+use super::map_queue::LaneNotes;
 use super::map_run::{MapRun, Submitted, Taken, Taking};
 use super::stream_handoff::Buffer;
 use crate::context;
@@ -45,8 +45,8 @@ struct PoolLane<T: Task> {
     pace: Pace,
     /// Where it hands a stream's outcomes over.
     buffer: Option<Arc<Buffer<T::Output>>>,
-    /// Its hand-overs, marked at its next look at the queue.
-    unmarked: Unmarked,
+    /// What it tells the queue at its next look.
+    notes: LaneNotes<T::Output>,
 }
 
 /// How many inputs a pool lane holds at most: one, doubling while its runs
@@ -77,7 +77,7 @@ impl<T: Task> PoolLane<T> {
                 runs_since: 0,
             },
             buffer,
-            unmarked: Unmarked::default(),
+            notes: LaneNotes::default(),
         }
     }
 
@@ -200,13 +200,13 @@ impl<T: Task> MapRun<T> {
             if lane.running_low() {
                 let _runtime = self.ctx.handle.enter();
                 let pace = &mut lane.pace;
-                self.take_many(|| pace.adapt(), &mut lane.taken, false, &mut lane.unmarked);
+                self.take_many(|| pace.adapt(), &mut lane.taken, false, &mut lane.notes);
             }
             let Some((position, run, submitted)) = lane.taken.pop_front() else {
                 // An async stream of inputs may need the runtime to be read.
                 let _runtime = self.ctx.handle.enter();
                 let pace = &mut lane.pace;
-                match self.take_many(|| pace.adapt(), &mut lane.taken, true, &mut lane.unmarked) {
+                match self.take_many(|| pace.adapt(), &mut lane.taken, true, &mut lane.notes) {
                     _ if !lane.taken.is_empty() => continue,
                     Taking::Full => break Detour::Next,
                     _ => break Detour::End,
@@ -222,10 +222,11 @@ impl<T: Task> MapRun<T> {
                 position,
                 &run,
                 lane.buffer.as_deref(),
-                Some(&mut lane.unmarked),
+                Some(&mut lane.notes),
             ) {
                 break Detour::HandOver(position, run);
             }
+            lane.notes.ended(position, run);
             runs += 1;
             lane.pace.runs_since += 1;
             // Slow runs (taken one at a time) look every time.
@@ -293,7 +294,7 @@ impl<T: Task> MapRun<T> {
             Detour::Next | Detour::End => {}
         }
         if lane.taken.is_empty() {
-            match self.take_next_waiting(&mut lane.unmarked).await {
+            match self.take_next_waiting(&mut lane.notes).await {
                 Some(taken) => lane.taken.push_back(taken),
                 None => return self.end_lane().await,
             }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use super::map_inputs::MapInputs;
 use crate::args::MapError;
-use crate::future::RunShared;
+use crate::future::{PrefectFuture, RunShared};
 use crate::task::Task;
 
-/// A run the map still holds.
-pub(super) struct Slot<O> {
-    pub(super) run: Arc<RunShared<O>>,
+/// How far a stream has got with a run the map still holds.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Marks {
     /// Its lane is done with it: counted, and shown to a completion-order
     /// switch. Only then is a stream's reader handed it in input order, so
     /// the reader never sees an outcome before the switch does, and the map
@@ -22,21 +22,44 @@ pub(super) struct Slot<O> {
     pub(super) delivered: bool,
 }
 
-/// The positions of runs a lane handed over to a stream's reader whose
-/// slots it has not marked `delivered` yet: it marks them at its next look
-/// at the queue, which it takes anyway, not under a lock of their own.
-/// Until then they hold the span a little longer: no longer than a run the
-/// lane went on to, which is older than any input a lane could take.
-#[derive(Default)]
-pub(super) struct Unmarked(Vec<usize>);
+/// What a lane tells the queue at its next look, which it takes anyway,
+/// rather than under a lock of its own per run.
+pub(super) struct LaneNotes<O> {
+    /// The positions of runs it handed over to a stream's reader whose
+    /// slots are not marked `delivered` yet. Until then they hold the span
+    /// a little longer: no longer than a run the lane went on to, which is
+    /// older than any input a lane could take.
+    handed: Vec<usize>,
+    /// The runs it is done with, and their positions: a collecting map
+    /// keeps each by value from then on, and the lane its record.
+    ended: Vec<(usize, Arc<RunShared<O>>)>,
+    /// Records nobody else holds: the lane's next runs are made in them.
+    pub(super) spares: Vec<Arc<RunShared<O>>>,
+}
 
-impl Unmarked {
-    pub(super) fn push(&mut self, position: usize) {
-        self.0.push(position);
+impl<O> Default for LaneNotes<O> {
+    fn default() -> Self {
+        LaneNotes {
+            handed: Vec::new(),
+            ended: Vec::new(),
+            spares: Vec::new(),
+        }
+    }
+}
+
+impl<O> LaneNotes<O> {
+    pub(super) fn handed(&mut self, position: usize) {
+        self.handed.push(position);
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// The lane is done with the run at `position`.
+    pub(super) fn ended(&mut self, position: usize, run: Arc<RunShared<O>>) {
+        self.ended.push((position, run));
+    }
+
+    /// Whether it has hand-overs to mark.
+    pub(super) fn has_handed(&self) -> bool {
+        !self.handed.is_empty()
     }
 }
 
@@ -49,8 +72,13 @@ pub(super) struct Queue<T: Task> {
     /// The inputs ran out, or went wrong (`input_error`).
     pub(super) exhausted: bool,
     pub(super) input_error: Option<MapError>,
-    pub(super) slots: VecDeque<Slot<T::Output>>,
-    /// The position of `slots[0]`.
+    /// The runs it holds, in input order. Each is live while its lane
+    /// may still need it; a collecting map's is kept by value once it has
+    /// ended and its lane is done with it. They are the map's futures.
+    pub(super) runs: VecDeque<PrefectFuture<T::Output>>,
+    /// A stream's marks of each run it holds (a collecting map has none).
+    pub(super) marks: VecDeque<Marks>,
+    /// The position of `runs[0]`.
     pub(super) low: usize,
     /// In input order, the first run the switch has not been shown yet.
     pub(super) next_to_show: usize,
@@ -69,31 +97,67 @@ impl<T: Task> Queue<T> {
     pub(super) fn due_in_order(&self) -> Range<usize> {
         let first = self.next_to_hand;
         let finished = self
-            .slots
+            .marks
             .iter()
             .skip(first.saturating_sub(self.low))
-            .take_while(|slot| slot.finished)
+            .take_while(|marks| marks.finished)
             .count();
         first..first + finished
     }
 
-    /// Marks the runs of `unmarked` delivered; whether there were any.
-    pub(super) fn mark(&mut self, unmarked: &mut Unmarked) -> bool {
-        if unmarked.0.is_empty() {
+    /// Marks the runs a lane handed over delivered; whether there were any.
+    pub(super) fn mark(&mut self, notes: &mut LaneNotes<T::Output>) -> bool {
+        if notes.handed.is_empty() {
             return false;
         }
-        for position in unmarked.0.drain(..) {
-            if let Some(slot) = self.slot(position) {
-                slot.delivered = true;
+        for position in notes.handed.drain(..) {
+            if let Some(marks) = self.marks(position) {
+                marks.delivered = true;
             }
         }
         true
     }
 
-    pub(super) fn slot(&mut self, position: usize) -> Option<&mut Slot<T::Output>> {
-        let low = self.low;
-        position
-            .checked_sub(low)
-            .and_then(|offset| self.slots.get_mut(offset))
+    /// Takes the runs a lane is done with: a collecting map keeps each by
+    /// value (`collecting`); a stream has forgotten it once handed over.
+    /// The records nobody else holds become the lane's spares.
+    pub(super) fn take_ended(&mut self, notes: &mut LaneNotes<T::Output>, collecting: bool) {
+        // Popped, not drained: a lane mostly has one, and a drain's guard
+        // cost as much as the rest of this (callgrind).
+        while let Some((position, mut run)) = notes.ended.pop() {
+            let spare = match self.run(position) {
+                Some(held) if collecting => held.keep_ended(run),
+                // A stream's run not forgotten yet: the queue holds it.
+                Some(_) => None,
+                None => Arc::get_mut(&mut run).is_some().then_some(run),
+            };
+            notes.spares.extend(spare);
+        }
+    }
+
+    /// Holds the run of the next position, with its marks for a stream.
+    pub(super) fn push(&mut self, run: PrefectFuture<T::Output>, stream: bool) {
+        self.runs.push_back(run);
+        if stream {
+            self.marks.push_back(Marks::default());
+        }
+    }
+
+    /// Forgets the oldest run it holds.
+    pub(super) fn pop(&mut self) {
+        self.runs.pop_front();
+        self.marks.pop_front();
+        self.low += 1;
+    }
+
+    pub(super) fn run(&mut self, position: usize) -> Option<&mut PrefectFuture<T::Output>> {
+        let offset = position.checked_sub(self.low)?;
+        self.runs.get_mut(offset)
+    }
+
+    /// A stream's marks of the run at `position`.
+    pub(super) fn marks(&mut self, position: usize) -> Option<&mut Marks> {
+        let offset = position.checked_sub(self.low)?;
+        self.marks.get_mut(offset)
     }
 }

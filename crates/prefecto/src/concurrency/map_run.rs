@@ -11,10 +11,10 @@ use tokio::sync::Notify;
 use super::batch_mode::{BatchMode, SwitchOrder};
 use super::kill_switch::KillSwitch;
 use super::map_inputs::{MapInputs, Source};
-use super::map_queue::{Queue, Slot, Unmarked};
+use super::map_queue::{LaneNotes, Queue};
 use super::map_stream::Delivery;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
-use crate::future::RunShared;
+use crate::future::{PrefectFuture, RunShared};
 use crate::inputs::RunArgs;
 use crate::progress::MapProgress;
 use crate::queued_body::{self, Helper};
@@ -139,7 +139,7 @@ impl<T: Task> MapRun<T> {
         let inline = crate::runner::runs_inline(&ctx, task);
         // A collecting map holds every run: room for all from the start,
         // not copied at each doubling. A stream holds at most its span.
-        let slots = match &delivery {
+        let held = match &delivery {
             None => total.unwrap_or(0),
             Some(delivery) => delivery.span.min(total.unwrap_or(usize::MAX)),
         };
@@ -157,7 +157,8 @@ impl<T: Task> MapRun<T> {
                 inputs,
                 exhausted: false,
                 input_error: None,
-                slots: VecDeque::with_capacity(slots),
+                runs: VecDeque::with_capacity(held),
+                marks: VecDeque::with_capacity(if delivery.is_some() { held } else { 0 }),
                 low: 0,
                 next_to_show: 0,
                 next_to_hand: 0,
@@ -274,31 +275,36 @@ impl<T: Task> MapRun<T> {
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
     ///
-    /// Marks the lane's `unmarked` hand-overs first, under the same lock.
-    pub(super) fn take_next(&self, created_at: Option<i64>, unmarked: &mut Unmarked) -> Next<T> {
-        if self.stopped() && unmarked.is_empty() {
+    /// Takes the lane's `notes` first, under the same lock; its next run
+    /// is made in a spare record, if it has one.
+    pub(super) fn take_next(
+        &self,
+        created_at: Option<i64>,
+        notes: &mut LaneNotes<T::Output>,
+    ) -> Next<T> {
+        if self.stopped() && !notes.has_handed() {
             return Next::Done;
         }
         let mut queue = self.queue();
-        self.mark_handed_over(&mut queue, unmarked);
+        self.take_notes(&mut queue, notes);
         if self.stopped() {
             return Next::Done;
         }
-        self.take_next_locked(&mut queue, created_at)
+        self.take_next_locked(&mut queue, created_at, notes.spares.pop())
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
     /// `into`, under one look at the queue and one reading of the clock,
     /// for a lane that runs them one after the other anyway; and why it
     /// stopped taking. `max` is asked once the queue is this lane's. With
-    /// `wait` false, it takes none if another lane is looking. Marks the
-    /// lane's `unmarked` hand-overs first, if it looks.
+    /// `wait` false, it takes none if another lane is looking. Takes the
+    /// lane's `notes` first, if it looks.
     pub(super) fn take_many(
         &self,
         max: impl FnOnce() -> usize,
         into: &mut VecDeque<Taken<T>>,
         wait: bool,
-        unmarked: &mut Unmarked,
+        notes: &mut LaneNotes<T::Output>,
     ) -> Taking {
         let mut queue = match self.queue.try_lock() {
             Ok(queue) => queue,
@@ -306,7 +312,7 @@ impl<T: Task> MapRun<T> {
             Err(TryLockError::WouldBlock) if wait => self.queue(),
             Err(TryLockError::WouldBlock) => return Taking::Enough,
         };
-        self.mark_handed_over(&mut queue, unmarked);
+        self.take_notes(&mut queue, notes);
         let max = max();
         // Made together, under one look at the queue: at one time.
         let now = crate::clock::now_nanos();
@@ -314,7 +320,7 @@ impl<T: Task> MapRun<T> {
             if self.stopped() {
                 return Taking::Done;
             }
-            match self.take_next_locked(&mut queue, Some(now)) {
+            match self.take_next_locked(&mut queue, Some(now), notes.spares.pop()) {
                 Next::Input(taken) => into.push_back(taken),
                 Next::Full => return Taking::Full,
                 Next::Done => return Taking::Done,
@@ -323,7 +329,13 @@ impl<T: Task> MapRun<T> {
         Taking::Enough
     }
 
-    fn take_next_locked(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Next<T> {
+    /// `spare`: a record for the run, if the lane has one.
+    fn take_next_locked(
+        &self,
+        queue: &mut Queue<T>,
+        created_at: Option<i64>,
+        spare: Option<Arc<RunShared<T::Output>>>,
+    ) -> Next<T> {
         if queue.exhausted || queue.next >= queue.end {
             return Next::Done;
         }
@@ -332,7 +344,7 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let (position, run, args) = match self.read_input(queue, created_at) {
+        let (position, run, args) = match self.read_input(queue, created_at, spare) {
             Poll::Ready(Some(read)) => read,
             Poll::Ready(None) => return Next::Done,
             Poll::Pending => return Next::Full,
@@ -349,14 +361,15 @@ impl<T: Task> MapRun<T> {
         Next::Input((position, run, submitted))
     }
 
-    /// Reads the next input and makes its run, held from now on; `None`
-    /// once the inputs have run out or gone wrong; `Pending` while a
-    /// stream's next input has not come.
+    /// Reads the next input and makes its run (in `spare`, if given), held
+    /// from now on; `None` once the inputs have run out or gone wrong;
+    /// `Pending` while a stream's next input has not come.
     #[allow(clippy::type_complexity)]
     fn read_input(
         &self,
         queue: &mut Queue<T>,
         created_at: Option<i64>,
+        spare: Option<Arc<RunShared<T::Output>>>,
     ) -> Poll<Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)>> {
         let args = match queue.inputs.poll_next() {
             Poll::Pending => return Poll::Pending,
@@ -373,17 +386,18 @@ impl<T: Task> MapRun<T> {
         };
         let position = queue.next;
         queue.next += 1;
-        let run = self.new_run(queue, created_at);
-        queue.slots.push_back(Slot {
-            run: run.clone(),
-            finished: false,
-            delivered: false,
-        });
+        let run = self.new_run(queue, created_at, spare);
+        queue.push(PrefectFuture::new(run.clone()), self.delivery.is_some());
         Poll::Ready(Some((position, run, args)))
     }
 
     /// A new run for the next input, named from the reserved block.
-    fn new_run(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Arc<RunShared<T::Output>> {
+    fn new_run(
+        &self,
+        queue: &mut Queue<T>,
+        created_at: Option<i64>,
+        spare: Option<Arc<RunShared<T::Output>>>,
+    ) -> Arc<RunShared<T::Output>> {
         if queue.names.1 == 0 {
             let first = self
                 .ctx
@@ -392,7 +406,7 @@ impl<T: Task> MapRun<T> {
         }
         let index = queue.names.0;
         queue.names = (index + 1, queue.names.1 - 1);
-        new_run(&self.task, index, self.waiter.clone(), created_at)
+        new_run(&self.task, index, self.waiter.clone(), created_at, spare)
     }
 
     pub(super) fn task_run<'a>(&'a self, run: &'a Arc<RunShared<T::Output>>) -> TaskRun<'a, T> {
@@ -431,7 +445,7 @@ impl<T: Task> MapRun<T> {
                 let mut queue = self.queue();
                 let read = match queue.exhausted || queue.inputs.upper_bound().is_none() {
                     true => Poll::Pending,
-                    false => self.read_input(&mut queue, None),
+                    false => self.read_input(&mut queue, None, None),
                 };
                 match read {
                     Poll::Ready(read) => read.map(|(position, run, _)| (position, run)),

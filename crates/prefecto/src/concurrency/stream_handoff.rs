@@ -34,7 +34,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 
 use super::stream_stop::StreamStop;
-use crate::future::{RunShared, TaskRunError};
+use crate::future::{PrefectFuture, RunShared, TaskRunError};
 use crate::names::TaskRunName;
 
 /// Outcomes per message, at most, when there is room for four times as
@@ -62,6 +62,15 @@ impl<T> HandedRun<T> {
         HandedRun {
             index,
             task_run: run.name(),
+            result: run.take_outcome().map_err(Box::new),
+        }
+    }
+
+    /// Takes the outcome of a finished run a map holds.
+    pub(super) fn of_future(index: usize, run: &mut PrefectFuture<T>) -> Self {
+        HandedRun {
+            index,
+            task_run: run.task_run_name(),
             result: run.take_outcome().map_err(Box::new),
         }
     }

@@ -314,7 +314,7 @@ fn spawn_run_on<T: Task>(
     progress: Option<&Arc<dyn MapProgress>>,
     on_calling_thread: bool,
 ) -> PrefectFuture<T::Output> {
-    let shared = new_run(task, index, crate::queued_body::current(), None);
+    let shared = new_run(task, index, crate::queued_body::current(), None, None);
     if on_calling_thread {
         shared.run_on_calling_thread();
     }

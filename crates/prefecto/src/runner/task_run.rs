@@ -30,12 +30,14 @@ pub(crate) struct TaskRun<'a, T: Task> {
 
 /// A task run's state, `Pending`, not yet announced, made now or at
 /// `created_at` (nanoseconds since the epoch, a reading of the clock just
-/// taken); a sync body that waits for it (`waiter`) may run it.
+/// taken); a sync body that waits for it (`waiter`) may run it. Made in
+/// `spare` if given (a record its lane no longer needs).
 pub(crate) fn new_run<T: Task>(
     task: &T,
     index: u64,
     waiter: Option<Arc<Helper>>,
     created_at: Option<i64>,
+    spare: Option<Arc<RunShared<T::Output>>>,
 ) -> Arc<RunShared<T::Output>> {
     let name = TaskRunName {
         task: task.spec().name,
@@ -45,7 +47,13 @@ pub(crate) fn new_run<T: Task>(
         Some(nanos) => State::pending_at(nanos),
         None => State::pending(),
     };
-    RunShared::new(name, task.spec(), pending, waiter)
+    match spare {
+        Some(mut record) => {
+            RunShared::renew(&mut record, name, task.spec(), pending, waiter);
+            record
+        }
+        None => RunShared::new(name, task.spec(), pending, waiter),
+    }
 }
 
 impl<T: Task> TaskRun<'_, T> {

@@ -12,6 +12,7 @@ mod async_stream_inputs;
 mod batch_properties;
 mod batch_task;
 mod blocking_in_async;
+mod ended_map_futures;
 mod flows;
 mod future_inputs;
 #[cfg(feature = "history")]
