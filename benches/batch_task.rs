@@ -13,7 +13,9 @@
 //!   time, the small counts several times a round.
 //! - Memory: peak RSS, each workload in a fresh process of its own (this
 //!   bench run again with `--rss`), at N and at N/100 inputs: the difference
-//!   per input. Nothing counts allocations while anything is timed.
+//!   per input; and the time of that one run at N, with a cold allocator
+//!   (the cost table's runs reuse what the earlier ones freed). Nothing
+//!   counts allocations while anything is timed.
 //!   `--rss WORKLOAD N [--history] [--times K]` runs one workload alone (to
 //!   profile it), K times in the process, and prints the last run's time and the median.
 //! - `--only SECTION` (`cost`, `flatness`, `memory`, `history`, `stragglers`)
@@ -49,18 +51,25 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Peak RSS of one run of `workload` over `n` inputs, in a fresh process.
-fn rss_of(workload: Workload, n: u64) -> u64 {
+/// Peak RSS (KiB) and µs per input of one run of `workload` over `n`
+/// inputs, in a fresh process: a cold allocator, as a program that maps
+/// once finds it.
+fn fresh_run(workload: Workload, n: u64) -> (u64, f64) {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--rss", &workload.name(), &n.to_string()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("rss_kib "))
-        .and_then(|kib| kib.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no RSS from {workload:?}: {stdout}"))
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|value| value.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name}from {workload:?}: {stdout}"))
+    };
+    let kib = field("rss_kib ").parse().unwrap();
+    let us = field("us_per_input ").parse().unwrap();
+    (kib, us)
 }
 
 /// The median and the range of some seconds, in µs per input.
@@ -268,21 +277,27 @@ fn flatness(engine_only: &Prefecto, runtime: &Runtime, quick: bool, reps: usize)
     }
 }
 
-/// Peak RSS per input, each workload in a fresh process.
+/// Peak RSS per input, and the time of one run, each workload in a fresh
+/// process.
 fn memory(workloads: &[Workload], n: u64) {
     println!();
     let small = n / 100;
     println!(
-        "peak RSS, each in a fresh process: at {n} and at {small} inputs, and the difference per input"
+        "each in a fresh process: peak RSS at {n} and at {small} inputs, the difference per input, \
+         and µs per input of the run at {n} (one run, a cold allocator)"
     );
+    let mut baseline = None;
     for w in workloads {
-        let (big, little) = (rss_of(*w, n), rss_of(*w, small));
+        let ((big, us), (little, _)) = (fresh_run(*w, n), fresh_run(*w, small));
+        let b_u = *baseline.get_or_insert(us);
         println!(
-            "{:<34} {:>8.1} MiB {:>8.1} MiB {:>8.1} B/input",
+            "{:<34} {:>8.1} MiB {:>8.1} MiB {:>8.1} B/input {:>8.3} µs {:>7.2}x b_u",
             w.name(),
             big as f64 / 1024.0,
             little as f64 / 1024.0,
-            (big as f64 - little as f64) * 1024.0 / (n - small) as f64
+            (big as f64 - little as f64) * 1024.0 / (n - small) as f64,
+            us,
+            us / b_u
         );
     }
 }

@@ -272,7 +272,10 @@ impl<T> PrefectFutureList<T> {
     pub async fn results_async(self) -> Result<Vec<T>, TaskRunError> {
         let mut collected = Collected::new(self.futures.len());
         for future in self.futures {
-            future.until_done().await;
+            // Most have ended: no wait made for them.
+            if !future.is_done() {
+                future.until_done().await;
+            }
             collected.take(future);
         }
         collected.into_result()

@@ -105,6 +105,7 @@ extern crate self as prefecto;
 mod adopt;
 pub mod args;
 mod blocking;
+mod cancel_scope;
 mod clock;
 pub mod concurrency;
 mod context;

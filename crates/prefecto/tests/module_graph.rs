@@ -16,6 +16,7 @@ const ENGINE: &[&str] = &[
     "blocking",
     "clock",
     "concurrency",
+    "cancel_scope",
     "context",
     "error",
     "flow",

@@ -24,7 +24,16 @@ impl<T: Task> MapRun<T> {
     /// Counts a finished run into the progress bar, and shows the kill
     /// switch what it is due to see: this run, in completion order; in input
     /// order, every finished run not yet shown whose earlier inputs all were.
+    // Inlined, with the rest out of line: most maps have neither, and the
+    // call cost a quick run more than the two checks.
+    #[inline(always)]
     pub(super) fn observe(&self, run: &Arc<RunShared<T::Output>>) {
+        if self.progress.is_some() || self.switch.is_some() {
+            self.show_observers(run);
+        }
+    }
+
+    fn show_observers(&self, run: &Arc<RunShared<T::Output>>) {
         if let Some(progress) = &self.progress {
             progress.run_finished(&run.state());
         }
@@ -166,6 +175,8 @@ impl<T: Task> MapRun<T> {
     /// order. Whether it did; if not, nothing due is lost: `deliver` hands
     /// it over. Out of order, a lane's hand-over is marked in the queue at
     /// its next look (`notes`), if it has one.
+    // Inlined, with the rest out of line, as `observe`.
+    #[inline(always)]
     pub(super) fn deliver_now(
         &self,
         position: usize,
@@ -173,9 +184,20 @@ impl<T: Task> MapRun<T> {
         lane: Option<&Buffer<T::Output>>,
         notes: Option<&mut LaneNotes<T::Output>>,
     ) -> bool {
-        let Some(delivery) = &self.delivery else {
-            return true;
-        };
+        match &self.delivery {
+            None => true,
+            Some(delivery) => self.deliver_now_to(delivery, position, run, lane, notes),
+        }
+    }
+
+    fn deliver_now_to(
+        &self,
+        delivery: &Delivery<T::Output>,
+        position: usize,
+        run: &Arc<RunShared<T::Output>>,
+        lane: Option<&Buffer<T::Output>>,
+        notes: Option<&mut LaneNotes<T::Output>>,
+    ) -> bool {
         let buffer = delivery.buffer(lane);
         if !delivery.in_input_order {
             let handed = delivery
