@@ -83,10 +83,11 @@ pub(crate) struct RunShared<T> {
     // times it ran. Atomics, not the slot's lock: they are counted on every
     // transition that is recorded, and a run's transitions never race each
     // other. Fields of the run itself, not of a struct of their own, so
-    // that the flag below fills their padding: a map's run then takes 128
+    // that the flag below fills their padding: a record then takes 128
     // bytes with the `Arc`'s counts, which glibc's allocator frees to its
-    // fast bins (144 bytes went through its slower general bins: a fifth of
-    // a window map's instructions were malloc and free).
+    // fast bins (144 bytes went through its slower general bins). A map's
+    // lanes reuse their records (`renew`); runs submitted one by one each
+    // allocate one.
     /// Nanoseconds since the epoch; 0 until announced.
     created: AtomicU64,
     /// Nanoseconds since the epoch; 0 until it first ran.
