@@ -84,6 +84,14 @@ impl<T> PrefectFuture<T> {
         }
     }
 
+    /// The run's record, unless it is kept by value.
+    pub(crate) fn into_live(self) -> Option<Arc<RunShared<T>>> {
+        match self.run {
+            FutureRun::Live(shared) => Some(shared),
+            FutureRun::Ended(_) => None,
+        }
+    }
+
     /// The run's record, made for it if it is kept by value.
     pub(crate) fn into_shared(self) -> Arc<RunShared<T>> {
         match self.run {

@@ -10,6 +10,9 @@ use crate::args::MapError;
 use crate::future::{PrefectFuture, RunShared};
 use crate::task::Task;
 
+/// How many records of forgotten runs a queue keeps for later runs.
+const SPARES: usize = 64;
+
 /// How far a stream has got with a run the map still holds.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Marks {
@@ -80,6 +83,11 @@ pub(super) struct Queue<T: Task> {
     pub(super) marks: VecDeque<Marks>,
     /// The position of `runs[0]`.
     pub(super) low: usize,
+    /// Records of a stream's forgotten runs that nobody else held: any
+    /// lane's next run may be made in one (a lane's own ended run is often
+    /// not forgotten yet when it takes its next input: an older run of
+    /// another lane holds the front).
+    pub(super) spares: Vec<Arc<RunShared<T::Output>>>,
     /// In input order, the first run the switch has not been shown yet.
     pub(super) next_to_show: usize,
     /// In input order, the first run a stream has not handed over yet.
@@ -143,9 +151,16 @@ impl<T: Task> Queue<T> {
         }
     }
 
-    /// Forgets the oldest run it holds.
+    /// Forgets the oldest run it holds, keeping its record for another
+    /// run if nobody else holds it.
     pub(super) fn pop(&mut self) {
-        self.runs.pop_front();
+        let record = self.runs.pop_front().and_then(PrefectFuture::into_live);
+        if let Some(mut record) = record
+            && self.spares.len() < SPARES
+            && Arc::get_mut(&mut record).is_some()
+        {
+            self.spares.push(record);
+        }
         self.marks.pop_front();
         self.low += 1;
     }

@@ -160,6 +160,7 @@ impl<T: Task> MapRun<T> {
                 runs: VecDeque::with_capacity(held),
                 marks: VecDeque::with_capacity(if delivery.is_some() { held } else { 0 }),
                 low: 0,
+                spares: Vec::new(),
                 next_to_show: 0,
                 next_to_hand: 0,
                 names,
@@ -290,7 +291,8 @@ impl<T: Task> MapRun<T> {
         if self.stopped() {
             return Next::Done;
         }
-        self.take_next_locked(&mut queue, created_at, notes.spares.pop())
+        let spare = notes.spares.pop();
+        self.take_next_locked(&mut queue, created_at, spare)
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
@@ -344,6 +346,7 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
+        let spare = spare.or_else(|| queue.spares.pop());
         let (position, run, args) = match self.read_input(queue, created_at, spare) {
             Poll::Ready(Some(read)) => read,
             Poll::Ready(None) => return Next::Done,
