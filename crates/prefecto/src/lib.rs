@@ -119,6 +119,7 @@ pub mod inputs;
 mod names;
 mod parameter_schema;
 mod parameters;
+mod prefault;
 pub mod progress;
 mod queued_body;
 pub mod recorder;

@@ -27,6 +27,7 @@ const ENGINE: &[&str] = &[
     "names",
     "parameter_schema",
     "parameters",
+    "prefault",
     "progress",
     "queued_body",
     "recorder",

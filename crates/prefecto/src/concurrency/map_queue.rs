@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::map_inputs::MapInputs;
 use crate::args::MapError;
 use crate::future::{PrefectFuture, RunShared};
+use crate::prefault::Prefaulted;
 use crate::task::Task;
 
 /// How many records of forgotten runs a queue keeps for later runs.
@@ -81,6 +82,8 @@ pub(super) struct Queue<T: Task> {
     pub(super) runs: VecDeque<PrefectFuture<T::Output>>,
     /// A stream's marks of each run it holds (a collecting map has none).
     pub(super) marks: VecDeque<Marks>,
+    /// A large collecting map's list of runs, faulted in ahead of its lanes.
+    pub(super) prefaulted: Option<Prefaulted>,
     /// The position of `runs[0]`.
     pub(super) low: usize,
     /// Records of a stream's forgotten runs that nobody else held: any
@@ -145,6 +148,9 @@ impl<T: Task> Queue<T> {
 
     /// Holds the run of the next position, with its marks for a stream.
     pub(super) fn push(&mut self, run: PrefectFuture<T::Output>, stream: bool) {
+        if let Some(prefaulted) = &mut self.prefaulted {
+            prefaulted.before_writing(self.runs.len());
+        }
         self.runs.push_back(run);
         if stream {
             self.marks.push_back(Marks::default());

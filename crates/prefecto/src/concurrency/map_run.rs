@@ -16,6 +16,7 @@ use super::map_stream::Delivery;
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, RunShared};
 use crate::inputs::RunArgs;
+use crate::prefault::Prefaulted;
 use crate::progress::MapProgress;
 use crate::queued_body::{self, Helper};
 use crate::runner::{Started, TaskRun, new_run};
@@ -145,6 +146,13 @@ impl<T: Task> MapRun<T> {
         };
         let room = Arc::new(Notify::new());
         let inputs = MapInputs::new(inputs, room.clone());
+        // A deque made of a `Vec` keeps its buffer: never popped, nor grown
+        // past `total`, a collecting map's list stays where it was faulted in.
+        let mut runs = Vec::with_capacity(held);
+        let prefaulted = match &delivery {
+            None => Prefaulted::of(&mut runs),
+            Some(_) => None,
+        };
         MapRun {
             scope: ctx.scope.child(),
             ctx,
@@ -157,8 +165,9 @@ impl<T: Task> MapRun<T> {
                 inputs,
                 exhausted: false,
                 input_error: None,
-                runs: VecDeque::with_capacity(held),
+                runs: VecDeque::from(runs),
                 marks: VecDeque::with_capacity(if delivery.is_some() { held } else { 0 }),
+                prefaulted,
                 low: 0,
                 spares: Vec::new(),
                 next_to_show: 0,

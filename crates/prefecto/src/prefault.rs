@@ -1,0 +1,175 @@
+//! [`Prefaulted`]: a large list's buffer, faulted in a stretch at a time
+//! ahead of the writes that fill it.
+//!
+//! A collecting map of a million inputs writes a 64 MB list of futures, one
+//! per input. glibc maps any block past 32 MB fresh from the kernel and
+//! unmaps it when freed, so each of its 16,000 pages faulted as a lane
+//! first wrote it: an exception per page, on the lane's thread, between
+//! runs. Asking the kernel for a stretch of pages in one call
+//! (`MADV_POPULATE_WRITE`, Linux 5.14) does the same work without them:
+//! the window/async map at 1,000,000 inputs went from 0.192 to 0.174 µs
+//! per input (three runs in a process) and from 0.185 to 0.170 (one), six
+//! and four processes of each build by turns. A stretch at a time, not the
+//! whole list: a map a kill switch stops early never writes most of it.
+
+/// How many bytes are faulted in at a time.
+const STRETCH: usize = 2 << 20;
+
+/// Lists smaller than this are left alone: glibc serves them from memory
+/// it has already, mostly.
+const LARGE: usize = 4 << 20;
+
+/// A list's buffer, and how much of it is faulted in.
+pub(crate) struct Prefaulted {
+    /// Its address, and its length in bytes.
+    start: usize,
+    bytes: usize,
+    /// Elements of `size` bytes; those from `faulted` on are not faulted in.
+    size: usize,
+    faulted: usize,
+}
+
+impl Prefaulted {
+    /// For `buffer`'s spare room, if it is large and the kernel can fault
+    /// it in ahead. The buffer must not move while this is used: the list
+    /// is never grown past its capacity (if it is, the calls fault in
+    /// memory the list no longer holds, which changes nothing but speed).
+    pub(crate) fn of<T>(buffer: &mut Vec<T>) -> Option<Self> {
+        let size = std::mem::size_of::<T>();
+        let bytes = buffer.capacity().checked_mul(size)?;
+        let large = cfg!(target_os = "linux") && bytes >= LARGE && buffer.is_empty();
+        large.then_some(Prefaulted {
+            start: buffer.as_mut_ptr() as usize,
+            bytes,
+            size,
+            faulted: 0,
+        })
+    }
+
+    /// Before element `len` is written: faults in the next stretch once
+    /// `len` reaches it.
+    #[inline]
+    pub(crate) fn before_writing(&mut self, len: usize) {
+        if len >= self.faulted {
+            self.fault_from(len);
+        }
+    }
+
+    #[cold]
+    fn fault_from(&mut self, len: usize) {
+        let from = len.saturating_mul(self.size).min(self.bytes);
+        let to = from.saturating_add(STRETCH).min(self.bytes);
+        // Whole elements, so that the next call begins where this one ended.
+        self.faulted = to.div_ceil(self.size).max(len + 1);
+        populate_for_writing(self.start + from, to - from);
+    }
+}
+
+/// Faults in the whole pages of `bytes` bytes at `start` as a write
+/// would, without writing them.
+#[cfg(target_os = "linux")]
+fn populate_for_writing(start: usize, bytes: usize) {
+    // SAFETY: `sysconf` only reads a value of the process.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        page if page > 0 => page as usize,
+        _ => return,
+    };
+    let from = start.next_multiple_of(page);
+    let to = (start + bytes) / page * page;
+    if to > from {
+        // SAFETY: the range is within an allocation of ours (or, if the
+        // list moved, memory of the process); MADV_POPULATE_WRITE maps its
+        // pages writable as writes would and changes no byte of them. It
+        // fails on kernels before 5.14 (EINVAL) and on unmapped memory
+        // (ENOMEM): the writes then fault the pages in, as without it.
+        unsafe {
+            libc::madvise(
+                from as *mut libc::c_void,
+                to - from,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn populate_for_writing(_start: usize, _bytes: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_list_is_faulted_in_a_stretch_ahead_of_its_writes() {
+        let mut buffer: Vec<[u64; 8]> = Vec::with_capacity(200_000);
+        let ahead = Prefaulted::of(&mut buffer);
+        // 12.8 MB is large, where the kernel can fault it in ahead.
+        assert_eq!(ahead.is_some(), cfg!(target_os = "linux"));
+        let Some(mut ahead) = ahead else { return };
+        let per_stretch = STRETCH / 64;
+        for len in 0..buffer.capacity() {
+            let before = ahead.faulted;
+            ahead.before_writing(len);
+            match len % per_stretch == 0 {
+                true => assert!(ahead.faulted > len && ahead.faulted > before, "at {len}"),
+                false => assert_eq!(ahead.faulted, before, "at {len}"),
+            }
+            buffer.push([len as u64; 8]);
+        }
+        assert!(buffer.iter().enumerate().all(|(i, e)| e[7] == i as u64));
+        assert!(ahead.faulted >= buffer.len());
+    }
+
+    /// How many of the pages of `bytes` bytes at `start` are in memory.
+    #[cfg(target_os = "linux")]
+    fn page_size() -> usize {
+        // SAFETY: `sysconf` only reads a value of the process.
+        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn resident_pages(start: usize, bytes: usize) -> usize {
+        let page = page_size();
+        let from = start.next_multiple_of(page);
+        let pages = (start + bytes - from) / page;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: `resident` has a byte for each page of the range, which
+        // is within the caller's allocation.
+        let done = unsafe {
+            libc::mincore(
+                from as *mut libc::c_void,
+                pages * page,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(done, 0, "mincore");
+        resident.iter().filter(|&&r| r & 1 == 1).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_stretch_ahead_is_in_memory_before_it_is_written_and_the_rest_is_not() {
+        // 40 MB: past glibc's largest mmap threshold, so fresh from the
+        // kernel, with no page in memory until it is touched.
+        let mut buffer: Vec<u64> = Vec::with_capacity(5 << 20);
+        let start = buffer.as_mut_ptr() as usize;
+        let mut ahead = Prefaulted::of(&mut buffer).unwrap();
+        assert_eq!(resident_pages(start, STRETCH), 0, "untouched");
+        ahead.before_writing(0);
+        let stretch = resident_pages(start, STRETCH);
+        assert!(
+            stretch >= STRETCH / page_size() - 1,
+            "{stretch} pages in memory"
+        );
+        let beyond = start + 4 * STRETCH;
+        assert_eq!(resident_pages(beyond, STRETCH), 0, "beyond the stretch");
+    }
+
+    #[test]
+    fn a_small_or_started_list_is_left_alone() {
+        assert!(Prefaulted::of(&mut Vec::<u64>::with_capacity(1000)).is_none());
+        let mut started: Vec<u64> = Vec::with_capacity(1 << 20);
+        started.push(1);
+        assert!(Prefaulted::of(&mut started).is_none());
+    }
+}
