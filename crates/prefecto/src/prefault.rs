@@ -33,9 +33,9 @@ pub(crate) struct Prefaulted {
 
 impl Prefaulted {
     /// For `buffer`'s spare room, if it is large and the kernel can fault
-    /// it in ahead. The buffer must not move while this is used: the list
-    /// is never grown past its capacity (if it is, the calls fault in
-    /// memory the list no longer holds, which changes nothing but speed).
+    /// it in ahead. The buffer may move only by growing past its capacity,
+    /// which [`before_writing`](Self::before_writing) is told of: it then
+    /// stops, never touching memory the list no longer holds.
     pub(crate) fn of<T>(buffer: &mut Vec<T>) -> Option<Self> {
         let size = std::mem::size_of::<T>();
         let bytes = buffer.capacity().checked_mul(size)?;
@@ -48,17 +48,22 @@ impl Prefaulted {
         })
     }
 
-    /// Before element `len` is written: faults in the next stretch once
-    /// `len` reaches it.
+    /// Before element `len` is written to the list, which has room for
+    /// `capacity`: faults in the next stretch once `len` reaches it.
     #[inline]
-    pub(crate) fn before_writing(&mut self, len: usize) {
+    pub(crate) fn before_writing(&mut self, len: usize, capacity: usize) {
         if len >= self.faulted {
-            self.fault_from(len);
+            self.fault_from(len, capacity);
         }
     }
 
     #[cold]
-    fn fault_from(&mut self, len: usize) {
+    fn fault_from(&mut self, len: usize, capacity: usize) {
+        if capacity.checked_mul(self.size) != Some(self.bytes) || len >= capacity {
+            // It grew (or is about to): its buffer moved.
+            self.faulted = usize::MAX;
+            return;
+        }
         let from = len.saturating_mul(self.size).min(self.bytes);
         let to = from.saturating_add(STRETCH).min(self.bytes);
         // Whole elements, so that the next call begins where this one ended.
@@ -111,7 +116,7 @@ mod tests {
         let per_stretch = STRETCH / 64;
         for len in 0..buffer.capacity() {
             let before = ahead.faulted;
-            ahead.before_writing(len);
+            ahead.before_writing(len, buffer.capacity());
             match len % per_stretch == 0 {
                 true => assert!(ahead.faulted > len && ahead.faulted > before, "at {len}"),
                 false => assert_eq!(ahead.faulted, before, "at {len}"),
@@ -157,7 +162,7 @@ mod tests {
         let start = buffer.as_mut_ptr() as usize;
         let mut ahead = Prefaulted::of(&mut buffer).unwrap();
         assert_eq!(resident_pages(start, STRETCH), 0, "untouched");
-        ahead.before_writing(0);
+        ahead.before_writing(0, buffer.capacity());
         let stretch = resident_pages(start, STRETCH);
         assert!(
             stretch >= STRETCH / page_size() - 1,
@@ -165,6 +170,17 @@ mod tests {
         );
         let beyond = start + 4 * STRETCH;
         assert_eq!(resident_pages(beyond, STRETCH), 0, "beyond the stretch");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_list_that_grew_past_its_room_is_left_alone() {
+        let mut buffer: Vec<u64> = Vec::with_capacity(1 << 20);
+        let mut ahead = Prefaulted::of(&mut buffer).unwrap();
+        ahead.before_writing(0, buffer.capacity());
+        buffer.resize(buffer.capacity() + 1, 0);
+        ahead.before_writing(ahead.faulted, buffer.capacity());
+        assert_eq!(ahead.faulted, usize::MAX);
     }
 
     #[test]

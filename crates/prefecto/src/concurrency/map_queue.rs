@@ -149,7 +149,7 @@ impl<T: Task> Queue<T> {
     /// Holds the run of the next position, with its marks for a stream.
     pub(super) fn push(&mut self, run: PrefectFuture<T::Output>, stream: bool) {
         if let Some(prefaulted) = &mut self.prefaulted {
-            prefaulted.before_writing(self.runs.len());
+            prefaulted.before_writing(self.runs.len(), self.runs.capacity());
         }
         self.runs.push_back(run);
         if stream {
