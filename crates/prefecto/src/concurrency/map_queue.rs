@@ -11,7 +11,8 @@ use crate::future::{PrefectFuture, RunShared};
 use crate::prefault::Prefaulted;
 use crate::task::Task;
 
-/// How many records of forgotten runs a queue keeps for later runs.
+/// How many records nobody holds a queue keeps for later runs: a pool
+/// lane's take of up to its share of the size, and a stream's forgotten runs.
 const SPARES: usize = 64;
 
 /// How far a stream has got with a run the map still holds.
@@ -35,10 +36,8 @@ pub(super) struct LaneNotes<O> {
     /// older than any input a lane could take.
     handed: Vec<usize>,
     /// The runs it is done with, and their positions: a collecting map
-    /// keeps each by value from then on, and the lane its record.
+    /// keeps each by value from then on, and the queue its record.
     ended: Vec<(usize, Arc<RunShared<O>>)>,
-    /// Records nobody else holds: the lane's next runs are made in them.
-    pub(super) spares: Vec<Arc<RunShared<O>>>,
 }
 
 impl<O> Default for LaneNotes<O> {
@@ -46,7 +45,6 @@ impl<O> Default for LaneNotes<O> {
         LaneNotes {
             handed: Vec::new(),
             ended: Vec::new(),
-            spares: Vec::new(),
         }
     }
 }
@@ -86,10 +84,11 @@ pub(super) struct Queue<T: Task> {
     pub(super) prefaulted: Option<Prefaulted>,
     /// The position of `runs[0]`.
     pub(super) low: usize,
-    /// Records of a stream's forgotten runs that nobody else held: any
-    /// lane's next run may be made in one (a lane's own ended run is often
-    /// not forgotten yet when it takes its next input: an older run of
-    /// another lane holds the front).
+    /// Records nobody else holds, of runs lanes are done with or a stream
+    /// forgot: the next runs are made in them, the last one kept first (a
+    /// lane's own, still in its cache). A stream's run is often forgotten
+    /// after its lane took its next input (an older run of another lane
+    /// held the front): its record then waits here for any lane.
     pub(super) spares: Vec<Arc<RunShared<T::Output>>>,
     /// In input order, the first run the switch has not been shown yet.
     pub(super) next_to_show: usize,
@@ -131,18 +130,28 @@ impl<T: Task> Queue<T> {
 
     /// Takes the runs a lane is done with: a collecting map keeps each by
     /// value (`collecting`); a stream has forgotten it once handed over.
-    /// The records nobody else holds become the lane's spares.
+    /// The records nobody else holds become spares.
     pub(super) fn take_ended(&mut self, notes: &mut LaneNotes<T::Output>, collecting: bool) {
         // Popped, not drained: a lane mostly has one, and a drain's guard
         // cost as much as the rest of this (callgrind).
-        while let Some((position, mut run)) = notes.ended.pop() {
+        while let Some((position, run)) = notes.ended.pop() {
             let spare = match self.run(position) {
                 Some(held) if collecting => held.keep_ended(run),
                 // A stream's run not forgotten yet: the queue holds it.
                 Some(_) => None,
-                None => Arc::get_mut(&mut run).is_some().then_some(run),
+                None => Some(run),
             };
-            notes.spares.extend(spare);
+            self.keep_spare(spare);
+        }
+    }
+
+    /// Keeps `record` for a later run, if nobody else holds it and there is room.
+    fn keep_spare(&mut self, record: Option<Arc<RunShared<T::Output>>>) {
+        if let Some(mut record) = record
+            && self.spares.len() < SPARES
+            && Arc::get_mut(&mut record).is_some()
+        {
+            self.spares.push(record);
         }
     }
 
@@ -161,12 +170,7 @@ impl<T: Task> Queue<T> {
     /// run if nobody else holds it.
     pub(super) fn pop(&mut self) {
         let record = self.runs.pop_front().and_then(PrefectFuture::into_live);
-        if let Some(mut record) = record
-            && self.spares.len() < SPARES
-            && Arc::get_mut(&mut record).is_some()
-        {
-            self.spares.push(record);
-        }
+        self.keep_spare(record);
         self.marks.pop_front();
         self.low += 1;
     }

@@ -285,8 +285,7 @@ impl<T: Task> MapRun<T> {
     /// lock, so bodies reach the pool in input order: a pool of one runs a
     /// batch in order. An async body starts on its lane, in parallel.
     ///
-    /// Takes the lane's `notes` first, under the same lock; its next run
-    /// is made in a spare record, if it has one.
+    /// Takes the lane's `notes` first, under the same lock.
     pub(super) fn take_next(
         &self,
         created_at: Option<i64>,
@@ -300,8 +299,7 @@ impl<T: Task> MapRun<T> {
         if self.stopped() {
             return Next::Done;
         }
-        let spare = notes.spares.pop();
-        self.take_next_locked(&mut queue, created_at, spare)
+        self.take_next_locked(&mut queue, created_at)
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
@@ -331,7 +329,7 @@ impl<T: Task> MapRun<T> {
             if self.stopped() {
                 return Taking::Done;
             }
-            match self.take_next_locked(&mut queue, Some(now), notes.spares.pop()) {
+            match self.take_next_locked(&mut queue, Some(now)) {
                 Next::Input(taken) => into.push_back(taken),
                 Next::Full => return Taking::Full,
                 Next::Done => return Taking::Done,
@@ -340,13 +338,7 @@ impl<T: Task> MapRun<T> {
         Taking::Enough
     }
 
-    /// `spare`: a record for the run, if the lane has one.
-    fn take_next_locked(
-        &self,
-        queue: &mut Queue<T>,
-        created_at: Option<i64>,
-        spare: Option<Arc<RunShared<T::Output>>>,
-    ) -> Next<T> {
+    fn take_next_locked(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Next<T> {
         if queue.exhausted || queue.next >= queue.end {
             return Next::Done;
         }
@@ -355,8 +347,7 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let spare = spare.or_else(|| queue.spares.pop());
-        let (position, run, args) = match self.read_input(queue, created_at, spare) {
+        let (position, run, args) = match self.read_input(queue, created_at) {
             Poll::Ready(Some(read)) => read,
             Poll::Ready(None) => return Next::Done,
             Poll::Pending => return Next::Full,
@@ -373,15 +364,14 @@ impl<T: Task> MapRun<T> {
         Next::Input((position, run, submitted))
     }
 
-    /// Reads the next input and makes its run (in `spare`, if given), held
-    /// from now on; `None` once the inputs have run out or gone wrong;
-    /// `Pending` while a stream's next input has not come.
+    /// Reads the next input and makes its run (in a spare record, if the
+    /// queue has one), held from now on; `None` once the inputs have run
+    /// out or gone wrong; `Pending` while a stream's next input has not come.
     #[allow(clippy::type_complexity)]
     fn read_input(
         &self,
         queue: &mut Queue<T>,
         created_at: Option<i64>,
-        spare: Option<Arc<RunShared<T::Output>>>,
     ) -> Poll<Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)>> {
         let args = match queue.inputs.poll_next() {
             Poll::Pending => return Poll::Pending,
@@ -398,18 +388,13 @@ impl<T: Task> MapRun<T> {
         };
         let position = queue.next;
         queue.next += 1;
-        let run = self.new_run(queue, created_at, spare);
+        let run = self.new_run(queue, created_at);
         queue.push(PrefectFuture::new(run.clone()), self.delivery.is_some());
         Poll::Ready(Some((position, run, args)))
     }
 
     /// A new run for the next input, named from the reserved block.
-    fn new_run(
-        &self,
-        queue: &mut Queue<T>,
-        created_at: Option<i64>,
-        spare: Option<Arc<RunShared<T::Output>>>,
-    ) -> Arc<RunShared<T::Output>> {
+    fn new_run(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Arc<RunShared<T::Output>> {
         if queue.names.1 == 0 {
             let first = self
                 .ctx
@@ -418,6 +403,7 @@ impl<T: Task> MapRun<T> {
         }
         let index = queue.names.0;
         queue.names = (index + 1, queue.names.1 - 1);
+        let spare = queue.spares.pop();
         new_run(&self.task, index, self.waiter.clone(), created_at, spare)
     }
 
@@ -457,7 +443,7 @@ impl<T: Task> MapRun<T> {
                 let mut queue = self.queue();
                 let read = match queue.exhausted || queue.inputs.upper_bound().is_none() {
                     true => Poll::Pending,
-                    false => self.read_input(&mut queue, None, None),
+                    false => self.read_input(&mut queue, None),
                 };
                 match read {
                     Poll::Ready(read) => read.map(|(position, run, _)| (position, run)),

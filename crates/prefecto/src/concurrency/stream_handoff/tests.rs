@@ -131,9 +131,7 @@ fn a_reader_takes_what_the_buffers_hold_rather_than_wait() {
 
 #[test]
 fn outcomes_of_one_buffer_are_read_in_the_order_they_were_handed_over() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     runtime.block_on(async {
         let (handoff, mut reader) = handoff::<usize>(1024);
         let buffer = handoff.buffer(0);
@@ -211,9 +209,7 @@ fn a_lane_waiting_for_room_stops_waiting_when_the_reader_is_dropped() {
 
 #[test]
 fn the_end_comes_after_every_buffered_outcome() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     runtime.block_on(async {
         let (handoff, mut reader) = handoff::<usize>(1024);
         for (lane, index) in [(0, 0), (1, 1), (2, 2), (1, 3)] {
@@ -316,4 +312,11 @@ proptest::proptest! {
             proptest::prop_assert_eq!(order, group, "a buffer's outcomes out of order");
         }
     }
+}
+
+/// A runtime on the test's own thread: lanes and reader take turns.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
