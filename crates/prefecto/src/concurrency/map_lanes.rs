@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::batch_mode::BatchMode;
+use super::lane_group::GroupTake;
 use super::map_queue::LaneNotes;
 use super::map_run::{MapRun, Next, Submitted, Taken, Taking};
 use super::stream_handoff::Buffer;
@@ -39,15 +41,25 @@ impl<T: Task> MapRun<T> {
             for (i, taken) in firsts.into_iter().enumerate() {
                 groups[i % tasks].push(taken);
             }
+            // A collecting window's quick runs spread over every runtime
+            // thread, its groups each taking inputs ahead (below).
+            let spread = self.mode == BatchMode::SlidingWindow && self.delivery.is_none();
             let drive_group = |(index, group): (usize, Vec<Option<Taken<T>>>)| {
                 let map = self.clone();
                 // A stream's outcomes go in a buffer per group: its lanes
                 // never run at once.
                 let buffer = self.lane_buffer(index);
+                // Quick async runs of a collecting window: a look at the
+                // queue takes inputs for the group's lanes ahead
+                // (`lane_group`). Not for a strict batch, whose lanes take
+                // all its inputs first; nor for a stream, whose reader's
+                // thread the lanes' second thread only slowed down (bench).
+                let ahead = (spread && self.task.spec().is_async && self.inline)
+                    .then(|| Arc::new(GroupTake::new(self.size / tasks)));
                 let lanes = async move {
                     let mut lanes: FuturesUnordered<_> = group
                         .into_iter()
-                        .map(|taken| map.clone().lane(taken, buffer.clone()))
+                        .map(|taken| map.clone().lane(taken, buffer.clone(), ahead.clone()))
                         .collect();
                     while lanes.next().await.is_some() {}
                 };
@@ -58,15 +70,23 @@ impl<T: Task> MapRun<T> {
                 .into_iter()
                 .enumerate()
                 .filter(|(_, group)| !group.is_empty());
-            let first = groups.next();
+            // A collecting window's groups are all spawned, so that each
+            // runtime thread may take one: a task spawned by a worker waits
+            // in its slot for the next task, which no other worker steals,
+            // so the map's task driving a group of quick runs itself kept
+            // the other group waiting until its own had run every input.
+            // Otherwise the first group is driven here, by the map's own
+            // task: one task fewer to wake per strict batch, whose end
+            // usually finds this task awake already.
+            let first = match spread {
+                true => None,
+                false => groups.next(),
+            };
             for group in groups {
                 self.ctx
                     .tracker
                     .spawn_on(drive_group(group), &self.ctx.handle);
             }
-            // The first group is driven here, by the map's own task: one
-            // task fewer to wake, and a batch's end usually finds this task
-            // awake already.
             if let Some(group) = first {
                 drive_group(group).await;
             }
@@ -148,8 +168,10 @@ impl<T: Task> MapRun<T> {
         self: Arc<Self>,
         taken: Option<Taken<T>>,
         buffer: Option<Arc<Buffer<T::Output>>>,
+        ahead: Option<Arc<GroupTake<T>>>,
     ) {
-        self.run_inputs(taken, buffer.as_deref()).await;
+        self.run_inputs(taken, buffer.as_deref(), ahead.as_deref())
+            .await;
         self.end_lane().await;
     }
 
@@ -159,16 +181,18 @@ impl<T: Task> MapRun<T> {
         &self,
         taken: Option<Taken<T>>,
         buffer: Option<&Buffer<T::Output>>,
+        ahead: Option<&GroupTake<T>>,
     ) {
         let mut next = match taken {
             Some(taken) => Some(taken),
             None => self.take_next_waiting(&mut LaneNotes::default()).await,
         };
-        // Whether the run in `next` was made Pending just now, by this
-        // lane going straight on, with no recorder hearing its submission:
-        // it may start at that time (`run_inline_async`).
+        // When the run in `next` starts, if the lane knows it without the
+        // clock: it went straight on to it, with no recorder hearing its
+        // submission, from the end of its last run (or the run's making, if
+        // later: `run_inline_async`).
         let heard_submitted = self.ctx.records_submission(&[]);
-        let mut just_created = false;
+        let mut starts_at = None;
         // When the lane's last run ended, if it ended in its first poll and
         // the lane has not waited since: the next run is made at that time
         // (the lane's own steps between take a fraction of a microsecond,
@@ -179,10 +203,19 @@ impl<T: Task> MapRun<T> {
         // What it tells the queue at its next look: its hand-overs to a
         // stream's reader, and the runs it is done with.
         let mut notes = LaneNotes::default();
+        // Before it waits, it gives back what its group holds ahead.
+        let give_back = || {
+            if let Some(ahead) = ahead {
+                self.give_back(ahead);
+            }
+        };
         let mut ends = match inline_async {
             true => LaneEnds::new(&self.ctx),
             false => LaneEnds::none(),
         };
+        if ahead.is_some() {
+            ends = ends.before_waiting(&give_back);
+        }
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);
             let started = match submitted {
@@ -190,16 +223,14 @@ impl<T: Task> MapRun<T> {
                 // Nothing to wait for: straight to the body, which is not
                 // started if the map was cancelled meanwhile.
                 Submitted::Args(RunArgs::Ready(args)) if inline_async => {
-                    ended_at = task_run
-                        .run_inline_async(args, just_created, &mut ends)
-                        .await;
+                    ended_at = task_run.run_inline_async(args, starts_at, &mut ends).await;
                     None
                 }
                 Submitted::Args(args) => {
                     ends.hand_over();
                     match task_run.inputs_ready(args).await {
                         Some(args) if inline_async => {
-                            task_run.run_inline_async(args, false, &mut ends).await;
+                            task_run.run_inline_async(args, None, &mut ends).await;
                             None
                         }
                         ready => ready.map(|args| task_run.start(args)),
@@ -220,12 +251,21 @@ impl<T: Task> MapRun<T> {
                 ended_at = None;
             }
             notes.ended(position, run);
-            (next, just_created) = match self.take_next(ended_at.take(), &mut notes) {
-                Next::Input(taken) => (Some(taken), !heard_submitted),
-                Next::Done => (None, false),
-                Next::Full => {
+            let ended = ended_at.take();
+            (next, starts_at) = match self.take_next_ahead(ahead, ended, &mut notes) {
+                (Next::Input(taken), held) => {
+                    // A run its group held was made at an earlier look.
+                    let made = taken.1.created_nanos();
+                    let starts = match held {
+                        false => made,
+                        true => ended.zip(made).map(|(ended, made)| ended.max(made)),
+                    };
+                    (Some(taken), starts.filter(|_| !heard_submitted))
+                }
+                (Next::Done, _) => (None, None),
+                (Next::Full, _) => {
                     ends.hand_over();
-                    (self.take_next_waiting(&mut notes).await, false)
+                    (self.take_next_waiting(&mut notes).await, None)
                 }
             };
         }

@@ -149,7 +149,8 @@ impl<T: Task> MapRun<T> {
                 let handle = ctx.handle.clone();
                 let lane_inputs = async move {
                     while let Some(taken) = lane.taken.pop_front() {
-                        self.run_inputs(Some(taken), lane.buffer.as_deref()).await;
+                        self.run_inputs(Some(taken), lane.buffer.as_deref(), None)
+                            .await;
                     }
                     self.end_lane().await;
                 };

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::map_inputs::MapInputs;
+use super::taken::Taken;
 use crate::args::MapError;
 use crate::future::{PrefectFuture, RunShared};
 use crate::prefault::Prefaulted;
@@ -99,6 +100,13 @@ pub(super) struct Queue<T: Task> {
     /// Inputs a stop left unread: the position of the first, when the
     /// iterator may be endless and was not drained.
     pub(super) unread_from: Option<usize>,
+    /// Inputs a group of lanes took ahead and gave back as its lane waited
+    /// (`lane_group`): taken before any input not taken yet.
+    pub(super) given_back: VecDeque<Taken<T>>,
+    /// How many inputs groups of lanes hold ahead: while any do, a lane
+    /// that finds no input left waits for them to be given back or run,
+    /// rather than ending with them held.
+    pub(super) held_ahead: usize,
 }
 
 impl<T: Task> Queue<T> {

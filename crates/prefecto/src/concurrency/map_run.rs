@@ -13,13 +13,14 @@ use super::kill_switch::KillSwitch;
 use super::map_inputs::{MapInputs, Source};
 use super::map_queue::{LaneNotes, Queue};
 use super::map_stream::Delivery;
+pub(super) use super::taken::{Submitted, Taken};
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, RunShared};
 use crate::inputs::RunArgs;
 use crate::prefault::Prefaulted;
 use crate::progress::MapProgress;
 use crate::queued_body::{self, Helper};
-use crate::runner::{Started, TaskRun, new_run};
+use crate::runner::{TaskRun, new_run};
 use crate::task::Task;
 
 /// A kill switch, shared by the maps of one `BatchTask`.
@@ -74,20 +75,6 @@ pub(super) struct MapRun<T: Task> {
     /// runs, and runs them itself when every pool thread is taken.
     pub(super) waiter: Option<Arc<Helper>>,
 }
-
-/// An input taken from the queue: started already (a sync body, queued on
-/// the pool in input order) or to start on its lane.
-///
-/// A started run is boxed: it is rare on the paths that matter (a queued
-/// sync body pays for channels anyway), and unboxed it made every taken
-/// input ~90 bytes, which a lane moved several times per run.
-pub(super) enum Submitted<T: Task> {
-    Started(Box<Started<T>>),
-    Args(RunArgs<T::Args>),
-}
-
-/// A run taken by a lane: its position, its run, how it starts.
-pub(super) type Taken<T> = (usize, Arc<RunShared<<T as Task>::Output>>, Submitted<T>);
 
 /// What a lane found when it looked for its next input.
 pub(super) enum Next<T: Task> {
@@ -174,6 +161,8 @@ impl<T: Task> MapRun<T> {
                 next_to_hand: 0,
                 names,
                 unread_from: None,
+                given_back: VecDeque::new(),
+                held_ahead: 0,
             }),
             tripped: OnceLock::new(),
             lanes_running: AtomicUsize::new(0),
@@ -338,9 +327,21 @@ impl<T: Task> MapRun<T> {
         Taking::Enough
     }
 
-    fn take_next_locked(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Next<T> {
+    pub(super) fn take_next_locked(
+        &self,
+        queue: &mut Queue<T>,
+        created_at: Option<i64>,
+    ) -> Next<T> {
+        if let Some(taken) = queue.given_back.pop_front() {
+            return Next::Input(taken);
+        }
         if queue.exhausted || queue.next >= queue.end {
-            return Next::Done;
+            // Inputs held ahead are given back if their group's lane
+            // waits, or run by that lane: wait for either (`room`).
+            return match queue.held_ahead {
+                0 => Next::Done,
+                _ => Next::Full,
+            };
         }
         if let Some(delivery) = &self.delivery
             && queue.next - queue.low >= delivery.span
@@ -435,6 +436,15 @@ impl<T: Task> MapRun<T> {
             }
             None => format!("{} It was never submitted.", self.scope.reason()),
         };
+        // Submitted, given back by a lane that waited, and not run since:
+        // ended as a lane would end them once the map stopped.
+        let given_back: Vec<_> = self.queue().given_back.drain(..).collect();
+        for (position, run, _) in given_back {
+            let cancelled = crate::state::State::cancelled(self.scope.reason());
+            self.task_run(&run).finish(cancelled, None);
+            self.observe(&run);
+            self.deliver(position, &run, None).await;
+        }
         let mut count = 0;
         // Said once, by the call that left them.
         let mut left_unread = None;

@@ -7,6 +7,7 @@ mod batch_map;
 mod batch_mode;
 mod batch_task;
 mod kill_switch;
+mod lane_group;
 mod map_handover;
 mod map_inputs;
 mod map_lanes;
@@ -17,6 +18,7 @@ mod map_stream;
 mod outcome;
 mod stream_handoff;
 mod stream_stop;
+mod taken;
 
 pub use batch_error::BatchError;
 pub use batch_mode::{BatchMode, SwitchOrder};

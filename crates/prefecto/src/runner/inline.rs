@@ -38,15 +38,20 @@ impl<T: Task> TaskRun<'_, T> {
     /// seen still running, unless it ends here: cancelled before it started
     /// (its body never starts), or cached.
     ///
-    /// `just_created`: nothing but the engine's own steps ran since the run
-    /// was made `Pending` (its lane took it and went straight on; no
-    /// recorder heard its submission): a run with no cache key then starts
-    /// at its creation's time, one reading of the clock fewer (callgrind:
-    /// 2% of a quick async run's instructions).
+    /// `starts_at`: a time its lane knows it starts at, having run nothing
+    /// but the engine's own steps since (it made the run `Pending` then, or
+    /// its last run ended then, and it went straight on; no recorder heard
+    /// its submission): a run with no cache key then starts at that time,
+    /// one reading of the clock fewer (callgrind: 2% of a quick async run's
+    /// instructions).
     // Inlined into both callers: as a call of its own it cost a quick
     // async run 2% of its instructions (callgrind).
     #[inline(always)]
-    fn begin_inline(&self, args: &T::Args, just_created: bool) -> Option<(Option<String>, bool)> {
+    fn begin_inline(
+        &self,
+        args: &T::Args,
+        starts_at: Option<i64>,
+    ) -> Option<(Option<String>, bool)> {
         if self.scope.is_cancelled() {
             self.finish(State::cancelled(self.scope.reason()), None);
             return None;
@@ -56,10 +61,7 @@ impl<T: Task> TaskRun<'_, T> {
             self.finish(State::cached_unstamped(), Some(value));
             return None;
         }
-        let at = match just_created && cache_key.is_none() {
-            true => self.shared.created_nanos(),
-            false => None,
-        };
+        let at = starts_at.filter(|_| cache_key.is_none());
         let owes = self.start_running(at);
         Some((cache_key, owes))
     }
@@ -69,8 +71,8 @@ impl<T: Task> TaskRun<'_, T> {
     /// Once the run's scope is cancelled, the body never starts. A run
     /// whose `Running` was not paid to any recorder that owed it (its body
     /// ended before the watcher looked) is quick: its end goes to `ends`.
-    pub(crate) fn run_inline(&self, args: T::Args, ends: &mut LaneEnds) {
-        let Some((cache_key, owes)) = self.begin_inline(&args, false) else {
+    pub(crate) fn run_inline(&self, args: T::Args, ends: &mut LaneEnds<'_>) {
+        let Some((cache_key, owes)) = self.begin_inline(&args, None) else {
             return;
         };
         // Its thread is watched, in a lane's slice: the `Running` is heard
@@ -116,7 +118,7 @@ impl<T: Task> TaskRun<'_, T> {
 
     /// As [`run_inline`](Self::run_inline), for an async body, in a task
     /// whose flow run is `ctx` already (a map's async lane). On
-    /// cancellation the body is dropped at its next `.await`. `just_created`
+    /// cancellation the body is dropped at its next `.await`. `starts_at`
     /// as for [`begin_inline`](Self::begin_inline). A body that ends at once
     /// has its end handed to the lane's `ends`, which are handed over before
     /// the lane waits for a body that does not. Returns the time a run that
@@ -124,10 +126,10 @@ impl<T: Task> TaskRun<'_, T> {
     pub(crate) async fn run_inline_async(
         &self,
         args: T::Args,
-        just_created: bool,
-        ends: &mut LaneEnds,
+        starts_at: Option<i64>,
+        ends: &mut LaneEnds<'_>,
     ) -> Option<i64> {
-        let (cache_key, owes) = self.begin_inline(&args, just_created)?;
+        let (cache_key, owes) = self.begin_inline(&args, starts_at)?;
         let body = AssertUnwindSafe(self.task.call_async(self.name(), args)).catch_unwind();
         let mut body = std::pin::pin!(body);
         // Polled once before the wait for cancellation is made: a body that

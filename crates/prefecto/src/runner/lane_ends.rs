@@ -19,8 +19,9 @@ use crate::task::TaskSpec;
 /// history's writer takes lists of this length.
 const ENDS_PER_LIST: usize = 1024;
 
-/// The recorders of one lane's quick runs' ends.
-pub(crate) struct LaneEnds {
+/// The recorders of one lane's quick runs' ends, and what else its lane
+/// does before it waits.
+pub(crate) struct LaneEnds<'a> {
     batches: Vec<Box<dyn EndBatch>>,
     /// The recorders that take no batch: they hear each end as a transition.
     one_by_one: Vec<Arc<dyn Recorder>>,
@@ -31,9 +32,12 @@ pub(crate) struct LaneEnds {
     task: Option<&'static str>,
     /// Whether a batch may hold an end not handed over.
     holding: bool,
+    /// Called before its lane waits: a map's lane gives back the inputs
+    /// its group holds ahead (`lane_group`), for other lanes to run.
+    before_waiting: Option<&'a (dyn Fn() + Sync)>,
 }
 
-impl LaneEnds {
+impl<'a> LaneEnds<'a> {
     /// None: for a lane whose runs are not run inline (none is quick).
     pub(crate) fn none() -> Self {
         LaneEnds {
@@ -42,7 +46,14 @@ impl LaneEnds {
             plain: Vec::new(),
             task: None,
             holding: false,
+            before_waiting: None,
         }
+    }
+
+    /// As it is, calling `before_waiting` each time its lane is about to wait.
+    pub(crate) fn before_waiting(mut self, before_waiting: &'a (dyn Fn() + Sync)) -> Self {
+        self.before_waiting = Some(before_waiting);
+        self
     }
 
     /// A batch from each recorder of `ctx` that takes them.
@@ -112,6 +123,9 @@ impl LaneEnds {
 
     /// The lane is about to wait, or ends: every batch hands over what it holds.
     pub(crate) fn hand_over(&mut self) {
+        if let Some(before_waiting) = self.before_waiting {
+            before_waiting();
+        }
         if std::mem::take(&mut self.holding) {
             self.hand_plain_ends();
             for batch in &mut self.batches {
@@ -121,7 +135,7 @@ impl LaneEnds {
     }
 }
 
-impl Drop for LaneEnds {
+impl Drop for LaneEnds<'_> {
     fn drop(&mut self) {
         self.hand_over();
     }

@@ -165,7 +165,7 @@ impl<T: Task> TaskRun<'_, T> {
         &self,
         state: State,
         value: Option<T::Output>,
-        ends: &mut LaneEnds,
+        ends: &mut LaneEnds<'_>,
     ) -> i64 {
         self.end(state, value, |state| {
             if self.ctx.has_recorders() {

@@ -17,6 +17,7 @@ mod flows;
 mod future_inputs;
 #[cfg(feature = "history")]
 mod history;
+mod inputs_held_ahead;
 mod map;
 mod maps_over_streams;
 mod nested_runs;
