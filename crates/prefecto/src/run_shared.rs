@@ -141,6 +141,19 @@ impl<T> RunShared<T> {
         slot.waiting = waiting_of(waiter);
     }
 
+    /// Gives a record nobody else holds yet (made by [`renew`](Self::renew)
+    /// ahead of its run's name) the name of run `index`; false if another
+    /// holds it.
+    pub(crate) fn rename(record: &mut Arc<Self>, index: u64) -> bool {
+        match Arc::get_mut(record) {
+            Some(run) => {
+                run.index = index;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn unshared(
         name: TaskRunName,
         spec: &'static crate::task::TaskSpec,

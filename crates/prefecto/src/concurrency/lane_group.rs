@@ -17,16 +17,22 @@
 //! while any are held, rather than ending while they may come back.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use super::map_queue::{LaneNotes, Queue};
 use super::map_run::{MapRun, Next};
-use super::taken::Taken;
+use super::taken::{Submitted, Taken};
+use crate::future::RunShared;
+use crate::names::TaskRunName;
+use crate::state::State;
 use crate::task::Task;
 
 /// How many times a look that takes several inputs tries the queue's lock
 /// before it sleeps on it.
 const SPINS: u32 = 1000;
+
+/// How many records of its ended runs a group keeps for its next runs.
+const KEPT_RECORDS: usize = 2 * MAX_TAKE;
 
 /// The most inputs one look takes: its group's share of the window, up to
 /// this, so that the other threads never wait long for the lock.
@@ -42,6 +48,11 @@ pub(super) struct GroupTake<T: Task> {
 pub(super) struct Held<T: Task> {
     taken: VecDeque<Taken<T>>,
     size: TakeSize,
+    /// Records of its lanes' ended runs, which nobody else holds, and
+    /// those made ready for a look and not used: its next runs are made
+    /// in them before it looks at the queue, not under the queue's lock.
+    records: Vec<Arc<RunShared<T::Output>>>,
+    ready: Vec<Arc<RunShared<T::Output>>>,
     /// How many of the inputs it took the queue counts as held ahead: those
     /// it holds, and those its lanes took from it since its last look.
     counted: usize,
@@ -55,6 +66,8 @@ impl<T: Task> GroupTake<T> {
             inner: Mutex::new(Held {
                 taken: VecDeque::new(),
                 size: TakeSize::new(share),
+                records: Vec::new(),
+                ready: Vec::new(),
                 counted: 0,
             }),
         }
@@ -117,10 +130,35 @@ impl<T: Task> MapRun<T> {
             return (Next::Input(taken), true);
         }
         let more = held.size.more(ended_at.is_some());
-        (
-            self.take_next_and_more(ended_at, notes, &mut held, more),
-            false,
-        )
+        // Made at one time, the lane's last run's end or now.
+        let created_at = ended_at.unwrap_or_else(crate::clock::now_nanos);
+        self.make_ready(&mut held, more + 1, created_at);
+        let next = self.take_next_and_more(Some(created_at), notes, &mut held, more);
+        let held = &mut *held;
+        held.records.append(&mut held.ready);
+        if let Some(records) = &mut notes.records {
+            held.records.append(records);
+        }
+        held.records.truncate(KEPT_RECORDS);
+        (next, false)
+    }
+
+    /// Makes up to `count` of the group's records ready for runs made at
+    /// `created_at`, named once the look reads their inputs.
+    fn make_ready(&self, held: &mut Held<T>, count: usize, created_at: i64) {
+        let spec = self.task.spec();
+        let name = TaskRunName {
+            task: spec.name,
+            index: 0,
+        };
+        while held.ready.len() < count {
+            let Some(mut record) = held.records.pop() else {
+                return;
+            };
+            let pending = State::pending_at(created_at);
+            RunShared::renew(&mut record, name, spec, pending, self.waiter.clone());
+            held.ready.push(record);
+        }
     }
 
     /// As [`take_next`](MapRun::take_next), and, if it took one, up to
@@ -146,11 +184,12 @@ impl<T: Task> MapRun<T> {
         if self.stopped() {
             return Next::Done;
         }
-        let next = self.take_next_locked(&mut queue, created_at);
-        if let Next::Input((_, run, _)) = &next {
-            let created_at = created_at.or_else(|| run.created_nanos());
+        // Given back first: announced already, when they were first taken.
+        let given_back = queue.given_back.len();
+        let next = self.take_next_locked_in(&mut queue, created_at, Some(&mut held.ready));
+        if let Next::Input(_) = &next {
             while held.taken.len() < more {
-                match self.take_next_locked(&mut queue, created_at) {
+                match self.take_next_locked_in(&mut queue, created_at, Some(&mut held.ready)) {
                     Next::Input(taken) => held.taken.push_back(taken),
                     _ => break,
                 }
@@ -159,6 +198,22 @@ impl<T: Task> MapRun<T> {
             // inputs ended without seeing them held.
             held.counted = held.taken.len();
             queue.held_ahead += held.counted;
+        }
+        drop(queue);
+        // Announced with the queue let go: the other threads' lanes wait
+        // for it only as long as reading the inputs takes.
+        let fresh = std::iter::once(&next)
+            .filter_map(|next| match next {
+                Next::Input(taken) => Some(taken),
+                _ => None,
+            })
+            .chain(held.taken.iter())
+            .skip(given_back);
+        for (_, run, submitted) in fresh {
+            if let Submitted::Args(args) = submitted {
+                self.task_run(run)
+                    .announce(&args.upstream(self.task.spec().param_names));
+            }
         }
         next
     }

@@ -39,6 +39,10 @@ pub(super) struct LaneNotes<O> {
     /// The runs it is done with, and their positions: a collecting map
     /// keeps each by value from then on, and the queue its record.
     ended: Vec<(usize, Arc<RunShared<O>>)>,
+    /// With `Some`, the records of those runs come back to the lane here,
+    /// not to the queue's spares: its group makes its next runs in them
+    /// before it looks at the queue (`lane_group`).
+    pub(super) records: Option<Vec<Arc<RunShared<O>>>>,
 }
 
 impl<O> Default for LaneNotes<O> {
@@ -46,6 +50,7 @@ impl<O> Default for LaneNotes<O> {
         LaneNotes {
             handed: Vec::new(),
             ended: Vec::new(),
+            records: None,
         }
     }
 }
@@ -149,7 +154,11 @@ impl<T: Task> Queue<T> {
                 Some(_) => None,
                 None => Some(run),
             };
-            self.keep_spare(spare);
+            match (&mut notes.records, spare) {
+                // Nobody else holds it: the future that did keeps it by value.
+                (Some(records), Some(record)) if collecting => records.push(record),
+                (_, spare) => self.keep_spare(spare),
+            }
         }
     }
 

@@ -332,6 +332,20 @@ impl<T: Task> MapRun<T> {
         queue: &mut Queue<T>,
         created_at: Option<i64>,
     ) -> Next<T> {
+        self.take_next_locked_in(queue, created_at, None)
+    }
+
+    /// As [`take_next_locked`](Self::take_next_locked). With `ready`
+    /// records (made ahead, for a group of async lanes, by
+    /// `lane_group`), a run made now is made in one of them if any is left,
+    /// and not announced: its taker announces it once it has let the queue
+    /// go. An input given back was announced when it was first taken.
+    pub(super) fn take_next_locked_in(
+        &self,
+        queue: &mut Queue<T>,
+        created_at: Option<i64>,
+        ready: Option<&mut Vec<Arc<RunShared<T::Output>>>>,
+    ) -> Next<T> {
         if let Some(taken) = queue.given_back.pop_front() {
             return Next::Input(taken);
         }
@@ -348,11 +362,15 @@ impl<T: Task> MapRun<T> {
         {
             return Next::Full;
         }
-        let (position, run, args) = match self.read_input(queue, created_at) {
+        let announce = ready.is_none();
+        let (position, run, args) = match self.read_input(queue, created_at, ready) {
             Poll::Ready(Some(read)) => read,
             Poll::Ready(None) => return Next::Done,
             Poll::Pending => return Next::Full,
         };
+        if !announce {
+            return Next::Input((position, run, Submitted::Args(args)));
+        }
         let task_run = self.task_run(&run);
         task_run.announce(&args.upstream(self.task.spec().param_names));
         let submitted = match args {
@@ -369,10 +387,11 @@ impl<T: Task> MapRun<T> {
     /// queue has one), held from now on; `None` once the inputs have run
     /// out or gone wrong; `Pending` while a stream's next input has not come.
     #[allow(clippy::type_complexity)]
-    fn read_input(
+    pub(super) fn read_input(
         &self,
         queue: &mut Queue<T>,
         created_at: Option<i64>,
+        ready: Option<&mut Vec<Arc<RunShared<T::Output>>>>,
     ) -> Poll<Option<(usize, Arc<RunShared<T::Output>>, RunArgs<T::Args>)>> {
         let args = match queue.inputs.poll_next() {
             Poll::Pending => return Poll::Pending,
@@ -389,13 +408,18 @@ impl<T: Task> MapRun<T> {
         };
         let position = queue.next;
         queue.next += 1;
-        let run = self.new_run(queue, created_at);
+        let run = self.new_run(queue, created_at, ready);
         queue.push(PrefectFuture::new(run.clone()), self.delivery.is_some());
         Poll::Ready(Some((position, run, args)))
     }
 
     /// A new run for the next input, named from the reserved block.
-    fn new_run(&self, queue: &mut Queue<T>, created_at: Option<i64>) -> Arc<RunShared<T::Output>> {
+    fn new_run(
+        &self,
+        queue: &mut Queue<T>,
+        created_at: Option<i64>,
+        ready: Option<&mut Vec<Arc<RunShared<T::Output>>>>,
+    ) -> Arc<RunShared<T::Output>> {
         if queue.names.1 == 0 {
             let first = self
                 .ctx
@@ -404,6 +428,11 @@ impl<T: Task> MapRun<T> {
         }
         let index = queue.names.0;
         queue.names = (index + 1, queue.names.1 - 1);
+        if let Some(mut record) = ready.and_then(Vec::pop)
+            && RunShared::rename(&mut record, index)
+        {
+            return record;
+        }
         let spare = queue.spares.pop();
         new_run(&self.task, index, self.waiter.clone(), created_at, spare)
     }
@@ -423,74 +452,5 @@ impl<T: Task> MapRun<T> {
         self.scope.cancel(
             "The flow's function returned before reading this map's stream to its end.".into(),
         );
-    }
-
-    /// Ends in `Cancelled` every input not yet taken, as far as it can be
-    /// read: an iterator that may be endless (no upper bound in its
-    /// `size_hint`), or a stream whose next input has not come, is left
-    /// unread and named as such. Later calls find none left.
-    pub(super) async fn cancel_unsubmitted(&self) {
-        let message = match self.tripped.get() {
-            Some((switch, reason)) => {
-                format!("Cancelled by kill switch {switch} before submission: {reason}")
-            }
-            None => format!("{} It was never submitted.", self.scope.reason()),
-        };
-        // Submitted, given back by a lane that waited, and not run since:
-        // ended as a lane would end them once the map stopped.
-        let given_back: Vec<_> = self.queue().given_back.drain(..).collect();
-        for (position, run, _) in given_back {
-            let cancelled = crate::state::State::cancelled(self.scope.reason());
-            self.task_run(&run).finish(cancelled, None);
-            self.observe(&run);
-            self.deliver(position, &run, None).await;
-        }
-        let mut count = 0;
-        // Said once, by the call that left them.
-        let mut left_unread = None;
-        loop {
-            let cancelled = {
-                let mut queue = self.queue();
-                let read = match queue.exhausted || queue.inputs.upper_bound().is_none() {
-                    true => Poll::Pending,
-                    false => self.read_input(&mut queue, None),
-                };
-                match read {
-                    Poll::Ready(read) => read.map(|(position, run, _)| (position, run)),
-                    _ if queue.exhausted => None,
-                    Poll::Pending => {
-                        queue.exhausted = true;
-                        queue.unread_from = Some(queue.next);
-                        left_unread = queue.unread_from;
-                        None
-                    }
-                }
-            };
-            let Some((position, run)) = cancelled else {
-                break;
-            };
-            self.task_run(&run).cancel_unsubmitted(&message);
-            count += 1;
-            self.deliver(position, &run, None).await;
-        }
-        if count > 0 {
-            flow_log!(
-                self.ctx,
-                WARN,
-                "{} input(s) of '{}' were never submitted; their task runs are Cancelled.",
-                count,
-                self.task.spec().name
-            );
-        }
-        if let Some(first) = left_unread {
-            flow_log!(
-                self.ctx,
-                WARN,
-                "The inputs of '{}' from #{} on were never read: the map stopped, and their \
-                 iterator has no known end, or their stream had not given them yet.",
-                self.task.spec().name,
-                first
-            );
-        }
     }
 }

@@ -15,6 +15,7 @@ mod map_pool_lane;
 mod map_queue;
 mod map_run;
 mod map_stream;
+mod map_unsubmitted;
 mod outcome;
 mod stream_handoff;
 mod stream_stop;

@@ -97,6 +97,16 @@ fn a_record_held_by_nobody_else_is_renewed_in_place() {
 }
 
 #[test]
+fn a_record_made_ahead_is_named_only_while_nobody_else_holds_it() {
+    let mut record = RunShared::<u64>::new(name(), &ADD, State::pending(), None);
+    assert!(RunShared::rename(&mut record, 41));
+    assert_eq!(record.name().index, 41);
+    let other = record.clone();
+    assert!(!RunShared::rename(&mut record, 42), "held elsewhere");
+    assert_eq!((record.name().index, other.name().index), (41, 41));
+}
+
+#[test]
 fn a_run_counts_its_times() {
     // Never Pending: no times.
     let never = RunShared::<u8>::new(name(), &ADD, State::cancelled("x"), None);

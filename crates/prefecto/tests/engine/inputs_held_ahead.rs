@@ -179,3 +179,35 @@ fn a_trip_ends_every_input_held_ahead_or_given_back() {
         check_tripped(&states, fail);
     }
 }
+
+#[task]
+async fn tenfold(i: u64) -> u64 {
+    i * 10
+}
+
+/// A quick window's runs are made in records its groups made ready before
+/// they looked at the queue, and named as they took their inputs.
+#[flow]
+async fn named_in_input_order(n: u64) -> (Vec<u64>, Vec<u64>) {
+    let batch = BatchTask::new(tenfold, 32).unwrap().sliding_window();
+    let futures = batch.map_async(0..n).await.unwrap();
+    let indexes = futures.iter().map(|f| f.task_run_name().index).collect();
+    (futures.results_async().await.unwrap(), indexes)
+}
+
+#[test]
+fn runs_made_ahead_are_named_and_valued_in_input_order() {
+    common::quiet();
+    let n = 20_000;
+    let (values, indexes) = within(LIMIT, "a quick window", move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(named_in_input_order(n)).unwrap()
+    });
+    assert_eq!(values, (0..n).map(|i| i * 10).collect::<Vec<_>>());
+    let first = indexes[0];
+    assert_eq!(indexes, (first..first + n).collect::<Vec<_>>());
+}
