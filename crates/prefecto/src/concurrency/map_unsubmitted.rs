@@ -9,10 +9,11 @@ use crate::state::State;
 use crate::task::Task;
 
 impl<T: Task> MapRun<T> {
-    /// Ends in `Cancelled` every input not yet taken, as far as it can be
-    /// read: an iterator that may be endless (no upper bound in its
-    /// `size_hint`), or a stream whose next input has not come, is left
-    /// unread and named as such. Later calls find none left.
+    /// Ends in `Cancelled` every input given back by a lane and not taken
+    /// since, and every input not yet taken, as far as it can be read: an
+    /// iterator that may be endless (no upper bound in its `size_hint`), or
+    /// a stream whose next input has not come, is left unread and named as
+    /// such. Later calls find none left.
     pub(super) async fn cancel_unsubmitted(&self) {
         let message = match self.tripped.get() {
             Some((switch, reason)) => {
