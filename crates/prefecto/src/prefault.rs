@@ -13,6 +13,16 @@
 //! the host's noise); window/sync 0.161 → 0.143 (four each). The whole list
 //! at once measured the same (0.176). A stretch at a time, so that a map a
 //! kill switch stops early does not fault in what it never writes.
+//!
+//! A stretch is planned where the list is written (under a map's queue
+//! lock) and faulted in once the lock is let go ([`Stretch`]): faulting in
+//! 2 MB takes the kernel a hundred microseconds or more, which the other
+//! threads' lanes spent waiting for the lock. It is planned half a stretch
+//! before the writes reach it, so that it is mostly in memory when they do.
+//! Window/async at 1,000,000 inputs, processes of each build by turns:
+//! 0.134 → 0.110 µs per input with three runs in a process (eight each),
+//! 0.141 → 0.118 with one (five each); window/sync, whose pool lanes take
+//! few looks, 0.161 → 0.159.
 
 /// How many bytes are faulted in at a time.
 const STRETCH: usize = 2 << 20;
@@ -26,9 +36,27 @@ pub(crate) struct Prefaulted {
     /// Its address, and its length in bytes.
     start: usize,
     bytes: usize,
-    /// Elements of `size` bytes; those from `faulted` on are not faulted in.
+    /// Elements of `size` bytes; those from `faulted` on are not planned
+    /// to be faulted in yet.
     size: usize,
     faulted: usize,
+}
+
+/// Part of a list to fault in, planned where the list is written: faulted
+/// in by whoever planned it, once it has let the list's lock go. Dropped
+/// unused, its pages fault in as they are written, as without it.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Stretch {
+    start: usize,
+    bytes: usize,
+}
+
+impl Stretch {
+    /// Faults the stretch in, as writes to it would, without writing it.
+    pub(crate) fn fault_in(self) {
+        populate_for_writing(self.start, self.bytes);
+    }
 }
 
 impl Prefaulted {
@@ -49,26 +77,40 @@ impl Prefaulted {
     }
 
     /// Before element `len` is written to the list, which has room for
-    /// `capacity`: faults in the next stretch once `len` reaches it.
+    /// `capacity`: the next stretch to fault in, once `len` is within half
+    /// a stretch of those planned.
     #[inline]
-    pub(crate) fn before_writing(&mut self, len: usize, capacity: usize) {
-        if len >= self.faulted {
-            self.fault_from(len, capacity);
+    pub(crate) fn before_writing(&mut self, len: usize, capacity: usize) -> Option<Stretch> {
+        match len.saturating_add(STRETCH / 2 / self.size) >= self.faulted {
+            true => self.plan_from(len, capacity),
+            false => None,
         }
     }
 
     #[cold]
-    fn fault_from(&mut self, len: usize, capacity: usize) {
+    fn plan_from(&mut self, len: usize, capacity: usize) -> Option<Stretch> {
         if capacity.checked_mul(self.size) != Some(self.bytes) || len >= capacity {
             // It grew (or is about to): its buffer moved.
             self.faulted = usize::MAX;
-            return;
+            return None;
         }
-        let from = len.saturating_mul(self.size).min(self.bytes);
+        let from = self
+            .faulted
+            .max(len)
+            .saturating_mul(self.size)
+            .min(self.bytes);
         let to = from.saturating_add(STRETCH).min(self.bytes);
-        // Whole elements, so that the next call begins where this one ended.
+        if to == from {
+            // All of it planned already.
+            self.faulted = usize::MAX;
+            return None;
+        }
+        // Whole elements, so that the next stretch begins where this one ended.
         self.faulted = to.div_ceil(self.size).max(len + 1);
-        populate_for_writing(self.start + from, to - from);
+        Some(Stretch {
+            start: self.start + from,
+            bytes: to - from,
+        })
     }
 }
 
@@ -113,18 +155,29 @@ mod tests {
         // 12.8 MB is large, where the kernel can fault it in ahead.
         assert_eq!(ahead.is_some(), cfg!(target_os = "linux"));
         let Some(mut ahead) = ahead else { return };
-        let per_stretch = STRETCH / 64;
+        let (per_stretch, start) = (STRETCH / 64, buffer.as_ptr() as usize);
+        let mut planned = Vec::new();
         for len in 0..buffer.capacity() {
-            let before = ahead.faulted;
-            ahead.before_writing(len, buffer.capacity());
-            match len % per_stretch == 0 {
-                true => assert!(ahead.faulted > len && ahead.faulted > before, "at {len}"),
-                false => assert_eq!(ahead.faulted, before, "at {len}"),
+            if let Some(stretch) = ahead.before_writing(len, buffer.capacity()) {
+                // Planned half a stretch before the writes reach it.
+                assert!(stretch.start >= start + len * 64, "at {len}");
+                assert!(
+                    stretch.start <= start + (len + per_stretch / 2) * 64,
+                    "at {len}"
+                );
+                planned.push((len, stretch.start - start, stretch.bytes));
+                stretch.fault_in();
             }
             buffer.push([len as u64; 8]);
         }
         assert!(buffer.iter().enumerate().all(|(i, e)| e[7] == i as u64));
-        assert!(ahead.faulted >= buffer.len());
+        // Stretches one after the other, from the start to the end.
+        let ends: Vec<_> = planned.iter().map(|&(_, at, bytes)| at + bytes).collect();
+        let starts: Vec<_> = planned.iter().skip(1).map(|&(_, at, _)| at).collect();
+        assert_eq!(planned[0].1, 0);
+        assert_eq!(starts, ends[..ends.len() - 1]);
+        assert_eq!(ends.last(), Some(&(buffer.capacity() * 64)));
+        assert_eq!(planned.len(), (buffer.capacity() * 64).div_ceil(STRETCH));
     }
 
     /// How many of the pages of `bytes` bytes at `start` are in memory.
@@ -162,7 +215,9 @@ mod tests {
         let start = buffer.as_mut_ptr() as usize;
         let mut ahead = Prefaulted::of(&mut buffer).unwrap();
         assert_eq!(resident_pages(start, STRETCH), 0, "untouched");
-        ahead.before_writing(0, buffer.capacity());
+        let planned = ahead.before_writing(0, buffer.capacity()).unwrap();
+        assert_eq!(resident_pages(start, STRETCH), 0, "planned, not faulted in");
+        planned.fault_in();
         let stretch = resident_pages(start, STRETCH);
         assert!(
             stretch >= STRETCH / page_size() - 1,
@@ -177,9 +232,9 @@ mod tests {
     fn a_list_that_grew_past_its_room_is_left_alone() {
         let mut buffer: Vec<u64> = Vec::with_capacity(1 << 20);
         let mut ahead = Prefaulted::of(&mut buffer).unwrap();
-        ahead.before_writing(0, buffer.capacity());
+        assert!(ahead.before_writing(0, buffer.capacity()).is_some());
         buffer.resize(buffer.capacity() + 1, 0);
-        ahead.before_writing(ahead.faulted, buffer.capacity());
+        assert_eq!(ahead.before_writing(ahead.faulted, buffer.capacity()), None);
         assert_eq!(ahead.faulted, usize::MAX);
     }
 

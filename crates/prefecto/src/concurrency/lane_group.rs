@@ -199,7 +199,7 @@ impl<T: Task> MapRun<T> {
             held.counted = held.taken.len();
             queue.held_ahead += held.counted;
         }
-        drop(queue);
+        Self::let_go(queue);
         // Announced with the queue let go: the other threads' lanes wait
         // for it only as long as reading the inputs takes.
         let fresh = std::iter::once(&next)

@@ -9,7 +9,7 @@ use super::map_inputs::MapInputs;
 use super::taken::Taken;
 use crate::args::MapError;
 use crate::future::{PrefectFuture, RunShared};
-use crate::prefault::Prefaulted;
+use crate::prefault::{Prefaulted, Stretch};
 use crate::task::Task;
 
 /// How many records nobody holds a queue keeps for later runs: a pool
@@ -86,8 +86,10 @@ pub(super) struct Queue<T: Task> {
     pub(super) runs: VecDeque<PrefectFuture<T::Output>>,
     /// A stream's marks of each run it holds (a collecting map has none).
     pub(super) marks: VecDeque<Marks>,
-    /// A large collecting map's list of runs, faulted in ahead of its lanes.
+    /// A large collecting map's list of runs, faulted in ahead of its
+    /// lanes, and the next stretch of it to fault in, once the lock is let go.
     pub(super) prefaulted: Option<Prefaulted>,
+    pub(super) stretch: Option<Stretch>,
     /// The position of `runs[0]`.
     pub(super) low: usize,
     /// Records nobody else holds, of runs lanes are done with or a stream
@@ -174,8 +176,12 @@ impl<T: Task> Queue<T> {
 
     /// Holds the run of the next position, with its marks for a stream.
     pub(super) fn push(&mut self, run: PrefectFuture<T::Output>, stream: bool) {
-        if let Some(prefaulted) = &mut self.prefaulted {
-            prefaulted.before_writing(self.runs.len(), self.runs.capacity());
+        if let Some(prefaulted) = &mut self.prefaulted
+            && let Some(stretch) = prefaulted.before_writing(self.runs.len(), self.runs.capacity())
+            && let Some(unclaimed) = self.stretch.replace(stretch)
+        {
+            // Planned by a look that did not fault it in: here, then.
+            unclaimed.fault_in();
         }
         self.runs.push_back(run);
         if stream {

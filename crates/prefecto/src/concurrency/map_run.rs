@@ -155,6 +155,7 @@ impl<T: Task> MapRun<T> {
                 runs: VecDeque::from(runs),
                 marks: VecDeque::with_capacity(if delivery.is_some() { held } else { 0 }),
                 prefaulted,
+                stretch: None,
                 low: 0,
                 spares: Vec::new(),
                 next_to_show: 0,
@@ -288,7 +289,19 @@ impl<T: Task> MapRun<T> {
         if self.stopped() {
             return Next::Done;
         }
-        self.take_next_locked(&mut queue, created_at)
+        let next = self.take_next_locked(&mut queue, created_at);
+        Self::let_go(queue);
+        next
+    }
+
+    /// Lets the queue go, then faults in the stretch of its list of runs
+    /// its look planned, if any: not while the other lanes wait for it.
+    pub(super) fn let_go(mut queue: MutexGuard<'_, Queue<T>>) {
+        let stretch = queue.stretch.take();
+        drop(queue);
+        if let Some(stretch) = stretch {
+            stretch.fault_in();
+        }
     }
 
     /// As [`take_next`](Self::take_next), up to `max()` inputs in all in
@@ -314,17 +327,26 @@ impl<T: Task> MapRun<T> {
         let max = max();
         // Made together, under one look at the queue: at one time.
         let now = crate::clock::now_nanos();
+        let mut taking = Taking::Enough;
         while into.len() < max {
             if self.stopped() {
-                return Taking::Done;
+                taking = Taking::Done;
+                break;
             }
             match self.take_next_locked(&mut queue, Some(now)) {
                 Next::Input(taken) => into.push_back(taken),
-                Next::Full => return Taking::Full,
-                Next::Done => return Taking::Done,
+                Next::Full => {
+                    taking = Taking::Full;
+                    break;
+                }
+                Next::Done => {
+                    taking = Taking::Done;
+                    break;
+                }
             }
         }
-        Taking::Enough
+        Self::let_go(queue);
+        taking
     }
 
     pub(super) fn take_next_locked(
