@@ -239,7 +239,7 @@ impl<T: Task> MapRun<T> {
     fn settle(&self, queue: &mut Queue<T>, held: &mut Held<T>) {
         let counted = std::mem::take(&mut held.counted);
         queue.held_ahead -= counted;
-        if counted > 0 && queue.held_ahead == 0 && (queue.exhausted || queue.next >= queue.end) {
+        if counted > 0 && queue.held_ahead == 0 && queue.none_left_to_read() {
             self.room.notify_waiters();
         }
     }
@@ -253,11 +253,14 @@ impl<T: Task> MapRun<T> {
         if held.counted == 0 {
             return;
         }
+        let given = !held.taken.is_empty();
         let mut queue = self.queue();
         queue.given_back.extend(held.taken.drain(..));
         self.settle(&mut queue, &mut held);
-        // Lanes that found no input left wait for these.
-        self.room.notify_waiters();
+        if given {
+            // Lanes that found no input left wait for these.
+            self.room.notify_waiters();
+        }
     }
 }
 

@@ -203,11 +203,6 @@ impl<T: Task> MapRun<T> {
         // What it tells the queue at its next look: its hand-overs to a
         // stream's reader, and the runs it is done with.
         let mut notes = LaneNotes::default();
-        if ahead.is_some() {
-            // Its ended runs' records come back to its group (`lane_group`).
-            notes.records = Some(Vec::new());
-        }
-        // Before it waits, it gives back what its group holds ahead.
         let give_back = || {
             if let Some(ahead) = ahead {
                 self.give_back(ahead);
@@ -218,6 +213,9 @@ impl<T: Task> MapRun<T> {
             false => LaneEnds::none(),
         };
         if ahead.is_some() {
+            // Its ended runs' records come back to its group, and before it
+            // waits it gives back what its group holds ahead (`lane_group`).
+            notes.records = Some(Vec::new());
             ends = ends.before_waiting(&give_back);
         }
         while let Some((position, run, submitted)) = next {

@@ -117,6 +117,12 @@ pub(super) struct Queue<T: Task> {
 }
 
 impl<T: Task> Queue<T> {
+    /// Whether no input is left to read for the lanes: the inputs ran out
+    /// (or went wrong), or the batch's did.
+    pub(super) fn none_left_to_read(&self) -> bool {
+        self.exhausted || self.next >= self.end
+    }
+
     /// The runs due to a stream's reader in input order: from the first not
     /// yet handed over, as long as their lanes have finished with them.
     pub(super) fn due_in_order(&self) -> Range<usize> {

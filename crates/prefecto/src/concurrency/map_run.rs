@@ -327,24 +327,19 @@ impl<T: Task> MapRun<T> {
         let max = max();
         // Made together, under one look at the queue: at one time.
         let now = crate::clock::now_nanos();
-        let mut taking = Taking::Enough;
-        while into.len() < max {
+        let taking = loop {
+            if into.len() >= max {
+                break Taking::Enough;
+            }
             if self.stopped() {
-                taking = Taking::Done;
-                break;
+                break Taking::Done;
             }
             match self.take_next_locked(&mut queue, Some(now)) {
                 Next::Input(taken) => into.push_back(taken),
-                Next::Full => {
-                    taking = Taking::Full;
-                    break;
-                }
-                Next::Done => {
-                    taking = Taking::Done;
-                    break;
-                }
+                Next::Full => break Taking::Full,
+                Next::Done => break Taking::Done,
             }
-        }
+        };
         Self::let_go(queue);
         taking
     }
@@ -371,7 +366,7 @@ impl<T: Task> MapRun<T> {
         if let Some(taken) = queue.given_back.pop_front() {
             return Next::Input(taken);
         }
-        if queue.exhausted || queue.next >= queue.end {
+        if queue.none_left_to_read() {
             // Inputs held ahead are given back if their group's lane
             // waits, or run by that lane: wait for either (`room`).
             return match queue.held_ahead {
