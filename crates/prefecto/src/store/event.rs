@@ -115,7 +115,7 @@ pub(super) enum Event {
 impl Event {
     /// What it counts for in the writer's backlog, which bounds the memory
     /// of what waits for it: one, or a pack's bytes in events of about
-    /// the size of one (a pack holds runs at about a dozen bytes each).
+    /// the size of one (a pack holds runs at five to a dozen bytes each).
     pub(super) fn weight(&self) -> usize {
         match self {
             Event::Packed { pack, .. } => 1 + pack.body().len() / size_of::<Event>(),

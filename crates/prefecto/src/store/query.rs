@@ -190,18 +190,25 @@ impl Store {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
+        let format = schema::pack_format_column(self.schema_version);
         let mut statement = self
             .conn
-            .prepare("SELECT task, body FROM task_run_packs WHERE flow_run_id = ?1 ORDER BY rowid")
+            .prepare(&format!(
+                "SELECT task, body, {format} FROM task_run_packs WHERE flow_run_id = ?1 ORDER BY rowid"
+            ))
             .map_err(|e| self.sqlite(e))?;
         let packs = statement
             .query_map(params![flow_run_id], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.sqlite(e))?;
-        for (task, body) in &packs {
-            let runs = self.unpack(&flow_run_id, body)?;
+        for (task, body, format) in &packs {
+            let runs = self.unpack(&flow_run_id, body, *format)?;
             records.extend(
                 runs.into_iter()
                     .map(|run| TaskRunRecord::from_packed(task, run)),
@@ -267,9 +274,12 @@ impl Store {
             let (state_type, count) = row.map_err(|e| self.sqlite(e))?;
             *counts.entry(state_type).or_default() += count;
         }
+        let format = schema::pack_format_column(self.schema_version);
         let mut statement = self
             .conn
-            .prepare("SELECT body FROM task_run_packs WHERE flow_run_id = ?1")
+            .prepare(&format!(
+                "SELECT body, {format} FROM task_run_packs WHERE flow_run_id = ?1"
+            ))
             .map_err(|e| self.sqlite(e))?;
         let mut packs = statement
             .query(params![flow_run_id])
@@ -277,7 +287,8 @@ impl Store {
         // One pack in memory at a time.
         while let Some(row) = packs.next().map_err(|e| self.sqlite(e))? {
             let body: Vec<u8> = row.get(0).map_err(|e| self.sqlite(e))?;
-            let runs = self.unpack(&flow_run_id, &body)?;
+            let format: i64 = row.get(1).map_err(|e| self.sqlite(e))?;
+            let runs = self.unpack(&flow_run_id, &body, format)?;
             for run in runs {
                 *counts.entry(run.state.state_type).or_default() += 1;
             }
@@ -285,16 +296,21 @@ impl Store {
         Ok(counts)
     }
 
-    /// The runs of one task-run pack; a damaged one is named as corrupt.
+    /// The runs of one task-run pack, written in the stored `format`; a
+    /// damaged one is named as corrupt.
     fn unpack<'a>(
         &self,
         flow_run_id: &str,
         body: &'a [u8],
+        format: i64,
     ) -> Result<Vec<pack::Run<'a>>, StoreError> {
-        pack::unpack(body).map_err(|e| StoreError::Corrupt {
-            path: self.path().to_path_buf(),
-            what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
-        })
+        let format = pack::PackFormat::stored(format);
+        format
+            .and_then(|format| pack::unpack_in(body, format))
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path().to_path_buf(),
+                what: format!("a task-run pack of flow run {flow_run_id}: {e}"),
+            })
     }
 
     /// Gives each task run the runs it depended on.

@@ -128,6 +128,12 @@ const MIGRATIONS: &[Migration] = &[
     Sql("
     ALTER TABLE prefect_delivery ADD COLUMN claimed_by TEXT;
     "),
+    // Version 9: how each pack's runs are written (`pack::PackFormat`): the
+    // packs already stored are untagged; packs from now on tag each run, and
+    // a quick run takes five bytes instead of eleven.
+    Sql("
+    ALTER TABLE task_run_packs ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    "),
 ];
 
 /// The schema version this build writes and reads.
@@ -153,6 +159,12 @@ pub(super) fn check_readable(path: &Path, version: i64) -> Result<(), StoreError
         });
     }
     Ok(())
+}
+
+/// The column that says how a pack of a database of `version` is written:
+/// before version 9 every pack was untagged.
+pub(super) fn pack_format_column(version: i64) -> &'static str {
+    if version >= 9 { "format" } else { "1" }
 }
 
 /// Whether a database of `version` records upstream runs.
@@ -380,6 +392,66 @@ mod tests {
             )
             .unwrap();
         assert_eq!(chunk_tables, 0, "the chunk table is gone");
+    }
+
+    #[test]
+    fn packs_stored_untagged_before_version_9_still_read() {
+        let db = temp_db("untagged");
+        let path = db.path.clone();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..8] {
+            match migration {
+                Sql(sql) => tx.execute_batch(sql),
+                Rust(step) => step(&tx),
+            }
+            .unwrap();
+        }
+        tx.pragma_update(None, "user_version", 8).unwrap();
+        tx.commit().unwrap();
+        conn.execute(
+            "INSERT INTO flow_runs (id, name, flow, state_type, state_name, created, host, pid)
+             VALUES ('00000000-0000-4000-8000-00000000000a', 'packed-run', 'f', 'COMPLETED', 'Completed', 0, 'h', 1)",
+            [],
+        )
+        .unwrap();
+        // Two runs as version 8 packed them: run 0 created at 10 µs, started
+        // 3 µs and ended 40 µs later, Completed; run 1 a microsecond after,
+        // Failed and named "Oops".
+        let body: &[u8] = &[
+            0, 20, 1, 6, 1, 80, 1, 3, 0, 0, 0, //
+            2, 2, 1, 6, 1, 80, 1, 4, 1, 4, b'O', b'o', b'p', b's', 0, 0,
+        ];
+        conn.execute(
+            "INSERT INTO task_run_packs (flow_run_id, task, runs, body)
+             VALUES ('00000000-0000-4000-8000-00000000000a', 'add', 2, ?1)",
+            [body],
+        )
+        .unwrap();
+        drop(conn);
+        let id: uuid::Uuid = "00000000-0000-4000-8000-00000000000a".parse().unwrap();
+        let check = |store: &Store| {
+            let runs = store.task_runs_with_history(id).unwrap();
+            let seen: Vec<_> = runs
+                .iter()
+                .map(|r| (r.row.index, r.row.state_name.as_str(), r.created))
+                .collect();
+            assert_eq!(seen, [(0, "Completed", 10), (1, "Oops", 11)]);
+            assert_eq!(runs[0].row.end_time.unwrap().timestamp_micros(), 50);
+            let counts = store.task_run_counts(id).unwrap();
+            assert_eq!(counts[&crate::state::StateType::Completed], 1);
+            assert_eq!(counts[&crate::state::StateType::Failed], 1);
+        };
+        // Read as it stands, then migrated: the stored pack says it is untagged.
+        check(&Store::open_read_only(&path).unwrap());
+        let store = Store::open(&path).unwrap();
+        check(&store);
+        let format: i64 = store
+            .conn
+            .query_row("SELECT format FROM task_run_packs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(format, 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::event::{Event, FlowRunNames, RunKey};
 use super::fold::{RunUpdate, Unwritten};
 use super::outbox::FastMap;
-use super::pack::Pack;
+use super::pack::{Pack, PackFormat};
 use super::{Store, hostname};
 
 /// What one transaction writes.
@@ -76,7 +76,8 @@ pub(super) fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusq
     }
     for ((flow_run, task), pack) in plan.packs {
         tx.prepare_cached(
-            "INSERT INTO task_run_packs (flow_run_id, task, runs, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO task_run_packs (flow_run_id, task, runs, body, format)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             &*flow_run
@@ -84,7 +85,8 @@ pub(super) fn write_batch(store: &mut Store, plan: &Plan<'_>) -> Result<(), rusq
                 .encode_lower(&mut Uuid::encode_buffer()),
             *task,
             pack.runs() as i64,
-            pack.body()
+            pack.body(),
+            PackFormat::CURRENT as i64
         ])?;
     }
     tx.commit()
