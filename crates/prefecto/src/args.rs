@@ -12,7 +12,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::future::{PrefectFuture, PrefectFutureList};
-use crate::inputs::{Input, IntoRunArgs, RunArgs, SharedValue};
+use crate::inputs::{Input, IntoRunArgs, SharedValue};
+
+mod zipped;
+pub use zipped::{ListedInputs, Zipped};
 
 /// Why a set of `map` arguments was refused. Nothing was submitted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -226,36 +229,6 @@ pub trait MapArgs<Args> {
     fn into_inputs(self, param_names: &'static [&'static str]) -> Result<Zipped<Args>, MapError>;
 }
 
-/// The arguments of every input of a `map`, zipped.
-///
-/// ```
-/// use prefecto::args::{MapArgs, Zipped};
-/// use prefecto::prelude::*;
-///
-/// let listed = (vec![1, 2, 3], unmapped(10)).into_inputs(&["a", "b"]).unwrap();
-/// assert!(matches!(listed, Zipped::Listed(inputs) if inputs.len() == 3));
-///
-/// let streamed = (from_stream(futures::stream::iter(1..=3)), unmapped(10))
-///     .into_inputs(&["a", "b"])
-///     .unwrap();
-/// assert!(matches!(streamed, Zipped::Streamed { param: "a", .. }));
-/// ```
-#[non_exhaustive]
-pub enum Zipped<Args> {
-    /// All of them, at hand.
-    Listed(Vec<RunArgs<Args>>),
-    /// Read as an argument's stream gives them: a map with a
-    /// [`from_stream`](crate::stream_args::from_stream) argument. The
-    /// lengths of the others were checked; the stream's is found when it
-    /// ends, as [`MapError::UnequalLengths`] if it differs.
-    Streamed {
-        /// The inputs, as they come.
-        inputs: BoxStream<'static, Result<RunArgs<Args>, MapError>>,
-        /// The first parameter given a stream.
-        param: &'static str,
-    },
-}
-
 /// The parameter that ran out first, and one that had more, of some mapped
 /// columns read in step: `None` unless some ended and some did not.
 pub(crate) fn unequal(
@@ -360,11 +333,9 @@ macro_rules! impl_map_args {
                 $(#[allow(non_snake_case)] let mut $col = $col.into_column();)+
                 if !(false $(|| $col.is_streamed())+) {
                     let n = common_len(&[$($col.known_len()),+], param_names)?;
-                    let mut inputs = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        inputs.push(($($col.next_input(),)+).into_run_args());
-                    }
-                    return Ok(Zipped::Listed(inputs));
+                    // Zipped as they are read: no second list of every input.
+                    let next = move || ($($col.next_input(),)+).into_run_args();
+                    return Ok(Zipped::Listed(ListedInputs::new(n, Box::new(next))));
                 }
                 // The lengths known now are checked now; a stream's when it ends.
                 let known = [$($col.known_len()),+];
@@ -406,97 +377,4 @@ pub(crate) use for_each_arity;
 for_each_arity!(impl_map_args);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const AB: &[&str] = &["a", "b"];
-
-    /// The arguments of each input, all of them values.
-    fn ready<A>(inputs: Result<Zipped<A>, MapError>) -> Vec<A> {
-        let ready = |args| match args {
-            RunArgs::Ready(args) => args,
-            RunArgs::Waiting(_) => panic!("values only: every input is ready"),
-        };
-        match inputs.unwrap() {
-            Zipped::Listed(inputs) => inputs.into_iter().map(ready).collect(),
-            Zipped::Streamed { .. } => panic!("no stream: every input at hand"),
-        }
-    }
-
-    #[test]
-    fn zips_in_order() {
-        let inputs = ready((vec![1, 2, 3], vec![4, 5, 6]).into_inputs(AB));
-        assert_eq!(inputs, vec![(1, 4), (2, 5), (3, 6)]);
-    }
-
-    #[test]
-    fn unmapped_is_repeated() {
-        let inputs = ready((unmapped(1), 2..6).into_inputs(AB));
-        assert_eq!(inputs, vec![(1, 2), (1, 3), (1, 4), (1, 5)]);
-    }
-
-    #[test]
-    fn several_unmapped_interleaved() {
-        let names = &["a", "b", "c", "d", "e"];
-        let inputs = ready(
-            (
-                unmapped("x".to_string()),
-                vec![1, 2],
-                unmapped(7u8),
-                vec!['p', 'q'],
-                unmapped(()),
-            )
-                .into_inputs(names),
-        );
-        assert_eq!(
-            inputs,
-            vec![
-                ("x".to_string(), 1, 7, 'p', ()),
-                ("x".to_string(), 2, 7, 'q', ())
-            ]
-        );
-    }
-
-    #[test]
-    fn no_mapped_iterable_is_an_error() {
-        let Err(err) = (unmapped(1), unmapped(2)).into_inputs(AB) else {
-            panic!("nothing to map over is refused");
-        };
-        assert_eq!(err, MapError::NoMappedIterable);
-        assert_eq!(
-            err.to_string(),
-            "Must provide at least one non-unmapped iterable."
-        );
-    }
-
-    #[test]
-    fn unequal_lengths_name_the_parameters() {
-        let Err(err) = (vec![1, 2, 3, 4], vec![1, 2, 3]).into_inputs(AB) else {
-            panic!("unequal lengths are refused");
-        };
-        assert_eq!(
-            err.to_string(),
-            "Expected all iterables to be of length 4 like 'a'. 'b' is length 3."
-        );
-        let Err(err) = (unmapped(0), vec![1], vec![1, 2]).into_inputs(&["x", "y", "z"]) else {
-            panic!("unequal lengths are refused");
-        };
-        assert_eq!(
-            err,
-            MapError::LengthMismatch {
-                expected_param: "y",
-                expected: 1,
-                param: "z",
-                actual: 2
-            }
-        );
-    }
-
-    #[test]
-    fn empty_iterables_give_no_inputs() {
-        let inputs = ready((Vec::<i32>::new(), Vec::<i32>::new()).into_inputs(AB));
-        assert!(inputs.is_empty());
-        let inputs = ready((unmapped(1), Vec::<i32>::new()).into_inputs(AB));
-        assert!(inputs.is_empty());
-    }
-}
+mod tests;

@@ -241,7 +241,7 @@ impl<T: Task> BatchTask<T> {
         let (inputs, total) = match args.into_inputs(self.task.spec().param_names)? {
             Zipped::Listed(inputs) => {
                 let total = inputs.len();
-                (Source::Listed(inputs.into_iter()), Some(total))
+                (Source::Listed(inputs), Some(total))
             }
             Zipped::Streamed { inputs, .. } => (Source::Streamed(inputs), None),
         };

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
-use crate::args::MapError;
+use crate::args::{ListedInputs, MapError};
 use crate::inputs::RunArgs;
 use crate::stream_args::InputStream;
 use crate::task::panic_message;
@@ -23,9 +23,8 @@ type Input<Args> = Result<RunArgs<Args>, MapError>;
 
 /// Where a map's inputs come from.
 pub(super) enum Source<Args> {
-    /// All at hand, as a collecting map's are: read with no poll, no call
-    /// through a box and no panic guard.
-    Listed(std::vec::IntoIter<RunArgs<Args>>),
+    /// All at hand, as a collecting map's are: read with no poll.
+    Listed(ListedInputs<Args>),
     /// As a stream (of an iterator or of a user's stream) gives them.
     Streamed(InputStream<Args>),
 }
@@ -71,13 +70,14 @@ impl<Args: Send + 'static> MapInputs<Args> {
         if let Some(peeked) = self.peeked.take() {
             return Poll::Ready(peeked);
         }
-        let inputs = match &mut self.inputs {
-            // Read before the map began: none of the user's code runs here.
-            Source::Listed(inputs) => return Poll::Ready(inputs.next().map(Ok)),
-            Source::Streamed(inputs) => inputs,
-        };
         let mut cx = Context::from_waker(&self.waker);
-        let next = match catch_unwind(AssertUnwindSafe(|| inputs.poll_next_unpin(&mut cx))) {
+        // The user's code may run here: an iterator's or a stream's, or the
+        // `Clone` of an unmapped value, cloned for each input as it is read.
+        let read = catch_unwind(AssertUnwindSafe(|| match &mut self.inputs {
+            Source::Listed(inputs) => Poll::Ready(inputs.next().map(Ok)),
+            Source::Streamed(inputs) => inputs.poll_next_unpin(&mut cx),
+        }));
+        let next = match read {
             Ok(next) => next,
             Err(panic) => {
                 self.inputs = Source::Streamed(Box::pin(futures::stream::empty()));

@@ -143,7 +143,9 @@ pub fn map_after<T: Task, M: MapArgs<T::Args>>(
     wait_for: &[&dyn Upstream],
 ) -> Result<PrefectFutureList<T::Output>, MapError> {
     let inputs = match args.into_inputs(task.spec().param_names)? {
-        Zipped::Listed(inputs) => inputs,
+        // Every input zipped before any is submitted: a user's `Clone` of an
+        // unmapped value that panics does so before any run starts.
+        Zipped::Listed(inputs) => inputs.collect::<Vec<_>>(),
         Zipped::Streamed { param, .. } => return Err(MapError::StreamNeedsBatchTask { param }),
     };
     let ctx = context::current();

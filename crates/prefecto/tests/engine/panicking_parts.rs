@@ -1,6 +1,7 @@
 //! A user's part that panics (a kill switch, a recorder) never hangs a map
 //! or a flow: the map ends naming the switch, with every input accounted
-//! for; the flow goes on without the recorder.
+//! for; the flow goes on without the recorder. An unmapped value whose
+//! `Clone` panics ends the map with the runs of the inputs before it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,4 +179,78 @@ fn a_recorder_whose_batch_panics_is_dropped_and_the_flow_goes_on() {
     // runs' Pending and Running (one at a time); none of the others, and
     // not the flow run's end.
     assert_eq!(recorder.heard.load(Ordering::SeqCst), 2 + 2 * 2);
+}
+
+/// An unmapped value whose `Clone` panics on its `fail_at`th clone: a map
+/// clones it for each input as it reads the input.
+struct PanickyClone {
+    clones: Arc<AtomicUsize>,
+    fail_at: usize,
+}
+
+impl Clone for PanickyClone {
+    fn clone(&self) -> Self {
+        if self.clones.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            panic!("the clone broke");
+        }
+        PanickyClone {
+            clones: self.clones.clone(),
+            fail_at: self.fail_at,
+        }
+    }
+}
+
+#[task]
+fn offset(x: u32, _by: PanickyClone) -> u32 {
+    x
+}
+
+#[task]
+async fn offset_async(x: u32, _by: PanickyClone) -> u32 {
+    x
+}
+
+#[flow]
+fn map_with_panicky_clone(strict: bool, sync_body: bool) -> (String, Vec<u32>) {
+    let by = unmapped(PanickyClone {
+        clones: Arc::new(AtomicUsize::new(0)),
+        fail_at: 6,
+    });
+    let mode = if strict {
+        BatchMode::Strict
+    } else {
+        BatchMode::SlidingWindow
+    };
+    let mapped = match sync_body {
+        true => BatchTask::new(offset, 2)
+            .unwrap()
+            .with_mode(mode)
+            .map(0..20u32, by),
+        false => BatchTask::new(offset_async, 2)
+            .unwrap()
+            .with_mode(mode)
+            .map(0..20u32, by),
+    };
+    match mapped {
+        Err(prefecto::concurrency::BatchError::Inputs { error, futures }) => {
+            (error.to_string(), futures.results().unwrap())
+        }
+        other => panic!("expected the inputs' error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unmapped_value_whose_clone_panics_ends_the_map_with_the_runs_before() {
+    common::quiet();
+    for (strict, sync_body) in [(false, false), (false, true), (true, false), (true, true)] {
+        let (error, ran) = within(Duration::from_secs(60), "a panicking clone", move || {
+            map_with_panicky_clone(strict, sync_body).unwrap()
+        });
+        assert_eq!(error, "Reading input #5 panicked: the clone broke");
+        assert_eq!(
+            ran,
+            [0, 1, 2, 3, 4],
+            "strict {strict}, sync body {sync_body}"
+        );
+    }
 }
