@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -141,11 +141,16 @@ impl<T> Column<T> {
 
     /// The next input's value, from a column that is not streamed, whose
     /// length was checked.
+    /// Read once per input under the map's lock: no poll.
     fn next_input(&mut self) -> Input<T> {
-        match self.poll_input(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Some(input)) => input,
-            _ => unreachable!("lengths are checked before the columns are zipped"),
-        }
+        let next = match self {
+            Column::Mapped(values) => values.next().map(Input::Value),
+            Column::Futures(futures) => futures.next().map(Input::Future),
+            Column::Unmapped { value, clone } => Some(Input::Value(clone(value))),
+            Column::UnmappedFuture(shared) => Some(Input::Shared(shared.clone())),
+            Column::Streamed(_) => None,
+        };
+        next.expect("lengths are checked before the columns are zipped, and none is streamed")
     }
 
     /// The next input's value: `Ready(None)` once a mapped column has run out.
@@ -334,8 +339,9 @@ macro_rules! impl_map_args {
                 if !(false $(|| $col.is_streamed())+) {
                     let n = common_len(&[$($col.known_len()),+], param_names)?;
                     // Zipped as they are read: no second list of every input.
+                    let clones = false $(|| !$col.is_mapped())+;
                     let next = move || ($($col.next_input(),)+).into_run_args();
-                    return Ok(Zipped::Listed(ListedInputs::new(n, Box::new(next))));
+                    return Ok(Zipped::Listed(ListedInputs::new(n, Box::new(next), clones)));
                 }
                 // The lengths known now are checked now; a stream's when it ends.
                 let known = [$($col.known_len()),+];

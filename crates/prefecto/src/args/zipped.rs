@@ -65,15 +65,28 @@ pub struct ListedInputs<Args> {
     /// never after the last (the columns' lengths were checked).
     zip_next: Box<dyn FnMut() -> RunArgs<Args> + Send>,
     left: usize,
+    clones: bool,
 }
 
 impl<Args> ListedInputs<Args> {
-    /// `len` inputs, each zipped by `zip_next`.
-    pub(crate) fn new(len: usize, zip_next: Box<dyn FnMut() -> RunArgs<Args> + Send>) -> Self {
+    /// `len` inputs, each zipped by `zip_next`, which `clones` unmapped
+    /// values (or not: it runs none of the user's code).
+    pub(crate) fn new(
+        len: usize,
+        zip_next: Box<dyn FnMut() -> RunArgs<Args> + Send>,
+        clones: bool,
+    ) -> Self {
         ListedInputs {
             zip_next,
             left: len,
+            clones,
         }
+    }
+
+    /// Whether reading an input clones an unmapped value: the user's
+    /// `Clone`, which may panic.
+    pub(crate) fn clones(&self) -> bool {
+        self.clones
     }
 }
 
