@@ -384,6 +384,12 @@ mod tests {
     use crate::state::State;
 
     #[test]
+    fn a_future_of_a_word_sized_value_is_no_larger_than_its_ended_run() {
+        // A collecting map holds one per input.
+        assert!(std::mem::size_of::<PrefectFuture<u64>>() <= 56);
+    }
+
+    #[test]
     fn name_is_task_dash_index() {
         assert_eq!(name().to_string(), "add-3");
     }
