@@ -6,15 +6,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::map_inputs::MapInputs;
+use super::spares::Spares;
 use super::taken::Taken;
 use crate::args::MapError;
 use crate::future::{PrefectFuture, RunShared};
 use crate::prefault::{Prefaulted, Stretch};
 use crate::task::Task;
-
-/// How many records nobody holds a queue keeps for later runs: a pool
-/// lane's take of up to its share of the size, and a stream's forgotten runs.
-const SPARES: usize = 64;
 
 /// How far a stream has got with a run the map still holds.
 #[derive(Default, Clone, Copy)]
@@ -97,7 +94,7 @@ pub(super) struct Queue<T: Task> {
     /// lane's own, still in its cache). A stream's run is often forgotten
     /// after its lane took its next input (an older run of another lane
     /// held the front): its record then waits here for any lane.
-    pub(super) spares: Vec<Arc<RunShared<T::Output>>>,
+    pub(super) spares: Spares<T::Output>,
     /// In input order, the first run the switch has not been shown yet.
     pub(super) next_to_show: usize,
     /// In input order, the first run a stream has not handed over yet.
@@ -165,18 +162,8 @@ impl<T: Task> Queue<T> {
             match (&mut notes.records, spare) {
                 // Nobody else holds it: the future that did keeps it by value.
                 (Some(records), Some(record)) if collecting => records.push(record),
-                (_, spare) => self.keep_spare(spare),
+                (_, spare) => self.spares.keep(spare),
             }
-        }
-    }
-
-    /// Keeps `record` for a later run, if nobody else holds it and there is room.
-    fn keep_spare(&mut self, record: Option<Arc<RunShared<T::Output>>>) {
-        if let Some(mut record) = record
-            && self.spares.len() < SPARES
-            && Arc::get_mut(&mut record).is_some()
-        {
-            self.spares.push(record);
         }
     }
 
@@ -199,7 +186,7 @@ impl<T: Task> Queue<T> {
     /// run if nobody else holds it.
     pub(super) fn pop(&mut self) {
         let record = self.runs.pop_front().and_then(PrefectFuture::into_live);
-        self.keep_spare(record);
+        self.spares.keep(record);
         self.marks.pop_front();
         self.low += 1;
     }

@@ -13,6 +13,7 @@ use super::kill_switch::KillSwitch;
 use super::map_inputs::{MapInputs, Source};
 use super::map_queue::{LaneNotes, Queue};
 use super::map_stream::Delivery;
+use super::spares::Spares;
 pub(super) use super::taken::{Submitted, Taken};
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, RunShared};
@@ -157,7 +158,10 @@ impl<T: Task> MapRun<T> {
                 prefaulted,
                 stretch: None,
                 low: 0,
-                spares: Vec::new(),
+                spares: Spares::new(match delivery {
+                    Some(_) => held,
+                    None => size,
+                }),
                 next_to_show: 0,
                 next_to_hand: 0,
                 names,
@@ -450,7 +454,7 @@ impl<T: Task> MapRun<T> {
         {
             return record;
         }
-        let spare = queue.spares.pop();
+        let spare = queue.spares.take();
         new_run(&self.task, index, self.waiter.clone(), created_at, spare)
     }
 

@@ -17,6 +17,7 @@ mod map_run;
 mod map_stream;
 mod map_unsubmitted;
 mod outcome;
+mod spares;
 mod stream_handoff;
 mod stream_stop;
 mod taken;
