@@ -10,7 +10,7 @@ use prefecto::prelude::*;
 #[task]
 async fn fetch(item: u32) -> u32 {
     // Every tenth item is a straggler.
-    let millis = if item % 10 == 0 { 200 } else { 10 };
+    let millis = if item.is_multiple_of(10) { 200 } else { 10 };
     tokio::time::sleep(Duration::from_millis(millis)).await;
     item
 }

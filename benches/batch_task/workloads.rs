@@ -215,7 +215,7 @@ async fn straggle(i: u64) -> u64 {
 }
 
 pub fn straggler_millis(i: u64) -> u64 {
-    if i % 20 == 0 { 50 } else { 1 }
+    if i.is_multiple_of(20) { 50 } else { 1 }
 }
 
 #[flow]

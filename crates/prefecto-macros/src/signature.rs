@@ -140,19 +140,16 @@ pub(crate) fn returns(output: &ReturnType) -> Returns {
         }
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    if let Type::Path(path) = &ty {
-        if let Some(last) = path.path.segments.last() {
-            if last.ident == "Result" {
-                if let PathArguments::AngleBracketed(args) = &last.arguments {
-                    if let Some(GenericArgument::Type(ok)) = args.args.first() {
-                        return Returns {
-                            output: ok.clone(),
-                            is_result: true,
-                        };
-                    }
-                }
-            }
-        }
+    if let Type::Path(path) = &ty
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(GenericArgument::Type(ok)) = args.args.first()
+    {
+        return Returns {
+            output: ok.clone(),
+            is_result: true,
+        };
     }
     Returns {
         output: ty,

@@ -190,10 +190,10 @@ impl Prefecto {
     }
 
     fn install_side_effects(&self) {
-        if let Some(level) = self.console_logs {
-            if !tracing::dispatcher::has_been_set() {
-                crate::logging::init(level);
-            }
+        if let Some(level) = self.console_logs
+            && !tracing::dispatcher::has_been_set()
+        {
+            crate::logging::init(level);
         }
         #[cfg(feature = "signals")]
         if self.handle_signals {
@@ -281,10 +281,10 @@ pub(crate) fn ensure_installed() {
     }
     let builder = Prefecto::builder();
     // Console logs first, so that a part left out is warned about where it shows.
-    if let Some(level) = builder.console_logs {
-        if !tracing::dispatcher::has_been_set() {
-            crate::logging::init(level);
-        }
+    if let Some(level) = builder.console_logs
+        && !tracing::dispatcher::has_been_set()
+    {
+        crate::logging::init(level);
     }
     // Two first calls at once: one installs, the other's set-up is dropped.
     let _ = builder.build_lenient().install();

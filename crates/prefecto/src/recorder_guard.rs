@@ -39,15 +39,15 @@ fn guarded(dropped: &AtomicBool, event: &str, call: impl FnOnce()) {
     if dropped.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(call)) {
-        if !dropped.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                target: ENGINE,
-                "A recorder panicked on {event} ({}); it is dropped and hears nothing more \
-                 from this process. The flow run goes on.",
-                panic_message(panic.as_ref())
-            );
-        }
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(call))
+        && !dropped.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            target: ENGINE,
+            "A recorder panicked on {event} ({}); it is dropped and hears nothing more \
+             from this process. The flow run goes on.",
+            panic_message(panic.as_ref())
+        );
     }
 }
 

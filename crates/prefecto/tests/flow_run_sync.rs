@@ -71,10 +71,10 @@ fn a_server_outage_loses_nothing_and_sync_duplicates_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "nothing reached the server");
-        if let Some(run) = api.flow_run_named(&name) {
-            if !api.task_runs(run["id"].as_str().unwrap()).is_empty() {
-                break;
-            }
+        if let Some(run) = api.flow_run_named(&name)
+            && !api.task_runs(run["id"].as_str().unwrap()).is_empty()
+        {
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

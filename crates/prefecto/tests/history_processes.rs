@@ -147,10 +147,10 @@ fn a_killed_process_leaves_its_runs_crashed() {
             let runs = store
                 .flow_runs(1, Some("RUNNING"), Some("never-ends"))
                 .unwrap();
-            if let Some(run) = runs.into_iter().next() {
-                if !store.task_runs(run.id, Some("RUNNING")).unwrap().is_empty() {
-                    break run;
-                }
+            if let Some(run) = runs.into_iter().next()
+                && !store.task_runs(run.id, Some("RUNNING")).unwrap().is_empty()
+            {
+                break run;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -188,16 +188,14 @@ fn sigint_and_sigterm_cancel_the_flow_run_and_keep_every_outcome() {
                 started.elapsed() < Duration::from_secs(60),
                 "the child never got going"
             );
-            if let Ok(store) = Store::open_existing(&db) {
-                if let Some(run) = store
+            if let Ok(store) = Store::open_existing(&db)
+                && let Some(run) = store
                     .flow_runs(1, Some("RUNNING"), Some("interrupted"))
                     .unwrap()
                     .pop()
-                {
-                    if store.task_runs(run.id, Some("COMPLETED")).unwrap().len() >= 4 {
-                        break run;
-                    }
-                }
+                && store.task_runs(run.id, Some("COMPLETED")).unwrap().len() >= 4
+            {
+                break run;
             }
             std::thread::sleep(Duration::from_millis(10));
         };

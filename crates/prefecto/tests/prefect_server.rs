@@ -297,10 +297,10 @@ fn cancelling_from_the_api_stops_the_flow() {
             Instant::now() < deadline,
             "the flow run never showed RUNNING"
         );
-        if let Some(run) = api.flow_run_named(&name) {
-            if run["state_type"] == "RUNNING" {
-                break run;
-            }
+        if let Some(run) = api.flow_run_named(&name)
+            && run["state_type"] == "RUNNING"
+        {
+            break run;
         }
         std::thread::sleep(Duration::from_millis(200));
     };

@@ -231,7 +231,9 @@ impl<T: Task> MapRun<T> {
             runs += 1;
             lane.pace.runs_since += 1;
             // Slow runs (taken one at a time) look every time.
-            if (lane.pace.chunk == 1 || runs % RUNS_PER_LOOK == 0) && Instant::now() >= slice_end {
+            if (lane.pace.chunk == 1 || runs.is_multiple_of(RUNS_PER_LOOK))
+                && Instant::now() >= slice_end
+            {
                 break Detour::Next;
             }
         }

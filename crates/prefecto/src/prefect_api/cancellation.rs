@@ -35,15 +35,14 @@ pub(super) async fn poll_cancellation(
             )
             .await;
         counters.add(sent);
-        if let Ok(run) = run {
-            if run.state_type.as_deref() == Some("CANCELLING") {
-                report.cancel_requested = true;
-                crate::flow_runs::cancel(
-                    *id,
-                    "The flow run was cancelled from Prefect (it was set to CANCELLING)."
-                        .to_string(),
-                );
-            }
+        if let Ok(run) = run
+            && run.state_type.as_deref() == Some("CANCELLING")
+        {
+            report.cancel_requested = true;
+            crate::flow_runs::cancel(
+                *id,
+                "The flow run was cancelled from Prefect (it was set to CANCELLING).".to_string(),
+            );
         }
     }
 }

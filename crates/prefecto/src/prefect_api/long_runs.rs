@@ -34,10 +34,10 @@ pub(super) fn announce(runs: &mut HashMap<Uuid, FlowRunReport>, outbox: &Deliver
             let Some((_, run)) = report.started.pop_front() else {
                 break;
             };
-            if let Some(task_run) = report.task_runs.get(&run) {
-                if task_run.latest.is_running() {
-                    events.push(task_run_event(server, report, task_run));
-                }
+            if let Some(task_run) = report.task_runs.get(&run)
+                && task_run.latest.is_running()
+            {
+                events.push(task_run_event(server, report, task_run));
             }
         }
         if !events.is_empty() {

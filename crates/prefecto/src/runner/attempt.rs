@@ -84,14 +84,14 @@ impl<T: Task> TaskRun<'_, T> {
         cache_key: Option<String>,
     ) -> Started<T> {
         let (ctx, task, shared, scope) = (self.ctx, self.task, self.shared, self.scope);
-        if retries_done == 0 {
-            if let Some(value) = cache_key.as_deref().and_then(|key| self.cached_value(key)) {
-                return Started {
-                    body: StartedBody::Cached(value),
-                    retry_args: None,
-                    cache_key: None,
-                };
-            }
+        if retries_done == 0
+            && let Some(value) = cache_key.as_deref().and_then(|key| self.cached_value(key))
+        {
+            return Started {
+                body: StartedBody::Cached(value),
+                retry_args: None,
+                cache_key: None,
+            };
         }
         let running = if retries_done == 0 {
             State::running()

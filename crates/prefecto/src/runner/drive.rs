@@ -102,10 +102,10 @@ impl<T: Task> TaskRun<'_, T> {
         match attempt {
             Attempt::Cached(value) => (State::cached_unstamped(), Some(value)),
             Attempt::Completed(value) => {
-                if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store) {
-                    if let Some(stored) = task.persist(&value) {
-                        store.put(spec.name, key, stored, spec.cache_expiration);
-                    }
+                if let (Some(key), Some(store)) = (cache_key, &ctx.seams.result_store)
+                    && let Some(stored) = task.persist(&value)
+                {
+                    store.put(spec.name, key, stored, spec.cache_expiration);
                 }
                 (State::completed_unstamped(), Some(value))
             }

@@ -33,10 +33,10 @@ pub(super) struct RunningRuns {
 
 impl RunningRuns {
     pub fn insert(&mut self, key: RunKey, run: RunningRun) {
-        if self.recent.len() == RECENT {
-            if let Some((old_key, old_run)) = self.recent.pop_front() {
-                self.older.insert(old_key, old_run);
-            }
+        if self.recent.len() == RECENT
+            && let Some((old_key, old_run)) = self.recent.pop_front()
+        {
+            self.older.insert(old_key, old_run);
         }
         self.recent.push_back((key, run));
     }

@@ -315,13 +315,13 @@ pub(super) fn write_loop(
         // Written, or held by the full disk's wait (which took them).
         writer_packs.recycle(std::mem::take(&mut packs));
         for key in as_rows.drain(..) {
-            if let Some(run) = unwritten.remove(&key) {
-                if matches!(key, RunKey::Task(..)) {
-                    if run.update.latest.state_type.is_terminal() {
-                        rows.remove(&key);
-                    } else {
-                        rows.insert(key);
-                    }
+            if let Some(run) = unwritten.remove(&key)
+                && matches!(key, RunKey::Task(..))
+            {
+                if run.update.latest.state_type.is_terminal() {
+                    rows.remove(&key);
+                } else {
+                    rows.insert(key);
                 }
             }
         }

@@ -21,7 +21,7 @@ struct Sevens(u64);
 
 #[task]
 async fn checked_async(x: u64) -> Result<u64, Sevens> {
-    if x % 7 == 0 {
+    if x.is_multiple_of(7) {
         Err(Sevens(x))
     } else {
         Ok(x * 10)
@@ -30,7 +30,7 @@ async fn checked_async(x: u64) -> Result<u64, Sevens> {
 
 #[task]
 fn checked_sync(x: u64) -> Result<u64, Sevens> {
-    if x % 7 == 0 {
+    if x.is_multiple_of(7) {
         Err(Sevens(x))
     } else {
         Ok(x * 10)

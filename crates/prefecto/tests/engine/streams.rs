@@ -399,7 +399,7 @@ impl<I: Iterator + Unpin> futures::Stream for Hesitant<I> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<I::Item>> {
         self.polls += 1;
-        if self.polls % 3 == 0 {
+        if self.polls.is_multiple_of(3) {
             cx.waker().wake_by_ref();
             return std::task::Poll::Pending;
         }
