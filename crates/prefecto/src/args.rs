@@ -140,8 +140,8 @@ impl<T> Column<T> {
     }
 
     /// The next input's value, from a column that is not streamed, whose
-    /// length was checked.
-    /// Read once per input under the map's lock: no poll.
+    /// length was checked: read once per input, under the map's lock, so
+    /// with no poll.
     fn next_input(&mut self) -> Input<T> {
         let next = match self {
             Column::Mapped(values) => values.next().map(Input::Value),

@@ -2,7 +2,7 @@
 //! timestamp for the transition that produced the state.
 //!
 //! Over 500 lines, kept in one file: the compact layout (a name's code, one
-//! box for a custom name and the message, the time in nanoseconds) and every
+//! thin box for a custom name and the message, the time in nanoseconds) and every
 //! constructor and reader of it are one invariant, and a sixth of the file
 //! is its unit tests.
 

@@ -11,7 +11,7 @@ use crate::future::RunShared;
 
 /// How many records a map keeps at least: a pool lane's take of up to its
 /// share of the size.
-pub(super) const SPARES: usize = 64;
+const SPARES: usize = 64;
 
 /// Records nobody else holds, the last one kept used first (a lane's own,
 /// still in its cache).
