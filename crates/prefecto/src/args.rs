@@ -143,35 +143,30 @@ impl<T> Column<T> {
     /// length was checked: read once per input, under the map's lock, so
     /// with no poll.
     fn next_input(&mut self) -> Input<T> {
-        let next = match self {
+        self.next_at_hand()
+            .expect("lengths are checked before the columns are zipped, and none is streamed")
+    }
+
+    /// The next input's value: `Ready(None)` once a mapped column has run out.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input<T>>> {
+        match self {
+            Column::Streamed(values) => values
+                .poll_next_unpin(cx)
+                .map(|value| value.map(Input::Value)),
+            _ => Poll::Ready(self.next_at_hand()),
+        }
+    }
+
+    /// The next input's value from a column at hand: `None` once a mapped
+    /// column has run out, and from a streamed one.
+    fn next_at_hand(&mut self) -> Option<Input<T>> {
+        match self {
             Column::Mapped(values) => values.next().map(Input::Value),
             Column::Futures(futures) => futures.next().map(Input::Future),
             Column::Unmapped { value, clone } => Some(Input::Value(clone(value))),
             Column::UnmappedFuture(shared) => Some(Input::Shared(shared.clone())),
             Column::Streamed(_) => None,
-        };
-        next.expect("lengths are checked before the columns are zipped, and none is streamed")
-    }
-
-    /// The next input's value: `Ready(None)` once a mapped column has run out.
-    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input<T>>> {
-        Poll::Ready(Some(match self {
-            Column::Mapped(values) => match values.next() {
-                Some(value) => Input::Value(value),
-                None => return Poll::Ready(None),
-            },
-            Column::Futures(futures) => match futures.next() {
-                Some(future) => Input::Future(future),
-                None => return Poll::Ready(None),
-            },
-            Column::Unmapped { value, clone } => Input::Value(clone(value)),
-            Column::UnmappedFuture(shared) => Input::Shared(shared.clone()),
-            Column::Streamed(values) => {
-                return values
-                    .poll_next_unpin(cx)
-                    .map(|value| value.map(Input::Value));
-            }
-        }))
+        }
     }
 }
 
