@@ -122,38 +122,118 @@ fn a_shard_sends_a_pack_once_full_and_keeps_a_few_open() {
     assert!(pack.body().len() >= PACK_BYTES);
 }
 
-fn plain_ends(index: u64) -> Vec<PlainEnd> {
-    vec![PlainEnd {
+fn plain_end(index: u64) -> PlainEnd {
+    PlainEnd {
         index,
         created_nanos: 1_000,
         started_nanos: 2_000,
         ended_nanos: 3_000,
         run_count: 1,
         state_type: crate::state::StateType::Completed,
-    }]
+    }
+}
+
+/// A lane's list, as lanes make them (a full list's room), of runs `from..to`.
+fn lane_list(backlog: &Backlog, from: u64, to: u64) -> Vec<PlainEnd> {
+    let mut list = backlog.empty_ends();
+    list.extend((from..to).map(plain_end));
+    list
+}
+
+/// The run numbers of the lists a parcel holds, list by list.
+fn listed(parcel: &[Event]) -> Vec<Vec<u64>> {
+    parcel
+        .iter()
+        .map(|event| match event {
+            Event::Ended { ends, .. } => ends.iter().map(|end| end.index).collect(),
+            _ => panic!("only lists of plain ends were sent"),
+        })
+        .collect()
 }
 
 #[test]
-fn lanes_plain_ends_go_a_few_lists_at_a_time_and_the_rest_at_a_drain() {
+fn lanes_plain_ends_go_a_few_thousand_runs_at_a_time_and_the_rest_at_a_drain() {
     let (sender, receiver) = mpsc::channel();
     let backlog = Arc::new(Backlog::default());
     let outbox = Outbox::new(sender, backlog.clone());
-    for index in 0..ENDED_PER_PARCEL as u64 - 1 {
-        outbox.send_ended(Uuid::nil(), "t", plain_ends(index));
+    let full = LANE_ENDS as u64;
+    let lists = (ENDED_RUNS_PER_PARCEL / LANE_ENDS) as u64;
+    for list in 0..lists - 1 {
+        outbox.send_ended(
+            Uuid::nil(),
+            "t",
+            lane_list(&backlog, list * full, (list + 1) * full),
+        );
     }
-    assert!(receiver.try_recv().is_err(), "held until a few lists wait");
+    assert!(
+        receiver.try_recv().is_err(),
+        "held until a few thousand runs wait"
+    );
     assert!(backlog.queued() > 0, "held lists count in the backlog");
-    outbox.send_ended(Uuid::nil(), "t", plain_ends(99));
+    outbox.send_ended(
+        Uuid::nil(),
+        "t",
+        lane_list(&backlog, (lists - 1) * full, lists * full),
+    );
     let parcel = receiver.try_recv().unwrap();
-    assert_eq!(parcel.len(), ENDED_PER_PARCEL);
-    outbox.send_ended(Uuid::nil(), "t", plain_ends(100));
+    assert_eq!(parcel.len(), lists as usize);
+    assert_eq!(
+        listed(&parcel).concat(),
+        (0..lists * full).collect::<Vec<_>>()
+    );
+    outbox.send_ended(Uuid::nil(), "t", lane_list(&backlog, 5_000, 5_001));
     outbox.drain();
     let rest = receiver.try_recv().unwrap();
-    let Some(Event::Ended { ends, .. }) = rest.first() else {
-        panic!("the list held at the drain");
-    };
-    assert_eq!((rest.len(), ends[0].index), (1, 100));
+    assert_eq!(listed(&rest), [[5_000]]);
     assert!(receiver.try_recv().is_err());
+}
+
+#[test]
+fn short_lists_of_the_same_runs_are_sent_as_full_ones_and_given_back() {
+    let (sender, receiver) = mpsc::channel();
+    let backlog = Arc::new(Backlog::default());
+    let outbox = Outbox::new(sender, backlog.clone());
+    // A stream's lanes, pausing every 100 runs: two flow runs' lists, by turns.
+    let (first, second) = (Uuid::nil(), Uuid::from_u128(1));
+    let mut sent = Vec::new();
+    for list in 0..100u64 {
+        let flow_run = if list % 2 == 0 { first } else { second };
+        outbox.send_ended(
+            flow_run,
+            "t",
+            lane_list(&backlog, list * 100, (list + 1) * 100),
+        );
+        sent.extend(receiver.try_iter());
+    }
+    outbox.drain();
+    sent.extend(receiver.try_iter());
+    let mut by_flow_run: [Vec<u64>; 2] = Default::default();
+    let (mut weight, mut lists) = (0, 0);
+    for event in sent.iter().flatten() {
+        let Event::Ended { flow_run, ends, .. } = event else {
+            panic!("only lists of plain ends were sent");
+        };
+        assert!(ends.len() <= LANE_ENDS, "no list outgrows a lane's");
+        lists += 1;
+        by_flow_run[(*flow_run == second) as usize].extend(ends.iter().map(|end| end.index));
+        weight += event.weight();
+    }
+    // Every run once, each flow run's in the order they were sent.
+    let runs = |parity: u64| -> Vec<u64> {
+        (0..100u64)
+            .filter(|list| list % 2 == parity)
+            .flat_map(|list| list * 100..(list + 1) * 100)
+            .collect()
+    };
+    assert_eq!(by_flow_run, [runs(0), runs(1)]);
+    // 10,000 runs in lists of up to 1,024 (ten hundreds each), a few
+    // thousand runs to a parcel: not 100 lists in 25 parcels.
+    assert!(lists <= 16, "{lists} lists");
+    assert!(sent.len() <= 4, "{} parcels", sent.len());
+    // The backlog counts what the writer will take: no more, no less.
+    assert_eq!(backlog.queued(), weight);
+    // The short lists went back to the spares, for the lanes to fill again.
+    assert!(backlog.empty_ends().capacity() == LANE_ENDS);
 }
 
 #[test]
