@@ -165,7 +165,7 @@ impl<T: Task> MapRun<T> {
         // The flow run is this thread's for the whole slice, not set and
         // reset around each body.
         let detour = context::with_thread_context(self.ctx.clone(), || {
-            late_running::watching(&self.ctx, || self.run_slice(&mut lane))
+            late_running::watching(&self.ctx, self.task.spec(), || self.run_slice(&mut lane))
         });
         // A lane with no input left ends here, with no trip to the runtime:
         // in strict mode every batch ends so. Not when the map has stopped:

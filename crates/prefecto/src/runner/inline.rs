@@ -79,13 +79,15 @@ impl<T: Task> TaskRun<'_, T> {
         // if the body is still going at the watcher's next look.
         let (watched, mut quick) = match owes {
             false => (None, true),
-            true => match late_running::owe(self.owed_running()) {
-                Ok(watched) => (Some(watched), true),
-                Err(owed) => {
-                    owed.pay(self.ctx);
-                    (None, false)
+            true => {
+                match late_running::owe(self.name().index, self.shared.spec, self.shared.times()) {
+                    Some(watched) => (Some(watched), true),
+                    None => {
+                        self.owed_running().pay(self.ctx);
+                        (None, false)
+                    }
                 }
-            },
+            }
         };
         let name = self.name();
         // The flow run stays current inside the body, for the tasks it
