@@ -58,11 +58,14 @@ pub(super) fn write_loop(
         }
     }
     let _gone = Gone(backlog);
-    // A batch of thousands of task runs dirties more pages than SQLite's
-    // default 2 MiB cache holds: it would spill them mid-transaction and
-    // read them back. 16 MiB holds a batch; more only held old pages, and a
-    // map of 10M runs grew to 64 MiB of them (examples/stream_millions).
-    let _ = store.conn.pragma_update(None, "cache_size", -16384);
+    // A batch's dirty pages must fit the cache, or SQLite spills them
+    // mid-transaction and reads them back. 2 MiB (SQLite's default) holds
+    // the largest: 13,000 quick runs pack into ~65 KB, 4,096 log lines take
+    // ~800 KB. A bigger cache only kept old pages, grown a page at a time
+    // (16 MiB: a 100,000-run map's new pages cost the writer ~125 `mprotect`
+    // calls and as many page faults, and 15 MiB more peak RSS; strace and
+    // `batch_task --rss 'map window, async body' 100000 --history`).
+    let _ = store.conn.pragma_update(None, "cache_size", -2048);
     // Runs are held until they end (or linger), so that most task runs are
     // written once, whole, instead of once per transition.
     let mut unwritten: FastMap<RunKey, Unwritten> = FastMap::default();
