@@ -20,7 +20,10 @@ use crate::task::Task;
 
 impl<T: Task> MapRun<T> {
     /// Submits up to `size` inputs at once, each on a lane of its own that
-    /// then takes further inputs up to `end`, and waits until every lane has ended.
+    /// then takes further inputs up to `end` (a collecting map's strict
+    /// batch of async bodies: a lane per runtime thread, and more as bodies
+    /// wait; see `starts_lanes_as_bodies_wait`), and waits until every lane
+    /// has ended.
     pub(super) async fn run_lanes(self: &Arc<Self>, end: usize) {
         let firsts = self.take_firsts(end);
         if firsts.is_empty() {
@@ -37,6 +40,14 @@ impl<T: Task> MapRun<T> {
                 true => self.ctx.handle.metrics().num_workers().max(1),
                 false => 1,
             };
+            let mut firsts = firsts;
+            if self.starts_lanes_as_bodies_wait() && firsts.len() > tasks {
+                // One lane per runtime thread; the batch's other inputs,
+                // submitted with theirs, wait in the queue for them.
+                let rest = firsts.split_off(tasks);
+                self.queue().given_back.extend(rest.into_iter().flatten());
+                self.lanes_running.store(tasks, Ordering::Release);
+            }
             let mut groups: Vec<Vec<Option<Taken<T>>>> = (0..tasks).map(|_| Vec::new()).collect();
             for (i, taken) in firsts.into_iter().enumerate() {
                 groups[i % tasks].push(taken);
@@ -131,6 +142,40 @@ impl<T: Task> MapRun<T> {
         self.inline && !self.task.spec().is_async
     }
 
+    /// Whether a batch starts one lane per runtime thread, and a lane
+    /// about to wait for a body starts another (`start_another_lane`):
+    /// a collecting map's strict batches of async bodies run inline. Most
+    /// such bodies end in their first poll, and a lane per input, made and
+    /// dropped each batch, was most of what such a batch cost (perf: moving
+    /// the lanes' futures, allocating and freeing them). A stream keeps a
+    /// lane per input: its lanes hand outcomes over through a buffer per
+    /// group, which no two of its lanes may use at once.
+    fn starts_lanes_as_bodies_wait(&self) -> bool {
+        self.mode == BatchMode::Strict
+            && self.delivery.is_none()
+            && self.inline
+            && self.task.spec().is_async
+    }
+
+    /// A lane is about to wait for its body: another takes the batch's
+    /// inputs meanwhile, if any wait and fewer lanes than the map's size run.
+    fn start_another_lane(self: &Arc<Self>) {
+        if self.stopped() || self.queue().given_back.is_empty() {
+            return;
+        }
+        let size = self.size;
+        let counted =
+            self.lanes_running
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                    (running < size).then_some(running + 1)
+                });
+        if counted.is_ok() {
+            let lane = self.clone().lane(None, None, None);
+            let lane = context::with_task_context(self.ctx.clone(), lane);
+            self.ctx.tracker.spawn_on(lane, &self.ctx.handle);
+        }
+    }
+
     /// As [`take_next`](Self::take_next), waiting while a stream's span is
     /// full (until its reader takes outcomes, the map stops, or its flow's
     /// function returns).
@@ -178,7 +223,7 @@ impl<T: Task> MapRun<T> {
     /// A lane's work: the run it was given (if any: else it waits for a
     /// stream's first input), then each input it takes.
     pub(super) async fn run_inputs(
-        &self,
+        self: &Arc<Self>,
         taken: Option<Taken<T>>,
         buffer: Option<&Buffer<T::Output>>,
         ahead: Option<&GroupTake<T>>,
@@ -208,6 +253,7 @@ impl<T: Task> MapRun<T> {
                 self.give_back(ahead);
             }
         };
+        let start_another = || self.start_another_lane();
         let mut ends = match inline_async {
             true => LaneEnds::new(&self.ctx),
             false => LaneEnds::none(),
@@ -217,6 +263,8 @@ impl<T: Task> MapRun<T> {
             // waits it gives back what its group holds ahead (`lane_group`).
             notes.records = Some(Vec::new());
             ends = ends.before_waiting(&give_back);
+        } else if self.starts_lanes_as_bodies_wait() {
+            ends = ends.before_waiting(&start_another);
         }
         while let Some((position, run, submitted)) = next {
             let task_run = self.task_run(&run);

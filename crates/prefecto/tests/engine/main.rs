@@ -27,6 +27,7 @@ mod recorder_interest;
 mod resume;
 mod stream_outcomes_at_once;
 mod streams;
+mod strict_batches;
 mod sync_maps_on_the_pool;
 mod task_runs;
 mod timeouts;
