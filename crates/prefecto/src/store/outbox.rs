@@ -211,6 +211,7 @@ impl Outbox {
     /// pack there, with the next few lanes' lists (or at the next drain):
     /// nothing else of those runs went to the writer or waits in a shard
     /// (`lane_pack.rs`), so they need no shard's order.
+    ///
     /// A short list is appended to a waiting list of the same runs with
     /// room for it, and goes back to the spares: the writer then gets full
     /// lists, whoever made them.
