@@ -73,12 +73,14 @@ use crate::task::Task;
 /// thread up every 10 ms and whenever it would wait, so other work queued
 /// on the pool still runs; the last lane of a strict batch begins the next
 /// on its thread. Async bodies run in lanes that one task per runtime
-/// thread drives (a strict batch's first group by the map's own task);
-/// while the runs of a sliding window's `map` end as soon as they start,
-/// each group takes several inputs at a time for its lanes, and gives back
-/// those it holds whenever one of its lanes would wait, so none waits
-/// behind a slow run. Other tasks' runs go through the full engine, as
-/// `submit` does.
+/// thread drives (a strict batch's first group by the map's own task); a
+/// strict batch of `map` submits its inputs together but starts a lane per
+/// runtime thread, and another each time a lane's body waits, up to the
+/// batch's size; while the runs of a sliding window's `map` end as soon as
+/// they start, each group takes several inputs at a time for its lanes,
+/// and gives back those it holds whenever one of its lanes would wait, so
+/// none waits behind a slow run. Other tasks' runs go through the full
+/// engine, as `submit` does.
 ///
 /// `Args` is always the task's own parameter tuple: it is a type parameter
 /// only so that `map` can take one argument per parameter, whatever the
