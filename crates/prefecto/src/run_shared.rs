@@ -154,6 +154,19 @@ impl<T> RunShared<T> {
         }
     }
 
+    /// Lets go of what a record nobody else holds keeps of its last run
+    /// (its outcome, and whoever waited for it), so that it may wait for a
+    /// later map without keeping them alive; false if another holds it.
+    pub(crate) fn empty(record: &mut Arc<Self>) -> bool {
+        let Some(run) = Arc::get_mut(record) else {
+            return false;
+        };
+        let slot = run.slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        slot.outcome = Outcome::None;
+        slot.waiting = None;
+        true
+    }
+
     fn unshared(
         name: TaskRunName,
         spec: &'static crate::task::TaskSpec,

@@ -13,7 +13,7 @@ use super::kill_switch::KillSwitch;
 use super::map_inputs::{MapInputs, Source};
 use super::map_queue::{LaneNotes, Queue};
 use super::map_stream::Delivery;
-use super::spares::Spares;
+use super::spares::{LeftRecords, Spares};
 pub(super) use super::taken::{Submitted, Taken};
 use crate::context::{CancelScope, FlowRunContext, flow_log};
 use crate::future::{PrefectFuture, RunShared};
@@ -158,10 +158,13 @@ impl<T: Task> MapRun<T> {
                 prefaulted,
                 stretch: None,
                 low: 0,
-                spares: Spares::new(match delivery {
-                    Some(_) => held,
-                    None => size,
-                }),
+                spares: Spares::from_left(
+                    match delivery {
+                        Some(_) => held,
+                        None => size,
+                    },
+                    LeftRecords::process(),
+                ),
                 next_to_show: 0,
                 next_to_hand: 0,
                 names,
@@ -473,5 +476,13 @@ impl<T: Task> MapRun<T> {
         self.scope.cancel(
             "The flow's function returned before reading this map's stream to its end.".into(),
         );
+    }
+}
+
+/// A map's records nobody else holds are left for the next map's runs.
+impl<T: Task> Drop for MapRun<T> {
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(|p| p.into_inner());
+        queue.spares.leave(LeftRecords::process());
     }
 }
