@@ -25,7 +25,7 @@ impl<T: Task> MapRun<T> {
     /// wait; see `starts_lanes_as_bodies_wait`), and waits until every lane
     /// has ended.
     pub(super) async fn run_lanes(self: &Arc<Self>, end: usize) {
-        let firsts = self.take_firsts(end);
+        let mut firsts = self.take_firsts(end);
         if firsts.is_empty() {
             return;
         }
@@ -40,7 +40,6 @@ impl<T: Task> MapRun<T> {
                 true => self.ctx.handle.metrics().num_workers().max(1),
                 false => 1,
             };
-            let mut firsts = firsts;
             if self.starts_lanes_as_bodies_wait() && firsts.len() > tasks {
                 // One lane per runtime thread; the batch's other inputs,
                 // submitted with theirs, wait in the queue for them.

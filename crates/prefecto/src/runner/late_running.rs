@@ -130,10 +130,10 @@ impl<W> Slot<W> {
     /// slice of that task, or already in a body owed (a body that runs
     /// another run's body on its thread): its `Running` is then paid at once.
     fn owe(&self, task: usize, numbers: BodyNumbers) -> bool {
-        let phase = self.phase.load(Ordering::Relaxed);
-        if task == 0 || self.slice_task.load(Ordering::Relaxed) != task {
+        if self.slice_task.load(Ordering::Relaxed) != task {
             return false;
         }
+        let phase = self.phase.load(Ordering::Relaxed);
         if phase & PHASE_BITS != IDLE {
             return false;
         }
