@@ -36,8 +36,8 @@ use crate::state::State;
 pub(super) type FastHash = foldhash::fast::RandomState;
 pub(super) type FastMap<K, V> = HashMap<K, V, FastHash>;
 
-/// A shard sends a pack once it holds this many bytes (about 1,300 quick
-/// runs, a row of the history).
+/// A shard sends a pack once it holds this many bytes (3,300 to 8,200
+/// quick runs, a row of the history).
 pub(super) const PACK_BYTES: usize = 16 * 1024;
 /// How many packs (flow run and task) a shard keeps open at once.
 const OPEN_PACKS: usize = 4;

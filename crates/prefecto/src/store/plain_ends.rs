@@ -104,7 +104,9 @@ mod tests {
     #[test]
     fn plain_ends_are_packed_whole_packs_at_a_time_and_their_lists_go_back() {
         let backlog = Backlog::default();
-        let mut parcel: Vec<Event> = (0..4)
+        // Enough for a full pack: a quick run takes two bytes.
+        let list_count = (2 * PACK_BYTES / LANE_ENDS) as u64;
+        let mut parcel: Vec<Event> = (0..list_count)
             .map(|list| Event::Ended {
                 flow_run: Uuid::nil(),
                 task: "t",
@@ -135,7 +137,10 @@ mod tests {
             .flat_map(|pack| unpack(pack.body()).unwrap())
             .map(|run| run.index)
             .collect();
-        assert_eq!(indexes, (0..4 * LANE_ENDS as u64).collect::<Vec<_>>());
+        assert_eq!(
+            indexes,
+            (0..list_count * LANE_ENDS as u64).collect::<Vec<_>>()
+        );
         // The lists, emptied, are the lanes' again.
         let again = backlog.empty_ends();
         assert_eq!((again.len(), again.capacity()), (0, LANE_ENDS));

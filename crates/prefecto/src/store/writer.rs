@@ -60,7 +60,7 @@ pub(super) fn write_loop(
     let _gone = Gone(backlog);
     // A batch's dirty pages must fit the cache, or SQLite spills them
     // mid-transaction and reads them back. 2 MiB (SQLite's default) holds
-    // the largest: 13,000 quick runs pack into ~65 KB, 4,096 log lines take
+    // the largest: 13,000 quick runs pack into 26-65 KB, 4,096 log lines take
     // ~800 KB. A bigger cache only kept old pages, grown a page at a time
     // (16 MiB: a 100,000-run map's new pages cost the writer ~125 `mprotect`
     // calls and as many page faults, and 15 MiB more peak RSS; strace and
