@@ -9,7 +9,7 @@ use super::kill_switch::{BatchConfigError, KillSwitch};
 use super::map_inputs::Source;
 use super::map_run::{MapRun, SharedSwitch};
 use super::map_stream::{Delivery, MapStream};
-use super::stream_handoff;
+use super::stream_handoff::{self, Filling};
 use crate::args::{MapArgs, MapError, Zipped};
 use crate::blocking::block_on;
 use crate::context;
@@ -325,6 +325,10 @@ impl<T: Task> BatchTask<T> {
             total,
             Some(delivery),
         ));
+        let reader = reader.filling(match map.on_pool_lanes() {
+            true => Filling::Sleep,
+            false => Filling::Yield,
+        });
         let stream = MapStream::new(reader, map.scope.clone(), total);
         ctx.tracker.spawn_on(
             async move {

@@ -41,6 +41,15 @@ async fn read_all(reader: &mut Reader<usize>) -> Vec<usize> {
 
 #[test]
 fn every_outcome_reaches_the_reader_once_while_lanes_hand_over_at_once() {
+    every_outcome_reaches_a_reader_once(Filling::Yield);
+}
+
+#[test]
+fn every_outcome_reaches_a_sleeping_reader_once() {
+    every_outcome_reaches_a_reader_once(Filling::Sleep);
+}
+
+fn every_outcome_reaches_a_reader_once(filling: Filling) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -48,7 +57,8 @@ fn every_outcome_reaches_the_reader_once_while_lanes_hand_over_at_once() {
         .unwrap();
     runtime.block_on(async {
         // Room for two messages: lanes often find the channel full and wait.
-        let (handoff, mut reader) = handoff::<usize>(2 * CHUNK);
+        let (handoff, reader) = handoff::<usize>(2 * CHUNK);
+        let mut reader = reader.filling(filling);
         let handoff = Arc::new(handoff);
         const LANES: usize = 4;
         const EACH: usize = 20_000;
@@ -91,7 +101,17 @@ fn every_outcome_reaches_the_reader_once_while_lanes_hand_over_at_once() {
 
 #[test]
 fn a_waiting_reader_is_sent_a_lone_outcome_at_once() {
-    let (handoff, mut reader) = handoff::<usize>(1024);
+    a_waiting_reader_is_sent_a_lone_outcome(Filling::Yield);
+}
+
+#[test]
+fn a_sleeping_reader_that_found_nothing_is_sent_a_lone_outcome_at_once() {
+    a_waiting_reader_is_sent_a_lone_outcome(Filling::Sleep);
+}
+
+fn a_waiting_reader_is_sent_a_lone_outcome(filling: Filling) {
+    let (handoff, reader) = handoff::<usize>(1024);
+    let mut reader = reader.filling(filling);
     let buffer = handoff.buffer(0);
     // Nothing yet: the reader is marked as waiting.
     assert!(reader.try_read().is_none());
@@ -110,7 +130,17 @@ fn a_waiting_reader_is_sent_a_lone_outcome_at_once() {
 
 #[test]
 fn a_reader_takes_what_the_buffers_hold_rather_than_wait() {
-    let (handoff, mut reader) = handoff::<usize>(1024);
+    a_reader_takes_what_the_buffers_hold(Filling::Yield);
+}
+
+#[test]
+fn a_sleeping_reader_takes_what_the_buffers_hold_once_awake() {
+    a_reader_takes_what_the_buffers_hold(Filling::Sleep);
+}
+
+fn a_reader_takes_what_the_buffers_hold(filling: Filling) {
+    let (handoff, reader) = handoff::<usize>(1024);
+    let mut reader = reader.filling(filling);
     let (first, second) = (handoff.buffer(0), handoff.buffer(1));
     for index in 0..3 {
         assert!(hand_now(&handoff, &first, index));
