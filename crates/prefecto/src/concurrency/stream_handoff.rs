@@ -5,8 +5,9 @@
 //! its outcomes in a buffer of its own, which goes through the channel as
 //! one message once it holds a chunk. A reader that finds the channel
 //! empty gives the lanes a few microseconds to fill a chunk (yielding its
-//! thread, or asleep: see [`Filling`]), then takes what the buffers hold; only if they are empty does it wait, marked as
-//! waiting, and then every outcome handed over goes at once. So no outcome
+//! thread, or asleep: see [`Filling`]), then takes what the buffers hold;
+//! only if they are empty does it wait, marked as waiting, and then every
+//! outcome handed over goes at once. So no outcome
 //! sits in a buffer while its reader waits, whatever the bodies do, and no
 //! lane has to hand anything over before it waits.
 //!
@@ -64,10 +65,12 @@ pub(super) enum Filling {
     /// they did (`perf record`, the reader's thread 3,900-4,400 samples, the
     /// pool's 7,100-8,000). Asleep, it wakes to a few hundred outcomes and
     /// takes them in one go; `batch_task --rss 'stream window, sync body'`,
-    /// five processes of each by turns: 0.166 -> 0.133 µs at 10,000
-    /// inputs, 0.144 -> 0.121 at 1,000,000. Async streams gained nothing at
-    /// 1,000,000 and lost at 10,000 (0.195 -> 0.25 µs): their lanes yield
-    /// the runtime's threads to the reader's wake-ups anyway.
+    /// five processes of each by turns: 0.159 -> 0.134 µs at 10,000
+    /// inputs, 0.155 -> 0.124 at 100,000, 0.141 -> 0.124 at 1,000,000.
+    /// Async streams gained nothing at 1,000,000 and lost at 10,000 (0.195
+    /// -> 0.25 µs). It holds its thread while it sleeps, as it did while
+    /// it yielded (up to 10 µs); an outcome handed over meanwhile waits in
+    /// a buffer until it wakes.
     Sleep,
 }
 

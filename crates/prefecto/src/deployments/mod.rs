@@ -3,7 +3,7 @@
 //!
 //! - [`crate::serve!`] makes a binary deployable: it runs the flow a worker
 //!   asks for, with the run's parameters from the server.
-//! - [`deploy`] (and `prefecto deploy`) registers a deployment of it on a
+//! - [`deploy()`] (and `prefecto deploy`) registers a deployment of it on a
 //!   work pool, with its parameters' schema for the UI's run form.
 //! - [`run_deployment`] runs a deployment once and gives the child's result;
 //!   [`DeploymentTask`] makes a deployment a task, so that

@@ -190,7 +190,7 @@ pub(super) struct Pack {
 
 impl Pack {
     /// Writes the run in postcard's format of [`PackedRun`] (which
-    /// [`unpack`] reads), by hand: this runs for every task run recorded,
+    /// [`unpack_in`] reads), by hand: this runs for every task run recorded,
     /// and serde's generic path cost several times the engine's own work
     /// per run. A test checks the bytes against postcard's.
     pub fn push(&mut self, run: &Run<'_>) {

@@ -77,7 +77,7 @@ fn next_short_run<'a>(tag: u8, rest: &mut &[u8], last: &mut (u64, i64)) -> Resul
     Ok(short_run(numbers, (state_type, usual_name), last))
 }
 
-/// Reads the compact run tagged `tag` (see [`compact`]) at the start of
+/// Reads the compact run tagged `tag` (see [`compact`](super::compact)) at the start of
 /// `rest`, as [`next_run`] reads a whole one.
 fn next_compact_run<'a>(
     tag: u8,
