@@ -1,6 +1,7 @@
 //! A task run's first `Running`, owed to the recorders that hear it only
-//! once the run is seen still running ([`Recorder::wants_running`](crate::recorder::Recorder::wants_running)), and
-//! the watch that pays it for sync bodies.
+//! once the run is seen still running
+//! ([`Recorder::wants_running`](crate::recorder::Recorder::wants_running)),
+//! and the watch that pays it for sync bodies.
 //!
 //! An async body of a map's lane shows by its first poll whether it ends at
 //! once. A sync body does not: it runs to its end on its pool thread. So a

@@ -292,21 +292,32 @@ impl Pack {
             micros(started) - created,
             micros(ended) - created,
         ];
-        let code = code_of(end.state_type) as u8;
-        // Each length stored as a constant, not copied by `memcpy`.
-        match compact(numbers, code) {
-            Some((bytes, 2)) => self.body.extend_from_slice(&bytes[..2]),
-            Some((bytes, _)) => self.body.extend_from_slice(&bytes),
-            None if numbers.iter().all(|n| (-64..64).contains(n)) => {
-                let [index, created_less, start, end_at] = numbers.map(|n| zigzag(n) as u8);
-                let tag = short_tag(code);
-                self.body
-                    .extend_from_slice(&[tag, index, created_less, start, end_at]);
-            }
-            None => return false,
+        if !self.put_short(numbers, code_of(end.state_type) as u8) {
+            return false;
         }
         (self.last_index, self.last_created) = (end.index, created);
         self.runs += 1;
+        true
+    }
+
+    /// Writes a short run's four numbers (number and creation less the
+    /// previous run's, start and end less its creation) compact, or in five
+    /// bytes if each fits one; false if neither, and nothing written. Each
+    /// length is stored as a constant, not copied by a call to `memcpy`.
+    /// Inlined into both callers: it runs for nearly every run packed.
+    #[inline(always)]
+    fn put_short(&mut self, numbers: [i64; 4], code: u8) -> bool {
+        match compact(numbers, code) {
+            Some((bytes, 2)) => self.body.extend_from_slice(&bytes[..2]),
+            Some((bytes, _)) => self.body.extend_from_slice(&bytes),
+            // Zigzagged, each fits a byte's seven bits.
+            None if numbers.iter().all(|n| (-64..64).contains(n)) => {
+                let [index, created, start, end] = numbers.map(|n| zigzag(n) as u8);
+                let bytes = [short_tag(code), index, created, start, end];
+                self.body.extend_from_slice(&bytes);
+            }
+            None => return false,
+        }
         true
     }
 
@@ -322,18 +333,11 @@ impl Pack {
         match (plain && run.run_count == 1, run.start, run.end) {
             (true, Some(start), Some(end)) => {
                 let numbers = [index, created, start - run.created, end - run.created];
-                if let Some((bytes, len)) = compact(numbers, code) {
-                    return self.body.extend_from_slice(&bytes[..len]);
-                }
-                let numbers = numbers.map(zigzag);
-                if numbers.iter().all(|&n| n < 0x80) {
-                    // Most quick runs: every number fits a byte.
-                    let [index, created, start, end] = numbers.map(|n| n as u8);
-                    let bytes = [short_tag(code), index, created, start, end];
-                    return self.body.extend_from_slice(&bytes);
+                if self.put_short(numbers, code) {
+                    return;
                 }
                 head.put(short_tag(code));
-                numbers.into_iter().for_each(|n| head.varint(n));
+                numbers.into_iter().for_each(|n| head.signed(n));
             }
             _ => {
                 head.put(WHOLE);
